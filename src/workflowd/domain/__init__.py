@@ -1,0 +1,2 @@
+"""Pure domain types: frozen dataclasses, enums and state-transition tables. Imports nothing of
+ours but itself."""

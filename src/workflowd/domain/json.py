@@ -1,0 +1,8 @@
+"""The JSON value type shared by every layer."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+Json: TypeAlias = None | bool | int | float | str | list["Json"] | dict[str, "Json"]
+JsonObject: TypeAlias = dict[str, Json]

@@ -1,0 +1,232 @@
+"""Runs, tasks and their events. The state machines are data: a table of allowed moves and one
+pure `transition()` that raises on an illegal one; every write checks it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from workflowd.domain.json import Json, JsonObject
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _RUN_TERMINAL
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
+
+
+_RUN_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING: frozenset(
+        {RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.CANCELLED, RunStatus.FAILED}
+    ),
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.CANCELLING, RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
+    ),
+    RunStatus.CANCELLING: frozenset({RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.COMPLETED}),
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.SKIPPED, TaskStatus.CANCELLED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
+    TaskStatus.SKIPPED: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    """A write tried a move the state machine forbids: a bug, never a user's mistake."""
+
+
+def transition_run(current: RunStatus, new: RunStatus) -> RunStatus:
+    if new not in RUN_TRANSITIONS[current]:
+        raise IllegalTransition(f"run cannot go from {current} to {new}")
+    return new
+
+
+def transition_task(current: TaskStatus, new: TaskStatus) -> TaskStatus:
+    if new not in TASK_TRANSITIONS[current]:
+        raise IllegalTransition(f"task cannot go from {current} to {new}")
+    return new
+
+
+class RunTrigger(StrEnum):
+    MANUAL = "manual"
+    SCHEDULE = "schedule"
+    BACKFILL = "backfill"
+
+
+class ErrorType(StrEnum):
+    """The DSL's standard error types; the value is the last segment of the type URI."""
+
+    CONFIGURATION = "configuration"
+    VALIDATION = "validation"
+    EXPRESSION = "expression"
+    AUTHENTICATION = "authentication"
+    AUTHORIZATION = "authorization"
+    TIMEOUT = "timeout"
+    COMMUNICATION = "communication"
+    RUNTIME = "runtime"
+
+    @property
+    def uri(self) -> str:
+        return f"https://serverlessworkflow.io/spec/1.0.0/errors/{self.value}"
+
+    @property
+    def default_status(self) -> int:
+        return _DEFAULT_STATUS[self]
+
+
+_DEFAULT_STATUS = {
+    ErrorType.CONFIGURATION: 400,
+    ErrorType.VALIDATION: 400,
+    ErrorType.EXPRESSION: 400,
+    ErrorType.AUTHENTICATION: 401,
+    ErrorType.AUTHORIZATION: 403,
+    ErrorType.TIMEOUT: 408,
+    ErrorType.COMMUNICATION: 500,
+    ErrorType.RUNTIME: 500,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """RFC 7807 problem details, as the DSL uses them for errors."""
+
+    type: str
+    status: int
+    title: str
+    detail: str = ""
+    instance: str = ""
+
+    @classmethod
+    def of(cls, kind: ErrorType, title: str, detail: str = "", instance: str = "") -> Problem:
+        return cls(kind.uri, kind.default_status, title, detail, instance)
+
+    def to_json(self) -> JsonObject:
+        return {
+            "type": self.type,
+            "status": self.status,
+            "title": self.title,
+            "detail": self.detail,
+            "instance": self.instance,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Json]) -> Problem:
+        status = data.get("status")
+        return cls(
+            type=str(data.get("type", "")),
+            status=status if isinstance(status, int) else 500,
+            title=str(data.get("title", "")),
+            detail=str(data.get("detail", "")),
+            instance=str(data.get("instance", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRun:
+    index: int
+    name: str
+    call: str
+    reference: str
+    status: TaskStatus = TaskStatus.PENDING
+    job_id: str = ""
+    input: Json = None
+    output: Json = None
+    error: Problem | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: str
+    company: str
+    workflow_id: str
+    namespace: str
+    name: str
+    version: str
+    status: RunStatus
+    trigger: RunTrigger
+    input: Json
+    created_at: datetime
+    tasks: tuple[TaskRun, ...] = ()
+    context: JsonObject = field(default_factory=dict)
+    output: Json = None
+    error: Problem | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    idempotency_key: str = ""
+
+
+class RunEventType(StrEnum):
+    RUN_CREATED = "run_created"
+    RUN_STARTED = "run_started"
+    TASK_STARTED = "task_started"
+    TASK_JOB_SUBMITTED = "task_job_submitted"
+    TASK_COMPLETED = "task_completed"
+    TASK_FAILED = "task_failed"
+    TASK_CANCELLED = "task_cancelled"
+    TASK_SKIPPED = "task_skipped"
+    RUN_CANCELLING = "run_cancelling"
+    RUN_COMPLETED = "run_completed"
+    RUN_FAILED = "run_failed"
+    RUN_CANCELLED = "run_cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """One durable state change. `seq` counts per run from 1; `global_seq` across all runs."""
+
+    run_id: str
+    seq: int
+    global_seq: int
+    type: RunEventType
+    time: datetime
+    company: str
+    workflow_id: str
+    namespace: str
+    run_status: RunStatus
+    task_index: int = -1
+    task_name: str = ""
+    task_status: TaskStatus | None = None
+    job_id: str = ""
+    error: Problem | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in (
+            RunEventType.RUN_COMPLETED,
+            RunEventType.RUN_FAILED,
+            RunEventType.RUN_CANCELLED,
+        )

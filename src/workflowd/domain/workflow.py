@@ -1,0 +1,46 @@
+"""Stored workflows and their versions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class WorkflowStatus(StrEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """A workflow as seen at one `version` (the current one unless another was asked for)."""
+
+    id: str
+    company: str
+    namespace: str
+    name: str
+    version: str
+    current_version: str
+    versions: tuple[str, ...]
+    specification: str
+    tags: tuple[str, ...]
+    status: WorkflowStatus
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFilter:
+    namespace: str = ""
+    tag: str = ""
+    status: WorkflowStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page request: `after` is the decoded cursor of the previous page (None for the first)."""
+
+    size: int
+    after: str | None = None
