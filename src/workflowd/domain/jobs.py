@@ -1,0 +1,70 @@
+"""What the engine asks of a jobs system, and what it hears back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from workflowd.domain.json import Json, JsonObject
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PENDING_CANCELLATION = "pending_cancellation"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """The exact body of `POST /jobs`; stored as the task's intent before it is sent."""
+
+    type: str
+    input: JsonObject
+    idempotency_key: str
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> JsonObject:
+        return {
+            "type": self.type,
+            "input": self.input,
+            "idempotency_key": self.idempotency_key,
+            "tags": list(self.tags),
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Json]) -> JobRequest:
+        raw_input = data["input"]
+        tags = data.get("tags") or []
+        metadata = data.get("metadata") or {}
+        if not isinstance(raw_input, dict) or not isinstance(tags, list):
+            raise ValueError("stored job request is malformed")
+        if not isinstance(metadata, dict):
+            raise ValueError("stored job request is malformed")
+        return cls(
+            type=str(data["type"]),
+            input=raw_input,
+            idempotency_key=str(data["idempotency_key"]),
+            tags=tuple(str(t) for t in tags),
+            metadata={str(k): str(v) for k, v in metadata.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    job_id: str
+    state: JobState
+    result: JsonObject | None = None
+    failure_messages: tuple[str, ...] = ()
+    created_at: datetime | None = None
+    ended_at: datetime | None = None
