@@ -44,3 +44,16 @@ class Page:
 
     size: int
     after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewWorkflowVersion:
+    """A validated specification to store as a version of (company, namespace, name)."""
+
+    company: str
+    namespace: str
+    name: str
+    version: str
+    specification: str
+    tags: tuple[str, ...]
+    now: datetime

@@ -1,1 +1,5 @@
-"""store layer."""
+"""Persistence. Only this package talks SQL."""
+
+from workflowd.store.sqlite import SqliteStore
+
+__all__ = ["SqliteStore"]

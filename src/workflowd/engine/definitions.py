@@ -1,0 +1,99 @@
+"""Workflow definitions: validate, store as versions, read, list, archive."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from workflowd.domain.errors import InvalidRequest, InvalidSpecification
+from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
+from workflowd.engine.clock import Clock
+from workflowd.spec import Limits, ValidationResult, validate
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRef:
+    """A workflow named by id, or by namespace and name; `version` empty means current."""
+
+    workflow_id: str = ""
+    namespace: str = ""
+    name: str = ""
+    version: str = ""
+
+    def check(self) -> None:
+        if self.workflow_id:
+            return
+        if not (self.namespace and self.name):
+            raise InvalidRequest("id", "give a workflow id, or both namespace and name")
+
+
+class WorkflowStore(Protocol):
+    async def save_version(self, new: NewWorkflowVersion) -> tuple[Workflow, bool]: ...
+
+    async def get_workflow(
+        self,
+        company: str,
+        *,
+        workflow_id: str = "",
+        namespace: str = "",
+        name: str = "",
+        version: str = "",
+    ) -> Workflow: ...
+
+    async def list_workflows(
+        self, company: str, filt: WorkflowFilter, size: int, token: str
+    ) -> tuple[list[Workflow], str]: ...
+
+    async def archive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow: ...
+
+
+class Definitions:
+    def __init__(self, store: WorkflowStore, clock: Clock, limits: Limits) -> None:
+        self._store = store
+        self._clock = clock
+        self._limits = limits
+
+    async def validate(self, text: str) -> ValidationResult:
+        # Parsing 256 KiB of YAML takes long enough to stall other RPCs: keep it off the loop.
+        return await asyncio.to_thread(validate, text, self._limits)
+
+    async def create(self, company: str, text: str, tags: tuple[str, ...]) -> tuple[Workflow, bool]:
+        result = await self.validate(text)
+        if result.definition is None or not result.valid:
+            raise InvalidSpecification(result.diagnostics)
+        for i, tag in enumerate(tags):
+            if not tag.strip() or len(tag) > 256:
+                raise InvalidRequest(f"tags[{i}]", "must be a non-empty string of ≤ 256 characters")
+        definition = result.definition
+        new = NewWorkflowVersion(
+            company=company,
+            namespace=definition.namespace,
+            name=definition.name,
+            version=definition.version,
+            specification=text,
+            tags=tags,
+            now=self._clock.now(),
+        )
+        return await self._store.save_version(new)
+
+    async def get(self, company: str, ref: WorkflowRef) -> Workflow:
+        ref.check()
+        return await self._store.get_workflow(
+            company,
+            workflow_id=ref.workflow_id,
+            namespace=ref.namespace,
+            name=ref.name,
+            version=ref.version,
+        )
+
+    async def list(
+        self, company: str, filt: WorkflowFilter, size: int, token: str
+    ) -> tuple[list[Workflow], str]:
+        return await self._store.list_workflows(company, filt, size, token)
+
+    async def archive(self, company: str, workflow_id: str) -> Workflow:
+        if not workflow_id:
+            raise InvalidRequest("id", "is required")
+        return await self._store.archive_workflow(company, workflow_id, self._clock.now())

@@ -1,0 +1,107 @@
+"""Forward-only schema migrations. Append a new tuple to change the schema; never edit one that
+has shipped. Each tuple runs in one transaction at start."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE workflows (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            company TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            current_version TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            archived_at TEXT,
+            UNIQUE (company, namespace, name)
+        )
+        """,
+        "CREATE INDEX workflows_company_seq ON workflows (company, seq)",
+        """
+        CREATE TABLE workflow_versions (
+            workflow_id TEXT NOT NULL REFERENCES workflows (id),
+            version TEXT NOT NULL,
+            ordinal INTEGER NOT NULL,
+            specification TEXT NOT NULL,
+            spec_sha256 TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (workflow_id, version)
+        )
+        """,
+        """
+        CREATE TABLE runs (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            company TEXT NOT NULL,
+            workflow_id TEXT NOT NULL REFERENCES workflows (id),
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            status TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            input TEXT NOT NULL,
+            context TEXT NOT NULL DEFAULT '{}',
+            output TEXT,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            ended_at TEXT,
+            scheduled_at TEXT,
+            idempotency_key TEXT NOT NULL DEFAULT '',
+            last_seq INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        """
+        CREATE UNIQUE INDEX runs_idempotency ON runs (company, workflow_id, idempotency_key)
+        WHERE idempotency_key != ''
+        """,
+        "CREATE INDEX runs_company_seq ON runs (company, seq)",
+        "CREATE INDEX runs_workflow_seq ON runs (workflow_id, seq)",
+        """
+        CREATE INDEX runs_active ON runs (status)
+        WHERE status IN ('pending', 'running', 'cancelling')
+        """,
+        """
+        CREATE TABLE tasks (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            idx INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            call TEXT NOT NULL,
+            reference TEXT NOT NULL,
+            status TEXT NOT NULL,
+            job_id TEXT NOT NULL DEFAULT '',
+            job_request TEXT,
+            input TEXT,
+            output TEXT,
+            error TEXT,
+            started_at TEXT,
+            ended_at TEXT,
+            PRIMARY KEY (run_id, idx)
+        )
+        """,
+        """
+        CREATE TABLE run_events (
+            global_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            seq INTEGER NOT NULL,
+            company TEXT NOT NULL,
+            workflow_id TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            type TEXT NOT NULL,
+            time TEXT NOT NULL,
+            run_status TEXT NOT NULL,
+            task_index INTEGER NOT NULL DEFAULT -1,
+            task_name TEXT NOT NULL DEFAULT '',
+            task_status TEXT,
+            job_id TEXT NOT NULL DEFAULT '',
+            error TEXT,
+            UNIQUE (run_id, seq)
+        )
+        """,
+    ),
+)

@@ -1,0 +1,47 @@
+"""Opaque, tamper-evident page tokens: keyset cursors that stay stable under inserts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from workflowd.domain.errors import InvalidRequest
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidRequest("page_size", f"must not be negative, got {requested}")
+    if requested == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(requested, MAX_PAGE_SIZE)
+
+
+def _fingerprint(filter_key: str) -> str:
+    return hashlib.sha256(filter_key.encode()).hexdigest()[:12]
+
+
+def encode_token(last_seq: int, filter_key: str) -> str:
+    raw = json.dumps({"s": last_seq, "f": _fingerprint(filter_key)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, filter_key: str) -> int | None:
+    """The sequence number to continue below, or None for the first page."""
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        seq = data["s"]
+        fingerprint = data["f"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidRequest("page_token", "is not a token this server issued") from exc
+    if not isinstance(seq, int) or fingerprint != _fingerprint(filter_key):
+        raise InvalidRequest(
+            "page_token", "was issued for a different filter: repeat the request with its filter"
+        )
+    return seq
