@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from workflowd.domain.errors import WorkflowdError
 from workflowd.domain.json import Json, JsonObject
 
 
@@ -68,3 +69,28 @@ class JobInfo:
     failure_messages: tuple[str, ...] = ()
     created_at: datetime | None = None
     ended_at: datetime | None = None
+
+
+class JobsError(WorkflowdError):
+    """The jobs system could not do what a task needed."""
+
+
+class JobsCommunicationError(JobsError):
+    """Transport faults persisted past the retry deadline (or the client was closed)."""
+
+
+class JobRejected(JobsError):
+    """A 4xx other than 404/409: the API's own detail says why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"jobs API answered {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class JobNotFound(JobsError):
+    """A job id we hold is unknown to the jobs system."""
+
+
+class IdempotencyConflict(JobsError):
+    """The idempotency key is taken by a job with a different body."""

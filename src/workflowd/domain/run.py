@@ -53,7 +53,10 @@ RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
 }
 
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.SKIPPED, TaskStatus.CANCELLED}),
+    # A task whose parameters cannot be resolved fails without ever running.
+    TaskStatus.PENDING: frozenset(
+        {TaskStatus.RUNNING, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED}
+    ),
     TaskStatus.RUNNING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
     TaskStatus.COMPLETED: frozenset(),
     TaskStatus.FAILED: frozenset(),
@@ -229,4 +232,62 @@ class RunEvent:
             RunEventType.RUN_COMPLETED,
             RunEventType.RUN_FAILED,
             RunEventType.RUN_CANCELLED,
+        )
+
+
+RUN_EVENT_FOR: Mapping[RunStatus, RunEventType] = {
+    RunStatus.RUNNING: RunEventType.RUN_STARTED,
+    RunStatus.CANCELLING: RunEventType.RUN_CANCELLING,
+    RunStatus.COMPLETED: RunEventType.RUN_COMPLETED,
+    RunStatus.FAILED: RunEventType.RUN_FAILED,
+    RunStatus.CANCELLED: RunEventType.RUN_CANCELLED,
+}
+
+TASK_EVENT_FOR: Mapping[TaskStatus, RunEventType] = {
+    TaskStatus.RUNNING: RunEventType.TASK_STARTED,
+    TaskStatus.COMPLETED: RunEventType.TASK_COMPLETED,
+    TaskStatus.FAILED: RunEventType.TASK_FAILED,
+    TaskStatus.CANCELLED: RunEventType.TASK_CANCELLED,
+    TaskStatus.SKIPPED: RunEventType.TASK_SKIPPED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create: its tasks start PENDING, the run PENDING, with a RUN_CREATED event."""
+
+    id: str
+    company: str
+    workflow_id: str
+    namespace: str
+    name: str
+    version: str
+    trigger: RunTrigger
+    input: Json
+    tasks: tuple[TaskRun, ...]
+    created_at: datetime
+    idempotency_key: str = ""
+    scheduled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    workflow_id: str = ""
+    statuses: tuple[RunStatus, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchFilter:
+    workflow_id: str = ""
+    namespace: str = ""
+    statuses: tuple[RunStatus, ...] = ()
+    after_global_seq: int = 0
+
+    def matches(self, event: RunEvent) -> bool:
+        return (
+            (not self.workflow_id or event.workflow_id == self.workflow_id)
+            and (not self.namespace or event.namespace == self.namespace)
+            and (not self.statuses or event.run_status in self.statuses)
         )

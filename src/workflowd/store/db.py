@@ -70,11 +70,16 @@ class Database:
             pool.shutdown(wait=True)
 
     async def write(self, op: Op[T]) -> T:
+        return await self.submit(op)
+
+    def submit(self, op: Op[T]) -> asyncio.Future[T]:
+        """Queue a write now (keeping its place in commit order) and return its future, for
+        callers that need the ordering but not to wait for the commit."""
         if self._closed or self._queue is None:
             raise Unavailable("the store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(op, future))
-        return await future
+        return future
 
     async def read(self, op: Op[T]) -> T:
         if self._closed:

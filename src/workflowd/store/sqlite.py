@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from workflowd.domain.json import Json
+from workflowd.domain.run import NewRun, Run, RunEvent, RunFilter, WatchFilter
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
-from workflowd.store import workflows
+from workflowd.store import runs, workflows
 from workflowd.store.db import Database
 from workflowd.store.paging import page_size
+from workflowd.store.runs import RunTx
 
 
 class SqliteStore:
@@ -51,3 +56,51 @@ class SqliteStore:
 
     async def archive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow:
         return await self.db.write(lambda conn: workflows.archive(conn, company, workflow_id, now))
+
+    async def create_run(self, new: NewRun) -> tuple[Run, list[RunEvent], bool]:
+        return await self.db.write(lambda conn: runs.create_run(conn, new))
+
+    async def get_run(self, company: str, run_id: str) -> Run:
+        return await self.db.read(lambda conn: runs.get_run(conn, company, run_id))
+
+    async def list_runs(
+        self, company: str, filt: RunFilter, size: int, token: str
+    ) -> tuple[list[Run], str]:
+        n = page_size(size)
+        return await self.db.read(lambda conn: runs.list_page(conn, company, filt, n, token))
+
+    def update_run(
+        self, run_id: str, now: datetime, change: Callable[[RunTx], None]
+    ) -> asyncio.Future[list[RunEvent]]:
+        """Queue `change` to run in a transaction (in commit order) and return the future of
+        the events it appended, resolved once they are durable."""
+
+        def op(conn: sqlite3.Connection) -> list[RunEvent]:
+            tx = RunTx(conn, run_id, now)
+            change(tx)
+            return tx.close()
+
+        return self.db.submit(op)
+
+    async def job_request(self, run_id: str, index: int) -> Json:
+        return await self.db.read(lambda conn: runs.job_request(conn, run_id, index))
+
+    async def active_runs(self) -> list[tuple[str, str]]:
+        return await self.db.read(runs.active_run_ids)
+
+    async def events_after(
+        self, company: str, run_id: str, after_seq: int, limit: int
+    ) -> list[RunEvent]:
+        return await self.db.read(
+            lambda conn: runs.events_after(conn, company, run_id, after_seq, limit)
+        )
+
+    async def events_after_global(
+        self, company: str, filt: WatchFilter, after: int, limit: int
+    ) -> list[RunEvent]:
+        return await self.db.read(
+            lambda conn: runs.events_after_global(conn, company, filt, after, limit)
+        )
+
+    async def last_global_seq(self) -> int:
+        return await self.db.read(runs.last_global_seq)

@@ -1,0 +1,67 @@
+"""A typed gRPC client for the CLI and scripts: calls, and errors turned into one readable line."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from workflowd.domain.errors import WorkflowdError
+from workflowd.v1 import workflow_service_pb2 as pb
+from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
+
+
+class ClientError(WorkflowdError):
+    """A failed call: the status code name, the server's message and its field violations."""
+
+    def __init__(self, code: str, message: str, violations: list[tuple[str, str]]) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.violations = violations
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _translate(exc: grpc.aio.AioRpcError) -> ClientError:
+    violations: list[tuple[str, str]] = []
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations += [(v.field, v.description) for v in bad.field_violations]
+    return ClientError(exc.code().name, exc.details() or "", violations)
+
+
+class Client:
+    def __init__(self, address: str) -> None:
+        self._channel = grpc.aio.insecure_channel(address)
+        self.stub = pb_grpc.WorkflowServiceStub(self._channel)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close()
+
+    async def call(self, rpc: str, request: Message, timeout_s: float = 30.0) -> Any:
+        try:
+            return await getattr(self.stub, rpc)(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc) from exc
+
+    async def watch_run(self, run_id: str, after_seq: int = 0) -> AsyncIterator[pb.RunEvent]:
+        call = self.stub.WatchRun(pb.WatchRunRequest(run_id=run_id, after_seq=after_seq))
+        try:
+            async for response in call:
+                yield response.event
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc) from exc

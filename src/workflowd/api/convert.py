@@ -1,0 +1,156 @@
+"""Domain values ⇄ protobuf messages. The only place that knows both."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from workflowd.domain.diagnostics import Diagnostic, Severity
+from workflowd.domain.json import Json, JsonObject
+from workflowd.domain.run import Problem, Run, RunEvent, RunStatus, RunTrigger, TaskRun, TaskStatus
+from workflowd.domain.workflow import Workflow, WorkflowStatus
+from workflowd.v1 import workflow_service_pb2 as pb
+
+_WORKFLOW_STATUS = {
+    WorkflowStatus.ACTIVE: pb.WORKFLOW_STATUS_ACTIVE,
+    WorkflowStatus.ARCHIVED: pb.WORKFLOW_STATUS_ARCHIVED,
+}
+_WORKFLOW_STATUS_BACK = {v: k for k, v in _WORKFLOW_STATUS.items()}
+_SEVERITY = {Severity.ERROR: pb.SEVERITY_ERROR, Severity.WARNING: pb.SEVERITY_WARNING}
+RUN_STATUS = {s: pb.RunStatus.Value(f"RUN_STATUS_{s.name}") for s in RunStatus}
+RUN_STATUS_BACK = {v: k for k, v in RUN_STATUS.items()}
+TASK_STATUS = {s: pb.TaskStatus.Value(f"TASK_STATUS_{s.name}") for s in TaskStatus}
+_TRIGGER = {t: pb.RunTrigger.Value(f"RUN_TRIGGER_{t.name}") for t in RunTrigger}
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def from_timestamp(message: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    return message.ToDatetime(tzinfo=UTC) if present else None
+
+
+def value(data: Json) -> struct_pb2.Value:
+    return json_format.ParseDict(data, struct_pb2.Value())
+
+
+def struct(data: JsonObject) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(data)
+    return out
+
+
+def from_value(message: struct_pb2.Value, present: bool) -> Json:
+    """JSON from a Value. Protobuf keeps every number as a double; integral ones come back as
+    ints so that `10` stays `10` in NQL built from it."""
+    if not present:
+        return None
+    return _integral(json_format.MessageToDict(message))
+
+
+def _integral(data: Json) -> Json:
+    if isinstance(data, float) and data.is_integer() and abs(data) < 2**53:
+        return int(data)
+    if isinstance(data, list):
+        return [_integral(item) for item in data]
+    if isinstance(data, dict):
+        return {key: _integral(item) for key, item in data.items()}
+    return data
+
+
+def workflow_status_from(message: int) -> WorkflowStatus | None:
+    return _WORKFLOW_STATUS_BACK.get(message)
+
+
+def workflow(w: Workflow) -> pb.Workflow:
+    return pb.Workflow(
+        id=w.id,
+        namespace=w.namespace,
+        name=w.name,
+        version=w.version,
+        current_version=w.current_version,
+        versions=list(w.versions),
+        specification=w.specification,
+        tags=list(w.tags),
+        status=_WORKFLOW_STATUS[w.status],
+        created_at=timestamp(w.created_at),
+        updated_at=timestamp(w.updated_at),
+        archived_at=timestamp(w.archived_at),
+    )
+
+
+def diagnostic(d: Diagnostic) -> pb.Diagnostic:
+    return pb.Diagnostic(
+        message=d.message,
+        pointer=d.pointer,
+        line=d.line,
+        column=d.column,
+        severity=_SEVERITY[d.severity],
+    )
+
+
+def problem(p: Problem | None) -> pb.Problem | None:
+    if p is None:
+        return None
+    return pb.Problem(
+        type=p.type, status=p.status, title=p.title, detail=p.detail, instance=p.instance
+    )
+
+
+def task_run(t: TaskRun) -> pb.TaskRun:
+    return pb.TaskRun(
+        name=t.name,
+        call=t.call,
+        reference=t.reference,
+        status=TASK_STATUS[t.status],
+        job_id=t.job_id,
+        input=value(t.input) if t.input is not None else None,
+        output=value(t.output) if t.output is not None else None,
+        error=problem(t.error),
+        started_at=timestamp(t.started_at),
+        ended_at=timestamp(t.ended_at),
+    )
+
+
+def run(r: Run) -> pb.Run:
+    return pb.Run(
+        id=r.id,
+        workflow_id=r.workflow_id,
+        namespace=r.namespace,
+        name=r.name,
+        version=r.version,
+        status=RUN_STATUS[r.status],
+        trigger=_TRIGGER[r.trigger],
+        input=value(r.input),
+        context=struct(r.context),
+        output=value(r.output) if r.output is not None else None,
+        error=problem(r.error),
+        tasks=[task_run(t) for t in r.tasks],
+        created_at=timestamp(r.created_at),
+        started_at=timestamp(r.started_at),
+        ended_at=timestamp(r.ended_at),
+        scheduled_at=timestamp(r.scheduled_at),
+    )
+
+
+def run_event(e: RunEvent) -> pb.RunEvent:
+    return pb.RunEvent(
+        run_id=e.run_id,
+        seq=e.seq,
+        global_seq=e.global_seq,
+        type=pb.RunEventType.Value(f"RUN_EVENT_TYPE_{e.type.name}"),
+        time=timestamp(e.time),
+        workflow_id=e.workflow_id,
+        run_status=RUN_STATUS[e.run_status],
+        task_index=e.task_index,
+        task_name=e.task_name,
+        task_status=TASK_STATUS[e.task_status] if e.task_status is not None else 0,
+        job_id=e.job_id,
+        error=problem(e.error),
+    )

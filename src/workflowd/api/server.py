@@ -1,0 +1,58 @@
+"""The gRPC server: WorkflowService, the standard health service and reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from workflowd.api.servicer import WorkflowService
+from workflowd.engine.definitions import Definitions
+from workflowd.engine.runs import Runs
+from workflowd.v1 import workflow_service_pb2 as pb
+from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name
+
+
+class GrpcServer:
+    """Owns the grpc.aio server; `start` binds and serves, `stop` refuses new calls and ends."""
+
+    def __init__(self, definitions: Definitions, runs: Runs, *, max_message_bytes: int) -> None:
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self._server = grpc.aio.server(options=options)
+        pb_grpc.add_WorkflowServiceServicer_to_server(
+            WorkflowService(definitions, runs), self._server
+        )
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port = 0
+
+    async def start(self, address: str) -> int:
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await self._server.start()
+        await self._set_serving(True)
+        return self.port
+
+    async def not_serving(self) -> None:
+        await self._set_serving(False)
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
+
+    async def stop(self, grace_s: float) -> None:
+        await self._server.stop(grace_s)

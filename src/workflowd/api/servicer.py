@@ -1,0 +1,203 @@
+"""The WorkflowService servicer: protobuf in, engine calls, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from workflowd.api import convert
+from workflowd.api.errors import Ctx, streaming, unary
+from workflowd.domain.errors import InvalidRequest, NotImplementedYet
+from workflowd.domain.run import RunFilter, WatchFilter
+from workflowd.domain.workflow import WorkflowFilter
+from workflowd.engine.definitions import Definitions, WorkflowRef
+from workflowd.engine.runs import Runs, TriggerRequest
+from workflowd.v1 import workflow_service_pb2 as pb
+from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
+
+LOCAL_COMPANY = "local"
+
+_SCHEDULES_LATER = (
+    "{rpc} is not implemented yet: cron schedules arrive with the scheduling issue; "
+    "trigger runs with TriggerWorkflow meanwhile"
+)
+
+
+def company_of(context: Ctx) -> str:
+    """The caller's company. Until tokens are configured the daemon serves one local company
+    (and only on loopback, see settings)."""
+    del context
+    return LOCAL_COMPANY
+
+
+class WorkflowService(pb_grpc.WorkflowServiceServicer):
+    def __init__(self, definitions: Definitions, runs: Runs) -> None:
+        self._definitions = definitions
+        self._runs = runs
+
+    @unary
+    async def ValidateWorkflow(
+        self, request: pb.ValidateWorkflowRequest, context: Ctx
+    ) -> pb.ValidateWorkflowResponse:
+        result = await self._definitions.validate(request.specification)
+        return pb.ValidateWorkflowResponse(
+            valid=result.valid,
+            diagnostics=[convert.diagnostic(d) for d in result.diagnostics],
+        )
+
+    @unary
+    async def CreateWorkflow(
+        self, request: pb.CreateWorkflowRequest, context: Ctx
+    ) -> pb.CreateWorkflowResponse:
+        if request.schedule_immediately:
+            raise NotImplementedYet(_SCHEDULES_LATER.format(rpc="schedule_immediately"))
+        company = company_of(context)
+        workflow, created = await self._definitions.create(
+            company, request.specification, tuple(request.tags)
+        )
+        run_id = ""
+        if request.trigger_immediately:
+            run = await self._runs.trigger(
+                company,
+                TriggerRequest(
+                    ref=WorkflowRef(workflow_id=workflow.id, version=workflow.version),
+                    input=convert.from_value(request.input, request.HasField("input")),
+                ),
+            )
+            run_id = run.id
+        return pb.CreateWorkflowResponse(
+            workflow=convert.workflow(workflow), created=created, run_id=run_id
+        )
+
+    @unary
+    async def GetWorkflow(
+        self, request: pb.GetWorkflowRequest, context: Ctx
+    ) -> pb.GetWorkflowResponse:
+        ref = WorkflowRef(request.id, request.namespace, request.name, request.version)
+        workflow = await self._definitions.get(company_of(context), ref)
+        return pb.GetWorkflowResponse(workflow=convert.workflow(workflow))
+
+    @unary
+    async def ListWorkflows(
+        self, request: pb.ListWorkflowsRequest, context: Ctx
+    ) -> pb.ListWorkflowsResponse:
+        filt = WorkflowFilter(
+            namespace=request.namespace,
+            tag=request.tag,
+            status=convert.workflow_status_from(request.status),
+        )
+        page, token = await self._definitions.list(
+            company_of(context), filt, request.page_size, request.page_token
+        )
+        return pb.ListWorkflowsResponse(
+            workflows=[convert.workflow(w) for w in page], next_page_token=token
+        )
+
+    @unary
+    async def ArchiveWorkflow(
+        self, request: pb.ArchiveWorkflowRequest, context: Ctx
+    ) -> pb.ArchiveWorkflowResponse:
+        workflow = await self._definitions.archive(company_of(context), request.id)
+        return pb.ArchiveWorkflowResponse(workflow=convert.workflow(workflow))
+
+    @unary
+    async def TriggerWorkflow(
+        self, request: pb.TriggerWorkflowRequest, context: Ctx
+    ) -> pb.TriggerWorkflowResponse:
+        ref = WorkflowRef(request.workflow_id, request.namespace, request.name, request.version)
+        run = await self._runs.trigger(
+            company_of(context),
+            TriggerRequest(
+                ref=ref,
+                input=convert.from_value(request.input, request.HasField("input")),
+                idempotency_key=request.idempotency_key,
+            ),
+        )
+        return pb.TriggerWorkflowResponse(run=convert.run(run))
+
+    @unary
+    async def GetRun(self, request: pb.GetRunRequest, context: Ctx) -> pb.GetRunResponse:
+        run = await self._runs.get(company_of(context), request.run_id)
+        return pb.GetRunResponse(run=convert.run(run))
+
+    @unary
+    async def ListRuns(self, request: pb.ListRunsRequest, context: Ctx) -> pb.ListRunsResponse:
+        statuses = []
+        for i, status in enumerate(request.statuses):
+            if status not in convert.RUN_STATUS_BACK:
+                raise InvalidRequest(f"statuses[{i}]", f"unknown run status {status}")
+            statuses.append(convert.RUN_STATUS_BACK[status])
+        filt = RunFilter(
+            workflow_id=request.workflow_id,
+            statuses=tuple(statuses),
+            created_after=convert.from_timestamp(
+                request.created_after, request.HasField("created_after")
+            ),
+            created_before=convert.from_timestamp(
+                request.created_before, request.HasField("created_before")
+            ),
+        )
+        page, token = await self._runs.list(
+            company_of(context), filt, request.page_size, request.page_token
+        )
+        return pb.ListRunsResponse(runs=[convert.run(r) for r in page], next_page_token=token)
+
+    @unary
+    async def CancelRun(self, request: pb.CancelRunRequest, context: Ctx) -> pb.CancelRunResponse:
+        run = await self._runs.cancel(company_of(context), request.run_id)
+        return pb.CancelRunResponse(run=convert.run(run))
+
+    @streaming
+    async def WatchRun(
+        self, request: pb.WatchRunRequest, context: Ctx
+    ) -> AsyncIterator[pb.WatchRunResponse]:
+        if request.after_seq < 0:
+            raise InvalidRequest("after_seq", "must not be negative")
+        events = self._runs.watch(company_of(context), request.run_id, request.after_seq)
+        async for event in events:
+            yield pb.WatchRunResponse(event=convert.run_event(event))
+
+    @streaming
+    async def WatchRuns(
+        self, request: pb.WatchRunsRequest, context: Ctx
+    ) -> AsyncIterator[pb.WatchRunsResponse]:
+        statuses = tuple(
+            convert.RUN_STATUS_BACK[s] for s in request.statuses if s in convert.RUN_STATUS_BACK
+        )
+        filt = WatchFilter(
+            workflow_id=request.workflow_id,
+            namespace=request.namespace,
+            statuses=statuses,
+            after_global_seq=request.after_global_seq,
+        )
+        async for event in self._runs.watch_many(company_of(context), filt):
+            yield pb.WatchRunsResponse(event=convert.run_event(event))
+
+    @unary
+    async def ScheduleWorkflow(
+        self, request: pb.ScheduleWorkflowRequest, context: Ctx
+    ) -> pb.ScheduleWorkflowResponse:
+        raise NotImplementedYet(_SCHEDULES_LATER.format(rpc="ScheduleWorkflow"))
+
+    @unary
+    async def UnscheduleWorkflow(
+        self, request: pb.UnscheduleWorkflowRequest, context: Ctx
+    ) -> pb.UnscheduleWorkflowResponse:
+        raise NotImplementedYet(_SCHEDULES_LATER.format(rpc="UnscheduleWorkflow"))
+
+    @unary
+    async def GetSchedule(
+        self, request: pb.GetScheduleRequest, context: Ctx
+    ) -> pb.GetScheduleResponse:
+        raise NotImplementedYet(_SCHEDULES_LATER.format(rpc="GetSchedule"))
+
+    @unary
+    async def ListSchedules(
+        self, request: pb.ListSchedulesRequest, context: Ctx
+    ) -> pb.ListSchedulesResponse:
+        raise NotImplementedYet(_SCHEDULES_LATER.format(rpc="ListSchedules"))
+
+    @unary
+    async def BackfillWorkflow(
+        self, request: pb.BackfillWorkflowRequest, context: Ctx
+    ) -> pb.BackfillWorkflowResponse:
+        raise NotImplementedYet(_SCHEDULES_LATER.format(rpc="BackfillWorkflow"))

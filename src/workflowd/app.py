@@ -1,0 +1,130 @@
+"""The composition root: builds every part, starts them in order, drains them in reverse."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dataplane.app import DataPlane
+
+from workflowd import __version__
+from workflowd.api.server import GrpcServer
+from workflowd.engine.clock import SystemClock
+from workflowd.engine.definitions import Definitions
+from workflowd.engine.deps import EngineDeps, RunLimits
+from workflowd.engine.hub import EventHub
+from workflowd.engine.metrics import EngineMetrics
+from workflowd.engine.runs import Runs
+from workflowd.jobs import JobsClient, JobsClientConfig
+from workflowd.observability import HttpEndpoint
+from workflowd.settings import Settings
+from workflowd.spec import Limits
+from workflowd.spec.expressions import Evaluator
+from workflowd.store import SqliteStore
+
+log = logging.getLogger("workflowd")
+
+
+class App:
+    """`start()` then `drain()`; each refuses to run twice."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SqliteStore(settings.data_dir / "workflowd.db")
+        self.metrics = EngineMetrics()
+        self.hub = EventHub()
+        self.evaluator = Evaluator()
+        self.jobs_url = settings.jobs_url
+        self.jobs: JobsClient | None = None
+        self.dataplane: DataPlaneHandle | None = None
+        self.grpc: GrpcServer | None = None
+        self.http: HttpEndpoint | None = None
+        self.runs: Runs | None = None
+        self.grpc_port = 0
+        self._serving = False
+        self._started = False
+        self._drained = False
+
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError("workflowd app already started")
+        self._started = True
+        s = self.settings
+        await self.store.open()
+        if s.embedded_dataplane:
+            self.dataplane = DataPlaneHandle(s.data_dir / "dataplane", s.dataplane_workers)
+            self.jobs_url = await self.dataplane.start(s.dataplane_listen)
+        self.jobs = JobsClient(
+            JobsClientConfig(
+                base_url=self.jobs_url,
+                token=s.jobs_token or None,
+                retry_deadline_s=s.jobs_retry_deadline_s,
+            )
+        )
+        await self.jobs.start()
+        clock = SystemClock()
+        definitions = Definitions(self.store, clock, Limits(s.max_spec_bytes, s.max_tasks))
+        deps = EngineDeps(
+            store=self.store,
+            jobs=self.jobs,
+            evaluator=self.evaluator,
+            hub=self.hub,
+            clock=clock,
+            metrics=self.metrics,
+            limits=RunLimits(s.max_input_bytes, s.max_context_bytes),
+            runtime_version=__version__,
+            crash_points=s.crash_points,
+        )
+        self.runs = runs = Runs(deps, definitions)
+        self.grpc = GrpcServer(definitions, runs, max_message_bytes=s.max_message_bytes)
+        self.grpc_port = await self.grpc.start(s.listen)
+        self.http = HttpEndpoint(self.metrics.registry, lambda: self._serving)
+        await self.http.start(s.http_listen)
+        self._serving = True
+        resumed = await runs.recover()
+        log.info(
+            "workflowd %s serving gRPC on port %d, jobs at %s, %d runs resumed",
+            __version__,
+            self.grpc_port,
+            self.jobs_url,
+            resumed,
+        )
+
+    async def drain(self) -> None:
+        """Design §7: NOT_SERVING, refuse new runs, end streams, stop runs (state stays),
+        stop the server, then close the clients and the store."""
+        if self._drained:
+            return
+        self._drained = True
+        self._serving = False
+        if self.grpc is not None:
+            await self.grpc.not_serving()
+        self.hub.close()
+        if self.runs is not None:
+            await self.runs.drain()
+        if self.grpc is not None:
+            await self.grpc.stop(self.settings.drain_grace_s)
+        if self.http is not None:
+            await self.http.aclose()
+        if self.jobs is not None:
+            await self.jobs.aclose()
+        await self.evaluator.aclose()
+        if self.dataplane is not None:
+            await self.dataplane.aclose()
+        await self.store.aclose()
+
+
+class DataPlaneHandle:
+    """The embedded local data plane, served over HTTP on its own port so workflowd talks to
+    it exactly as to a remote jobs system."""
+
+    def __init__(self, data_dir: Path, workers: int) -> None:
+        self._plane = DataPlane(data_dir, workers=workers)
+
+    async def start(self, address: str) -> str:
+        host, _, port = address.rpartition(":")
+        bound = await self._plane.start(host.strip("[]"), int(port))
+        return f"http://{host}:{bound}"
+
+    async def aclose(self) -> None:
+        await self._plane.aclose()

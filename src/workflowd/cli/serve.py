@@ -1,0 +1,82 @@
+"""`workflowd serve`: the daemon, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from workflowd.app import App
+from workflowd.cli.common import CliError
+from workflowd.domain.errors import WorkflowdError
+from workflowd.observability import configure_logging
+from workflowd.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the daemon (gRPC API, engine, embedded data plane)")
+    p.add_argument("--listen", help="gRPC address (default 127.0.0.1:50051)")
+    p.add_argument("--data-dir", type=Path, help="state directory (default ./.workflowd)")
+    p.add_argument("--config", type=Path, help="TOML settings file")
+    p.add_argument("--http-listen", help="metrics and /healthz address (default 127.0.0.1:9464)")
+    p.add_argument("--jobs-url", help="a remote jobs API; without it the local data plane runs")
+    p.add_argument("--jobs-token", help="bearer token for the jobs API")
+    p.add_argument("--dataplane-listen", help="embedded data plane address (default :50052)")
+    p.add_argument("--dataplane-workers", type=int, help="data plane worker threads")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback address without authentication",
+    )
+    p.add_argument("--log-format", choices=("text", "json"), help="log format (default text)")
+    p.add_argument("--log-level", help="log level (default INFO)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    flags: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in (
+            "listen",
+            "data_dir",
+            "http_listen",
+            "jobs_url",
+            "jobs_token",
+            "dataplane_listen",
+            "dataplane_workers",
+            "insecure",
+            "log_format",
+            "log_level",
+        )
+    }
+    try:
+        settings = Settings.load(flags, os.environ, args.config)
+    except WorkflowdError as exc:
+        raise CliError(exc.message, exit_code=2) from exc
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    app = App(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+        print(
+            f"workflowd serving on {settings.listen} (jobs API {app.jobs_url}, "
+            f"data in {settings.data_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+    finally:
+        await app.drain()

@@ -1,0 +1,241 @@
+"""One run, executed task by task: resolve, commit the intent, submit, await, record, export.
+
+The executor is the only writer of its run's task states. Each write is a transaction that also
+appends the run's events, which are published to watchers after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from workflowd.domain.definition import TaskDefinition, WorkflowDefinition
+from workflowd.domain.jobs import JobInfo, JobRequest, JobState
+from workflowd.domain.json import Json, JsonObject
+from workflowd.domain.run import ErrorType, Problem, Run, RunEvent, RunStatus, TaskStatus
+from workflowd.engine.deps import EngineDeps
+from workflowd.engine.ports import RunTransaction
+from workflowd.engine.steps import StepFailed, TaskStep
+
+log = logging.getLogger("workflowd.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    request: JobRequest
+    job_id: str
+    task_input: Json
+
+
+class RunExecutor:
+    def __init__(self, deps: EngineDeps, run: Run, definition: WorkflowDefinition) -> None:
+        self._deps = deps
+        self._run = run
+        self._definition = definition
+        self._cancel = asyncio.Event()
+        if run.status == RunStatus.CANCELLING:
+            self._cancel.set()
+
+    @property
+    def run_id(self) -> str:
+        return self._run.id
+
+    def request_cancel(self) -> None:
+        self._cancel.set()
+
+    async def execute(self) -> None:
+        run = self._run
+        started_at = run.started_at
+        if run.status == RunStatus.PENDING:
+            started_at = self._deps.clock.now()
+            await self._commit(
+                lambda tx: tx.set_run_status(RunStatus.RUNNING, started_at=started_at)
+            )
+        assert started_at is not None
+        step = TaskStep(self._deps, run, self._definition, started_at)
+        try:
+            raw_input, context, first = await step.resume_point()
+        except StepFailed as failure:
+            await self._finish(0, failure.problem, RunStatus.FAILED)
+            return
+        for index in range(first, len(self._definition.tasks)):
+            if self._cancel.is_set():
+                await self._finish(index, None, RunStatus.CANCELLED)
+                return
+            outcome = await self._run_task(step, self._definition.tasks[index], raw_input, context)
+            if outcome is None:
+                return
+            raw_input, context = outcome
+        await self._complete(step, raw_input, context)
+
+    async def _run_task(
+        self, step: TaskStep, task: TaskDefinition, raw_input: Json, context: JsonObject
+    ) -> tuple[Json, JsonObject] | None:
+        """The task's output and the new context, or None when the run has ended."""
+        status = TaskStatus.FAILED
+        try:
+            started = await self._start_task(step, task, raw_input, context)
+            info = await self._await_job(step, task, started)
+            if info.state == JobState.COMPLETED:
+                output, new_context = await step.finish(task, info, started.task_input, context)
+                await self._record_completed(task, output, new_context)
+                return output, new_context
+            problem = step.job_problem(task, info)
+            if info.state == JobState.CANCELLED:
+                status = TaskStatus.CANCELLED
+        except StepFailed as failure:
+            problem, status = failure.problem, failure.task_status
+        cancelled = self._cancel.is_set() or status == TaskStatus.CANCELLED
+        run_status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
+        await self._finish(task.index, problem, run_status, task_status=status)
+        return None
+
+    async def _start_task(
+        self, step: TaskStep, task: TaskDefinition, raw_input: Json, context: JsonObject
+    ) -> _Started:
+        current = self._run.tasks[task.index]
+        if current.status == TaskStatus.RUNNING:
+            # Recovery: re-send the stored request unchanged, never a re-evaluation.
+            request = await step.stored_request(task)
+            return _Started(request, current.job_id, current.input)
+        now = self._deps.clock.now()
+        task_input, request = await step.resolve(task, raw_input, context, now)
+        await self._commit(
+            lambda tx: tx.set_task_status(
+                task.index,
+                task.name,
+                TaskStatus.RUNNING,
+                input=task_input,
+                job_request=request.to_json(),
+                started_at=now,
+            )
+        )
+        self._deps.crash_point("after_intent_commit")
+        return _Started(request, "", task_input)
+
+    async def _await_job(self, step: TaskStep, task: TaskDefinition, started: _Started) -> JobInfo:
+        job_id = started.job_id
+        if not job_id:
+            info = await step.submit(task, started.request)
+            self._deps.crash_point("after_submit")
+            job_id = info.job_id
+            self._commit_nowait(lambda tx: tx.set_job_id(task.index, task.name, job_id))
+        info = await self._wait(step, task, job_id)
+        self._deps.crash_point("after_job_completed")
+        return info
+
+    async def _wait(self, step: TaskStep, task: TaskDefinition, job_id: str) -> JobInfo:
+        """The job's terminal state; on cancel or timeout the job is cancelled first."""
+        waiter = asyncio.ensure_future(step.wait(task, job_id))
+        canceller = asyncio.ensure_future(self._cancel.wait())
+        try:
+            timeout = step.remaining_timeout(task, self._deps.clock.now())
+            done, _ = await asyncio.wait(
+                {waiter, canceller}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiter in done:
+                return waiter.result()
+            await step.cancel_job(task, job_id)
+            info = await self._wait_after_cancel(step, task, waiter)
+            if canceller in done or info.state != JobState.CANCELLED:
+                return info
+            raise StepFailed(step.timeout_problem(task))
+        finally:
+            waiter.cancel()
+            canceller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StepFailed):
+                await waiter
+
+    async def _wait_after_cancel(
+        self, step: TaskStep, task: TaskDefinition, waiter: asyncio.Future[JobInfo]
+    ) -> JobInfo:
+        try:
+            async with asyncio.timeout(self._deps.limits.cancel_grace_s):
+                return await asyncio.shield(waiter)
+        except TimeoutError as exc:
+            raise StepFailed(
+                Problem.of(
+                    ErrorType.RUNTIME,
+                    f"task {task.name}'s job did not stop within "
+                    f"{self._deps.limits.cancel_grace_s:g} s of its cancellation",
+                    instance=task.reference,
+                ),
+                TaskStatus.CANCELLED,
+            ) from exc
+
+    async def _record_completed(
+        self, task: TaskDefinition, output: Json, context: JsonObject
+    ) -> None:
+        now = self._deps.clock.now()
+
+        def change(tx: RunTransaction) -> None:
+            tx.set_task_status(
+                task.index, task.name, TaskStatus.COMPLETED, output=output, ended_at=now
+            )
+            tx.set_context(context)
+
+        await self._commit(change)
+
+    async def _complete(self, step: TaskStep, last_output: Json, context: JsonObject) -> None:
+        try:
+            output = await step.workflow_output(last_output, context)
+        except StepFailed as failure:
+            await self._finish(len(self._definition.tasks), failure.problem, RunStatus.FAILED)
+            return
+        now = self._deps.clock.now()
+        await self._commit(
+            lambda tx: tx.set_run_status(RunStatus.COMPLETED, output=output, ended_at=now)
+        )
+
+    async def _finish(
+        self,
+        index: int,
+        problem: Problem | None,
+        run_status: RunStatus,
+        task_status: TaskStatus | None = None,
+    ) -> None:
+        """Fail fast: record the task's end, skip every later task, end the run."""
+        now = self._deps.clock.now()
+        tasks = self._definition.tasks
+        if problem is None:
+            problem = Problem.of(ErrorType.RUNTIME, "run cancelled", "cancelled on request")
+        error = problem.to_json()
+
+        def change(tx: RunTransaction) -> None:
+            if task_status is not None:
+                task = tasks[index]
+                tx.set_task_status(index, task.name, task_status, error=error, ended_at=now)
+            for later in tasks[index:]:
+                if tx.task_status(later.index) == TaskStatus.PENDING:
+                    tx.set_task_status(later.index, later.name, TaskStatus.SKIPPED)
+            tx.set_run_status(run_status, error=error, ended_at=now)
+
+        await self._commit(change)
+
+    def _commit_nowait(
+        self, change: Callable[[RunTransaction], None]
+    ) -> asyncio.Future[list[RunEvent]]:
+        future = self._deps.store.update_run(self._run.id, self._deps.clock.now(), change)
+        future.add_done_callback(self._publish)
+        return future
+
+    async def _commit(self, change: Callable[[RunTransaction], None]) -> None:
+        await self._commit_nowait(change)
+
+    def _publish(self, future: asyncio.Future[list[RunEvent]]) -> None:
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            log.error(
+                "run %s: a state change failed to commit: %s",
+                self._run.id,
+                future.exception(),
+                extra={"run_id": self._run.id},
+            )
+            return
+        events = future.result()
+        self._deps.hub.publish(events)
+        self._deps.metrics.observe_events(events)

@@ -1,0 +1,114 @@
+"""The in-process event hub: committed RunEvents fan out to live watchers.
+
+Each subscriber has a bounded queue. One that falls behind is marked lagging and stops receiving;
+its watcher then reads what it missed from the store, so a slow client never slows the engine or
+grows memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from workflowd.domain.run import RunEvent
+
+
+class HubClosed(Exception):
+    """The hub is shutting down; the watcher should end its stream."""
+
+
+_LAGGED = object()
+_CLOSED = object()
+
+
+@dataclass(eq=False)
+class Subscription:
+    accepts: Callable[[RunEvent], bool]
+    capacity: int
+    queue: asyncio.Queue[object] = field(init=False)
+    lagging: bool = False
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        # One slot more than the capacity so the lag or close marker always fits.
+        self.queue = asyncio.Queue(self.capacity + 1)
+
+    def offer(self, event: RunEvent) -> None:
+        if self.lagging or self.closed or not self.accepts(event):
+            return
+        if self.queue.qsize() < self.capacity:
+            self.queue.put_nowait(event)
+            return
+        self.lagging = True
+        self._replace_with(_LAGGED)
+
+    async def next(self) -> RunEvent | None:
+        """The next live event, or None when the subscriber lagged and must re-read the store."""
+        item = await self.queue.get()
+        if item is _CLOSED:
+            self.queue.put_nowait(_CLOSED)
+            raise HubClosed
+        if item is _LAGGED:
+            self.lagging = False
+            return None
+        assert isinstance(item, RunEvent)
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+        self._replace_with(_CLOSED)
+
+    def _replace_with(self, marker: object) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(marker)
+
+
+class EventHub:
+    def __init__(self, capacity: int = 1000) -> None:
+        self._capacity = capacity
+        self._by_run: dict[str, set[Subscription]] = defaultdict(set)
+        self._global: set[Subscription] = set()
+        self._closed = False
+
+    @property
+    def watchers(self) -> int:
+        return len(self._global) + sum(len(s) for s in self._by_run.values())
+
+    def subscribe_run(self, run_id: str) -> Subscription:
+        self._check_open()
+        sub = Subscription(lambda _: True, self._capacity)
+        self._by_run[run_id].add(sub)
+        return sub
+
+    def subscribe(self, accepts: Callable[[RunEvent], bool]) -> Subscription:
+        self._check_open()
+        sub = Subscription(accepts, self._capacity)
+        self._global.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription, run_id: str = "") -> None:
+        self._global.discard(sub)
+        subs = self._by_run.get(run_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_run[run_id]
+
+    def publish(self, events: Iterable[RunEvent]) -> None:
+        for event in events:
+            for sub in self._by_run.get(event.run_id, ()):
+                sub.offer(event)
+            for sub in self._global:
+                sub.offer(event)
+
+    def close(self) -> None:
+        self._closed = True
+        for sub in [*self._global, *(s for subs in self._by_run.values() for s in subs)]:
+            sub.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HubClosed

@@ -1,0 +1,82 @@
+"""The narrow interfaces the engine depends on; the composition root injects implementations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Protocol
+
+from workflowd.domain.jobs import JobInfo, JobRequest
+from workflowd.domain.json import Json, JsonObject
+from workflowd.domain.run import (
+    NewRun,
+    Run,
+    RunEvent,
+    RunFilter,
+    RunStatus,
+    TaskStatus,
+    WatchFilter,
+)
+
+
+class RunTransaction(Protocol):
+    """Changes to one run inside one store transaction; each checks the state machine."""
+
+    run_status: RunStatus
+
+    def task_status(self, index: int) -> TaskStatus: ...
+
+    def set_run_status(self, status: RunStatus, **fields: object) -> None: ...
+
+    def set_task_status(
+        self, index: int, name: str, status: TaskStatus, **fields: object
+    ) -> None: ...
+
+    def set_job_id(self, index: int, name: str, job_id: str) -> None: ...
+
+    def set_context(self, context: JsonObject) -> None: ...
+
+
+class RunStore(Protocol):
+    async def create_run(self, new: NewRun) -> tuple[Run, list[RunEvent], bool]: ...
+
+    async def get_run(self, company: str, run_id: str) -> Run: ...
+
+    async def list_runs(
+        self, company: str, filt: RunFilter, size: int, token: str
+    ) -> tuple[list[Run], str]: ...
+
+    def update_run(
+        self, run_id: str, now: datetime, change: Callable[[RunTransaction], None]
+    ) -> asyncio.Future[list[RunEvent]]: ...
+
+    async def job_request(self, run_id: str, index: int) -> Json: ...
+
+    async def active_runs(self) -> list[tuple[str, str]]: ...
+
+    async def events_after(
+        self, company: str, run_id: str, after_seq: int, limit: int
+    ) -> list[RunEvent]: ...
+
+    async def events_after_global(
+        self, company: str, filt: WatchFilter, after: int, limit: int
+    ) -> list[RunEvent]: ...
+
+    async def last_global_seq(self) -> int: ...
+
+
+class JobsPort(Protocol):
+    async def submit(self, request: JobRequest) -> JobInfo: ...
+
+    async def wait(self, job_id: str) -> JobInfo: ...
+
+    async def cancel(self, job_id: str) -> JobInfo: ...
+
+
+class ExpressionEvaluator(Protocol):
+    async def evaluate(self, expr: Json, subject: Json, variables: Mapping[str, Json]) -> Json: ...
+
+    async def evaluate_field(
+        self, expr: Json, subject: Json, variables: Mapping[str, Json]
+    ) -> Json: ...

@@ -1,0 +1,272 @@
+"""Runs: trigger, read, list, cancel, watch; executors tracked from start to end; recovery and
+drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import jsonschema
+
+from workflowd.domain.definition import WorkflowDefinition
+from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable
+from workflowd.domain.json import Json
+from workflowd.domain.run import (
+    NewRun,
+    Run,
+    RunEvent,
+    RunFilter,
+    RunStatus,
+    RunTrigger,
+    TaskRun,
+    WatchFilter,
+)
+from workflowd.domain.workflow import Workflow, WorkflowStatus
+from workflowd.engine.definitions import Definitions, WorkflowRef
+from workflowd.engine.deps import EngineDeps
+from workflowd.engine.executor import RunExecutor
+from workflowd.engine.hub import HubClosed, Subscription
+from workflowd.engine.ports import RunTransaction
+from workflowd.spec import parse
+
+log = logging.getLogger("workflowd.engine")
+
+_REPLAY_BATCH = 500
+_DEFINITION_CACHE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRequest:
+    ref: WorkflowRef
+    input: Json = None
+    idempotency_key: str = ""
+    trigger: RunTrigger = RunTrigger.MANUAL
+
+
+class Runs:
+    def __init__(self, deps: EngineDeps, definitions: Definitions) -> None:
+        self._deps = deps
+        self._definitions = definitions
+        self._executors: dict[str, tuple[RunExecutor, asyncio.Task[None]]] = {}
+        self._parsed: OrderedDict[tuple[str, str], WorkflowDefinition] = OrderedDict()
+        self._draining = False
+
+    @property
+    def active(self) -> int:
+        return len(self._executors)
+
+    async def trigger(self, company: str, request: TriggerRequest) -> Run:
+        if self._draining:
+            raise Unavailable("workflowd is shutting down and accepts no new runs; retry shortly")
+        workflow = await self._definitions.get(company, request.ref)
+        if workflow.status == WorkflowStatus.ARCHIVED:
+            raise FailedPrecondition(
+                f"workflow {workflow.namespace}/{workflow.name} is archived and accepts no runs"
+            )
+        definition = self._definition(workflow)
+        run_input = {} if request.input is None else request.input
+        self._check_input(definition, run_input)
+        new = NewRun(
+            id=str(uuid.uuid4()),
+            company=company,
+            workflow_id=workflow.id,
+            namespace=workflow.namespace,
+            name=workflow.name,
+            version=workflow.version,
+            trigger=request.trigger,
+            input=run_input,
+            tasks=tuple(
+                TaskRun(index=t.index, name=t.name, call=t.call, reference=t.reference)
+                for t in definition.tasks
+            ),
+            created_at=self._deps.clock.now(),
+            idempotency_key=request.idempotency_key,
+        )
+        run, events, created = await self._deps.store.create_run(new)
+        self._deps.hub.publish(events)
+        self._deps.metrics.observe_events(events)
+        if created:
+            self._start(run, definition)
+        return run
+
+    def _check_input(self, definition: WorkflowDefinition, run_input: Json) -> None:
+        size = len(json.dumps(run_input))
+        if size > self._deps.limits.max_input_bytes:
+            raise InvalidRequest(
+                "input", f"is {size} bytes, over the {self._deps.limits.max_input_bytes} limit"
+            )
+        if definition.input_schema is None:
+            return
+        validator = jsonschema.Draft202012Validator(definition.input_schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(run_input))
+        if error is not None:
+            where = "/" + "/".join(str(p) for p in error.absolute_path)
+            raise InvalidRequest(
+                f"input{where if where != '/' else ''}",
+                f"does not match the workflow's input.schema: {error.message}",
+            )
+
+    def _definition(self, workflow: Workflow) -> WorkflowDefinition:
+        key = (workflow.id, workflow.version)
+        cached = self._parsed.get(key)
+        if cached is None:
+            cached = parse(workflow.specification)
+            self._parsed[key] = cached
+            if len(self._parsed) > _DEFINITION_CACHE:
+                self._parsed.popitem(last=False)
+        else:
+            self._parsed.move_to_end(key)
+        return cached
+
+    def _start(self, run: Run, definition: WorkflowDefinition) -> None:
+        executor = RunExecutor(self._deps, run, definition)
+        task = asyncio.create_task(executor.execute(), name=f"run-{run.id}")
+        self._executors[run.id] = (executor, task)
+        self._deps.metrics.active_runs.set(len(self._executors))
+        task.add_done_callback(lambda t: self._reap(run.id, t))
+
+    def _reap(self, run_id: str, task: asyncio.Task[None]) -> None:
+        self._executors.pop(run_id, None)
+        self._deps.metrics.active_runs.set(len(self._executors))
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error(
+                "run %s stopped on an unexpected error",
+                run_id,
+                exc_info=exc,
+                extra={"run_id": run_id},
+            )
+
+    async def get(self, company: str, run_id: str) -> Run:
+        if not run_id:
+            raise InvalidRequest("run_id", "is required")
+        return await self._deps.store.get_run(company, run_id)
+
+    async def list(
+        self, company: str, filt: RunFilter, size: int, token: str
+    ) -> tuple[list[Run], str]:
+        return await self._deps.store.list_runs(company, filt, size, token)
+
+    async def cancel(self, company: str, run_id: str) -> Run:
+        run = await self.get(company, run_id)
+        if run.status.terminal or run.status == RunStatus.CANCELLING:
+            return run
+
+        def change(tx: RunTransaction) -> None:
+            if not tx.run_status.terminal and tx.run_status != RunStatus.CANCELLING:
+                tx.set_run_status(RunStatus.CANCELLING)
+
+        events = await self._deps.store.update_run(run_id, self._deps.clock.now(), change)
+        self._deps.hub.publish(events)
+        entry = self._executors.get(run_id)
+        if entry is not None:
+            entry[0].request_cancel()
+        return await self.get(company, run_id)
+
+    async def recover(self) -> int:
+        """Resume every run that was active when the process last stopped."""
+        resumed = 0
+        for company, run_id in await self._deps.store.active_runs():
+            if run_id in self._executors:
+                continue
+            run = await self._deps.store.get_run(company, run_id)
+            workflow = await self._definitions.get(
+                company, WorkflowRef(workflow_id=run.workflow_id, version=run.version)
+            )
+            self._start(run, self._definition(workflow))
+            resumed += 1
+        return resumed
+
+    async def drain(self) -> None:
+        """Stop every executor without touching stored state: a restart resumes them."""
+        self._draining = True
+        tasks = [task for _, task in self._executors.values()]
+        for task in tasks:
+            task.cancel("workflowd is draining")
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def watch(self, company: str, run_id: str, after_seq: int) -> AsyncIterator[RunEvent]:
+        await self.get(company, run_id)
+        sub = self._subscribe(lambda: self._deps.hub.subscribe_run(run_id))
+        try:
+            last = after_seq
+            while True:
+                replay = await self._deps.store.events_after(company, run_id, last, _REPLAY_BATCH)
+                for event in replay:
+                    yield event
+                    last = event.seq
+                    if event.terminal:
+                        return
+                if len(replay) == _REPLAY_BATCH:
+                    continue
+                async for event in self._live(sub, lambda e: e.seq, last):
+                    yield event
+                    last = event.seq
+                    if event.terminal:
+                        return
+        finally:
+            self._deps.hub.unsubscribe(sub, run_id)
+            self._deps.metrics.watchers.set(self._deps.hub.watchers)
+
+    async def watch_many(self, company: str, filt: WatchFilter) -> AsyncIterator[RunEvent]:
+        sub = self._subscribe(
+            lambda: self._deps.hub.subscribe(lambda e: e.company == company and filt.matches(e))
+        )
+        try:
+            last = filt.after_global_seq or await self._deps.store.last_global_seq()
+            while True:
+                replay = await self._deps.store.events_after_global(
+                    company, filt, last, _REPLAY_BATCH
+                )
+                for event in replay:
+                    yield event
+                    last = event.global_seq
+                if len(replay) == _REPLAY_BATCH:
+                    continue
+                async for event in self._live(sub, lambda e: e.global_seq, last, gapless=False):
+                    yield event
+                    last = event.global_seq
+        finally:
+            self._deps.hub.unsubscribe(sub)
+            self._deps.metrics.watchers.set(self._deps.hub.watchers)
+
+    def _subscribe(self, make: Callable[[], Subscription]) -> Subscription:
+        try:
+            sub = make()
+        except HubClosed as exc:
+            raise Unavailable("workflowd is shutting down; reconnect to resume") from exc
+        self._deps.metrics.watchers.set(self._deps.hub.watchers)
+        return sub
+
+    async def _live(
+        self,
+        sub: Subscription,
+        position: Callable[[RunEvent], int],
+        last: int,
+        gapless: bool = True,
+    ) -> AsyncIterator[RunEvent]:
+        """Live events after `last`; returns when the caller must re-read the store (the
+        subscriber lagged, or a per-run sequence skipped a number)."""
+        while True:
+            try:
+                event = await sub.next()
+            except HubClosed as exc:
+                raise Unavailable(
+                    "workflowd is shutting down; reconnect with your last sequence number"
+                ) from exc
+            if event is None:
+                return
+            pos = position(event)
+            if pos <= last:
+                continue
+            if gapless and pos != last + 1:
+                return
+            yield event
+            last = pos

@@ -1,0 +1,123 @@
+"""Settings: a frozen value read once, from flags over `WORKFLOWD_*` environment over a TOML
+file over defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from workflowd.domain.errors import InvalidRequest
+
+_ENV_PREFIX = "WORKFLOWD_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Path(".workflowd")
+    http_listen: str = "127.0.0.1:9464"
+    dataplane_listen: str = "127.0.0.1:50052"
+    dataplane_workers: int = 2
+    jobs_url: str = ""
+    jobs_token: str = ""
+    jobs_retry_deadline_s: float = 300.0
+    insecure: bool = False
+    max_spec_bytes: int = 256 * 1024
+    max_tasks: int = 1000
+    max_input_bytes: int = 1024 * 1024
+    max_context_bytes: int = 1024 * 1024
+    max_message_bytes: int = 8 * 1024 * 1024
+    drain_grace_s: float = 1.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    crash_points: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any],
+        env: Mapping[str, str],
+        config_file: Path | None = None,
+    ) -> Settings:
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            values.update(_from_toml(config_file))
+        values.update(_from_env(env))
+        values.update({k: v for k, v in flags.items() if v is not None})
+        settings = cls(**{k: _coerce(k, v) for k, v in values.items()})
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        host = _host(self.listen)
+        if not self.insecure and not _is_loopback(host):
+            raise InvalidRequest(
+                "listen",
+                f"{self.listen} is not a loopback address and no authentication is configured: "
+                "bind to 127.0.0.1, or pass --insecure to serve without authentication",
+            )
+        if self.log_format not in ("text", "json"):
+            raise InvalidRequest("log_format", "must be text or json")
+
+    @property
+    def embedded_dataplane(self) -> bool:
+        return not self.jobs_url
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidRequest("config", f"cannot read {path}: {exc}") from exc
+    section = data.get("workflowd", data)
+    unknown = set(section) - set(_FIELDS)
+    if unknown:
+        raise InvalidRequest("config", f"{path}: unknown settings {sorted(unknown)}")
+    return dict(section)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _FIELDS:
+        key = _ENV_PREFIX + name.upper()
+        if key in env:
+            out[name] = env[key]
+    return out
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name not in _FIELDS:
+        raise InvalidRequest(name, "is not a setting")
+    default = getattr(Settings(), name)
+    try:
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if isinstance(default, frozenset):
+            items = value.split(",") if isinstance(value, str) else value
+            return frozenset(str(v).strip() for v in items if str(v).strip())
+        if isinstance(default, Path):
+            return Path(value)
+        return type(default)(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(name, f"cannot use {value!r}: {exc}") from exc
+
+
+def _host(address: str) -> str:
+    host, _, _ = address.rpartition(":")
+    return host.strip("[]")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
