@@ -1,0 +1,104 @@
+"""Shared fixtures: a real workflowd daemon (gRPC on a loopback port, SQLite file, the local data
+plane over HTTP) per test, and helpers that wait on conditions instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+
+from workflowd.app import App
+from workflowd.settings import Settings
+from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
+
+REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout_s: float = 10.0, interval_s: float = 0.02
+) -> T:
+    """Re-run `check` until it returns a truthy value or stops raising AssertionError."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            result = await check()
+            if result:
+                return result
+        except AssertionError:
+            if loop.time() > deadline:
+                raise
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)  # ok: polling interval of a bounded wait
+
+
+@dataclass
+class Daemon:
+    app: App
+    address: str
+    channel: grpc.aio.Channel
+    stub: pb_grpc.WorkflowServiceStub
+    data_dir: Path
+
+    @property
+    def jobs_url(self) -> str:
+        return self.app.jobs_url
+
+
+def daemon_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "http_listen": "127.0.0.1:0",
+        "dataplane_listen": "127.0.0.1:0",
+        "data_dir": data_dir,
+        "jobs_retry_deadline_s": 5.0,
+    }
+    values.update(overrides)
+    return Settings.load(values, {})
+
+
+@pytest.fixture
+async def start_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Daemon]]]:
+    started: list[Daemon] = []
+
+    async def start(data_dir: Path | None = None, **overrides: Any) -> Daemon:
+        directory = data_dir or tmp_path / f"daemon{len(started)}"
+        app = App(daemon_settings(directory, **overrides))
+        await app.start()
+        address = f"127.0.0.1:{app.grpc_port}"
+        channel = grpc.aio.insecure_channel(address)
+        daemon = Daemon(app, address, channel, pb_grpc.WorkflowServiceStub(channel), directory)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in reversed(started):
+        await daemon.channel.close()
+        await daemon.app.drain()
+
+
+@pytest.fixture
+async def daemon(start_daemon: Callable[..., Awaitable[Daemon]]) -> Daemon:
+    return await start_daemon()
+
+
+def venv_bin(name: str) -> str:
+    """A console script installed next to the running interpreter (the project's venv)."""
+    import sys
+
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
