@@ -36,6 +36,7 @@ class RunExecutor:
         self._run = run
         self._definition = definition
         self._cancel = asyncio.Event()
+        self._current = 0
         if run.status == RunStatus.CANCELLING:
             self._cancel.set()
 
@@ -47,6 +48,21 @@ class RunExecutor:
         self._cancel.set()
 
     async def execute(self) -> None:
+        try:
+            await self._execute()
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            # A bug must not leave the run active forever: record it and end the run.
+            log.exception(
+                "run %s failed on an internal error", self._run.id, extra={"run_id": self._run.id}
+            )
+            problem = Problem.of(
+                ErrorType.RUNTIME, "workflowd hit an internal error", f"{type(exc).__name__}: {exc}"
+            )
+            await self._finish(self._current, problem, RunStatus.FAILED, abandon_running=True)
+
+    async def _execute(self) -> None:
         run = self._run
         started_at = run.started_at
         if run.status == RunStatus.PENDING:
@@ -62,6 +78,7 @@ class RunExecutor:
             await self._finish(0, failure.problem, RunStatus.FAILED)
             return
         for index in range(first, len(self._definition.tasks)):
+            self._current = index
             if self._cancel.is_set():
                 await self._finish(index, None, RunStatus.CANCELLED)
                 return
@@ -196,6 +213,7 @@ class RunExecutor:
         problem: Problem | None,
         run_status: RunStatus,
         task_status: TaskStatus | None = None,
+        abandon_running: bool = False,
     ) -> None:
         """Fail fast: record the task's end, skip every later task, end the run."""
         now = self._deps.clock.now()
@@ -209,9 +227,15 @@ class RunExecutor:
                 task = tasks[index]
                 tx.set_task_status(index, task.name, task_status, error=error, ended_at=now)
             for later in tasks[index:]:
-                if tx.task_status(later.index) == TaskStatus.PENDING:
+                current = tx.task_status(later.index)
+                if current == TaskStatus.PENDING:
                     tx.set_task_status(later.index, later.name, TaskStatus.SKIPPED)
-            tx.set_run_status(run_status, error=error, ended_at=now)
+                elif current == TaskStatus.RUNNING and abandon_running:
+                    tx.set_task_status(
+                        later.index, later.name, TaskStatus.FAILED, error=error, ended_at=now
+                    )
+            if not tx.run_status.terminal:
+                tx.set_run_status(run_status, error=error, ended_at=now)
 
         await self._commit(change)
 

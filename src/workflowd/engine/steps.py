@@ -103,7 +103,7 @@ class TaskStep:
         except ExpressionError as exc:
             raise StepFailed(
                 Problem.of(
-                    ErrorType.EXPRESSION, f"cannot evaluate {where}", str(exc), self._at(where)
+                    ErrorType.EXPRESSION, f"cannot evaluate {where}", str(exc), _owner(where)
                 )
             ) from exc
 
