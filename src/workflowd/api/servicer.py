@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from workflowd.api import convert
 from workflowd.api.errors import Ctx, streaming, unary
@@ -27,6 +27,16 @@ def company_of(context: Ctx) -> str:
     (and only on loopback, see settings)."""
     del context
     return LOCAL_COMPANY
+
+
+def _headers(context: Ctx) -> Callable[[], Awaitable[None]]:
+    """Send the response headers once the watch is subscribed, so a client that waits for
+    them (`wait_for_connection`) knows that no later event can be missed."""
+
+    async def send() -> None:
+        await context.send_initial_metadata(())
+
+    return send
 
 
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
@@ -152,7 +162,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     ) -> AsyncIterator[pb.WatchRunResponse]:
         if request.after_seq < 0:
             raise InvalidRequest("after_seq", "must not be negative")
-        events = self._runs.watch(company_of(context), request.run_id, request.after_seq)
+        events = self._runs.watch(
+            company_of(context), request.run_id, request.after_seq, _headers(context)
+        )
         async for event in events:
             yield pb.WatchRunResponse(event=convert.run_event(event))
 
@@ -169,7 +181,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             statuses=statuses,
             after_global_seq=request.after_global_seq,
         )
-        async for event in self._runs.watch_many(company_of(context), filt):
+        async for event in self._runs.watch_many(company_of(context), filt, _headers(context)):
             yield pb.WatchRunsResponse(event=convert.run_event(event))
 
     @unary

@@ -8,7 +8,7 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import jsonschema
@@ -35,6 +35,8 @@ from workflowd.engine.ports import RunTransaction
 from workflowd.spec import parse
 
 log = logging.getLogger("workflowd.engine")
+
+Ready = Callable[[], Awaitable[None]] | None
 
 _REPLAY_BATCH = 500
 _DEFINITION_CACHE = 256
@@ -192,10 +194,15 @@ class Runs:
             task.cancel("workflowd is draining")
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def watch(self, company: str, run_id: str, after_seq: int) -> AsyncIterator[RunEvent]:
+    async def watch(
+        self, company: str, run_id: str, after_seq: int, on_subscribed: Ready = None
+    ) -> AsyncIterator[RunEvent]:
+        """Stored events after `after_seq`, then live ones, until the terminal event."""
         await self.get(company, run_id)
         sub = self._subscribe(lambda: self._deps.hub.subscribe_run(run_id))
         try:
+            if on_subscribed is not None:
+                await on_subscribed()
             last = after_seq
             while True:
                 replay = await self._deps.store.events_after(company, run_id, last, _REPLAY_BATCH)
@@ -206,6 +213,12 @@ class Runs:
                         return
                 if len(replay) == _REPLAY_BATCH:
                     continue
+                if (await self.get(company, run_id)).status.terminal:
+                    # Everything up to the end is committed: one last read finishes the story
+                    # (empty when the watcher had already seen the terminal event).
+                    async for event in self._replay_to_end(company, run_id, last):
+                        yield event
+                    return
                 async for event in self._live(sub, lambda e: e.seq, last):
                     yield event
                     last = event.seq
@@ -215,12 +228,29 @@ class Runs:
             self._deps.hub.unsubscribe(sub, run_id)
             self._deps.metrics.watchers.set(self._deps.hub.watchers)
 
-    async def watch_many(self, company: str, filt: WatchFilter) -> AsyncIterator[RunEvent]:
+    async def _replay_to_end(
+        self, company: str, run_id: str, after_seq: int
+    ) -> AsyncIterator[RunEvent]:
+        while True:
+            replay = await self._deps.store.events_after(company, run_id, after_seq, _REPLAY_BATCH)
+            for event in replay:
+                yield event
+                after_seq = event.seq
+            if len(replay) < _REPLAY_BATCH:
+                return
+
+    async def watch_many(
+        self, company: str, filt: WatchFilter, on_subscribed: Ready = None
+    ) -> AsyncIterator[RunEvent]:
+        """Events of every matching run: those stored after `filt.after_global_seq` (none when
+        it is 0), then live ones. `on_subscribed` runs once nothing live can be missed."""
         sub = self._subscribe(
             lambda: self._deps.hub.subscribe(lambda e: e.company == company and filt.matches(e))
         )
         try:
             last = filt.after_global_seq or await self._deps.store.last_global_seq()
+            if on_subscribed is not None:
+                await on_subscribed()
             while True:
                 replay = await self._deps.store.events_after_global(
                     company, filt, last, _REPLAY_BATCH
