@@ -1,1 +1,26 @@
-"""spec layer."""
+"""The workflow language: safe YAML loading, DSL validation with precise diagnostics, the
+operation catalog (`operations`) and jq expressions (`expressions`)."""
+
+from workflowd.spec.expressions import (
+    Evaluator,
+    ExpressionError,
+    check_expression,
+    expression_source,
+    is_expression,
+)
+from workflowd.spec.operations import OPERATIONS, Operation
+from workflowd.spec.validate import Limits, ValidationResult, parse, validate
+
+__all__ = [
+    "OPERATIONS",
+    "Evaluator",
+    "ExpressionError",
+    "Limits",
+    "Operation",
+    "ValidationResult",
+    "check_expression",
+    "expression_source",
+    "is_expression",
+    "parse",
+    "validate",
+]

@@ -1,0 +1,151 @@
+"""Runtime expressions: detection, creation-time checks, and the bounded evaluator.
+
+Semantics (strict mode, as the DSL's default):
+- a string that is wholly `${ … }` is a jq program; its value keeps its JSON type;
+- any other string is literal; objects and arrays are templates walked recursively;
+- `input.from`, `output.as` and `export.as` also accept a bare jq string (`evaluate_field`);
+- a program yielding no value gives null; yielding more than one value is an error (taking the
+  first would silently hide a mistake such as `.[]` where `.[0]` was meant).
+
+Evaluation happens in worker processes (`jqworkers`), bounded in wall time, memory and output
+size; values without any expression never reach a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from workflowd.domain.diagnostics import pointer_join
+from workflowd.domain.json import Json
+from workflowd.spec.jqsyntax import (
+    VARIABLES,
+    ExpressionError,
+    check_expression,
+    compile_error,
+    expression_source,
+    is_expression,
+)
+from workflowd.spec.jqworkers import PoolLimits, WorkerPool
+
+__all__ = [
+    "VARIABLES",
+    "Evaluator",
+    "ExpressionError",
+    "check_expression",
+    "expression_source",
+    "find_expressions",
+    "is_expression",
+]
+
+_Path = tuple[str | int, ...]
+
+
+def find_expressions(value: Json, path: _Path = ()) -> list[tuple[_Path, str]]:
+    """Every `${ … }` leaf of a template, with its path and jq source."""
+    if isinstance(value, str):
+        return [(path, expression_source(value))] if is_expression(value) else []
+    if isinstance(value, dict):
+        return [
+            found for key, item in value.items() for found in find_expressions(item, (*path, key))
+        ]
+    if isinstance(value, list):
+        return [
+            found for i, item in enumerate(value) for found in find_expressions(item, (*path, i))
+        ]
+    return []
+
+
+def _substitute(value: Json, results: Mapping[_Path, Json], path: _Path = ()) -> Json:
+    if path in results:
+        return results[path]
+    if isinstance(value, dict):
+        return {key: _substitute(item, results, (*path, key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substitute(item, results, (*path, i)) for i, item in enumerate(value)]
+    return value
+
+
+class Evaluator:
+    """Evaluates expressions against a subject (`.`) and the named arguments of `VARIABLES`.
+
+    Starts its worker processes lazily; `aclose()` (or `async with`) stops them."""
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 1.0,
+        max_output_bytes: int = 1024 * 1024,
+        max_memory_bytes: int = 512 * 1024 * 1024,
+        workers: int = 2,
+    ) -> None:
+        limits = PoolLimits(timeout_s, max_output_bytes, max_memory_bytes, workers)
+        self._pool = WorkerPool(limits)
+
+    async def evaluate(self, expr: Json, subject: Json, variables: Mapping[str, Json]) -> Json:
+        """`expr` as written: `${ … }` strings are evaluated, other strings are literal, objects
+        and arrays are walked. `expr` is never modified; when it holds no expression it is
+        returned as is, without touching a worker. `variables` are named without the `$`."""
+        found = find_expressions(expr)
+        if not found:
+            return expr
+        results = await self._run(found, subject, variables)
+        return _substitute(expr, results)
+
+    async def evaluate_field(
+        self, value: Json, subject: Json, variables: Mapping[str, Json]
+    ) -> Json:
+        """For `input.from`, `output.as`, `export.as`: a string is jq with or without `${ }`;
+        an object or array is a template."""
+        if isinstance(value, str):
+            results = await self._run([((), expression_source(value))], subject, variables)
+            return results[()]
+        return await self.evaluate(value, subject, variables)
+
+    async def _run(
+        self, found: list[tuple[_Path, str]], subject: Json, variables: Mapping[str, Json]
+    ) -> dict[_Path, Json]:
+        for path, source in found:
+            # Checked again before evaluation: defence in depth, and jq's own messages would
+            # otherwise point into the worker's wrapper program.
+            error = compile_error(source)
+            if error is not None:
+                raise ExpressionError(_where(path) + error)
+        reply = await self._pool.run([source for _, source in found], _data(subject, variables))
+        if "ok" in reply:
+            return {path: value for (path, _), value in zip(found, reply["ok"], strict=True)}
+        raise ExpressionError(_failure(reply, found))
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+    async def __aenter__(self) -> Evaluator:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _data(subject: Json, variables: Mapping[str, Json]) -> list[Json]:
+    names = {name.removeprefix("$") for name in variables}
+    unknown = names.difference(VARIABLES)
+    if unknown:
+        raise ValueError(f"unknown expression variables: {sorted(unknown)}")
+    values = {name.removeprefix("$"): value for name, value in variables.items()}
+    return [subject, *(values.get(name) for name in VARIABLES)]
+
+
+def _where(path: _Path) -> str:
+    return f"at {pointer_join('', *path)}: " if path else ""
+
+
+def _failure(reply: Mapping[str, Any], found: list[tuple[_Path, str]]) -> str:
+    index = reply.get("index", -1)
+    where = _where(found[index][0]) if 0 <= index < len(found) else ""
+    return where + str(reply.get("error", "expression failed"))

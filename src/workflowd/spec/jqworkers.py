@@ -1,0 +1,169 @@
+"""A small pool of long-lived expression worker processes (see `_jqworker.py`).
+
+Each slot owns at most one child. A request takes an idle slot from a queue (so concurrent
+evaluations wait their turn instead of sharing a pipe), starts the child if needed, and writes
+one line and reads one line under a wall-time bound. When the bound expires, the caller is
+cancelled mid-exchange, or the child dies, the child is killed and the slot restarts it lazily
+on its next use: a half-finished exchange must never be read by the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workflowd.domain.json import Json
+from workflowd.spec.jqsyntax import ExpressionError
+
+_WORKER = str(Path(__file__).with_name("_jqworker.py"))
+_LINE_OVERHEAD = 64 * 1024
+
+
+@dataclass
+class _Slot:
+    process: asyncio.subprocess.Process | None = None
+    killed: asyncio.subprocess.Process | None = None  # killed, not yet reaped
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    timeout_s: float = 1.0
+    max_output_bytes: int = 1024 * 1024
+    max_memory_bytes: int = 512 * 1024 * 1024
+    workers: int = 2
+    startup_timeout_s: float = 30.0
+
+
+class WorkerPool:
+    def __init__(self, limits: PoolLimits) -> None:
+        self._limits = limits
+        self._idle: asyncio.Queue[_Slot] | None = None
+        self._closed = False
+
+    def _queue(self) -> asyncio.Queue[_Slot]:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            for _ in range(self._limits.workers):
+                self._idle.put_nowait(_Slot())
+        return self._idle
+
+    async def run(self, programs: list[str], data: list[Json]) -> dict[str, Any]:
+        """Evaluate `programs` against `data` in one exchange; return the worker's reply."""
+        if self._closed:
+            raise RuntimeError("the expression evaluator is closed")
+        request = {
+            "programs": programs,
+            "data": data,
+            "max_output": self._limits.max_output_bytes,
+            "cpu_s": self._limits.timeout_s,
+        }
+        line = (json.dumps(request) + "\n").encode()
+        queue = self._queue()
+        slot = await queue.get()
+        try:
+            return await self._exchange(slot, line)
+        finally:
+            queue.put_nowait(slot)
+
+    async def _exchange(self, slot: _Slot, line: bytes) -> dict[str, Any]:
+        process = await self._started(slot)
+        assert process.stdin is not None
+        assert process.stdout is not None
+        try:
+            async with asyncio.timeout(self._limits.timeout_s):
+                process.stdin.write(line)
+                await process.stdin.drain()
+                reply = await process.stdout.readline()
+        except TimeoutError:
+            self._kill(slot)
+            raise ExpressionError(
+                f"expression evaluation took longer than {self._limits.timeout_s:g} s"
+            ) from None
+        except (ConnectionError, ValueError) as exc:  # dead pipe; over-long line
+            self._kill(slot)
+            raise ExpressionError(f"expression evaluation failed: {exc}") from exc
+        except BaseException:
+            self._kill(slot)
+            raise
+        if not reply:
+            self._kill(slot)
+            raise ExpressionError(
+                "expression evaluation exceeded the memory limit "
+                f"({self._limits.max_memory_bytes // (1024 * 1024)} MiB) or crashed"
+            )
+        answer: dict[str, Any] = json.loads(reply)
+        if answer.get("fatal"):
+            self._kill(slot)
+        return answer
+
+    async def _started(self, slot: _Slot) -> asyncio.subprocess.Process:
+        await self._reap(slot)
+        if slot.process is not None and slot.process.returncode is None:
+            return slot.process
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            _WORKER,
+            str(self._limits.max_memory_bytes),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            limit=self._limits.max_output_bytes + _LINE_OVERHEAD,
+        )
+        slot.process = process
+        assert process.stdout is not None
+        try:
+            async with asyncio.timeout(self._limits.startup_timeout_s):
+                ready = await process.stdout.readline()
+        except BaseException:
+            self._kill(slot)
+            raise
+        if ready != b"ready\n":
+            self._kill(slot)
+            raise ExpressionError("the expression evaluator could not start")
+        return process
+
+    @staticmethod
+    def _kill(slot: _Slot) -> None:
+        """Kill now (synchronously, so it works while being cancelled); reap on next use."""
+        process, slot.process = slot.process, None
+        if process is None:
+            return
+        if process.returncode is None:
+            process.kill()
+        slot.killed = process
+
+    @staticmethod
+    async def _reap(slot: _Slot) -> None:
+        if slot.killed is not None:
+            await slot.killed.wait()
+            slot.killed = None
+
+    async def aclose(self) -> None:
+        """Wait for evaluations in flight, then stop every child. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._idle is None:
+            return
+        for _ in range(self._limits.workers):
+            slot = await self._idle.get()
+            await self._stop(slot)
+
+    async def _stop(self, slot: _Slot) -> None:
+        process = slot.process
+        if process is not None and process.returncode is None and process.stdin is not None:
+            process.stdin.close()  # the child exits when its input ends
+            try:
+                async with asyncio.timeout(self._limits.startup_timeout_s):
+                    await process.wait()
+            except TimeoutError:
+                self._kill(slot)
+        elif process is not None:
+            self._kill(slot)
+        slot.process = None
+        await self._reap(slot)
