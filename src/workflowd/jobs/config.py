@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class JobsClientConfig:
     base_url: str
     token: str | None = None
-    # One HTTP exchange (connect, headers and body) may take this long before it is a fault.
+    # Connecting, and each wait for the server's bytes, may take this long before it is a fault.
     request_timeout_s: float = 10.0
     # Transport faults are retried for this long, then the call fails with a communication error.
     retry_deadline_s: float = 300.0
@@ -23,7 +23,7 @@ class JobsClientConfig:
     # A single SSE line (one job's JSON) larger than this is refused rather than buffered.
     max_event_bytes: int = 16 * 1024 * 1024
     # Connection-pool size of the shared session (the stream holds one of them).
-    max_connections: int = 64
+    max_connections: int = 100
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

@@ -1,0 +1,210 @@
+"""One HTTP exchange with the jobs API, its error mapping, and the retry loop around it.
+
+Everything aiohttp raises is translated here: transient faults (refused, reset, timeouts, 5xx,
+429, a 2xx whose body is not JSON) become `TransientFault`, retried by `call()` with capped
+exponential backoff and full jitter until the deadline; definite answers become `JobsError`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+
+from workflowd.domain.json import JsonObject
+from workflowd.jobs.config import JobsClientConfig
+from workflowd.jobs.errors import (
+    IdempotencyConflict,
+    JobRejected,
+    JobsCommunicationError,
+    MalformedResponse,
+    job_not_found,
+)
+from workflowd.jobs.parse import decode_json, problem_detail
+
+logger = logging.getLogger("workflowd.jobs")
+
+T = TypeVar("T")
+
+# Statuses that say "the server is there but not now": worth retrying.
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class TransientFault(Exception):
+    """A fault that a later attempt may not meet; `str()` says what happened, for humans."""
+
+
+@dataclass
+class ClientStats:
+    stream_connects: int = 0
+    stream_resets: int = 0
+    api_errors: int = 0
+    poll_rounds: int = 0
+    reconcile_requests: int = 0
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter (AWS's "full jitter" variant)."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self._max_s, self._initial_s * 2 ** min(self._attempt, 32))
+        self._attempt += 1
+        return random.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class Transport:
+    def __init__(
+        self, config: JobsClientConfig, session: aiohttp.ClientSession, stats: ClientStats
+    ) -> None:
+        self._config = config
+        self._session = session
+        self._stats = stats
+        self._base = config.base_url.rstrip("/")
+        # Bounds on the exchange itself (connecting, then each wait for bytes), not on the wait
+        # for a pooled connection: a burst of calls queueing for the pool is not a fault.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=config.request_timeout_s,
+            sock_read=config.request_timeout_s,
+        )
+        self.headers: Mapping[str, str] = (
+            {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        )
+
+    def url(self, path: str) -> str:
+        return self._base + path
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[Any], T],
+        *,
+        params: Mapping[str, str] | None = None,
+        body: JsonObject | None = None,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> T:
+        """`attempt()` until it answers, retrying transient faults until the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.retry_deadline_s
+        backoff = Backoff(self._config.backoff_initial_s, self._config.backoff_max_s)
+        while True:
+            try:
+                return await self.attempt(
+                    method,
+                    path,
+                    parse,
+                    params=params,
+                    body=body,
+                    job_id=job_id,
+                    idempotency_key=idempotency_key,
+                )
+            except TransientFault as fault:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise JobsCommunicationError(
+                        f"jobs API unreachable for {self._config.retry_deadline_s:g} s: {fault}"
+                    ) from fault
+                await asyncio.sleep(min(backoff.next_delay(), remaining))
+
+    async def attempt(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[Any], T],
+        *,
+        params: Mapping[str, str] | None = None,
+        body: JsonObject | None = None,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> T:
+        """One exchange: `parse` of the JSON of a 2xx, else `TransientFault` or a `JobsError`."""
+        what = f"{method} {path}"
+        try:
+            status, reason, data = await self._exchange(method, path, params, body)
+            if 200 <= status < 300:
+                return self._parse(parse, data)
+            detail = problem_detail(data, status, reason)
+            if status in _RETRY_STATUSES:
+                raise TransientFault(f"HTTP {status}: {detail}")
+        except TransientFault as exc:
+            self.note_fault(exc, what, job_id, idempotency_key)
+            raise
+        self._stats.api_errors += 1
+        raise _definite_error(status, detail, method, path, job_id)
+
+    @staticmethod
+    def _parse(parse: Callable[[Any], T], data: bytes) -> T:
+        try:
+            return parse(decode_json(data))
+        except MalformedResponse as exc:
+            # A garbled 2xx is most likely a truncated or proxied reply: retry it.
+            raise TransientFault(str(exc)) from None
+
+    def note_fault(
+        self, fault: Exception, what: str, job_id: str | None, idempotency_key: str | None = None
+    ) -> None:
+        self._stats.api_errors += 1
+        extra = {"job_id": job_id, "idempotency_key": idempotency_key}
+        logger.warning("jobs API fault on %s: %s", what, fault, extra=extra)
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: JsonObject | None,
+    ) -> tuple[int, str | None, bytes]:
+        try:
+            async with self._session.request(
+                method,
+                self.url(path),
+                params=params,
+                json=body,
+                headers=self.headers,
+                timeout=self._timeout,
+                raise_for_status=False,  # statuses are ours to map, whatever the session says
+            ) as response:
+                return response.status, response.reason, await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise TransientFault(describe_fault(exc, self._config.request_timeout_s)) from exc
+
+
+def _definite_error(
+    status: int, detail: str, method: str, path: str, job_id: str | None
+) -> Exception:
+    if status == 404 and job_id is not None:
+        return job_not_found(job_id)
+    if status == 409 and method == "POST" and path == "/jobs":
+        return IdempotencyConflict(f"idempotency conflict: {detail}")
+    return JobRejected(status, detail)
+
+
+def describe_fault(exc: BaseException, timeout_s: float) -> str:
+    """A short human phrase for a transport exception ("connection refused", …)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if exc.os_error.errno == errno.ECONNREFUSED:
+            return "connection refused"
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection closed by the server"
+    if isinstance(exc, aiohttp.ClientOSError) and exc.errno == errno.ECONNRESET:
+        return "connection reset"
+    if isinstance(exc, TimeoutError):
+        return f"no response within {timeout_s:g} s"
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")

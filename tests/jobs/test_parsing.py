@@ -1,0 +1,85 @@
+"""Pure parts: the SSE decoder, the job JSON parser, problem details, backoff."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from workflowd.domain.jobs import JobState
+from workflowd.jobs import MalformedResponse, job_info_from_json
+from workflowd.jobs.parse import problem_detail
+from workflowd.jobs.sse import SseDecoder, SseEvent
+from workflowd.jobs.transport import Backoff
+
+
+def _decode(text: str) -> list[SseEvent]:
+    decoder = SseDecoder()
+    events = [decoder.feed(line.rstrip("\r")) for line in text.split("\n")]
+    return [event for event in events if event is not None]
+
+
+def test_sse_fields_comments_and_multiline_data() -> None:
+    stream = (
+        ": keepalive\n\n"
+        'id: 7\nevent: job\ndata: {"a":\ndata: 1}\n\n'
+        'event: reset\r\ndata:{"reason": "old"}\r\n\r\n'
+        "id: 9\n\n"  # an id without data dispatches nothing
+        "data: plain\nretry: 10\nbogus: x\n\n"
+        "data: cut off without its blank line"
+    )
+    assert _decode(stream) == [
+        SseEvent(event="job", data='{"a":\n1}', id="7"),
+        SseEvent(event="reset", data='{"reason": "old"}', id=None),
+        SseEvent(event="message", data="plain", id=None),
+    ]
+
+
+def test_job_parser_is_tolerant_of_extra_and_missing_optional_fields() -> None:
+    info = job_info_from_json(
+        {
+            "job_id": "j1",
+            "state": "failed",
+            "failures": [{"message": "boom", "timestamp": "x", "value": None}, "bare"],
+            "created_at": "2026-11-24T01:02:03.123456Z",
+            "ended_at": "not a time",
+            "something_new": [1, 2],
+        }
+    )
+    assert info.state is JobState.FAILED
+    assert info.failure_messages == ("boom", "bare")
+    assert info.created_at == datetime(2026, 11, 24, 1, 2, 3, 123456, tzinfo=UTC)
+    assert info.ended_at is None
+    assert info.result is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"state": "pending"},
+        {"job_id": "", "state": "pending"},
+        {"job_id": "j", "state": "exploded"},
+        {"job_id": "j", "state": "completed", "result": [1]},
+    ],
+)
+def test_job_parser_refuses_what_is_not_a_job(body: object) -> None:
+    with pytest.raises(MalformedResponse, match="malformed response from jobs API"):
+        job_info_from_json(body)
+
+
+def test_problem_detail_prefers_detail_then_title_then_text() -> None:
+    assert problem_detail(b'{"title": "T", "detail": "D"}', 400, "Bad") == "D"
+    assert problem_detail(b'{"title": "T"}', 400, "Bad") == "T"
+    assert problem_detail(b"plain text", 400, "Bad") == "plain text"
+    assert problem_detail(b"", 400, "Bad") == "Bad"
+    assert problem_detail(b"", 400, None) == "HTTP 400"
+
+
+def test_backoff_is_capped_full_jitter() -> None:
+    backoff = Backoff(0.1, 0.4)
+    delays = [backoff.next_delay() for _ in range(50)]
+    assert all(0 <= d <= 0.4 for d in delays)
+    assert delays[0] <= 0.1
+    backoff.reset()
+    assert backoff.next_delay() <= 0.1

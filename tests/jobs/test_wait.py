@@ -1,0 +1,269 @@
+"""wait(): one shared stream for every waiter, resumption, reset, polling, and lifecycles."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from workflowd.domain.jobs import JobInfo, JobState
+from workflowd.jobs import (
+    JobNotFound,
+    JobRejected,
+    JobsClient,
+    JobsClientClosed,
+    JobsCommunicationError,
+)
+
+from .conftest import FAST, ClientFactory, eventually, request
+from .fake_jobs_api import FakeJobsApi
+
+
+async def _submit_many(client: JobsClient, count: int) -> list[str]:
+    jobs = await asyncio.gather(*(client.submit(request(f"run:{i}")) for i in range(count)))
+    return [job.job_id for job in jobs]
+
+
+def _waiters(client: JobsClient, job_ids: list[str]) -> list[asyncio.Task[JobInfo]]:
+    return [asyncio.create_task(client.wait(job_id)) for job_id in job_ids]
+
+
+async def _settled(client: JobsClient, fake_api: FakeJobsApi, awaited: int) -> None:
+    """Waiters registered, stream connected, and their first reconciliation done."""
+    await fake_api.stream_connected.wait()
+    await eventually(lambda: client.stats["awaited"] == awaited)
+    await eventually(lambda: client.stats["stream_connects"] == 1)
+    reads = fake_api.count("GET", "/jobs")
+    await eventually(lambda: reads >= 1 and fake_api.count("GET", "/jobs") == reads)
+
+
+async def test_200_waiters_share_one_stream_connection(
+    client: JobsClient, fake_api: FakeJobsApi
+) -> None:
+    job_ids = await _submit_many(client, 200)
+    waiters = _waiters(client, job_ids)
+    await _settled(client, fake_api, 200)
+    for job_id in job_ids[:150]:
+        fake_api.complete(job_id, {"n": job_id})
+    for job_id in job_ids[150:]:
+        fake_api.fail(job_id, "boom")
+    results = await asyncio.gather(*waiters)
+    assert [r.job_id for r in results] == job_ids
+    assert {r.state for r in results[:150]} == {JobState.COMPLETED}
+    assert results[0].result == {"n": job_ids[0]}
+    assert results[199].failure_messages == ("boom",)
+    assert fake_api.stream_connects == 1
+    assert client.stats["stream_connects"] == 1
+    assert fake_api.path_counts()["/jobs/events"] == 1
+    assert fake_api.count("GET", "/jobs") <= 3  # batched reconciliation, never one per job
+    assert not any(path.startswith("/jobs/job-") for _, path in fake_api.requests)
+    assert client.stats["awaited"] == 0
+
+
+async def test_a_job_that_ended_before_anyone_listened(
+    client: JobsClient, fake_api: FakeJobsApi
+) -> None:
+    fake_api.auto_complete = True
+    job = await client.submit(request("k"))
+    assert (await client.wait(job.job_id)).state is JobState.COMPLETED
+    # Later waits reuse the open stream; the fresh job is read in one batched request.
+    other = await client.submit(request("k2"))
+    assert (await client.wait(other.job_id)).state is JobState.COMPLETED
+    assert fake_api.stream_connects == 1
+
+
+async def test_dropped_stream_resumes_with_last_event_id_and_loses_no_waiter(
+    client: JobsClient, fake_api: FakeJobsApi
+) -> None:
+    job_ids = await _submit_many(client, 50)
+    waiters = _waiters(client, job_ids)
+    await _settled(client, fake_api, 50)
+    for job_id in job_ids[:10]:
+        fake_api.complete(job_id)
+    await eventually(lambda: client.stats["awaited"] == 40)
+    reads_before = fake_api.count("GET", "/jobs")
+    fake_api.drop_streams()
+    for job_id in job_ids[10:]:  # ends while no stream is connected
+        fake_api.complete(job_id)
+    results = await asyncio.gather(*waiters)
+    assert all(r.state is JobState.COMPLETED for r in results)
+    assert fake_api.stream_connects == 2
+    assert fake_api.last_event_ids[0] is None
+    assert fake_api.last_event_ids[1] is not None
+    assert int(fake_api.last_event_ids[1]) >= 60  # 50 creations + 10 completions seen
+    assert fake_api.count("GET", "/jobs") == reads_before  # the resume left no gap to read
+
+
+async def test_reset_event_makes_the_client_reread_every_awaited_job(
+    client: JobsClient, fake_api: FakeJobsApi
+) -> None:
+    job_ids = await _submit_many(client, 20)
+    waiters = _waiters(client, job_ids)
+    await _settled(client, fake_api, 20)
+    fake_api.complete(job_ids[0])  # so that the client holds an event id to resume from
+    await waiters[0]
+    reads_before = fake_api.count("GET", "/jobs")
+    fake_api.drop_streams()
+    for job_id in job_ids[1:]:
+        fake_api.complete(job_id)
+    fake_api.forget_events()  # the client's Last-Event-ID is now too old
+    results = await asyncio.gather(*waiters)
+    assert all(r.state is JobState.COMPLETED for r in results)
+    assert fake_api.last_event_ids[1] is not None
+    assert client.stats["stream_resets"] == 1
+    assert fake_api.count("GET", "/jobs") == reads_before + 1
+
+
+async def test_vanished_job_fails_its_waiter_with_job_not_found(
+    client: JobsClient, fake_api: FakeJobsApi
+) -> None:
+    gone, kept = await _submit_many(client, 2)
+    waiters = _waiters(client, [gone, kept])
+    await _settled(client, fake_api, 2)
+    fake_api.vanish(gone)  # silently: no event tells of it
+    fake_api.drop_streams()
+    fake_api.complete(kept)  # an event the client misses...
+    fake_api.forget_events()  # ...and cannot resume to: it must re-read what it awaits
+    with pytest.raises(JobNotFound):
+        await waiters[0]
+    assert (await waiters[1]).state is JobState.COMPLETED
+
+
+async def test_without_a_stream_awaited_jobs_are_polled_in_batches(
+    client: JobsClient, fake_api: FakeJobsApi
+) -> None:
+    fake_api.no_stream = True
+    job_ids = await _submit_many(client, 200)
+    waiters = _waiters(client, job_ids)
+    await eventually(lambda: client.stats["polling"] == 1 and client.stats["awaited"] == 200)
+    rounds = client.stats["poll_rounds"]
+    await eventually(lambda: client.stats["poll_rounds"] >= rounds + 2)
+    for job_id in job_ids:
+        fake_api.complete(job_id)
+    results = await asyncio.gather(*waiters)
+    assert all(r.state is JobState.COMPLETED for r in results)
+    assert fake_api.path_counts()["/jobs/events"] == 1  # asked once, then polled
+    assert not any(path.startswith("/jobs/job-") for _, path in fake_api.requests)
+    # Each read covers every awaited job: as many requests as rounds, not as jobs.
+    assert fake_api.count("GET", "/jobs") <= client.stats["reconcile_requests"]
+    assert client.stats["reconcile_requests"] <= client.stats["poll_rounds"] + 5
+
+
+async def test_polling_notices_a_vanished_job(client: JobsClient, fake_api: FakeJobsApi) -> None:
+    fake_api.no_stream = True
+    (job_id,) = await _submit_many(client, 1)
+    waiter = asyncio.create_task(client.wait(job_id))
+    await eventually(lambda: client.stats["polling"] == 1)
+    fake_api.vanish(job_id)
+    with pytest.raises(JobNotFound):
+        await waiter
+
+
+async def test_cancelling_a_waiter_removes_its_registration(
+    client: JobsClient, fake_api: FakeJobsApi
+) -> None:
+    (job_id,) = await _submit_many(client, 1)
+    first, second = _waiters(client, [job_id, job_id])
+    await _settled(client, fake_api, 1)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert client.stats["awaited"] == 1  # the other waiter of the same job stays
+    fake_api.complete(job_id)
+    assert (await second).state is JobState.COMPLETED
+    pending = await client.submit(request("another"))
+    lone = asyncio.create_task(client.wait(pending.job_id))
+    await eventually(lambda: client.stats["awaited"] == 1)
+    lone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await lone
+    assert client.stats["awaited"] == 0
+
+
+async def test_unreachable_api_fails_waiters_after_the_deadline(
+    make_client: ClientFactory, fake_api: FakeJobsApi
+) -> None:
+    client = await make_client(retry_deadline_s=0.3)
+    (job_id,) = await _submit_many(client, 1)
+    waiter = asyncio.create_task(client.wait(job_id))
+    await _settled(client, fake_api, 1)
+    await fake_api.close()  # the stream ends and every reconnect is refused
+    with pytest.raises(JobsCommunicationError, match=r"unreachable for 0\.3 s"):
+        await waiter
+
+
+async def test_wrong_token_fails_waiters_with_the_api_detail(
+    make_client: ClientFactory, fake_api: FakeJobsApi
+) -> None:
+    owner = await make_client()
+    (job_id,) = await _submit_many(owner, 1)
+    fake_api.token = "s3cret"
+    intruder = await make_client(token="wrong")
+    with pytest.raises(JobRejected, match="wrong bearer token"):
+        await intruder.wait(job_id)
+
+
+async def test_silent_stream_is_reconnected_after_the_idle_timeout(
+    make_client: ClientFactory, fake_api: FakeJobsApi
+) -> None:
+    client = await make_client(stream_idle_timeout_s=0.1)
+    (job_id,) = await _submit_many(client, 1)
+    waiter = asyncio.create_task(client.wait(job_id))
+    await eventually(lambda: fake_api.stream_connects >= 2)
+    fake_api.complete(job_id)
+    assert (await waiter).state is JobState.COMPLETED
+
+
+async def test_aclose_is_idempotent_and_fails_pending_waiters(
+    make_client: ClientFactory, fake_api: FakeJobsApi
+) -> None:
+    client = await make_client()
+    (job_id,) = await _submit_many(client, 1)
+    waiter = asyncio.create_task(client.wait(job_id))
+    await _settled(client, fake_api, 1)
+    await client.aclose()
+    await client.aclose()
+    with pytest.raises(JobsClientClosed):
+        await waiter
+    with pytest.raises(JobsClientClosed):
+        await client.get(job_id)
+    assert client.stats["watching"] == 0
+
+
+async def test_start_twice_and_use_before_start_are_refused(fake_api: FakeJobsApi) -> None:
+    client = JobsClient(FAST)
+    with pytest.raises(RuntimeError, match="before start"):
+        await client.get("job-1")
+    await client.start()
+    try:
+        with pytest.raises(RuntimeError, match="twice"):
+            await client.start()
+    finally:
+        await client.aclose()
+
+
+async def test_a_broken_stream_endpoint_degrades_to_reading_awaited_jobs(
+    client: JobsClient, fake_api: FakeJobsApi
+) -> None:
+    fake_api.inject("status", 10_000, status=503, path_prefix="/jobs/events")
+    job_ids = await _submit_many(client, 3)
+    waiters = _waiters(client, job_ids)
+    await eventually(lambda: fake_api.count("GET", "/jobs/events") >= 3)
+    for job_id in job_ids:
+        fake_api.complete(job_id)
+    results = await asyncio.gather(*waiters)
+    assert all(r.state is JobState.COMPLETED for r in results)
+    assert client.stats["stream_connects"] == 0
+
+
+async def test_transport_faults_are_logged_with_the_job_id(
+    client: JobsClient, fake_api: FakeJobsApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    (job_id,) = await _submit_many(client, 1)
+    fake_api.inject("status", 1, status=503, path_prefix="/jobs/job-")
+    with caplog.at_level("WARNING", logger="workflowd.jobs"):
+        await client.get(job_id)
+    (record,) = [r for r in caplog.records if r.name == "workflowd.jobs"]
+    assert record.levelname == "WARNING"
+    assert record.job_id == job_id  # type: ignore[attr-defined]
+    assert "HTTP 503" in record.getMessage()
