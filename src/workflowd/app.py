@@ -83,7 +83,7 @@ class App:
         self._serving = True
         resumed = await runs.recover()
         log.info(
-            "workflowd %s serving gRPC on port %d, jobs at %s, %d runs resumed",
+            "workflowd %s started (gRPC port %d, jobs API %s, %d runs resumed)",
             __version__,
             self.grpc_port,
             self.jobs_url,

@@ -139,9 +139,7 @@ async def test_cancel_mid_job_cancels_the_job(daemon: Daemon, plane: Plane) -> N
     assert again.status == pb.RUN_STATUS_CANCELLED
 
 
-async def test_task_timeout_cancels_the_job_and_fails_the_run(
-    daemon: Daemon, plane: Plane
-) -> None:
+async def test_task_timeout_cancels_the_job_and_fails_the_run(daemon: Daemon, plane: Plane) -> None:
     text = workflow(
         "timeout",
         f"""\

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     except WorkflowdError as exc:
         raise CliError(exc.message, exit_code=2) from exc
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(_serve(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except OSError as exc:
+        raise CliError(f"cannot start: {exc}") from exc
     return 0
 
 
@@ -71,10 +73,10 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await app.start()
+        host = settings.listen.rpartition(":")[0]
         print(
-            f"workflowd serving on {settings.listen} (jobs API {app.jobs_url}, "
+            f"workflowd serving gRPC on {host}:{app.grpc_port} (jobs API {app.jobs_url}, "
             f"data in {settings.data_dir})",
-            file=sys.stderr,
             flush=True,
         )
         await stop.wait()

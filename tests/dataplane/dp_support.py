@@ -1,0 +1,127 @@
+"""Helpers for the data plane tests: bounded waiting, an HTTP client, an SSE parser.
+
+A plain module (not conftest.py) so test modules can import it: `tests/` is not a package."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import duckdb
+
+from dataplane.app import DataPlane
+from dataplane.company import OPEN_CONFIG
+
+T = TypeVar("T")
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], timeout_s: float = 20.0, interval_s: float = 0.02
+) -> T:
+    """Polls `probe` until it returns something other than None/False, within a bound."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)
+
+
+@dataclass
+class Client:
+    """A thin test client for one data plane (and one bearer token, if any)."""
+
+    url: str
+    session: aiohttp.ClientSession
+    token: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.token:
+            self.headers["Authorization"] = f"Bearer {self.token}"
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.session.request(
+            method, self.url + path, headers=self.headers, **kwargs
+        ) as response:
+            text = await response.text()
+            return response.status, json.loads(text) if text else None
+
+    async def submit(
+        self, job_type: str, job_input: dict[str, Any], **extra: Any
+    ) -> dict[str, Any]:
+        status, job = await self.request(
+            "POST", "/jobs", json={"type": job_type, "input": job_input, **extra}
+        )
+        assert status in (200, 201), job
+        return dict(job)
+
+    async def wait(self, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        async def terminal() -> dict[str, Any] | None:
+            _, job = await self.request("GET", f"/jobs/{job_id}")
+            return dict(job) if job["state"] in TERMINAL else None
+
+        return await eventually(terminal, timeout_s)
+
+    async def run(self, job_type: str, job_input: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        job = await self.submit(job_type, job_input, **extra)
+        return await self.wait(job["job_id"])
+
+    async def load_csv(self, name: str, text: str) -> dict[str, Any]:
+        status, body = await self.request(
+            "POST", f"/datasets/{name}/load?format=csv", data=text.encode()
+        )
+        assert status == 200, body
+        return dict(body)
+
+
+@dataclass
+class Running:
+    plane: DataPlane
+    client: Client
+    data_dir: Path
+
+    def query(self, sql: str, company: str = "default") -> list[tuple[Any, ...]]:
+        """Reads the company's DuckDB file directly (the same in-process database instance)."""
+        with duckdb.connect(
+            str(self.data_dir / f"{company}.duckdb"), config=dict(OPEN_CONFIG)
+        ) as con:
+            return list(con.execute(sql).fetchall())
+
+
+PlaneFactory = Callable[..., Awaitable[Running]]
+
+EVENTS_CSV = "event_id,user_id,event_type,amount\n" + "".join(
+    f"{i},{i % 7},{'purchase' if i % 3 == 0 else 'view'},{i * 1.5}\n" for i in range(1, 101)
+)
+
+
+async def sse_events(
+    response: aiohttp.ClientResponse, limit: int | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """Parses server-sent events: yields {id, event, data} dicts; comments as {comment}."""
+    event: dict[str, Any] = {}
+    count = 0
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith(":"):
+            yield {"comment": line[1:].strip()}
+        elif line == "":
+            if event:
+                yield event
+                count += 1
+                event = {}
+                if limit is not None and count >= limit:
+                    return
+        else:
+            key, _, value = line.partition(": ")
+            event[key] = json.loads(value) if key == "data" else value

@@ -1,0 +1,172 @@
+"""kill -9 at each dangerous point: the daemon (a real subprocess) restarts, every run completes,
+and the data plane (another subprocess, never killed here) holds exactly one job per task."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.engine.support import AUDIT_CSV, EVENTS_CSV, SLOW_NQL, Plane, workflow
+from tests.procs import Process, start_dataplane, start_workflowd
+from workflowd.v1 import workflow_service_pb2 as pb
+from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.slow
+
+PIPELINE = workflow(
+    "crashy",
+    """\
+  - build:
+      call: CreateMaterializedViewIfNotExists
+      with:
+        nql: SELECT user_id, COUNT(1) AS events FROM company_data.events GROUP BY user_id
+        datasetName: per_user
+      export: {as: '$context + {id: .datasetId}'}
+  - log:
+      call: ExecuteDml
+      with:
+        nql: |-
+          ${ "INSERT INTO company_data.audit VALUES (\\($context.id), 1, '\\($workflow.runId) \\($task.startedAt)')" }
+  - refresh:
+      call: RefreshMaterializedView
+      with: {datasetName: per_user}
+""",
+)
+
+
+class Stack:
+    def __init__(self, tmp: Path, plane_proc: Process, plane_url: str) -> None:
+        self.tmp = tmp
+        self.plane_proc = plane_proc
+        self.plane = Plane(plane_url)
+        self.daemon: Process | None = None
+        self.channel: grpc.aio.Channel | None = None
+        self.stub: pb_grpc.WorkflowServiceStub | None = None
+
+    async def start_daemon(self, crash_point: str = "") -> pb_grpc.WorkflowServiceStub:
+        if self.channel is not None:
+            await self.channel.close()
+        self.daemon, address = await start_workflowd(
+            self.tmp / "workflowd", self.plane.base_url, crash_point
+        )
+        self.channel = grpc.aio.insecure_channel(address)
+        self.stub = pb_grpc.WorkflowServiceStub(self.channel)
+        return self.stub
+
+    async def aclose(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+        if self.daemon is not None:
+            await self.daemon.stop()
+        await self.plane.aclose()
+        await self.plane_proc.stop()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    proc, url = await start_dataplane(tmp_path / "plane")
+    stack = Stack(tmp_path, proc, url)
+    await stack.plane.load_csv("events", EVENTS_CSV)
+    await stack.plane.load_csv("audit", AUDIT_CSV)
+    yield stack
+    await stack.aclose()
+
+
+async def run_to_end(stub: pb_grpc.WorkflowServiceStub, run_id: str) -> pb.Run:
+    async for _ in stub.WatchRun(pb.WatchRunRequest(run_id=run_id)):
+        pass
+    return (await stub.GetRun(pb.GetRunRequest(run_id=run_id))).run
+
+
+async def assert_exactly_once(stack: Stack, run: pb.Run) -> None:
+    assert run.status == pb.RUN_STATUS_COMPLETED, run.error
+    jobs = await stack.plane.jobs_for_run(run.id)
+    assert sorted(j["metadata"]["task_name"] for j in jobs) == ["build", "log", "refresh"]
+    assert {j["job_id"] for j in jobs} == {t.job_id for t in run.tasks}
+    logged = [r for r in await stack.plane.rows("audit") if r["note"].startswith(run.id)]
+    assert len(logged) == 1
+
+
+@pytest.mark.parametrize(
+    ("crash_point", "task_index"),
+    [
+        ("after_intent_commit", 0),
+        ("after_submit", 0),
+        ("after_job_completed", 0),
+    ],
+)
+async def test_crash_at_a_dangerous_point_then_recover(
+    stack: Stack, crash_point: str, task_index: int
+) -> None:
+    stub = await stack.start_daemon(crash_point)
+    created = await stub.CreateWorkflow(pb.CreateWorkflowRequest(specification=PIPELINE))
+    run = (
+        await stub.TriggerWorkflow(pb.TriggerWorkflowRequest(workflow_id=created.workflow.id))
+    ).run
+    assert stack.daemon is not None
+    assert await stack.daemon.wait() == -9
+
+    stub = await stack.start_daemon()
+    await assert_exactly_once(stack, await run_to_end(stub, run.id))
+
+
+async def test_crash_at_every_point_of_every_task(stack: Stack) -> None:
+    """Each restart crashes again at the next dangerous point until the run is through."""
+    stub = await stack.start_daemon("after_intent_commit")
+    created = await stub.CreateWorkflow(pb.CreateWorkflowRequest(specification=PIPELINE))
+    run = (
+        await stub.TriggerWorkflow(pb.TriggerWorkflowRequest(workflow_id=created.workflow.id))
+    ).run
+    crashes = 0
+    for point in ["after_submit", "after_job_completed", "after_intent_commit"] * 3:
+        assert stack.daemon is not None
+        assert await stack.daemon.wait() == -9
+        crashes += 1
+        stub = await stack.start_daemon(point)
+        current = (await stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
+        if current.status == pb.RUN_STATUS_COMPLETED:
+            break
+    assert crashes >= 6
+    await stack.daemon.stop()
+    stub = await stack.start_daemon()
+    await assert_exactly_once(stack, await run_to_end(stub, run.id))
+
+
+async def test_kill_while_awaiting_a_running_job(stack: Stack) -> None:
+    text = workflow(
+        "slowcrash",
+        f"""\
+  - slow:
+      call: CreateMaterializedViewIfNotExists
+      with: {{nql: "{SLOW_NQL.replace("300000", "25000")}", datasetName: slow_view}}
+  - log:
+      call: ExecuteDml
+      with:
+        nql: |-
+          ${{ "INSERT INTO company_data.audit VALUES (1, 1, '\\($workflow.runId)')" }}
+""",
+    )
+    stub = await stack.start_daemon()
+    created = await stub.CreateWorkflow(pb.CreateWorkflowRequest(specification=text))
+    run = (
+        await stub.TriggerWorkflow(pb.TriggerWorkflowRequest(workflow_id=created.workflow.id))
+    ).run
+    async for response in stub.WatchRun(pb.WatchRunRequest(run_id=run.id)):
+        if response.event.type == pb.RUN_EVENT_TYPE_TASK_JOB_SUBMITTED:
+            job_id = response.event.job_id
+            break
+    assert (await stack.plane.job(job_id))["state"] in ("pending", "running")
+    assert stack.daemon is not None
+    await stack.daemon.kill9()
+
+    stub = await stack.start_daemon()
+    final = await run_to_end(stub, run.id)
+    assert final.status == pb.RUN_STATUS_COMPLETED, final.error
+    assert final.tasks[0].job_id == job_id
+    jobs = await stack.plane.jobs_for_run(run.id)
+    assert len(jobs) == 2
+    logged = [r for r in await stack.plane.rows("audit") if r["note"] == run.id]
+    assert len(logged) == 1

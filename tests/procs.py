@@ -1,0 +1,107 @@
+"""Real subprocesses for crash tests: start, wait for the ready line, kill -9, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+from tests.conftest import venv_bin
+
+
+class Process:
+    def __init__(self, proc: asyncio.subprocess.Process, ready: re.Match[str]) -> None:
+        self.proc = proc
+        self.ready = ready
+        self._drain = asyncio.create_task(self._discard_output())
+
+    @classmethod
+    async def start(
+        cls, argv: list[str], ready: str, env: dict[str, str] | None = None, timeout_s: float = 30
+    ) -> Process:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        assert proc.stdout is not None
+        seen = []
+        async with asyncio.timeout(timeout_s):
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                if not line:
+                    raise AssertionError(f"{argv[0]} exited before ready:\n{''.join(seen)}")
+                seen.append(line)
+                match = re.search(ready, line)
+                if match:
+                    break
+        return cls(proc, match)
+
+    async def _discard_output(self) -> None:
+        # Keep reading so a chatty child never blocks on a full pipe.
+        assert self.proc.stdout is not None
+        while await self.proc.stdout.read(65536):
+            pass
+
+    async def wait(self, timeout_s: float = 60) -> int:
+        async with asyncio.timeout(timeout_s):
+            code = await self.proc.wait()
+        await self._drain
+        return code
+
+    async def kill9(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+        await self.wait()
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            await self.wait(timeout_s=15)
+        except TimeoutError:
+            await self.kill9()
+
+
+async def start_dataplane(data_dir: Path) -> tuple[Process, str]:
+    proc = await Process.start(
+        [
+            sys.executable,
+            "-m",
+            "dataplane",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data_dir),
+        ],
+        r"listening on (http://\S+)",
+    )
+    return proc, proc.ready.group(1)
+
+
+async def start_workflowd(
+    data_dir: Path, jobs_url: str, crash_point: str = "", listen: str = "127.0.0.1:0"
+) -> tuple[Process, str]:
+    env = {"WORKFLOWD_CRASH_POINTS": crash_point} if crash_point else {}
+    proc = await Process.start(
+        [
+            venv_bin("workflowd"),
+            "serve",
+            "--listen",
+            listen,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data_dir),
+            "--jobs-url",
+            jobs_url,
+        ],
+        r"serving gRPC on (\d+\.\d+\.\d+\.\d+:\d+)",
+        env=env,
+    )
+    return proc, proc.ready.group(1)
