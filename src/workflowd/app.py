@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 from dataplane.app import DataPlane
-
 from workflowd import __version__
 from workflowd.api.server import GrpcServer
 from workflowd.engine.clock import SystemClock
@@ -16,7 +15,7 @@ from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
 from workflowd.engine.runs import Runs
 from workflowd.jobs import JobsClient, JobsClientConfig
-from workflowd.observability import HttpEndpoint
+from workflowd.observability import HttpEndpoint, LoopLagProbe
 from workflowd.settings import Settings
 from workflowd.spec import Limits
 from workflowd.spec.expressions import Evaluator
@@ -32,6 +31,7 @@ class App:
         self.settings = settings
         self.store = SqliteStore(settings.data_dir / "workflowd.db")
         self.metrics = EngineMetrics()
+        self.lag_probe = LoopLagProbe(self.metrics.loop_lag.observe)
         self.hub = EventHub()
         self.evaluator = Evaluator()
         self.jobs_url = settings.jobs_url
@@ -80,6 +80,7 @@ class App:
         self.grpc_port = await self.grpc.start(s.listen)
         self.http = HttpEndpoint(self.metrics.registry, lambda: self._serving)
         await self.http.start(s.http_listen)
+        self.lag_probe.start()
         self._serving = True
         resumed = await runs.recover()
         log.info(
@@ -104,6 +105,7 @@ class App:
             await self.runs.drain()
         if self.grpc is not None:
             await self.grpc.stop(self.settings.drain_grace_s)
+        await self.lag_probe.aclose()
         if self.http is not None:
             await self.http.aclose()
         if self.jobs is not None:

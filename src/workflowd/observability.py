@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -49,6 +51,36 @@ def configure_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class LoopLagProbe:
+    """Measures how late the event loop wakes a sleeper: the lag every RPC and event also
+    suffers. A tracked task, started and stopped by the composition root."""
+
+    def __init__(self, observe: Callable[[float], None], interval_s: float = 0.1) -> None:
+        self._observe = observe
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("probe already started")
+        self._task = asyncio.create_task(self._run(), name="loop-lag-probe")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + self._interval_s
+            await asyncio.sleep(self._interval_s)
+            self._observe(max(0.0, loop.time() - expected))
+
+    async def aclose(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
 
 
 class HttpEndpoint:

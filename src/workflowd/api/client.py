@@ -31,7 +31,7 @@ def to_dict(message: Message) -> dict[str, Any]:
 
 def _translate(exc: grpc.aio.AioRpcError) -> ClientError:
     violations: list[tuple[str, str]] = []
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    status = rpc_status.from_call(exc)
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):

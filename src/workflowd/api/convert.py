@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
@@ -37,7 +38,8 @@ def from_timestamp(message: timestamp_pb2.Timestamp, present: bool) -> datetime 
 
 
 def value(data: Json) -> struct_pb2.Value:
-    return json_format.ParseDict(data, struct_pb2.Value())
+    # ParseDict takes any JSON value for a Value message; its stub says dict only.
+    return json_format.ParseDict(cast(Any, data), struct_pb2.Value())
 
 
 def struct(data: JsonObject) -> struct_pb2.Struct:
@@ -64,7 +66,7 @@ def _integral(data: Json) -> Json:
     return data
 
 
-def workflow_status_from(message: int) -> WorkflowStatus | None:
+def workflow_status_from(message: pb.WorkflowStatus.ValueType) -> WorkflowStatus | None:
     return _WORKFLOW_STATUS_BACK.get(message)
 
 
@@ -150,7 +152,9 @@ def run_event(e: RunEvent) -> pb.RunEvent:
         run_status=RUN_STATUS[e.run_status],
         task_index=e.task_index,
         task_name=e.task_name,
-        task_status=TASK_STATUS[e.task_status] if e.task_status is not None else 0,
+        task_status=(
+            TASK_STATUS[e.task_status] if e.task_status is not None else pb.TASK_STATUS_UNSPECIFIED
+        ),
         job_id=e.job_id,
         error=problem(e.error),
     )

@@ -45,7 +45,8 @@ def to_status(exc: WorkflowdError) -> grpc.Status:
         detail = any_pb2.Any()
         detail.Pack(error_details_pb2.BadRequest(field_violations=violations))
         status.details.append(detail)
-    return rpc_status.to_status(status)
+    converted: grpc.Status = rpc_status.to_status(status)
+    return converted
 
 
 def _field_violations(exc: WorkflowdError) -> list[error_details_pb2.BadRequest.FieldViolation]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from workflowd.api.client import Client, ClientError, to_dict
 from workflowd.cli.common import CliError, add_address_option, add_output_option, print_json
@@ -72,10 +75,13 @@ async def _call(client: Client, rpc: str, request: Any) -> Any:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     async def trigger() -> int:
+        ref = workflow_ref(args.ref, id_field="workflow_id")
         request = pb.TriggerWorkflowRequest(
+            workflow_id=ref.get("workflow_id", ""),
+            namespace=ref.get("namespace", ""),
+            name=ref.get("name", ""),
             version=args.version,
             idempotency_key=args.idempotency_key,
-            **workflow_ref(args.ref, id_field="workflow_id"),
         )
         if args.input is not None:
             request.input.CopyFrom(parse_input(args.input))
@@ -179,16 +185,25 @@ async def follow(client: Client, run_id: str, output: str) -> int:
     return EXIT_FOR_STATUS.get(run.status, 1)
 
 
-def _status(value: int) -> str:
+def _status(value: pb.RunStatus.ValueType) -> str:
     return pb.RunStatus.Name(value).removeprefix("RUN_STATUS_").lower()
 
 
-def _task_status(value: int) -> str:
+def _task_status(value: pb.TaskStatus.ValueType) -> str:
     return pb.TaskStatus.Name(value).removeprefix("TASK_STATUS_").lower()
 
 
-def _when(task: pb.TaskRun, field: str) -> datetime | None:
-    return getattr(task, field).ToDatetime(tzinfo=UTC) if task.HasField(field) else None
+def _when(stamp: Timestamp, present: bool) -> datetime | None:
+    return stamp.ToDatetime(tzinfo=UTC) if present else None
+
+
+@dataclass
+class _Row:
+    name: str
+    status: pb.TaskStatus.ValueType
+    job_id: str
+    started: datetime | None
+    ended: datetime | None
 
 
 class TaskTable:
@@ -198,15 +213,13 @@ class TaskTable:
         self.run_id = run.id
         self.status = run.status
         self.rows = [
-            {
-                "name": t.name,
-                "status": t.status,
-                "job_id": t.job_id,
-                "started": t.started_at.ToDatetime(tzinfo=UTC)
-                if t.HasField("started_at")
-                else None,
-                "ended": t.ended_at.ToDatetime(tzinfo=UTC) if t.HasField("ended_at") else None,
-            }
+            _Row(
+                t.name,
+                t.status,
+                t.job_id,
+                _when(t.started_at, t.HasField("started_at")),
+                _when(t.ended_at, t.HasField("ended_at")),
+            )
             for t in run.tasks
         ]
         self._drawn = 0
@@ -216,13 +229,13 @@ class TaskTable:
         if event.task_index < 0 or event.task_index >= len(self.rows):
             return
         row = self.rows[event.task_index]
-        row["status"] = event.task_status
-        row["job_id"] = event.job_id or row["job_id"]
+        row.status = event.task_status
+        row.job_id = event.job_id or row.job_id
         when = event.time.ToDatetime(tzinfo=UTC)
         if event.type == pb.RUN_EVENT_TYPE_TASK_STARTED:
-            row["started"] = when
+            row.started = when
         elif event.task_status not in (pb.TASK_STATUS_RUNNING, pb.TASK_STATUS_PENDING):
-            row["ended"] = when
+            row.ended = when
 
     def line(self, event: pb.RunEvent) -> str:
         kind = pb.RunEventType.Name(event.type).removeprefix("RUN_EVENT_TYPE_").lower()
@@ -240,11 +253,11 @@ class TaskTable:
         ]
         now = datetime.now(UTC)
         for row in self.rows:
-            started, ended = row["started"], row["ended"]
-            elapsed = f"{((ended or now) - started).total_seconds():7.1f}s" if started else ""
+            elapsed = ""
+            if row.started is not None:
+                elapsed = f"{((row.ended or now) - row.started).total_seconds():7.1f}s"
             lines.append(
-                f"  {row['name']:28} {_task_status(row['status']):10} "
-                f"{row['job_id'] or '-':36} {elapsed}"
+                f"  {row.name:28} {_task_status(row.status):10} {row.job_id or '-':36} {elapsed}"
             )
         out.write("\n".join(lines) + "\n")
         out.flush()

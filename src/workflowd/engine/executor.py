@@ -37,6 +37,7 @@ class RunExecutor:
         self._definition = definition
         self._cancel = asyncio.Event()
         self._current = 0
+        self._task_began = 0.0
         if run.status == RunStatus.CANCELLING:
             self._cancel.set()
 
@@ -113,6 +114,7 @@ class RunExecutor:
     async def _start_task(
         self, step: TaskStep, task: TaskDefinition, raw_input: Json, context: JsonObject
     ) -> _Started:
+        self._task_began = asyncio.get_running_loop().time()
         current = self._run.tasks[task.index]
         if current.status == TaskStatus.RUNNING:
             # Recovery: re-send the stored request unchanged, never a re-evaluation.
@@ -134,6 +136,7 @@ class RunExecutor:
         return _Started(request, "", task_input)
 
     async def _await_job(self, step: TaskStep, task: TaskDefinition, started: _Started) -> JobInfo:
+        began = asyncio.get_running_loop().time()
         job_id = started.job_id
         if not job_id:
             info = await step.submit(task, started.request)
@@ -142,6 +145,8 @@ class RunExecutor:
             self._commit_nowait(lambda tx: tx.set_job_id(task.index, task.name, job_id))
         info = await self._wait(step, task, job_id)
         self._deps.crash_point("after_job_completed")
+        waited = asyncio.get_running_loop().time() - began
+        self._deps.metrics.job_wait.labels(task.call).observe(waited)
         return info
 
     async def _wait(self, step: TaskStep, task: TaskDefinition, job_id: str) -> JobInfo:
@@ -195,6 +200,11 @@ class RunExecutor:
             tx.set_context(context)
 
         await self._commit(change)
+        self._observe_task(task, TaskStatus.COMPLETED)
+
+    def _observe_task(self, task: TaskDefinition, status: TaskStatus) -> None:
+        took = asyncio.get_running_loop().time() - self._task_began
+        self._deps.metrics.task_duration.labels(task.call, status.value).observe(took)
 
     async def _complete(self, step: TaskStep, last_output: Json, context: JsonObject) -> None:
         try:
@@ -238,6 +248,8 @@ class RunExecutor:
                 tx.set_run_status(run_status, error=error, ended_at=now)
 
         await self._commit(change)
+        if task_status is not None:
+            self._observe_task(tasks[index], task_status)
 
     def _commit_nowait(
         self, change: Callable[[RunTransaction], None]

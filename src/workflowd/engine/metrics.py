@@ -48,6 +48,12 @@ class EngineMetrics:
             buckets=_DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "workflowd_event_loop_lag_seconds",
+            "How late the event loop runs a timer it was asked to run",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1),
+            registry=self.registry,
+        )
         self.jobs_api_errors = Counter(
             "workflowd_jobs_api_errors",
             "Jobs API calls that failed",

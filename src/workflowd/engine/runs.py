@@ -102,7 +102,7 @@ class Runs:
             raise InvalidRequest(
                 "input", f"is {size} bytes, over the {self._deps.limits.max_input_bytes} limit"
             )
-        if definition.input_schema is None:
+        if not isinstance(definition.input_schema, dict | bool):
             return
         validator = jsonschema.Draft202012Validator(definition.input_schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(run_input))

@@ -27,4 +27,4 @@ def dump(value: Json) -> str:
 
 
 def load(value: str | None) -> Json:
-    return None if value is None else json.loads(value)  # type: ignore[no-any-return]
+    return None if value is None else json.loads(value)
