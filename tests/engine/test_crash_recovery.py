@@ -3,6 +3,8 @@ and the data plane (another subprocess, never killed here) holds exactly one job
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -126,13 +128,31 @@ async def test_crash_at_every_point_of_every_task(stack: Stack) -> None:
         assert await stack.daemon.wait() == -9
         crashes += 1
         stub = await stack.start_daemon(point)
-        current = (await stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
-        if current.status == pb.RUN_STATUS_COMPLETED:
+        if await completes_or_crashes(stack, stub, run.id):
             break
     assert crashes >= 6
+    assert stack.daemon is not None
     await stack.daemon.stop()
     stub = await stack.start_daemon()
     await assert_exactly_once(stack, await run_to_end(stub, run.id))
+
+
+async def completes_or_crashes(
+    stack: Stack, stub: pb_grpc.WorkflowServiceStub, run_id: str
+) -> bool:
+    """True when the run completed, False when the daemon killed itself at its crash point."""
+    assert stack.daemon is not None
+    watcher = asyncio.create_task(run_to_end(stub, run_id))
+    death = asyncio.create_task(stack.daemon.proc.wait())
+    done, _ = await asyncio.wait({watcher, death}, return_when=asyncio.FIRST_COMPLETED)
+    if watcher in done and watcher.exception() is None:
+        death.cancel()
+        return True
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+        await watcher
+    await death
+    return False
 
 
 async def test_kill_while_awaiting_a_running_job(stack: Stack) -> None:
