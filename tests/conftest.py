@@ -15,6 +15,8 @@ import pytest
 
 from workflowd.app import App
 from workflowd.settings import Settings
+from tests.spec.official_schema import assert_valid_under_official_schema
+from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,8 +83,30 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
 
     yield start
     for daemon in reversed(started):
+        stored = await stored_specifications(daemon)
         await daemon.channel.close()
         await daemon.app.drain()
+        # Every spec this project accepted in a test must be valid DSL under the official schema.
+        for text in stored:
+            assert_valid_under_official_schema(text)
+
+
+async def stored_specifications(daemon: Daemon) -> list[str]:
+    texts: list[str] = []
+    token = ""
+    while True:
+        page = await daemon.stub.ListWorkflows(
+            pb.ListWorkflowsRequest(page_size=1000, page_token=token)
+        )
+        for workflow in page.workflows:
+            for version in workflow.versions:
+                got = await daemon.stub.GetWorkflow(
+                    pb.GetWorkflowRequest(id=workflow.id, version=version)
+                )
+                texts.append(got.workflow.specification)
+        token = page.next_page_token
+        if not token:
+            return texts
 
 
 @pytest.fixture
