@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
+from tests.spec.official_schema import assert_valid_under_official_schema
 from workflowd.app import App
 from workflowd.settings import Settings
-from tests.spec.official_schema import assert_valid_under_official_schema
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
