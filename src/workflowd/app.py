@@ -91,6 +91,10 @@ class App:
             resumed,
         )
 
+    @property
+    def drained(self) -> bool:
+        return self._drained
+
     async def drain(self) -> None:
         """Design §7: NOT_SERVING, refuse new runs, end streams, stop runs (state stays),
         stop the server, then close the clients and the store."""
@@ -100,6 +104,8 @@ class App:
         self._serving = False
         if self.grpc is not None:
             await self.grpc.not_serving()
+        if self.runs is not None:
+            self.runs.refuse_new()
         self.hub.close()
         if self.runs is not None:
             await self.runs.drain()

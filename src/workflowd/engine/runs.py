@@ -186,9 +186,12 @@ class Runs:
             resumed += 1
         return resumed
 
+    def refuse_new(self) -> None:
+        self._draining = True
+
     async def drain(self) -> None:
         """Stop every executor without touching stored state: a restart resumes them."""
-        self._draining = True
+        self.refuse_new()
         tasks = [task for _, task in self._executors.values()]
         for task in tasks:
             task.cancel("workflowd is draining")
