@@ -59,6 +59,7 @@ class App:
                 base_url=self.jobs_url,
                 token=s.jobs_token or None,
                 retry_deadline_s=s.jobs_retry_deadline_s,
+                request_timeout_s=s.jobs_request_timeout_s,
             )
         )
         await self.jobs.start()

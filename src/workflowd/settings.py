@@ -25,6 +25,7 @@ class Settings:
     jobs_url: str = ""
     jobs_token: str = ""
     jobs_retry_deadline_s: float = 300.0
+    jobs_request_timeout_s: float = 10.0
     insecure: bool = False
     max_spec_bytes: int = 256 * 1024
     max_tasks: int = 1000

@@ -210,6 +210,16 @@ class TaskStep:
     async def wait(self, task: TaskDefinition, job_id: str) -> JobInfo:
         try:
             return await self._deps.jobs.wait(job_id)
+        except JobRejected as exc:
+            self._deps.metrics.jobs_api_errors.labels("rejected").inc()
+            raise StepFailed(
+                Problem.of(
+                    ErrorType.AUTHENTICATION if exc.status == 401 else ErrorType.RUNTIME,
+                    f"the jobs API refused to report on task {task.name}'s job {job_id}",
+                    exc.message,
+                    task.reference,
+                )
+            ) from exc
         except JobNotFound as exc:
             self._deps.metrics.jobs_api_errors.labels("vanished").inc()
             raise StepFailed(

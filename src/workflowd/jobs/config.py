@@ -19,6 +19,8 @@ class JobsClientConfig:
     poll_interval_max_s: float = 5.0
     # No bytes at all (keepalives included) for this long means a dead stream: reconnect.
     stream_idle_timeout_s: float = 45.0
+    # Even with a healthy stream, awaited jobs are re-read this often (one batched request).
+    reconcile_interval_s: float = 60.0
     tag: str = "workflow_enqueued"
     # A single SSE line (one job's JSON) larger than this is refused rather than buffered.
     max_event_bytes: int = 16 * 1024 * 1024
@@ -28,7 +30,12 @@ class JobsClientConfig:
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"jobs base_url must be http(s)://…, got {self.base_url!r}")
-        for name in ("request_timeout_s", "retry_deadline_s", "stream_idle_timeout_s"):
+        for name in (
+            "request_timeout_s",
+            "retry_deadline_s",
+            "stream_idle_timeout_s",
+            "reconcile_interval_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.backoff_initial_s <= 0 or self.backoff_max_s < self.backoff_initial_s:

@@ -66,6 +66,16 @@ class Watcher:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._fresh_loop(), name="workflowd.jobs.fresh")
             group.create_task(self._drive(), name="workflowd.jobs.stream")
+            group.create_task(self._safety_net(), name="workflowd.jobs.safety-net")
+
+    async def _safety_net(self) -> None:
+        """Re-read every awaited job now and then, even while the stream looks healthy: a
+        remote jobs system may lose an event or drop a job without a word, and no run should
+        wait forever on that. One batched read per interval, whatever the number of jobs."""
+        while True:
+            await asyncio.sleep(self._config.reconcile_interval_s)
+            if len(self._registry):
+                self._registry.mark_all_fresh()
 
     async def _drive(self) -> None:
         await self._stream_loop()
@@ -162,10 +172,15 @@ class Watcher:
         try:
             data = json.loads(event.data)
         except ValueError:
-            logger.warning("jobs event stream sent invalid JSON (event id %s)", event.id)
-            return
+            data = None
         job_id = data.get("job_id") if isinstance(data, dict) else None
-        if not isinstance(job_id, str) or job_id not in self._registry:
+        if not isinstance(job_id, str):
+            # An event we cannot read may have been the end of an awaited job, and resuming
+            # after its id will never replay it: re-read every awaited job instead.
+            logger.warning("jobs event stream sent an unreadable event (id %s)", event.id)
+            self._registry.mark_all_fresh()
+            return
+        if job_id not in self._registry:
             return  # the cheap, common case: a job nobody here awaits
         try:
             self._registry.observe(job_info_from_json(data))
