@@ -98,18 +98,22 @@ class Replayer:
 
     def match(self, expected: Any, actual: Any, where: str) -> None:
         if isinstance(expected, dict):
-            assert isinstance(actual, dict) and set(expected) == set(actual), (where, actual)
+            assert isinstance(actual, dict), (where, actual)
+            assert set(expected) == set(actual), (where, actual)
             for key, value in expected.items():
                 self.match(value, actual[key], f"{where}.{key}")
         elif isinstance(expected, list):
-            assert isinstance(actual, list) and len(expected) == len(actual), (where, actual)
+            assert isinstance(actual, list), (where, actual)
+            assert len(expected) == len(actual), (where, actual)
             for index, (want, have) in enumerate(zip(expected, actual, strict=True)):
                 self.match(want, have, f"{where}[{index}]")
         elif isinstance(expected, str) and UUID.fullmatch(expected):
-            assert isinstance(actual, str) and UUID.fullmatch(actual), (where, actual)
+            assert isinstance(actual, str), (where, actual)
+            assert UUID.fullmatch(actual), (where, actual)
             assert self.ids.setdefault(expected, actual) == actual, where
         elif isinstance(expected, str) and TIMESTAMP.match(expected):
-            assert isinstance(actual, str) and TIMESTAMP.match(actual), (where, actual)
+            assert isinstance(actual, str), (where, actual)
+            assert TIMESTAMP.match(actual), (where, actual)
         else:
             assert expected == actual, (where, expected, actual)
 

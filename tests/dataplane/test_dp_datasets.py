@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from decimal import Decimal
 from pathlib import Path
 
@@ -94,3 +95,17 @@ async def test_bad_loads_are_400(start_plane: PlaneFactory) -> None:
     _, listed = await dp.client.request("GET", "/datasets")
     assert listed == {"records": []}
     assert list((dp.data_dir / ".uploads").iterdir()) == []
+
+
+async def test_files_larger_than_the_json_body_cap_load(start_plane: PlaneFactory) -> None:
+    dp = await start_plane(max_body_bytes=1024)
+    body = "n,label\n" + "".join(f"{i},row-{i}\n" for i in range(80_000))
+    assert len(body) > 1 << 20
+    status, loaded = await dp.client.request(
+        "POST", "/datasets/big/load", data=io.BytesIO(body.encode())
+    )
+    assert status == 200, loaded
+    assert loaded["row_count"] == 80_000
+    assert dp.query("SELECT sum(n), count(DISTINCT label) FROM company_data.big") == [
+        (sum(range(80_000)), 80_000)
+    ]

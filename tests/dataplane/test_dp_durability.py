@@ -10,11 +10,12 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import duckdb
 import pytest
-from dp_support import EVENTS_CSV, Client, PlaneFactory, eventually
+from dp_support import EVENTS_CSV, Client, PlaneFactory, Running, eventually, sse_events
 
 SLOW = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE i % 7 = 3"
 JOBS = 24
@@ -28,27 +29,65 @@ async def test_records_and_event_ids_survive_a_restart(
     await first.client.load_csv("events", EVENTS_CSV)
     done = await first.client.run("execute-dml", {"nql": "DELETE FROM company_data.events"})
     blocker = await first.client.submit("materialize-view", {"nql": SLOW, "dataset_name": "s"})
+    await _state(first, blocker["job_id"], "running")
     queued = await first.client.submit("execute-dml", {"nql": "DELETE FROM company_data.events"})
     await first.plane.aclose()
 
     second = await start_plane(tmp_path / "d", workers=1)
     _, again = await second.client.request("GET", f"/jobs/{done['job_id']}")
     assert again == done
-
-    async def blocker_running() -> bool:
-        _, job = await second.client.request("GET", f"/jobs/{blocker['job_id']}")
-        return bool(job["state"] == "running")
-
-    await eventually(blocker_running)
-    async with second.client.session.get(
-        second.client.url + "/jobs/events", headers={"Last-Event-ID": "0"}
-    ) as response:
-        assert response.status == 200
+    await _state(second, blocker["job_id"], "running")
     await second.client.request("POST", f"/jobs/{blocker['job_id']}/cancel")
     assert (await second.client.wait(blocker["job_id"]))["state"] == "cancelled"
     assert (await second.client.wait(queued["job_id"]))["state"] == "completed"
     _, listed = await second.client.request("GET", "/jobs?order_by=updated_at_desc&per_page=500")
     assert listed["total_records"] == 3
+    # Event ids continue from the stored log: the whole history replays in order, no repeats.
+    history = await _events(second, "/jobs/events?last_event_id=0", 9)
+    assert [int(e["id"]) for e in history] == list(range(1, 10))
+    changes = [(e["data"]["job_id"], e["data"]["state"]) for e in history]
+    assert changes[:6] == [
+        (done["job_id"], "pending"),
+        (done["job_id"], "running"),
+        (done["job_id"], "completed"),
+        (blocker["job_id"], "pending"),
+        (blocker["job_id"], "running"),
+        (queued["job_id"], "pending"),
+    ]
+    assert (blocker["job_id"], "cancelled") in changes[6:]
+    assert (queued["job_id"], "running") in changes[6:]
+
+
+async def test_a_cancel_interrupted_by_a_crash_ends_cancelled(
+    start_plane: PlaneFactory, tmp_path: Path
+) -> None:
+    first = await start_plane(tmp_path / "d")
+    job = await first.client.run("materialize-view", {"nql": "SELECT 1 AS x", "dataset_name": "v"})
+    await first.plane.aclose()
+    # As if the process died between the cancel request and the interrupted query's end.
+    with duckdb.connect(str(tmp_path / "d" / "default.duckdb")) as con:
+        con.execute(
+            "UPDATE _dataplane.jobs SET state = 'pending_cancellation', ended_at = NULL"
+            " WHERE job_id = ?",
+            [job["job_id"]],
+        )
+    second = await start_plane(tmp_path / "d")
+    _, recovered = await second.client.request("GET", f"/jobs/{job['job_id']}")
+    assert recovered["state"] == "cancelled"
+    assert recovered["ended_at"] is not None
+
+
+async def _state(running: Running, job_id: str, state: str) -> None:
+    async def reached() -> bool:
+        _, job = await running.client.request("GET", f"/jobs/{job_id}")
+        return bool(job["state"] == state)
+
+    await eventually(reached)
+
+
+async def _events(running: Running, path: str, count: int) -> list[dict[str, Any]]:
+    async with running.client.session.get(running.client.url + path) as response:
+        return [event async for event in sse_events(response, limit=count)]
 
 
 @contextlib.asynccontextmanager

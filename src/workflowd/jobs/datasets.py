@@ -7,6 +7,7 @@ InvalidRequest (field "dataset"), 5xx and transport faults → Unavailable.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 from types import TracebackType
@@ -61,14 +62,15 @@ class DatasetsClient:
             data = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
             raise InvalidRequest("file", f"cannot read {path}: {exc.strerror}") from exc
-        return await self._request("POST", f"/datasets/{name}/load", params, data)
+        # A file object: aiohttp streams it, where raw bytes would be written in one go.
+        return await self._request("POST", f"/datasets/{name}/load", params, io.BytesIO(data))
 
     async def _request(
         self,
         method: str,
         path: str,
         params: dict[str, Any] | None = None,
-        data: bytes | None = None,
+        data: io.BytesIO | None = None,
     ) -> JsonObject:
         url = self._base_url + path
         try:

@@ -1,0 +1,160 @@
+"""Throughput and latency of the local data plane for trivial jobs, over HTTP on loopback.
+
+For 1 and 2 worker threads, the data plane runs as its own process (`python -m dataplane
+serve`, fresh data directory) and this script submits N trivial `execute-dml` jobs (a one-row
+INSERT each) with at most C in flight, awaiting each on the shared event stream
+`GET /jobs/events`. Latency is POST sent → `completed` event received; throughput is jobs
+divided by first submit → last completion. Every job's row is counted at the end.
+
+Usage: `.venv/bin/python scripts/bench/dataplane.py [--jobs N] [--in-flight C]`. The last
+line of output is one JSON object: `{"workers_1": {...}, "workers_2": {...}}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+TIME_LIMIT_S = 120.0
+
+
+@contextlib.asynccontextmanager
+async def dataplane(workers: int) -> AsyncIterator[str]:
+    with tempfile.TemporaryDirectory(prefix="bench-dataplane-") as data_dir:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dataplane", "serve", "--listen", "127.0.0.1:0",
+            "--data-dir", data_dir, "--workers", str(workers),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            env={"PYTHONPATH": str(SRC), "PATH": ""},
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+            match = re.search(r"http://[\d.]+:\d+", line)
+            if match is None:
+                raise RuntimeError(f"data plane did not start: {line!r}")
+            yield match.group(0)
+        finally:
+            process.terminate()
+            await process.wait()
+
+
+async def submit(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with http.post(f"{url}/jobs", json=body) as response:
+        if response.status not in (200, 201):
+            raise RuntimeError(f"submit failed: {response.status} {await response.text()}")
+        job: dict[str, Any] = await response.json()
+        return job
+
+
+async def follow_completions(
+    http: aiohttp.ClientSession, url: str, done: dict[str, asyncio.Future[str]]
+) -> None:
+    """Resolves each job's future with its terminal state as events arrive on the shared
+    stream, reconnecting with Last-Event-ID if the server closes it (a slow reader)."""
+    headers: dict[str, str] = {}
+    while True:
+        with contextlib.suppress(aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+            async with http.get(f"{url}/jobs/events", headers=headers) as response:
+                async for raw in response.content:
+                    line = raw.decode()
+                    if line.startswith("id: "):
+                        headers["Last-Event-ID"] = line[4:].strip()
+                    elif line.startswith("data: "):
+                        resolve(done, json.loads(line[6:]))
+
+
+def resolve(done: dict[str, asyncio.Future[str]], job: dict[str, Any]) -> None:
+    if job["state"] in ("completed", "failed", "cancelled"):
+        future = done.setdefault(job["job_id"], asyncio.get_running_loop().create_future())
+        if not future.done():
+            future.set_result(job["state"])
+
+
+async def one_job(
+    http: aiohttp.ClientSession,
+    url: str,
+    n: int,
+    done: dict[str, asyncio.Future[str]],
+    gate: asyncio.Semaphore,
+) -> float:
+    async with gate:
+        started = time.perf_counter()
+        nql = f"INSERT INTO company_data.bench VALUES ({n})"
+        job = await submit(http, url, {"type": "execute-dml", "input": {"nql": nql}})
+        future = done.setdefault(job["job_id"], asyncio.get_running_loop().create_future())
+        state = await future
+        if state != "completed":
+            async with http.get(f"{url}/jobs/{job['job_id']}") as response:
+                failures = (await response.json())["failures"]
+            raise RuntimeError(f"job {job['job_id']} ended {state}: {failures}")
+        return (time.perf_counter() - started) * 1000
+
+
+async def measure(workers: int, jobs: int, in_flight: int) -> dict[str, Any]:
+    async with dataplane(workers) as url, aiohttp.ClientSession() as http:
+        done: dict[str, asyncio.Future[str]] = {}
+        listener = asyncio.create_task(follow_completions(http, url, done))
+        try:
+            setup = {"nql": "SELECT 0::BIGINT AS n WHERE false", "dataset_name": "bench"}
+            job = await submit(http, url, {"type": "materialize-view", "input": setup})
+            setup_done = done.setdefault(job["job_id"], asyncio.get_running_loop().create_future())
+            await asyncio.wait_for(setup_done, 30)
+            gate = asyncio.Semaphore(in_flight)
+            started = time.perf_counter()
+            latencies = await asyncio.wait_for(
+                asyncio.gather(*(one_job(http, url, n, done, gate) for n in range(jobs))),
+                TIME_LIMIT_S,
+            )
+            elapsed = time.perf_counter() - started
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        async with http.get(f"{url}/datasets/bench") as response:
+            rows = (await response.json())["row_count"]
+    if rows != jobs:
+        raise RuntimeError(f"expected {jobs} rows, found {rows}")
+    ordered = sorted(latencies)
+    return {
+        "jobs": jobs,
+        "in_flight": in_flight,
+        "jobs_per_s": round(jobs / elapsed, 1),
+        "latency_ms_p50": round(statistics.median(ordered), 2),
+        "latency_ms_p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=400, help="jobs per configuration")
+    parser.add_argument("--in-flight", type=int, default=16, help="jobs awaited at once")
+    args = parser.parse_args()
+    figures = {}
+    for workers in (1, 2):
+        result = await measure(workers, args.jobs, args.in_flight)
+        figures[f"workers_{workers}"] = result
+        print(
+            f"workers={workers}: {result['jobs_per_s']} jobs/s, latency p50 "
+            f"{result['latency_ms_p50']} ms, p99 {result['latency_ms_p99']} ms "
+            f"({result['jobs']} jobs, {result['in_flight']} in flight)",
+            flush=True,
+        )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

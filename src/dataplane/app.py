@@ -1,0 +1,125 @@
+"""The data plane as one object: an aiohttp server over per-company DuckDB databases.
+
+`workflowd serve` runs it in-process on its own event loop; `python -m dataplane serve` runs
+it alone. Companies are opened at start (so interrupted jobs resume) or on first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+from dataplane.company import Company, Limits
+from dataplane.errors import BadRequest
+from dataplane.http_common import COMPANY_KEY, auth_middleware, problems_middleware
+from dataplane.http_datasets import DatasetRoutes
+from dataplane.http_events import EventRoutes
+from dataplane.http_jobs import JobRoutes
+from dataplane.model import COMPANY_RE
+
+_DB_SUFFIX = ".duckdb"
+
+
+class DataPlane:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        workers: int = 2,
+        tokens: Mapping[str, str] | None = None,
+        keepalive_s: float = 15.0,
+        retain_changes: int = 10_000,
+        subscriber_buffer: int = 1_000,
+        max_body_bytes: int = 1 << 20,
+        max_upload_bytes: int = 256 << 20,
+        max_queued_jobs: int = 100_000,
+        query_threads: int | None = None,
+    ) -> None:
+        for company in (tokens or {}).values():
+            if not COMPANY_RE.match(company):
+                raise ValueError(f"company name {company!r} must match {COMPANY_RE.pattern}")
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._data_dir = data_dir
+        self._tokens = dict(tokens) if tokens else None
+        self._keepalive_s = keepalive_s
+        self._max_body_bytes = max_body_bytes
+        self._max_upload_bytes = max_upload_bytes
+        self._limits = Limits(
+            workers=workers,
+            retain_changes=retain_changes,
+            subscriber_buffer=subscriber_buffer,
+            max_queued_jobs=max_queued_jobs,
+            query_threads=query_threads,
+        )
+        self._companies: dict[str, Company] = {}
+        self._opening = asyncio.Lock()
+        self._runner: web.AppRunner | None = None
+        self._started = False
+        self._closed = False
+
+    async def start(self, host: str, port: int) -> int:
+        """Opens the existing company databases, resumes their jobs, and serves HTTP.
+        Returns the bound port (useful with port 0)."""
+        if self._started:
+            raise RuntimeError("DataPlane.start() was already called")
+        self._started = True
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self._data_dir.glob(f"*{_DB_SUFFIX}")):
+            if COMPANY_RE.match(path.stem):
+                await self.company(path.stem)
+        self._runner = web.AppRunner(self._build_app(), access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        return int(self._runner.addresses[0][1])
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self._max_body_bytes,
+            middlewares=[problems_middleware, auth_middleware(self._tokens)],
+        )
+        events = EventRoutes(self._company_of, self._keepalive_s)
+        jobs = JobRoutes(self._company_of)
+        upload_dir = self._data_dir / ".uploads"
+        datasets = DatasetRoutes(self._company_of, upload_dir, self._max_upload_bytes)
+        app.add_routes([web.get("/healthz", _healthz)])
+        app.add_routes(events.routes() + jobs.routes() + datasets.routes())
+        return app
+
+    async def _company_of(self, request: web.Request) -> Company:
+        return await self.company(request[COMPANY_KEY])
+
+    async def company(self, name: str) -> Company:
+        """The company's open data plane, opening its database on first use."""
+        if not COMPANY_RE.match(name):
+            raise BadRequest(f"company name {name!r} must match {COMPANY_RE.pattern}")
+        async with self._opening:
+            if self._closed:
+                raise RuntimeError("the data plane is closed")
+            company = self._companies.get(name)
+            if company is None:
+                company = Company(name, self._data_dir / f"{name}{_DB_SUFFIX}", self._limits)
+                await company.open()
+                self._companies[name] = company
+            return company
+
+    async def aclose(self) -> None:
+        """Ends streams, stops serving, then interrupts jobs and closes the databases.
+        Interrupted jobs keep their `running` record and run again on the next start."""
+        async with self._opening:
+            if self._closed:
+                return
+            self._closed = True
+        for company in self._companies.values():
+            company.hub.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await asyncio.gather(*(c.aclose() for c in self._companies.values()))
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})

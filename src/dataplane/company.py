@@ -1,0 +1,260 @@
+"""One company's data plane: its DuckDB file, worker threads, job queue and event hub.
+
+Everything that touches DuckDB runs on a thread (a cursor per thread), never on the event
+loop. Workers run jobs; a small control pool serves requests (submit, read, cancel, datasets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import duckdb
+
+from dataplane import catalog, loader, store
+from dataplane.catalog import IdAllocator
+from dataplane.errors import Conflict, Overloaded
+from dataplane.hub import Event, Hub
+from dataplane.journal import Journal
+from dataplane.model import Job, JobState, JsonObject, Submission, now_iso
+from dataplane.runner import Runner
+from dataplane.store import JobFilter
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Set when the database opens, before user NQL can run; `lock_configuration` goes last so
+# nothing (not even our own code) can turn access back on afterwards.
+OPEN_CONFIG = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_persistent_secrets": False,
+}
+_INTERRUPT_EVERY_S = 0.05
+_LOCKDOWN = ("SET enable_external_access = false", "SET lock_configuration = true")
+
+
+@dataclass(frozen=True)
+class Limits:
+    workers: int = 2
+    query_threads: int | None = None  # DuckDB's default: every core
+    control_threads: int = 2
+    retain_changes: int = 10_000
+    subscriber_buffer: int = 1_000
+    max_queued_jobs: int = 100_000
+
+
+class Company:
+    def __init__(self, name: str, path: Path, limits: Limits) -> None:
+        self.name = name
+        self._path = path
+        self._limits = limits
+        self._loop = asyncio.get_running_loop()
+        self.hub = Hub(limits.subscriber_buffer)
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+        self._workers = ThreadPoolExecutor(limits.workers, f"dataplane-{name}-worker")
+        self._control = ThreadPoolExecutor(limits.control_threads, f"dataplane-{name}-control")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._interrupters: set[asyncio.Task[None]] = set()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._journal: Journal | None = None
+        self._ids: IdAllocator | None = None
+        self._runner: Runner | None = None
+
+    async def open(self) -> None:
+        await self._call(self._open_database)
+        unfinished = await self._call(self._recover)
+        for job_id in unfinished:
+            self._queue.put_nowait(job_id)
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"dataplane-{self.name}-{i}")
+            for i in range(self._limits.workers)
+        ]
+
+    def _open_database(self) -> None:
+        con = duckdb.connect(str(self._path), config=dict(OPEN_CONFIG))
+        con.execute(store.SCHEMA_DDL)
+        last_event_id = store.event_id_range(con)[1]
+        self._ids = IdAllocator(con)
+        if self._limits.query_threads is not None:
+            con.execute(f"SET threads = {int(self._limits.query_threads)}")
+        for statement in _LOCKDOWN:
+            con.execute(statement)
+        self._con = con
+        self._journal = Journal(last_event_id, self._limits.retain_changes, self._publish)
+        self._runner = Runner(self._journal, self._ids, self._cursor)
+
+    def _publish(self, event: Event) -> None:
+        # Called under the journal lock, so callbacks are queued in event-id order.
+        self._loop.call_soon_threadsafe(self.hub.publish, event)
+
+    def _recover(self) -> list[str]:
+        """Cancel what was being cancelled; queue the rest (running jobs run again)."""
+        cur, journal = self._cursor(), self._need(self._journal)
+        queued = []
+        for job in store.unfinished(cur):
+            if job.state is JobState.PENDING_CANCELLATION:
+                with journal.lock:
+                    journal.commit(cur, job.moved_to(JobState.CANCELLED))
+            else:
+                queued.append(job.job_id)
+        return queued
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._need(self._con).cursor()
+            self._local.cursor = cur
+            with self._cursors_lock:
+                self._cursors.append(cur)
+        return cur
+
+    async def _work(self) -> None:
+        runner = self._need(self._runner)
+        while True:
+            job_id = await self._queue.get()
+            try:
+                await self._loop.run_in_executor(self._workers, runner.run, job_id)
+            except Exception:
+                log.exception("company %s: job %s could not be run", self.name, job_id)
+
+    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._loop.run_in_executor(self._control, lambda: fn(*args, **kwargs))
+
+    async def submit(self, submission: Submission) -> tuple[Job, bool]:
+        """The new job and True, or the job already submitted under the key and False."""
+        if self._queue.qsize() >= self._limits.max_queued_jobs:
+            raise Overloaded(f"more than {self._limits.max_queued_jobs} jobs are queued")
+        job, created = await self._call(self._submit, submission)
+        if created:
+            self._queue.put_nowait(job.job_id)
+        return job, created
+
+    def _submit(self, submission: Submission) -> tuple[Job, bool]:
+        cur, journal = self._cursor(), self._need(self._journal)
+        with journal.lock:
+            if submission.idempotency_key is not None:
+                found = store.find_by_key(cur, submission.idempotency_key)
+                if found is not None:
+                    if found[1] != submission.digest:
+                        raise Conflict(
+                            f"idempotency_key {submission.idempotency_key!r} was used"
+                            " with a different request body"
+                        )
+                    return found[0], False
+            stamp = now_iso()
+            job = Job(
+                job_id=str(uuid.uuid4()),
+                type=submission.type,
+                state=JobState.PENDING,
+                input=submission.input,
+                idempotency_key=submission.idempotency_key,
+                tags=submission.tags,
+                metadata=submission.metadata,
+                created_at=stamp,
+                updated_at=stamp,
+            )
+            journal.commit(cur, job, digest=submission.digest)
+            return job, True
+
+    async def get(self, job_id: str) -> tuple[Job, int] | None:
+        return await self._call(lambda: store.get_job(self._cursor(), job_id))
+
+    async def list_jobs(
+        self, where: JobFilter, order_by: str, limit: int, offset: int
+    ) -> tuple[list[Job], int]:
+        return await self._call(
+            lambda: store.list_jobs(self._cursor(), where, order_by, limit, offset)
+        )
+
+    async def cancel(self, job_id: str) -> Job:
+        runner = self._need(self._runner)
+        job = await self._call(lambda: runner.cancel(self._cursor(), job_id))
+        if job.state is JobState.PENDING_CANCELLATION:
+            task = asyncio.create_task(self._interrupt_until_stopped(runner, job_id))
+            self._interrupters.add(task)
+            task.add_done_callback(self._interrupters.discard)
+        return job
+
+    async def _interrupt_until_stopped(self, runner: Runner, job_id: str) -> None:
+        while True:
+            if not runner.interrupt_if_cancelling(job_id):
+                return
+            await asyncio.sleep(_INTERRUPT_EVERY_S)
+
+    async def changes_after(
+        self, after: int, where: JobFilter, limit: int
+    ) -> tuple[tuple[int, int], list[tuple[int, str]]]:
+        """The retained id range and the stored changes after `after`."""
+
+        def read() -> tuple[tuple[int, int], list[tuple[int, str]]]:
+            cur = self._cursor()
+            return store.event_id_range(cur), store.changes_after(cur, after, where, limit)
+
+        return await self._call(read)
+
+    async def datasets(self) -> list[JsonObject]:
+        return await self._call(lambda: catalog.list_all(self._cursor()))
+
+    async def describe(self, name_or_id: str) -> JsonObject:
+        def read() -> JsonObject:
+            cur = self._cursor()
+            return catalog.describe(cur, catalog.get(cur, name_or_id))
+
+        return await self._call(read)
+
+    async def sample(self, name_or_id: str, limit: int) -> JsonObject:
+        def read() -> JsonObject:
+            cur = self._cursor()
+            return catalog.sample(cur, catalog.get(cur, name_or_id), limit)
+
+        return await self._call(read)
+
+    async def load(self, path: Path, file_format: str, name: str, replace: bool) -> JsonObject:
+        ids = self._need(self._ids)
+        return await self._call(
+            lambda: loader.load(
+                self._cursor(), ids, path=path, file_format=file_format, name=name,
+                replace=replace,
+            )
+        )  # fmt: skip
+
+    async def aclose(self) -> None:
+        self.hub.close()
+        # Polled: DuckDB gives no signal when an interrupted query has actually stopped.
+        while self._runner is not None:
+            if not self._runner.close():
+                break
+            await asyncio.sleep(_INTERRUPT_EVERY_S)
+        tasks = [*self._tasks, *self._interrupters]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self._shutdown_threads)
+
+    def _shutdown_threads(self) -> None:
+        self._workers.shutdown(wait=True, cancel_futures=True)
+        self._control.shutdown(wait=True, cancel_futures=True)
+        for cur in self._cursors:
+            cur.close()
+        if self._con is not None:
+            self._con.close()
+
+    @staticmethod
+    def _need(value: T | None) -> T:
+        if value is None:
+            raise RuntimeError("the company's database is not open")
+        return value

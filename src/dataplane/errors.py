@@ -1,0 +1,53 @@
+"""The data plane's error tree. HTTP handlers map each type to one status code in `http_common`.
+
+DataPlaneError
+├── BadRequest     the caller's request is malformed or mistyped (400)
+├── Unauthorized   missing or unknown bearer token (401)
+├── NotFound       no such job or dataset for this company (404)
+├── Conflict       an idempotency key reused with a different body (409)
+├── Overloaded     too many queued jobs for this company (503)
+└── JobFailure     the job ran and failed; its message becomes `failures[].message`
+"""
+
+from __future__ import annotations
+
+
+class DataPlaneError(Exception):
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(DataPlaneError):
+    status = 400
+    title = "Bad request"
+
+
+class Unauthorized(DataPlaneError):
+    status = 401
+    title = "Unauthorized"
+
+
+class NotFound(DataPlaneError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(DataPlaneError):
+    status = 409
+    title = "Conflict"
+
+
+class Overloaded(DataPlaneError):
+    status = 503
+    title = "Overloaded"
+
+
+class JobFailure(DataPlaneError):
+    """Raised inside a job to fail it with a message meant for the job's submitter."""
+
+    status = 422
+    title = "Job failed"

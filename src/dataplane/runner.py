@@ -1,0 +1,168 @@
+"""Running one job on a worker thread: start, effect, completion, cancellation.
+
+A job's effect and its `completed` record commit in one transaction, so a crash leaves either
+nothing (the job is still `running` and runs again after restart) or a completed job. Cancel
+marks the job under the journal lock and interrupts its cursor; the runner checks the mark
+under the same lock before committing, so a cancelled job never takes effect even if no
+interrupt landed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import duckdb
+
+from dataplane import effects, store
+from dataplane.catalog import IdAllocator
+from dataplane.errors import JobFailure, NotFound
+from dataplane.journal import Journal, rollback
+from dataplane.model import Failure, Job, JobState, now_iso
+
+log = logging.getLogger(__name__)
+
+_MAX_ATTEMPTS = 5  # DuckDB is optimistic: concurrent writers to one table can conflict
+
+
+class Runner:
+    def __init__(
+        self,
+        journal: Journal,
+        ids: IdAllocator,
+        cursor: Callable[[], duckdb.DuckDBPyConnection],
+    ) -> None:
+        self._journal = journal
+        self._ids = ids
+        self._cursor = cursor
+        self._running: dict[str, duckdb.DuckDBPyConnection] = {}
+        self._cancel_requested: set[str] = set()
+        self._closing = False
+
+    def run(self, job_id: str) -> None:
+        cur = self._cursor()
+        job = self._start(cur, job_id)
+        if job is None:
+            return
+        try:
+            self._run_attempts(cur, job)
+        finally:
+            with self._journal.lock:
+                self._running.pop(job_id, None)
+                self._cancel_requested.discard(job_id)
+
+    def cancel(self, cur: duckdb.DuckDBPyConnection, job_id: str) -> Job:
+        with self._journal.lock:
+            found = store.get_job(cur, job_id)
+            if found is None:
+                raise NotFound(f"no job {job_id}")
+            job = found[0]
+            running = self._running.get(job_id)
+            if job.state is JobState.PENDING or (job.state is JobState.RUNNING and not running):
+                job = job.moved_to(JobState.CANCELLED)
+                self._journal.commit(cur, job)
+            elif job.state is JobState.RUNNING and running is not None:
+                job = job.moved_to(JobState.PENDING_CANCELLATION)
+                self._journal.commit(cur, job)
+                self._cancel_requested.add(job_id)
+            return job
+
+    def interrupt_if_cancelling(self, job_id: str) -> bool:
+        """Interrupts the job's query again; False once the job has stopped running.
+
+        DuckDB drops an interrupt that arrives between two statements, so cancel and close
+        repeat it until the job ends. Never blocks: the event loop calls this."""
+        return self._interrupt(lambda: [job_id] if job_id in self._cancel_requested else [])
+
+    def close(self) -> bool:
+        """Stops taking jobs and interrupts the running ones without changing their records
+        (they run again on restart). False once nothing is running any more."""
+        self._closing = True
+        return self._interrupt(lambda: list(self._running))
+
+    def _interrupt(self, targets: Callable[[], list[str]]) -> bool:
+        if not self._journal.lock.acquire(blocking=False):
+            return True
+        try:
+            cursors = [self._running[i] for i in targets() if i in self._running]
+            for cur in cursors:
+                cur.interrupt()
+            return bool(cursors)
+        finally:
+            self._journal.lock.release()
+
+    def _start(self, cur: duckdb.DuckDBPyConnection, job_id: str) -> Job | None:
+        with self._journal.lock:
+            found = store.get_job(cur, job_id)
+            if self._closing or found is None:
+                return None
+            job = found[0]
+            if job.state is JobState.PENDING:
+                job = job.moved_to(JobState.RUNNING)
+                self._journal.commit(cur, job)
+            elif job.state is not JobState.RUNNING:
+                return None
+            self._running[job_id] = cur
+            return job
+
+    def _run_attempts(self, cur: duckdb.DuckDBPyConnection, job: Job) -> None:
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                self._attempt(cur, job)
+                return
+            except duckdb.TransactionException as exc:
+                rollback(cur)
+                if attempt == _MAX_ATTEMPTS:
+                    self._finish(cur, job, JobState.FAILED, str(exc))
+                log.debug("job %s conflicted (attempt %d): %s", job.job_id, attempt, exc)
+
+    def _attempt(self, cur: duckdb.DuckDBPyConnection, job: Job) -> None:
+        cur.execute("BEGIN")
+        try:
+            result = effects.run(cur, job, self._ids)
+        except duckdb.InterruptException:
+            rollback(cur)
+            self._interrupted(cur, job)
+            return
+        except duckdb.TransactionException:
+            raise
+        except (JobFailure, duckdb.Error) as exc:
+            rollback(cur)
+            self._finish(cur, job, JobState.FAILED, str(exc))
+            return
+        except Exception as exc:
+            log.exception("job %s failed unexpectedly", job.job_id)
+            rollback(cur)
+            self._finish(cur, job, JobState.FAILED, f"internal error: {exc}")
+            return
+        with self._journal.lock:
+            if job.job_id in self._cancel_requested:
+                rollback(cur)
+                self._commit_cancelled(cur, job)
+                return
+            done = job.moved_to(JobState.COMPLETED, result=result)
+            self._journal.commit(cur, done, in_transaction=True)
+
+    def _interrupted(self, cur: duckdb.DuckDBPyConnection, job: Job) -> None:
+        with self._journal.lock:
+            if job.job_id in self._cancel_requested:
+                self._commit_cancelled(cur, job)
+                return
+            if self._closing:
+                return
+        self._finish(cur, job, JobState.FAILED, "the query was interrupted")
+
+    def _commit_cancelled(self, cur: duckdb.DuckDBPyConnection, job: Job) -> None:
+        found = store.get_job(cur, job.job_id)
+        current = found[0] if found else job
+        self._journal.commit(cur, current.moved_to(JobState.CANCELLED))
+
+    def _finish(
+        self, cur: duckdb.DuckDBPyConnection, job: Job, state: JobState, message: str
+    ) -> None:
+        failure = Failure(message=message, timestamp=now_iso(), value={})
+        with self._journal.lock:
+            if job.job_id in self._cancel_requested:
+                self._commit_cancelled(cur, job)
+                return
+            self._journal.commit(cur, job.moved_to(state, failure=failure))
