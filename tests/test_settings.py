@@ -1,0 +1,81 @@
+"""Settings: flags over WORKFLOWD_* environment over the TOML file over defaults."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import venv_bin
+from workflowd.domain.errors import InvalidRequest
+from workflowd.settings import Settings
+
+
+def test_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "workflowd.toml"
+    config.write_text(
+        '[workflowd]\nlisten = "127.0.0.1:7001"\nhttp_listen = "127.0.0.1:7002"\n'
+        'jobs_url = "http://127.0.0.1:7003"\nmax_tasks = 10\n'
+    )
+    env = {"WORKFLOWD_HTTP_LISTEN": "127.0.0.1:8002", "WORKFLOWD_MAX_TASKS": "20"}
+    settings = Settings.load({"max_tasks": 30, "listen": None}, env, config)
+    assert settings.listen == "127.0.0.1:7001"
+    assert settings.http_listen == "127.0.0.1:8002"
+    assert settings.jobs_url == "http://127.0.0.1:7003"
+    assert settings.max_tasks == 30
+    assert settings.data_dir == Path(".workflowd")
+    assert not settings.embedded_dataplane
+
+
+def test_crash_points_and_booleans_from_the_environment() -> None:
+    settings = Settings.load(
+        {},
+        {
+            "WORKFLOWD_CRASH_POINTS": "a, b",
+            "WORKFLOWD_INSECURE": "true",
+            "WORKFLOWD_LISTEN": "0.0.0.0:1",
+        },
+    )
+    assert settings.crash_points == frozenset({"a", "b"})
+    assert settings.insecure
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        ({"listen": "0.0.0.0:50051"}, "listen"),
+        ({"max_tasks": "many"}, "max_tasks"),
+        ({"log_format": "xml"}, "log_format"),
+    ],
+)
+def test_bad_settings_name_the_setting(flags: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        Settings.load(flags, {})
+    assert info.value.field == field
+
+
+def test_unknown_key_in_the_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('lisen = "127.0.0.1:1"\n')
+    with pytest.raises(InvalidRequest) as info:
+        Settings.load({}, {}, config)
+    assert "lisen" in info.value.message
+
+
+async def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        venv_bin("workflowd"),
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--data-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 2
+    assert "not a loopback address" in err.decode()
+    assert "--insecure" in err.decode()
+    assert not (tmp_path / "workflowd.db").exists()
