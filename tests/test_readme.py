@@ -29,10 +29,14 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     proc = await Process.start(
         [
             str(REPO / "scripts" / "serve"),
-            "--listen", "127.0.0.1:0",
-            "--dataplane-listen", "127.0.0.1:0",
-            "--http-listen", "127.0.0.1:0",
-            "--data-dir", str(tmp_path / "state"),
+            "--listen",
+            "127.0.0.1:0",
+            "--dataplane-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "state"),
         ],
         r"serving gRPC on (\d+\.\d+\.\d+\.\d+:\d+) \(jobs API (http://\S+),",
         timeout_s=300,
@@ -56,9 +60,15 @@ async def test_quickstart_runs_as_written(served: tuple[str, str], tmp_path: Pat
         "WORKFLOWD_DATAPLANE_URL": dataplane_url,
     }
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-euo", "pipefail", "-c", script,
-        cwd=REPO, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        script,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
     text = out.decode()

@@ -122,14 +122,14 @@ async def test_list_pages_through_many_workflows_stably(daemon: Daemon) -> None:
 
 async def test_archive_refuses_new_versions_and_runs_but_keeps_history(daemon: Daemon) -> None:
     workflow = (await create(daemon, spec())).workflow
-    archived = (await daemon.stub.ArchiveWorkflow(pb.ArchiveWorkflowRequest(id=workflow.id))).workflow
+    archived = (
+        await daemon.stub.ArchiveWorkflow(pb.ArchiveWorkflowRequest(id=workflow.id))
+    ).workflow
     assert archived.status == pb.WORKFLOW_STATUS_ARCHIVED
     assert archived.HasField("archived_at")
     again = (await daemon.stub.ArchiveWorkflow(pb.ArchiveWorkflowRequest(id=workflow.id))).workflow
     assert again.archived_at == archived.archived_at
-    await expect_error(
-        create(daemon, spec(version="2.0.0")), grpc.StatusCode.FAILED_PRECONDITION
-    )
+    await expect_error(create(daemon, spec(version="2.0.0")), grpc.StatusCode.FAILED_PRECONDITION)
     await expect_error(
         daemon.stub.TriggerWorkflow(pb.TriggerWorkflowRequest(workflow_id=workflow.id)),
         grpc.StatusCode.FAILED_PRECONDITION,

@@ -46,9 +46,7 @@ async def test_describe_shows_the_rpcs(daemon: Daemon) -> None:
 
 async def test_create_workflow_with_a_json_body(daemon: Daemon) -> None:
     body = json.dumps({"specification": spec(), "tags": ["from-grpcurl"]})
-    code, out, err = await grpcurl(
-        daemon, "workflowd.v1.WorkflowService/CreateWorkflow", body=body
-    )
+    code, out, err = await grpcurl(daemon, "workflowd.v1.WorkflowService/CreateWorkflow", body=body)
     assert code == 0, err
     response = json.loads(out)
     assert response["created"] is True
