@@ -71,7 +71,10 @@ class DataPlane:
         for path in sorted(self._data_dir.glob(f"*{_DB_SUFFIX}")):
             if COMPANY_RE.match(path.stem):
                 await self.company(path.stem)
-        self._runner = web.AppRunner(self._build_app(), access_log=None, shutdown_timeout=2.0)
+        # 500 ids in `GET /jobs?ids=` (the documented maximum) need a request line of ~18 KB.
+        self._runner = web.AppRunner(
+            self._build_app(), access_log=None, shutdown_timeout=2.0, max_line_size=32768
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import InvalidRequest, InvalidSpecification
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
 from workflowd.engine.clock import Clock
-from workflowd.spec import Limits, ValidationResult, validate
+from workflowd.spec import Limits, ValidationResult, parse, validate
+
+_DEFINITION_CACHE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,24 @@ class Definitions:
         self._store = store
         self._clock = clock
         self._limits = limits
+        self._parsed: OrderedDict[tuple[str, str], WorkflowDefinition] = OrderedDict()
+
+    async def definition(self, workflow: Workflow) -> WorkflowDefinition:
+        """The parsed definition of the workflow's version, cached (LRU) since runs of the
+        same version share it; parsing a large spec must not stall the event loop."""
+        key = (workflow.id, workflow.version)
+        cached = self._parsed.get(key)
+        if cached is not None:
+            self._parsed.move_to_end(key)
+            return cached
+        parsed = await asyncio.to_thread(parse, workflow.specification, self._limits)
+        self._remember(key, parsed)
+        return parsed
+
+    def _remember(self, key: tuple[str, str], definition: WorkflowDefinition) -> None:
+        self._parsed[key] = definition
+        if len(self._parsed) > _DEFINITION_CACHE:
+            self._parsed.popitem(last=False)
 
     async def validate(self, text: str) -> ValidationResult:
         # Parsing 256 KiB of YAML takes long enough to stall other RPCs: keep it off the loop.
@@ -76,7 +98,9 @@ class Definitions:
             tags=tags,
             now=self._clock.now(),
         )
-        return await self._store.save_version(new)
+        workflow, created = await self._store.save_version(new)
+        self._remember((workflow.id, workflow.version), definition)
+        return workflow, created
 
     async def get(self, company: str, ref: WorkflowRef) -> Workflow:
         ref.check()

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from workflowd.domain.definition import TaskDefinition, WorkflowDefinition
 from workflowd.domain.jobs import JobInfo, JobRequest, JobState
@@ -22,12 +23,23 @@ from workflowd.engine.steps import StepFailed, TaskStep
 
 log = logging.getLogger("workflowd.engine")
 
+_JOB_ID_RECORD_DELAY_S = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    now: datetime
+    task_input: Json
+    request: JobRequest
+
 
 @dataclass(frozen=True, slots=True)
 class _Started:
     request: JobRequest
     job_id: str
     task_input: Json
+    # Started by this process and not yet sent: no job can exist for it.
+    unsent: bool = False
 
 
 class RunExecutor:
@@ -38,6 +50,7 @@ class RunExecutor:
         self._cancel = asyncio.Event()
         self._current = 0
         self._task_began = 0.0
+        self._unrecorded_job: tuple[TaskDefinition, str] | None = None
         if run.status == RunStatus.CANCELLING:
             self._cancel.set()
 
@@ -78,29 +91,40 @@ class RunExecutor:
         except StepFailed as failure:
             await self._finish(0, failure.problem, RunStatus.FAILED)
             return
-        for index in range(first, len(self._definition.tasks)):
+        tasks = self._definition.tasks
+        started: _Started | None = None
+        for index in range(first, len(tasks)):
             self._current = index
-            if self._cancel.is_set():
-                await self._finish(index, None, RunStatus.CANCELLED)
+            task = tasks[index]
+            if started is None:
+                if self._cancel.is_set():
+                    await self._finish(index, None, RunStatus.CANCELLED)
+                    return
+                try:
+                    started = await self._start_task(step, task, raw_input, context)
+                except StepFailed as failure:
+                    await self._fail_task(task, failure)
+                    return
+            elif started.unsent and self._cancel.is_set():
+                await self._finish(index, None, RunStatus.CANCELLED, TaskStatus.CANCELLED)
                 return
-            outcome = await self._run_task(step, self._definition.tasks[index], raw_input, context)
+            outcome = await self._run_task(step, task, started, context)
             if outcome is None:
                 return
-            raw_input, context = outcome
+            raw_input, context, started = outcome
         await self._complete(step, raw_input, context)
 
     async def _run_task(
-        self, step: TaskStep, task: TaskDefinition, raw_input: Json, context: JsonObject
-    ) -> tuple[Json, JsonObject] | None:
-        """The task's output and the new context, or None when the run has ended."""
+        self, step: TaskStep, task: TaskDefinition, started: _Started, context: JsonObject
+    ) -> tuple[Json, JsonObject, _Started | None] | None:
+        """The task's output, the new context and the next task if it was started with this
+        one's completion; None when the run has ended."""
         status = TaskStatus.FAILED
         try:
-            started = await self._start_task(step, task, raw_input, context)
             info = await self._await_job(step, task, started)
             if info.state == JobState.COMPLETED:
                 output, new_context = await step.finish(task, info, started.task_input, context)
-                await self._record_completed(task, output, new_context)
-                return output, new_context
+                return await self._complete_task(step, task, output, new_context)
             problem = step.job_problem(task, info)
             if info.state == JobState.CANCELLED:
                 status = TaskStatus.CANCELLED
@@ -120,20 +144,73 @@ class RunExecutor:
             # Recovery: re-send the stored request unchanged, never a re-evaluation.
             request = await step.stored_request(task)
             return _Started(request, current.job_id, current.input)
+        prepared = await self._prepare(step, task, raw_input, context)
+        await self._commit(lambda tx: self._record_intent(tx, task, prepared))
+        self._deps.crash_point("after_intent_commit")
+        return _Started(prepared.request, "", prepared.task_input, unsent=True)
+
+    async def _prepare(
+        self, step: TaskStep, task: TaskDefinition, raw_input: Json, context: JsonObject
+    ) -> _Prepared:
         now = self._deps.clock.now()
         task_input, request = await step.resolve(task, raw_input, context, now)
-        await self._commit(
-            lambda tx: tx.set_task_status(
-                task.index,
-                task.name,
-                TaskStatus.RUNNING,
-                input=task_input,
-                job_request=request.to_json(),
-                started_at=now,
-            )
+        return _Prepared(now, task_input, request)
+
+    @staticmethod
+    def _record_intent(tx: RunTransaction, task: TaskDefinition, prepared: _Prepared) -> None:
+        """The task starts: its input and the exact job request, committed before the POST."""
+        tx.set_task_status(
+            task.index,
+            task.name,
+            TaskStatus.RUNNING,
+            input=prepared.task_input,
+            job_request=prepared.request.to_json(),
+            started_at=prepared.now,
         )
+
+    async def _complete_task(
+        self, step: TaskStep, task: TaskDefinition, output: Json, context: JsonObject
+    ) -> tuple[Json, JsonObject, _Started | None] | None:
+        """Record the task's completion and, in the same transaction, the next task's intent:
+        one commit between a job's end and the next job's submission."""
+        following = self._definition.tasks[task.index + 1 :]
+        upcoming = following[0] if following and not self._cancel.is_set() else None
+        prepared: _Prepared | None = None
+        failure: StepFailed | None = None
+        if upcoming is not None:
+            try:
+                prepared = await self._prepare(step, upcoming, output, context)
+            except StepFailed as exc:
+                failure = exc
+        now = self._deps.clock.now()
+
+        record_job_id = self._job_id_recorder()
+
+        def change(tx: RunTransaction) -> None:
+            record_job_id(tx)
+            tx.set_task_status(
+                task.index, task.name, TaskStatus.COMPLETED, output=output, ended_at=now
+            )
+            tx.set_context(context)
+            if upcoming is not None and prepared is not None:
+                self._record_intent(tx, upcoming, prepared)
+
+        await self._commit(change)
+        self._observe_task(task, TaskStatus.COMPLETED)
+        self._task_began = asyncio.get_running_loop().time()
+        if upcoming is not None and failure is not None:
+            self._current = upcoming.index
+            await self._fail_task(upcoming, failure)
+            return None
+        if prepared is None:
+            return output, context, None
         self._deps.crash_point("after_intent_commit")
-        return _Started(request, "", task_input)
+        return output, context, _Started(prepared.request, "", prepared.task_input, unsent=True)
+
+    async def _fail_task(self, task: TaskDefinition, failure: StepFailed) -> None:
+        await self._finish(
+            task.index, failure.problem, RunStatus.FAILED, task_status=failure.task_status
+        )
 
     async def _await_job(self, step: TaskStep, task: TaskDefinition, started: _Started) -> JobInfo:
         began = asyncio.get_running_loop().time()
@@ -142,12 +219,39 @@ class RunExecutor:
             info = await step.submit(task, started.request)
             self._deps.crash_point("after_submit")
             job_id = info.job_id
-            self._commit_nowait(lambda tx: tx.set_job_id(task.index, task.name, job_id))
-        info = await self._wait(step, task, job_id)
+            self._unrecorded_job = (task, job_id)
+            if not info.state.terminal:
+                # A job that ends quickly gets its id recorded with its end, in one commit;
+                # a longer one has it recorded on the side, for watchers, shortly after the POST.
+                # Either way a crash before the record re-sends the intent under the same key.
+                timer = asyncio.get_running_loop().call_later(
+                    _JOB_ID_RECORD_DELAY_S, self._record_job_id
+                )
+                try:
+                    info = await self._wait(step, task, job_id)
+                finally:
+                    timer.cancel()
+        else:
+            info = await self._wait(step, task, job_id)
         self._deps.crash_point("after_job_completed")
         waited = asyncio.get_running_loop().time() - began
         self._deps.metrics.job_wait.labels(task.call).observe(waited)
         return info
+
+    def _record_job_id(self) -> None:
+        record = self._job_id_recorder()
+        self._commit_nowait(record)
+
+    def _job_id_recorder(self) -> Callable[[RunTransaction], None]:
+        """A change that records the submitted job's id if nothing has yet (taken here, on the
+        event loop: changes themselves run on the store's writer thread)."""
+        pending, self._unrecorded_job = self._unrecorded_job, None
+
+        def record(tx: RunTransaction) -> None:
+            if pending is not None:
+                tx.set_job_id(pending[0].index, pending[0].name, pending[1])
+
+        return record
 
     async def _wait(self, step: TaskStep, task: TaskDefinition, job_id: str) -> JobInfo:
         """The job's terminal state; on cancel or timeout the job is cancelled first."""
@@ -188,20 +292,6 @@ class RunExecutor:
                 TaskStatus.CANCELLED,
             ) from exc
 
-    async def _record_completed(
-        self, task: TaskDefinition, output: Json, context: JsonObject
-    ) -> None:
-        now = self._deps.clock.now()
-
-        def change(tx: RunTransaction) -> None:
-            tx.set_task_status(
-                task.index, task.name, TaskStatus.COMPLETED, output=output, ended_at=now
-            )
-            tx.set_context(context)
-
-        await self._commit(change)
-        self._observe_task(task, TaskStatus.COMPLETED)
-
     def _observe_task(self, task: TaskDefinition, status: TaskStatus) -> None:
         took = asyncio.get_running_loop().time() - self._task_began
         self._deps.metrics.task_duration.labels(task.call, status.value).observe(took)
@@ -232,7 +322,10 @@ class RunExecutor:
             problem = Problem.of(ErrorType.RUNTIME, "run cancelled", "cancelled on request")
         error = problem.to_json()
 
+        record_job_id = self._job_id_recorder()
+
         def change(tx: RunTransaction) -> None:
+            record_job_id(tx)
             if task_status is not None:
                 task = tasks[index]
                 tx.set_task_status(index, task.name, task_status, error=error, ended_at=now)

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,20 +25,18 @@ from workflowd.domain.run import (
     TaskRun,
     WatchFilter,
 )
-from workflowd.domain.workflow import Workflow, WorkflowStatus
+from workflowd.domain.workflow import WorkflowStatus
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.executor import RunExecutor
 from workflowd.engine.hub import HubClosed, Subscription
 from workflowd.engine.ports import RunTransaction
-from workflowd.spec import parse
 
 log = logging.getLogger("workflowd.engine")
 
 Ready = Callable[[], Awaitable[None]] | None
 
 _REPLAY_BATCH = 500
-_DEFINITION_CACHE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +52,6 @@ class Runs:
         self._deps = deps
         self._definitions = definitions
         self._executors: dict[str, tuple[RunExecutor, asyncio.Task[None]]] = {}
-        self._parsed: OrderedDict[tuple[str, str], WorkflowDefinition] = OrderedDict()
         self._draining = False
 
     @property
@@ -70,7 +66,7 @@ class Runs:
             raise FailedPrecondition(
                 f"workflow {workflow.namespace}/{workflow.name} is archived and accepts no runs"
             )
-        definition = self._definition(workflow)
+        definition = await self._definitions.definition(workflow)
         run_input = {} if request.input is None else request.input
         self._check_input(definition, run_input)
         new = NewRun(
@@ -112,18 +108,6 @@ class Runs:
                 f"input{where if where != '/' else ''}",
                 f"does not match the workflow's input.schema: {error.message}",
             )
-
-    def _definition(self, workflow: Workflow) -> WorkflowDefinition:
-        key = (workflow.id, workflow.version)
-        cached = self._parsed.get(key)
-        if cached is None:
-            cached = parse(workflow.specification)
-            self._parsed[key] = cached
-            if len(self._parsed) > _DEFINITION_CACHE:
-                self._parsed.popitem(last=False)
-        else:
-            self._parsed.move_to_end(key)
-        return cached
 
     def _start(self, run: Run, definition: WorkflowDefinition) -> None:
         executor = RunExecutor(self._deps, run, definition)
@@ -182,7 +166,7 @@ class Runs:
             workflow = await self._definitions.get(
                 company, WorkflowRef(workflow_id=run.workflow_id, version=run.version)
             )
-            self._start(run, self._definition(workflow))
+            self._start(run, await self._definitions.definition(workflow))
             resumed += 1
         return resumed
 

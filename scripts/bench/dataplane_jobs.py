@@ -6,7 +6,7 @@ INSERT each) with at most C in flight, awaiting each on the shared event stream
 `GET /jobs/events`. Latency is POST sent → `completed` event received; throughput is jobs
 divided by first submit → last completion. Every job's row is counted at the end.
 
-Usage: `.venv/bin/python scripts/bench/dataplane.py [--jobs N] [--in-flight C]`. The last
+Usage: `.venv/bin/python scripts/bench/dataplane_jobs.py [--jobs N] [--in-flight C]`. The last
 line of output is one JSON object: `{"workers_1": {...}, "workers_2": {...}}`.
 """
 

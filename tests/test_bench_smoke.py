@@ -1,0 +1,50 @@
+"""The benches still run: each with `--quick`, as a subprocess, ending with its JSON line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+BENCH = REPO / "scripts" / "bench"
+
+
+def last_json_line(script: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines, done.stderr[-3000:]
+    result = json.loads(lines[-1])
+    assert isinstance(result, dict)
+    return result
+
+
+@pytest.mark.slow
+def test_overhead_bench_reports_its_figures() -> None:
+    result = last_json_line("overhead.py")
+    for key in ("per_task_overhead_ms_p50", "per_task_overhead_ms_p99", "ratio_vs_direct"):
+        value = result[key]
+        assert isinstance(value, float), key
+        assert value > 0, key
+
+
+@pytest.mark.slow
+def test_concurrency_bench_reports_its_figures() -> None:
+    result = last_json_line("concurrency.py")
+    phase = result["runs_200"]
+    assert isinstance(phase, dict)
+    assert phase["ended_by_status"] == {"completed": 200}
+    for key in ("peak_rss_mb", "loop_lag_ms_p99", "event_latency_ms_p99"):
+        assert isinstance(phase[key], float), key
+    assert phase["watch_seq_faults"] == 0
+    assert phase["latency_samples"] == 2 * phase["watchers"]  # two tasks per watched run
