@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -115,6 +116,11 @@ async def test_listing_filters_pages_and_orders(dp: Running) -> None:
     assert [j["job_id"] for j in chosen["records"]] == [ids[0], ids[4]]
     updated = await listed("order_by=updated_at_desc&per_page=1")
     assert updated["records"][0]["job_id"] == ids[-1]
+    # The documented maximum of 500 ids (an 18 KB request line) is accepted; unknown ids are
+    # simply absent.
+    many = [*ids, *(str(uuid.uuid4()) for _ in range(495))]
+    assert len(",".join(many)) > 18_000
+    assert (await listed(f"ids={','.join(many)}&per_page=500"))["total_records"] == 5
 
 
 async def test_tokens_map_to_companies_that_cannot_see_each_other(
