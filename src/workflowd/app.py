@@ -78,13 +78,14 @@ class App:
             crash_points=s.crash_points,
         )
         self.runs = runs = Runs(deps, definitions)
+        # Before the API serves: no trigger or cancel can race the resumption of a stored run.
+        resumed = await runs.recover()
         self.grpc = GrpcServer(definitions, runs, max_message_bytes=s.max_message_bytes)
         self.grpc_port = await self.grpc.start(s.listen)
         self.http = HttpEndpoint(self.metrics.registry, lambda: self._serving)
         await self.http.start(s.http_listen)
         self.lag_probe.start()
         self._serving = True
-        resumed = await runs.recover()
         _tune_gc()
         log.info(
             "workflowd %s started (gRPC port %d, jobs API %s, %d runs resumed)",

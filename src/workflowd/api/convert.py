@@ -8,6 +8,7 @@ from typing import Any, cast
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from workflowd.domain.diagnostics import Diagnostic, Severity
+from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.json import Json, JsonObject
 from workflowd.domain.run import Problem, Run, RunEvent, RunStatus, RunTrigger, TaskRun, TaskStatus
 from workflowd.domain.workflow import Workflow, WorkflowStatus
@@ -33,8 +34,13 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return out
 
 
-def from_timestamp(message: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    return message.ToDatetime(tzinfo=UTC) if present else None
+def from_timestamp(message: timestamp_pb2.Timestamp, present: bool, field: str) -> datetime | None:
+    if not present:
+        return None
+    try:
+        return message.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(field, f"is not a valid timestamp: {exc}") from exc
 
 
 def value(data: Json) -> struct_pb2.Value:
@@ -48,12 +54,15 @@ def struct(data: JsonObject) -> struct_pb2.Struct:
     return out
 
 
-def from_value(message: struct_pb2.Value, present: bool) -> Json:
+def from_value(message: struct_pb2.Value, present: bool, field: str) -> Json:
     """JSON from a Value. Protobuf keeps every number as a double; integral ones come back as
     ints so that `10` stays `10` in NQL built from it."""
     if not present:
         return None
-    return _integral(json_format.MessageToDict(message))
+    try:
+        return _integral(json_format.MessageToDict(message))
+    except ValueError as exc:  # NaN and ±Infinity have no JSON form
+        raise InvalidRequest(field, f"is not valid JSON: {exc}") from exc
 
 
 def _integral(data: Json) -> Json:

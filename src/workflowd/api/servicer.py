@@ -84,7 +84,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
                 company,
                 TriggerRequest(
                     ref=WorkflowRef(workflow_id=workflow.id, version=workflow.version),
-                    input=convert.from_value(request.input, request.HasField("input")),
+                    input=convert.from_value(request.input, request.HasField("input"), "input"),
                 ),
             )
             run_id = run.id
@@ -132,7 +132,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             company_of(context),
             TriggerRequest(
                 ref=ref,
-                input=convert.from_value(request.input, request.HasField("input")),
+                input=convert.from_value(request.input, request.HasField("input"), "input"),
                 idempotency_key=request.idempotency_key,
             ),
         )
@@ -154,10 +154,10 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             workflow_id=request.workflow_id,
             statuses=tuple(statuses),
             created_after=convert.from_timestamp(
-                request.created_after, request.HasField("created_after")
+                request.created_after, request.HasField("created_after"), "created_after"
             ),
             created_before=convert.from_timestamp(
-                request.created_before, request.HasField("created_before")
+                request.created_before, request.HasField("created_before"), "created_before"
             ),
         )
         page, token = await self._runs.list(

@@ -79,12 +79,19 @@ class RunExecutor:
     async def _execute(self) -> None:
         run = self._run
         started_at = run.started_at
-        if run.status == RunStatus.PENDING:
+        if started_at is None:
+            if self._cancel.is_set():
+                # Cancelled before it ever started: nothing ran, nothing to stop.
+                await self._finish(0, None, RunStatus.CANCELLED)
+                return
             started_at = self._deps.clock.now()
-            await self._commit(
-                lambda tx: tx.set_run_status(RunStatus.RUNNING, started_at=started_at)
-            )
-        assert started_at is not None
+            at = started_at
+
+            def start(tx: RunTransaction) -> None:
+                if tx.run_status == RunStatus.PENDING:
+                    tx.set_run_status(RunStatus.RUNNING, started_at=at)
+
+            await self._commit(start)
         step = TaskStep(self._deps, run, self._definition, started_at)
         try:
             raw_input, context, first = await step.resume_point()
@@ -97,7 +104,10 @@ class RunExecutor:
             self._current = index
             task = tasks[index]
             if started is None:
-                if self._cancel.is_set():
+                # A task left RUNNING by a previous process may have a live job: resume it, and
+                # `_wait` (seeing the cancel) stops that job and records the task's end.
+                resumable = self._run.tasks[index].status == TaskStatus.RUNNING
+                if self._cancel.is_set() and not resumable:
                     await self._finish(index, None, RunStatus.CANCELLED)
                     return
                 try:
@@ -265,8 +275,15 @@ class RunExecutor:
             if waiter in done:
                 return waiter.result()
             await step.cancel_job(task, job_id)
-            info = await self._wait_after_cancel(step, task, waiter)
-            if canceller in done or info.state != JobState.CANCELLED:
+            timed_out = canceller not in done
+            try:
+                info = await self._wait_after_cancel(step, task, waiter)
+            except StepFailed as failure:
+                # A timeout stays a timeout (FAILED), even when the job ignores the cancel.
+                if timed_out:
+                    raise StepFailed(step.timeout_problem(task)) from failure
+                raise
+            if not timed_out or info.state != JobState.CANCELLED:
                 return info
             raise StepFailed(step.timeout_problem(task))
         finally:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import jsonschema
+import referencing.exceptions
 
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable
@@ -85,6 +86,10 @@ class Runs:
             created_at=self._deps.clock.now(),
             idempotency_key=request.idempotency_key,
         )
+        # Shielded: once the run is committed it must start even if the caller goes away.
+        return await asyncio.shield(self._create(new, definition))
+
+    async def _create(self, new: NewRun, definition: WorkflowDefinition) -> Run:
         run, events, created = await self._deps.store.create_run(new)
         self._deps.hub.publish(events)
         self._deps.metrics.observe_events(events)
@@ -101,7 +106,12 @@ class Runs:
         if not isinstance(definition.input_schema, dict | bool):
             return
         validator = jsonschema.Draft202012Validator(definition.input_schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(run_input))
+        try:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(run_input))
+        except (jsonschema.exceptions.SchemaError, referencing.exceptions.Unresolvable) as exc:
+            raise FailedPrecondition(
+                f"the workflow's input.schema cannot be applied ({exc}): fix it in a new version"
+            ) from exc
         if error is not None:
             where = "/" + "/".join(str(p) for p in error.absolute_path)
             raise InvalidRequest(
@@ -110,6 +120,8 @@ class Runs:
             )
 
     def _start(self, run: Run, definition: WorkflowDefinition) -> None:
+        if self._draining:
+            return  # stays stored as it is; the next start resumes it
         executor = RunExecutor(self._deps, run, definition)
         task = asyncio.create_task(executor.execute(), name=f"run-{run.id}")
         self._executors[run.id] = (executor, task)
@@ -149,12 +161,15 @@ class Runs:
             if not tx.run_status.terminal and tx.run_status != RunStatus.CANCELLING:
                 tx.set_run_status(RunStatus.CANCELLING)
 
+        await asyncio.shield(self._request_cancel(run_id, change))
+        return await self.get(company, run_id)
+
+    async def _request_cancel(self, run_id: str, change: Callable[[RunTransaction], None]) -> None:
         events = await self._deps.store.update_run(run_id, self._deps.clock.now(), change)
         self._deps.hub.publish(events)
         entry = self._executors.get(run_id)
         if entry is not None:
             entry[0].request_cancel()
-        return await self.get(company, run_id)
 
     async def recover(self) -> int:
         """Resume every run that was active when the process last stopped."""
@@ -186,6 +201,10 @@ class Runs:
     ) -> AsyncIterator[RunEvent]:
         """Stored events after `after_seq`, then live ones, until the terminal event."""
         await self.get(company, run_id)
+        if after_seq > 0:
+            seen = await self._deps.store.events_after(company, run_id, after_seq - 1, 1)
+            if not seen or seen[0].seq != after_seq:
+                raise InvalidRequest("after_seq", f"run {run_id} has no event {after_seq} yet")
         sub = self._subscribe(lambda: self._deps.hub.subscribe_run(run_id))
         try:
             if on_subscribed is not None:
