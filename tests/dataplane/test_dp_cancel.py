@@ -71,7 +71,7 @@ async def test_event_loop_stays_responsive_during_a_long_query(start_plane: Plan
     worst_lag, until = 0.0, loop.time() + 2.0
     while loop.time() < until:
         expected = loop.time() + 0.01
-        await asyncio.sleep(0.01)  # the probe itself: how late does the loop wake us?
+        await asyncio.sleep(0.01)  # ok: the probe itself: how late does the loop wake us?
         worst_lag = max(worst_lag, loop.time() - expected)
         status, _ = await dp.client.request("GET", "/healthz")
         assert status == 200

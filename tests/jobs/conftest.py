@@ -34,7 +34,7 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> N
     async with asyncio.timeout(timeout_s):
         # A bounded check of state the client exposes no event for (counters, registrations).
         while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # ok: tick of a bounded wait
 
 
 def request(key: str, **changes: Any) -> JobRequest:

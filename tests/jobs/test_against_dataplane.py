@@ -9,17 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from dataplane.app import DataPlane
 from workflowd.domain.jobs import JobState
 from workflowd.jobs import IdempotencyConflict, JobNotFound, JobRejected, JobsClient
 
 from .conftest import FAST, request
 
-dataplane_app = pytest.importorskip("dataplane.app")
-
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[JobsClient]:
-    plane = dataplane_app.DataPlane(tmp_path / "data", workers=2, keepalive_s=0.5)
+    plane = DataPlane(tmp_path / "data", workers=2, keepalive_s=0.5)
     port = await plane.start("127.0.0.1", 0)
     config = dataclasses.replace(
         FAST, base_url=f"http://127.0.0.1:{port}", retry_deadline_s=5.0, request_timeout_s=5.0
