@@ -16,6 +16,7 @@ from workflowd.domain.jobs import (
     JobRejected,
     JobRequest,
     JobsCommunicationError,
+    JobsError,
     JobState,
 )
 from workflowd.domain.json import Json, JsonObject
@@ -184,65 +185,40 @@ class TaskStep:
         try:
             return await self._deps.jobs.submit(request)
         except JobRejected as exc:
-            self._deps.metrics.jobs_api_errors.labels("rejected").inc()
-            raise StepFailed(
-                Problem.of(
-                    ErrorType.RUNTIME,
-                    f"the jobs API refused task {task.name}'s job",
-                    exc.message,
-                    task.reference,
-                )
-            ) from exc
+            title = f"the jobs API refused task {task.name}'s job"
+            raise self._jobs_failure(task, exc, "rejected", title) from exc
         except IdempotencyConflict as exc:
-            self._deps.metrics.jobs_api_errors.labels("conflict").inc()
-            raise StepFailed(
-                Problem.of(
-                    ErrorType.RUNTIME,
-                    f"task {task.name}'s job conflicts with another job "
-                    "under the same idempotency key",
-                    exc.message,
-                    task.reference,
-                )
-            ) from exc
+            title = f"task {task.name}'s job conflicts with another under its idempotency key"
+            raise self._jobs_failure(task, exc, "conflict", title) from exc
         except JobsCommunicationError as exc:
-            raise self._communication(task, exc) from exc
+            title = f"cannot reach the jobs system for task {task.name}"
+            raise self._jobs_failure(task, exc, "communication", title) from exc
 
     async def wait(self, task: TaskDefinition, job_id: str) -> JobInfo:
         try:
             return await self._deps.jobs.wait(job_id)
         except JobRejected as exc:
-            self._deps.metrics.jobs_api_errors.labels("rejected").inc()
-            raise StepFailed(
-                Problem.of(
-                    ErrorType.AUTHENTICATION if exc.status == 401 else ErrorType.RUNTIME,
-                    f"the jobs API refused to report on task {task.name}'s job {job_id}",
-                    exc.message,
-                    task.reference,
-                )
-            ) from exc
+            title = f"the jobs API refused to report on task {task.name}'s job {job_id}"
+            raise self._jobs_failure(task, exc, "rejected", title) from exc
         except JobNotFound as exc:
-            self._deps.metrics.jobs_api_errors.labels("vanished").inc()
-            raise StepFailed(
-                Problem.of(
-                    ErrorType.RUNTIME,
-                    f"task {task.name}'s job {job_id} vanished from the jobs system",
-                    exc.message,
-                    task.reference,
-                )
-            ) from exc
+            title = f"task {task.name}'s job {job_id} vanished from the jobs system"
+            raise self._jobs_failure(task, exc, "vanished", title) from exc
         except JobsCommunicationError as exc:
-            raise self._communication(task, exc) from exc
+            title = f"cannot reach the jobs system for task {task.name}"
+            raise self._jobs_failure(task, exc, "communication", title) from exc
 
-    def _communication(self, task: TaskDefinition, exc: JobsCommunicationError) -> StepFailed:
-        self._deps.metrics.jobs_api_errors.labels("communication").inc()
-        return StepFailed(
-            Problem.of(
-                ErrorType.COMMUNICATION,
-                f"cannot reach the jobs system for task {task.name}",
-                exc.message,
-                task.reference,
-            )
-        )
+    def _jobs_failure(
+        self, task: TaskDefinition, exc: JobsError, kind: str, title: str
+    ) -> StepFailed:
+        """What a jobs-system error becomes: the task's problem, counted by kind."""
+        self._deps.metrics.jobs_api_errors.labels(kind).inc()
+        if isinstance(exc, JobsCommunicationError):
+            error_type = ErrorType.COMMUNICATION
+        elif isinstance(exc, JobRejected) and exc.status == 401:
+            error_type = ErrorType.AUTHENTICATION
+        else:
+            error_type = ErrorType.RUNTIME
+        return StepFailed(Problem.of(error_type, title, exc.message, task.reference))
 
     async def cancel_job(self, task: TaskDefinition, job_id: str) -> JobInfo | None:
         try:
