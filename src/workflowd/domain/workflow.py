@@ -39,14 +39,6 @@ class WorkflowFilter:
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    """A page request: `after` is the decoded cursor of the previous page (None for the first)."""
-
-    size: int
-    after: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class NewWorkflowVersion:
     """A validated specification to store as a version of (company, namespace, name)."""
 

@@ -55,10 +55,6 @@ class Runs:
         self._executors: dict[str, tuple[RunExecutor, asyncio.Task[None]]] = {}
         self._draining = False
 
-    @property
-    def active(self) -> int:
-        return len(self._executors)
-
     async def trigger(self, company: str, request: TriggerRequest) -> Run:
         if self._draining:
             raise Unavailable("workflowd is shutting down and accepts no new runs; retry shortly")
