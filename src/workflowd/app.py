@@ -9,6 +9,8 @@ from pathlib import Path
 from dataplane.app import DataPlane
 from workflowd import __version__
 from workflowd.api.server import GrpcServer
+from workflowd.datadir import DataDirLock
+from workflowd.domain.json import JsonBounds
 from workflowd.engine.clock import SystemClock
 from workflowd.engine.definitions import Definitions
 from workflowd.engine.deps import EngineDeps, RunLimits
@@ -30,6 +32,7 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.lock = DataDirLock(settings.data_dir)
         self.store = SqliteStore(settings.data_dir / "workflowd.db")
         self.metrics = EngineMetrics()
         self.lag_probe = LoopLagProbe(self.metrics.loop_lag.observe)
@@ -51,6 +54,7 @@ class App:
             raise RuntimeError("workflowd app already started")
         self._started = True
         s = self.settings
+        self.lock.acquire()
         await self.store.open()
         if s.embedded_dataplane:
             self.dataplane = DataPlaneHandle(s.data_dir / "dataplane", s.dataplane_workers)
@@ -73,7 +77,11 @@ class App:
             hub=self.hub,
             clock=clock,
             metrics=self.metrics,
-            limits=RunLimits(s.max_input_bytes, s.max_context_bytes),
+            limits=RunLimits(
+                s.max_input_bytes,
+                s.max_context_bytes,
+                values=JsonBounds(s.max_value_depth, s.max_value_bytes),
+            ),
             runtime_version=__version__,
             crash_points=s.crash_points,
         )
@@ -124,6 +132,7 @@ class App:
         if self.dataplane is not None:
             await self.dataplane.aclose()
         await self.store.aclose()
+        self.lock.release()
 
 
 def _tune_gc() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from workflowd.app import App
 from workflowd.cli.common import CliError
+from workflowd.datadir import DataDirInUse
 from workflowd.domain.errors import WorkflowdError
 from workflowd.observability import configure_logging
 from workflowd.settings import Settings
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, settings.log_level)
     try:
         asyncio.run(_serve(settings))
+    except DataDirInUse as exc:
+        raise CliError(str(exc)) from exc
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from exc
     return 0
