@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,6 +10,9 @@ from enum import StrEnum
 
 from workflowd.domain.errors import WorkflowdError
 from workflowd.domain.json import Json, JsonObject
+
+DATASET_NAME = re.compile(r"^[A-Za-z0-9_]{1,256}$")
+"""A dataset's name (`company_data.<name>`), or its numeric id where a name or an id is taken."""
 
 
 class JobState(StrEnum):

@@ -21,6 +21,7 @@ from workflowd.jobs.errors import JobRejected, JobsClientClosed, JobsCommunicati
 from workflowd.jobs.parse import job_info_from_json, jobs_page_from_json
 from workflowd.jobs.registry import WaiterRegistry
 from workflowd.jobs.transport import ClientStats, Transport
+from workflowd.jobs.urls import path
 from workflowd.jobs.watcher import BATCH_SIZE, Watcher
 
 logger = logging.getLogger("workflowd.jobs")
@@ -71,7 +72,7 @@ class JobsClient:
 
     async def get(self, job_id: str) -> JobInfo:
         return await self._open_transport().call(
-            "GET", f"/jobs/{job_id}", job_info_from_json, job_id=job_id
+            "GET", path("jobs", job_id), job_info_from_json, job_id=job_id
         )
 
     async def get_many(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
@@ -91,7 +92,7 @@ class JobsClient:
         transport = self._open_transport()
         try:
             return await transport.call(
-                "POST", f"/jobs/{job_id}/cancel", job_info_from_json, job_id=job_id
+                "POST", path("jobs", job_id, "cancel"), job_info_from_json, job_id=job_id
             )
         except JobRejected as exc:
             if exc.status != 409:

@@ -47,13 +47,15 @@ def decode_json(body: bytes) -> Any:
         return json.loads(body)
     except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         raise MalformedResponse(f"invalid JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedResponse("JSON nested too deeply to read") from None
 
 
 def problem_detail(body: bytes, status: int, reason: str | None) -> str:
     """The most useful human text of an error response: problem `detail`, else `title`."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
         for key in ("detail", "title"):

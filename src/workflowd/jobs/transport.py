@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+import yarl
 
 from workflowd.domain.json import JsonObject
 from workflowd.jobs.config import JobsClientConfig
@@ -27,6 +28,7 @@ from workflowd.jobs.errors import (
     job_not_found,
 )
 from workflowd.jobs.parse import decode_json, problem_detail
+from workflowd.jobs.urls import Base
 
 logger = logging.getLogger("workflowd.jobs")
 
@@ -73,7 +75,7 @@ class Transport:
         self._config = config
         self._session = session
         self._stats = stats
-        self._base = config.base_url.rstrip("/")
+        self._base = Base(config.base_url)
         # Bounds on the exchange itself (connecting, then each wait for bytes), not on the wait
         # for a pooled connection: a burst of calls queueing for the pool is not a fault.
         self._timeout = aiohttp.ClientTimeout(
@@ -85,8 +87,9 @@ class Transport:
             {"Authorization": f"Bearer {config.token}"} if config.token else {}
         )
 
-    def url(self, path: str) -> str:
-        return self._base + path
+    def url(self, path: str) -> yarl.URL:
+        """`path` must be built with `urls.path`: it is placed under the base as encoded."""
+        return self._base.join(path)
 
     async def call(
         self,

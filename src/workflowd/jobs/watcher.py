@@ -28,6 +28,7 @@ from workflowd.jobs.parse import job_info_from_json, jobs_page_from_json, proble
 from workflowd.jobs.registry import WaiterRegistry
 from workflowd.jobs.sse import SseEvent, StreamIdle, iter_events
 from workflowd.jobs.transport import Backoff, ClientStats, TransientFault, Transport, describe_fault
+from workflowd.jobs.urls import path
 
 logger = logging.getLogger("workflowd.jobs")
 
@@ -173,7 +174,7 @@ class Watcher:
             return
         try:
             data = json.loads(event.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         job_id = data.get("job_id") if isinstance(data, dict) else None
         if not isinstance(job_id, str):
@@ -259,7 +260,7 @@ class Watcher:
         # `ids` differently from us never makes a live job look vanished.
         try:
             info = await self._transport.attempt(
-                "GET", f"/jobs/{job_id}", job_info_from_json, job_id=job_id
+                "GET", path("jobs", job_id), job_info_from_json, job_id=job_id
             )
         except (JobNotFound, JobRejected) as exc:
             self._registry.fail(job_id, exc)
