@@ -40,6 +40,8 @@ TRIVIAL = workflow(
     "  - one:\n      call: CreateMaterializedViewIfNotExists\n      with: {nql: SELECT 1 AS one, datasetName: one_view}\n",
 )
 
+PENDING_ID = "0b0c0d0e-0000-4000-8000-00000000abcd"
+
 
 @pytest.fixture
 async def remote_plane(tmp_path: Path) -> AsyncIterator[Plane]:
@@ -94,20 +96,20 @@ async def test_a_run_cancelled_before_it_started_ends_cancelled(
     with sqlite3.connect(state / "workflowd.db") as conn:
         conn.execute(
             "INSERT INTO runs (id, company, workflow_id, namespace, name, version, status,"
-            " trigger, input, created_at) SELECT 'r-pending', company, workflow_id, namespace,"
+            " trigger, input, created_at) SELECT '0b0c0d0e-0000-4000-8000-00000000abcd', company, workflow_id, namespace,"
             " name, version, 'cancelling', trigger, input, created_at FROM runs WHERE id = ?",
             (run.id,),
         )
         conn.execute(
             "INSERT INTO tasks (run_id, idx, name, call, reference, status)"
-            " VALUES ('r-pending', 0, 'one', 'CreateMaterializedViewIfNotExists', '/do/0/one',"
+            " VALUES ('0b0c0d0e-0000-4000-8000-00000000abcd', 0, 'one', 'CreateMaterializedViewIfNotExists', '/do/0/one',"
             " 'pending')"
         )
     again = await start_daemon(state, jobs_url=remote_plane.base_url)
-    done = await finished(again, "r-pending")
+    done = await finished(again, PENDING_ID)
     assert done.status == pb.RUN_STATUS_CANCELLED
     assert [t.status for t in done.tasks] == [pb.TASK_STATUS_SKIPPED]
-    assert await remote_plane.jobs_for_run("r-pending") == []
+    assert await remote_plane.jobs_for_run(PENDING_ID) == []
 
 
 async def test_non_json_numbers_and_bad_timestamps_are_invalid_argument(daemon: Daemon) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import pytest
@@ -173,9 +174,17 @@ async def test_watch_runs_filters_by_status(daemon: Daemon, plane: Plane) -> Non
 
 async def test_watching_an_unknown_run_is_not_found(daemon: Daemon) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        async for _ in daemon.stub.WatchRun(pb.WatchRunRequest(run_id="no-such-run")):
+        async for _ in daemon.stub.WatchRun(pb.WatchRunRequest(run_id=str(uuid.uuid4()))):
             pass
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_watching_a_malformed_run_id_is_invalid(daemon: Daemon) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in daemon.stub.WatchRun(pb.WatchRunRequest(run_id="no-such-run")):
+            pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "run_id: 'no-such-run' is not a run id (a UUID)" in (info.value.details() or "")
 
 
 async def test_drain_ends_streams_with_unavailable(daemon: Daemon, plane: Plane) -> None:

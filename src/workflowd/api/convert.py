@@ -96,10 +96,16 @@ def workflow(w: Workflow) -> pb.Workflow:
     )
 
 
+def text(value: str) -> str:
+    """A string protobuf can carry: messages may quote a user's text, which can hold lone
+    surrogates (YAML and JSON escapes allow them; UTF-8 does not)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def diagnostic(d: Diagnostic) -> pb.Diagnostic:
     return pb.Diagnostic(
-        message=d.message,
-        pointer=d.pointer,
+        message=text(d.message),
+        pointer=text(d.pointer),
         line=d.line,
         column=d.column,
         severity=_SEVERITY[d.severity],
@@ -110,7 +116,11 @@ def problem(p: Problem | None) -> pb.Problem | None:
     if p is None:
         return None
     return pb.Problem(
-        type=p.type, status=p.status, title=p.title, detail=p.detail, instance=p.instance
+        type=p.type,
+        status=p.status,
+        title=text(p.title),
+        detail=text(p.detail),
+        instance=text(p.instance),
     )
 
 

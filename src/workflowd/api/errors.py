@@ -6,13 +6,15 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
-from typing import NoReturn, TypeVar
+from typing import NoReturn, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from workflowd.api import convert
+from workflowd.api.handlers import Undecodable
 from workflowd.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -37,10 +39,18 @@ _CODES: dict[type[WorkflowdError], int] = {
 }
 
 
+# The status travels in trailing metadata, which gRPC caps (8 KiB by default, beyond which the
+# caller sees RESOURCE_EXHAUSTED instead of our answer): keep it well inside that.
+_MAX_MESSAGE_CHARS = 1000
+_MAX_DETAILS_BYTES = 4096
+
+Violation: TypeAlias = error_details_pb2.BadRequest.FieldViolation
+
+
 def to_status(exc: WorkflowdError) -> grpc.Status:
     code = next((c for kind, c in _CODES.items() if isinstance(exc, kind)), code_pb2.INTERNAL)
-    status = status_pb2.Status(code=code, message=exc.message)
-    violations = _field_violations(exc)
+    status = status_pb2.Status(code=code, message=_bounded(exc.message, _MAX_MESSAGE_CHARS))
+    violations = _fitting(_field_violations(exc))
     if violations:
         detail = any_pb2.Any()
         detail.Pack(error_details_pb2.BadRequest(field_violations=violations))
@@ -49,19 +59,44 @@ def to_status(exc: WorkflowdError) -> grpc.Status:
     return converted
 
 
-def _field_violations(exc: WorkflowdError) -> list[error_details_pb2.BadRequest.FieldViolation]:
+def _bounded(text: str, limit: int) -> str:
+    text = convert.text(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fitting(violations: list[Violation]) -> list[Violation]:
+    """As many violations as fit the budget; the last one then says how many were left out."""
+    kept: list[Violation] = []
+    used = 0
+    for index, violation in enumerate(violations):
+        size = violation.ByteSize()
+        if used + size > _MAX_DETAILS_BYTES:
+            left = len(violations) - index
+            kept.append(
+                Violation(
+                    field="",
+                    description=f"… and {left} more: ValidateWorkflow lists every problem",
+                )
+            )
+            break
+        kept.append(violation)
+        used += size
+    return kept
+
+
+def _field_violations(exc: WorkflowdError) -> list[Violation]:
     if isinstance(exc, InvalidSpecification):
         return [
-            error_details_pb2.BadRequest.FieldViolation(
-                field=f"specification{d.pointer}",
-                description=(f"line {d.line}, column {d.column}: " if d.line else "") + d.message,
+            Violation(
+                field=_bounded(f"specification{d.pointer}", 200),
+                description=_bounded(
+                    (f"line {d.line}, column {d.column}: " if d.line else "") + d.message, 500
+                ),
             )
             for d in exc.diagnostics
         ]
     if isinstance(exc, InvalidRequest):
-        return [
-            error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.message)
-        ]
+        return [Violation(field=exc.field, description=_bounded(exc.message, 500))]
     return []
 
 
@@ -79,6 +114,11 @@ Self = TypeVar("Self")
 Ctx = grpc.aio.ServicerContext[object, object]
 
 
+def _check_decoded(request: object) -> None:
+    if isinstance(request, Undecodable):
+        raise InvalidRequest("request", f"cannot be decoded: {request.reason}")
+
+
 def unary(
     method: Callable[[Self, Req, Ctx], Awaitable[Resp]],
 ) -> Callable[[Self, Req, Ctx], Awaitable[Resp]]:
@@ -87,6 +127,7 @@ def unary(
     @wraps(method)
     async def wrapper(self: Self, request: Req, context: Ctx) -> Resp:
         try:
+            _check_decoded(request)
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -104,6 +145,7 @@ def streaming(
     @wraps(method)
     async def wrapper(self: Self, request: Req, context: Ctx) -> AsyncIterator[Resp]:
         try:
+            _check_decoded(request)
             async for item in method(self, request, context):
                 yield item
         except grpc.aio.AbortError:

@@ -6,13 +6,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from workflowd.api import handlers
 from workflowd.api.servicer import WorkflowService
 from workflowd.engine.definitions import Definitions
 from workflowd.engine.runs import Runs
-from workflowd.v1 import workflow_service_pb2 as pb
-from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name
+SERVICE_NAME = handlers.SERVICE.full_name
 
 
 class GrpcServer:
@@ -22,11 +21,13 @@ class GrpcServer:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default: a second daemon on the same port would then
+            # silently take half of the connections instead of failing to start.
+            ("grpc.so_reuseport", 0),
         ]
         self._server = grpc.aio.server(options=options)
-        pb_grpc.add_WorkflowServiceServicer_to_server(
-            WorkflowService(definitions, runs), self._server
-        )
+        service = WorkflowService(definitions, runs, max_message_bytes=max_message_bytes)
+        handlers.register(service, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -35,7 +36,10 @@ class GrpcServer:
         self.port = 0
 
     async def start(self, address: str) -> int:
-        self.port = self._server.add_insecure_port(address)
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc's way of saying the bind failed
+            raise OSError(f"cannot listen on {address}: the address is in use or invalid") from exc
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
         await self._server.start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from google.protobuf.message import Message
@@ -10,7 +10,8 @@ from google.protobuf.message import Message
 from workflowd.api import convert
 from workflowd.api.errors import Ctx, streaming, unary
 from workflowd.domain.errors import InvalidRequest, NotImplementedYet
-from workflowd.domain.run import RunFilter, WatchFilter
+from workflowd.domain.page import Page
+from workflowd.domain.run import RunFilter, RunStatus, WatchFilter
 from workflowd.domain.workflow import WorkflowFilter
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.runs import Runs, TriggerRequest
@@ -18,6 +19,8 @@ from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
 LOCAL_COMPANY = "local"
+_PAGE_MARGIN_BYTES = 64 * 1024
+_CLIENT_RECEIVE_BYTES = 4 * 1024 * 1024
 
 _SCHEDULES_LATER = (
     "{rpc} is not implemented yet: cron schedules arrive with the scheduling issue; "
@@ -53,10 +56,25 @@ def _headers(context: Ctx) -> Callable[[], Awaitable[None]]:
     return send
 
 
+def _run_statuses(values: Iterable[pb.RunStatus.ValueType]) -> tuple[RunStatus, ...]:
+    statuses = []
+    for i, status in enumerate(values):
+        if status not in convert.RUN_STATUS_BACK:
+            raise InvalidRequest(f"statuses[{i}]", f"unknown run status {status}")
+        statuses.append(convert.RUN_STATUS_BACK[status])
+    return tuple(statuses)
+
+
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
-    def __init__(self, definitions: Definitions, runs: Runs) -> None:
+    def __init__(self, definitions: Definitions, runs: Runs, *, max_message_bytes: int) -> None:
         self._definitions = definitions
         self._runs = runs
+        # A page ends early rather than exceed what a response may carry: our own send limit,
+        # and gRPC clients' default receive limit (4 MiB), which most callers never raise.
+        self._page_budget = min(max_message_bytes, _CLIENT_RECEIVE_BYTES) - _PAGE_MARGIN_BYTES
+
+    def _fit(self, page: Page[Any], messages: Sequence[Message]) -> tuple[int, str]:
+        return page.cut([m.ByteSize() for m in messages], self._page_budget)
 
     @unary
     async def ValidateWorkflow(
@@ -96,7 +114,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def GetWorkflow(
         self, request: pb.GetWorkflowRequest, context: Ctx
     ) -> pb.GetWorkflowResponse:
-        ref = WorkflowRef(request.id, request.namespace, request.name, request.version)
+        ref = WorkflowRef(
+            request.id, request.namespace, request.name, request.version, id_field="id"
+        )
         workflow = await self._definitions.get(company_of(context), ref)
         return pb.GetWorkflowResponse(workflow=convert.workflow(workflow))
 
@@ -109,12 +129,12 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             tag=request.tag,
             status=convert.workflow_status_from(request.status),
         )
-        page, token = await self._definitions.list(
+        page = await self._definitions.list(
             company_of(context), filt, request.page_size, request.page_token
         )
-        return pb.ListWorkflowsResponse(
-            workflows=[convert.workflow(w) for w in page], next_page_token=token
-        )
+        workflows = [convert.workflow(w) for w in page.items]
+        kept, token = self._fit(page, workflows)
+        return pb.ListWorkflowsResponse(workflows=workflows[:kept], next_page_token=token)
 
     @unary
     async def ArchiveWorkflow(
@@ -145,14 +165,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
 
     @unary
     async def ListRuns(self, request: pb.ListRunsRequest, context: Ctx) -> pb.ListRunsResponse:
-        statuses = []
-        for i, status in enumerate(request.statuses):
-            if status not in convert.RUN_STATUS_BACK:
-                raise InvalidRequest(f"statuses[{i}]", f"unknown run status {status}")
-            statuses.append(convert.RUN_STATUS_BACK[status])
         filt = RunFilter(
             workflow_id=request.workflow_id,
-            statuses=tuple(statuses),
+            statuses=_run_statuses(request.statuses),
             created_after=convert.from_timestamp(
                 request.created_after, request.HasField("created_after"), "created_after"
             ),
@@ -160,10 +175,12 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
                 request.created_before, request.HasField("created_before"), "created_before"
             ),
         )
-        page, token = await self._runs.list(
+        page = await self._runs.list(
             company_of(context), filt, request.page_size, request.page_token
         )
-        return pb.ListRunsResponse(runs=[convert.run(r) for r in page], next_page_token=token)
+        runs = [convert.run(r) for r in page.items]
+        kept, token = self._fit(page, runs)
+        return pb.ListRunsResponse(runs=runs[:kept], next_page_token=token)
 
     @unary
     async def CancelRun(self, request: pb.CancelRunRequest, context: Ctx) -> pb.CancelRunResponse:
@@ -186,13 +203,10 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def WatchRuns(
         self, request: pb.WatchRunsRequest, context: Ctx
     ) -> AsyncIterator[pb.WatchRunsResponse]:
-        statuses = tuple(
-            convert.RUN_STATUS_BACK[s] for s in request.statuses if s in convert.RUN_STATUS_BACK
-        )
         filt = WatchFilter(
             workflow_id=request.workflow_id,
             namespace=request.namespace,
-            statuses=statuses,
+            statuses=_run_statuses(request.statuses),
             after_global_seq=request.after_global_seq,
         )
         async for event in self._runs.watch_many(company_of(context), filt, _headers(context)):

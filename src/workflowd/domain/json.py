@@ -1,8 +1,96 @@
-"""The JSON value type shared by every layer."""
+"""The JSON value type shared by every layer, and the bounds every stored value respects."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import TypeAlias
 
 Json: TypeAlias = bool | int | float | str | list["Json"] | dict[str, "Json"] | None
 JsonObject: TypeAlias = dict[str, Json]
+
+MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest integer a JSON number (an IEEE double, as protobuf's Value and jq hold it)
+carries exactly."""
+
+# Upper bounds of what each part of a value costs once encoded as a protobuf `Value` in an API
+# response: a field tag plus a length prefix around every nested message, 8 bytes per number.
+_FRAME = 6
+_SCALAR = 2
+_NUMBER = 9
+
+
+class ValueTooLarge(Exception):
+    """A value breaks `JsonBounds`; the message is one sentence naming the limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class JsonBounds:
+    """How deep and how large a value may be. The depth stays well below protobuf's decoding
+    limit (100 nested messages, and each JSON level costs two of them in a `Value`), and the
+    size is counted as the value travels in an API response, so a value stored within these
+    bounds can always be read back."""
+
+    max_depth: int = 32
+    max_bytes: int = 1024 * 1024
+
+    def problem(self, value: Json) -> str | None:
+        """Why `value` cannot be stored and read back, in one sentence; None when it can."""
+        try:
+            self.measure(value)
+        except ValueTooLarge as exc:
+            return str(exc)
+        return None
+
+    def measure(self, value: Json) -> int:
+        """The value's encoded size; raises `ValueTooLarge` past any bound."""
+        size = encoded_size(value, self.max_depth)
+        if size > self.max_bytes:
+            raise ValueTooLarge(
+                f"it takes {size} bytes in an API response, over the limit of {self.max_bytes}"
+            )
+        return size
+
+
+def encoded_size(value: Json, max_depth: int) -> int:
+    """Walks the value without recursion (it may be hostile), checking depth, numbers and
+    strings on the way, and sums an upper bound of its encoded size."""
+    size = 0
+    stack: list[tuple[Json, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= max_depth:
+                raise ValueTooLarge(f"it is nested deeper than {max_depth} levels")
+            size += _FRAME
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    size += 2 * _FRAME + _text_bytes(key, "a key")
+                    stack.append((child, depth + 1))
+            else:
+                size += _FRAME * len(item)
+                stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            size += _FRAME + _text_bytes(item, "a string")
+        elif isinstance(item, bool) or item is None:
+            size += _SCALAR
+        else:
+            _check_number(item)
+            size += _NUMBER
+    return size
+
+
+def _text_bytes(text: str, what: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueTooLarge(f"{what} is not valid Unicode (it holds a lone surrogate)") from None
+
+
+def _check_number(number: int | float) -> None:
+    if isinstance(number, int) and abs(number) > MAX_SAFE_INTEGER:
+        raise ValueTooLarge(
+            f"an integer is outside ±{MAX_SAFE_INTEGER}, the range JSON numbers carry exactly"
+        )
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueTooLarge("a number is not finite (NaN and infinities have no JSON form)")

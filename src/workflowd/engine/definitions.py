@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import InvalidRequest, InvalidSpecification
+from workflowd.domain.page import Page
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
 from workflowd.engine.clock import Clock
 from workflowd.spec import Limits, ValidationResult, parse, validate
@@ -25,12 +27,18 @@ class WorkflowRef:
     namespace: str = ""
     name: str = ""
     version: str = ""
+    id_field: str = "workflow_id"  # what the request calls the id, for error messages
 
     def check(self) -> None:
+        if self.version:
+            ids.check_version("version", self.version)
         if self.workflow_id:
+            ids.check_uuid(self.id_field, self.workflow_id, "workflow")
             return
         if not (self.namespace and self.name):
-            raise InvalidRequest("id", "give a workflow id, or both namespace and name")
+            raise InvalidRequest(self.id_field, "give a workflow id, or both namespace and name")
+        ids.check_name("namespace", self.namespace)
+        ids.check_name("name", self.name)
 
 
 class WorkflowStore(Protocol):
@@ -48,7 +56,7 @@ class WorkflowStore(Protocol):
 
     async def list_workflows(
         self, company: str, filt: WorkflowFilter, size: int, token: str
-    ) -> tuple[list[Workflow], str]: ...
+    ) -> Page[Workflow]: ...
 
     async def archive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow: ...
 
@@ -85,9 +93,7 @@ class Definitions:
         result = await self.validate(text)
         if result.definition is None or not result.valid:
             raise InvalidSpecification(result.diagnostics)
-        for i, tag in enumerate(tags):
-            if not tag.strip() or len(tag) > 256:
-                raise InvalidRequest(f"tags[{i}]", "must be a non-empty string of ≤ 256 characters")
+        ids.check_tags("tags", tags)
         definition = result.definition
         new = NewWorkflowVersion(
             company=company,
@@ -114,10 +120,15 @@ class Definitions:
 
     async def list(
         self, company: str, filt: WorkflowFilter, size: int, token: str
-    ) -> tuple[list[Workflow], str]:
+    ) -> Page[Workflow]:
+        if filt.namespace:
+            ids.check_name("namespace", filt.namespace)
+        if filt.tag:
+            ids.check_tag("tag", filt.tag)
         return await self._store.list_workflows(company, filt, size, token)
 
     async def archive(self, company: str, workflow_id: str) -> Workflow:
         if not workflow_id:
             raise InvalidRequest("id", "is required")
+        ids.check_uuid("id", workflow_id, "workflow")
         return await self._store.archive_workflow(company, workflow_id, self._clock.now())

@@ -6,6 +6,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 
+from workflowd.domain.json import JsonBounds
 from workflowd.engine.clock import Clock
 from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
@@ -17,6 +18,12 @@ class RunLimits:
     max_input_bytes: int = 1024 * 1024
     max_context_bytes: int = 1024 * 1024
     cancel_grace_s: float = 30.0
+    # Every value a run stores (its input, each task's input and output, the context, the run's
+    # output) is checked against these where it enters, so nothing stored is unreadable.
+    values: JsonBounds = field(default_factory=JsonBounds)
+    # All of them together, so that one run always fits one API response (gRPC clients
+    # receive 4 MiB by default; the rest is the run's own fields and its tasks').
+    max_run_value_bytes: int = 3 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

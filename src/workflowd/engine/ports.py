@@ -9,6 +9,7 @@ from typing import Protocol
 
 from workflowd.domain.jobs import JobInfo, JobRequest
 from workflowd.domain.json import Json, JsonObject
+from workflowd.domain.page import Page
 from workflowd.domain.run import (
     NewRun,
     Run,
@@ -45,7 +46,7 @@ class RunStore(Protocol):
 
     async def list_runs(
         self, company: str, filt: RunFilter, size: int, token: str
-    ) -> tuple[list[Run], str]: ...
+    ) -> Page[Run]: ...
 
     def update_run(
         self, run_id: str, now: datetime, change: Callable[[RunTransaction], None]

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import jsonschema
 import referencing.exceptions
 
+from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable
 from workflowd.domain.json import Json
+from workflowd.domain.page import Page
 from workflowd.domain.run import (
     NewRun,
     Run,
@@ -141,11 +143,12 @@ class Runs:
     async def get(self, company: str, run_id: str) -> Run:
         if not run_id:
             raise InvalidRequest("run_id", "is required")
+        ids.check_uuid("run_id", run_id, "run")
         return await self._deps.store.get_run(company, run_id)
 
-    async def list(
-        self, company: str, filt: RunFilter, size: int, token: str
-    ) -> tuple[list[Run], str]:
+    async def list(self, company: str, filt: RunFilter, size: int, token: str) -> Page[Run]:
+        if filt.workflow_id:
+            ids.check_uuid("workflow_id", filt.workflow_id, "workflow")
         return await self._deps.store.list_runs(company, filt, size, token)
 
     async def cancel(self, company: str, run_id: str) -> Run:
@@ -246,6 +249,7 @@ class Runs:
     ) -> AsyncIterator[RunEvent]:
         """Events of every matching run: those stored after `filt.after_global_seq` (none when
         it is 0), then live ones. `on_subscribed` runs once nothing live can be missed."""
+        await self._check_watch_filter(filt)
         sub = self._subscribe(
             lambda: self._deps.hub.subscribe(lambda e: e.company == company and filt.matches(e))
         )
@@ -268,6 +272,20 @@ class Runs:
         finally:
             self._deps.hub.unsubscribe(sub)
             self._deps.metrics.watchers.set(self._deps.hub.watchers)
+
+    async def _check_watch_filter(self, filt: WatchFilter) -> None:
+        if filt.workflow_id:
+            ids.check_uuid("workflow_id", filt.workflow_id, "workflow")
+        if filt.namespace:
+            ids.check_name("namespace", filt.namespace)
+        if filt.after_global_seq < 0:
+            raise InvalidRequest("after_global_seq", "must not be negative")
+        if filt.after_global_seq > await self._deps.store.last_global_seq():
+            raise InvalidRequest(
+                "after_global_seq",
+                f"{filt.after_global_seq} is ahead of the event log: resume from a global_seq "
+                "you received",
+            )
 
     def _subscribe(self, make: Callable[[], Subscription]) -> Subscription:
         try:

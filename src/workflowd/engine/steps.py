@@ -3,9 +3,8 @@ job request, talking to the jobs system, outputs and the problems each failure b
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from workflowd.domain.definition import TaskDefinition, WorkflowDefinition
@@ -21,6 +20,7 @@ from workflowd.domain.jobs import (
 )
 from workflowd.domain.json import Json, JsonObject
 from workflowd.domain.run import ErrorType, Problem, Run, TaskStatus
+from workflowd.engine.budget import OverBudget, ValueBudget
 from workflowd.engine.deps import EngineDeps
 from workflowd.spec.expressions import ExpressionError
 from workflowd.spec.operations import OPERATIONS
@@ -62,6 +62,8 @@ class TaskStep:
         self._task_started: dict[int, datetime] = {
             t.index: t.started_at for t in run.tasks if t.started_at is not None
         }
+        limits = deps.limits
+        self._budget = ValueBudget(limits.values, limits.max_run_value_bytes, run)
         self._workflow: JsonObject = {
             "id": run.workflow_id,
             "runId": run.id,
@@ -97,15 +99,29 @@ class TaskStep:
     async def _evaluate(
         self, expr: Json, subject: Json, variables: Mapping[str, Json], where: str, field: bool
     ) -> Json:
+        evaluator = self._deps.evaluator
         try:
             if field:
-                return await self._deps.evaluator.evaluate_field(expr, subject, variables)
-            return await self._deps.evaluator.evaluate(expr, subject, variables)
+                value = await evaluator.evaluate_field(expr, subject, variables)
+            else:
+                value = await evaluator.evaluate(expr, subject, variables)
         except ExpressionError as exc:
             raise StepFailed(
                 Problem.of(
                     ErrorType.EXPRESSION, f"cannot evaluate {where}", str(exc), _owner(where)
                 )
+            ) from exc
+        self._store(self._budget.check, value, f"{where} gave a value that cannot be stored", where)
+        return value
+
+    @staticmethod
+    def _store(account: Callable[[Json], None], value: Json, title: str, where: str) -> None:
+        """`account(value)`, or the task fails with why the value cannot be stored."""
+        try:
+            account(value)
+        except OverBudget as exc:
+            raise StepFailed(
+                Problem.of(ErrorType.VALIDATION, title, str(exc), _owner(where))
             ) from exc
 
     async def resume_point(self) -> tuple[Json, JsonObject, int]:
@@ -138,6 +154,12 @@ class TaskStep:
                 f"{task.reference}/input/from",
                 field=True,
             )
+        self._store(
+            self._budget.charge,
+            task_input,
+            f"task {task.name}'s input cannot be stored",
+            task.reference,
+        )
         variables = self._variables(context, task, input=task_input)
         resolved = await self._evaluate(
             dict(task.with_), task_input, variables, f"{task.reference}/with", field=False
@@ -269,6 +291,12 @@ class TaskStep:
     ) -> tuple[Json, JsonObject]:
         """The task's output (after `output.as`) and the new context (after `export.as`)."""
         output: Json = OPERATIONS[task.call].output_from_result(info.result or {})
+        self._store(
+            self._budget.check,
+            output,
+            f"task {task.name}'s job {info.job_id} returned a result that cannot be stored",
+            task.reference,
+        )
         if task.output_as is not None:
             output = await self._evaluate(
                 task.output_as,
@@ -277,6 +305,12 @@ class TaskStep:
                 f"{task.reference}/output/as",
                 field=True,
             )
+        self._store(
+            self._budget.charge,
+            output,
+            f"task {task.name}'s output cannot be stored",
+            task.reference,
+        )
         if task.export_as is None:
             return output, context
         exported = await self._evaluate(
@@ -295,25 +329,23 @@ class TaskStep:
                     task.reference,
                 )
             )
-        size = len(json.dumps(exported))
-        if size > self._deps.limits.max_context_bytes:
-            raise StepFailed(
-                Problem.of(
-                    ErrorType.VALIDATION,
-                    f"task {task.name}'s export makes the context too "
-                    f"large ({size} bytes, limit {self._deps.limits.max_context_bytes})",
-                    instance=task.reference,
-                )
-            )
+        self._store(
+            self._budget.replace_context,
+            exported,
+            f"task {task.name}'s export makes a context that cannot be stored",
+            task.reference,
+        )
         return output, exported
 
     async def workflow_output(self, last_output: Json, context: JsonObject) -> Json:
         if self._definition.output_as is None:
             return last_output
-        return await self._evaluate(
+        output = await self._evaluate(
             self._definition.output_as,
             last_output,
             self._variables(context, None),
             "/output/as",
             field=True,
         )
+        self._store(self._budget.charge, output, "the run's output cannot be stored", "/output/as")
+        return output

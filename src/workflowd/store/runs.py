@@ -12,6 +12,7 @@ from typing import Any
 
 from workflowd.domain.errors import AlreadyExists, NotFound
 from workflowd.domain.json import Json, JsonObject
+from workflowd.domain.page import Page
 from workflowd.domain.run import (
     RUN_EVENT_FOR,
     TASK_EVENT_FOR,
@@ -277,7 +278,7 @@ def job_request(conn: sqlite3.Connection, run_id: str, index: int) -> Json:
 
 def list_page(
     conn: sqlite3.Connection, company: str, filt: RunFilter, size: int, token: str
-) -> tuple[list[Run], str]:
+) -> Page[Run]:
     filter_key = "|".join(
         [
             company,
@@ -308,9 +309,11 @@ def list_page(
     sql += " ORDER BY seq DESC LIMIT ?"
     args.append(size + 1)
     rows = conn.execute(sql, args).fetchall()
-    page = [_run_from_rows(conn, r) for r in rows[:size]]
-    next_token = encode_token(rows[size - 1]["seq"], filter_key) if len(rows) > size else ""
-    return page, next_token
+    return Page(
+        items=[_run_from_rows(conn, r) for r in rows[:size]],
+        after=[encode_token(r["seq"], filter_key) for r in rows[:size]],
+        more=len(rows) > size,
+    )
 
 
 def active_run_ids(conn: sqlite3.Connection) -> list[tuple[str, str]]:

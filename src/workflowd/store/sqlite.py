@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from workflowd.domain.json import Json
+from workflowd.domain.page import Page
 from workflowd.domain.run import NewRun, Run, RunEvent, RunFilter, WatchFilter
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
 from workflowd.store import runs, workflows
@@ -50,7 +51,7 @@ class SqliteStore:
 
     async def list_workflows(
         self, company: str, filt: WorkflowFilter, size: int, token: str
-    ) -> tuple[list[Workflow], str]:
+    ) -> Page[Workflow]:
         n = page_size(size)
         return await self.db.read(lambda conn: workflows.list_page(conn, company, filt, n, token))
 
@@ -63,9 +64,7 @@ class SqliteStore:
     async def get_run(self, company: str, run_id: str) -> Run:
         return await self.db.read(lambda conn: runs.get_run(conn, company, run_id))
 
-    async def list_runs(
-        self, company: str, filt: RunFilter, size: int, token: str
-    ) -> tuple[list[Run], str]:
+    async def list_runs(self, company: str, filt: RunFilter, size: int, token: str) -> Page[Run]:
         n = page_size(size)
         return await self.db.read(lambda conn: runs.list_page(conn, company, filt, n, token))
 

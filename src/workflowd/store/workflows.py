@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime
 
 from workflowd.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from workflowd.domain.page import Page
 from workflowd.domain.workflow import (
     NewWorkflowVersion,
     Workflow,
@@ -150,7 +151,7 @@ def _from_rows(conn: sqlite3.Connection, row: sqlite3.Row, version: str | None) 
 
 def list_page(
     conn: sqlite3.Connection, company: str, filt: WorkflowFilter, size: int, token: str
-) -> tuple[list[Workflow], str]:
+) -> Page[Workflow]:
     filter_key = f"{company}|{filt.namespace}|{filt.tag}|{filt.status or ''}"
     after = decode_token(token, filter_key)
     sql = "SELECT * FROM workflows WHERE company = ?"
@@ -170,9 +171,11 @@ def list_page(
     sql += " ORDER BY seq DESC LIMIT ?"
     args.append(size + 1)
     rows = conn.execute(sql, args).fetchall()
-    page = [_from_rows(conn, r, None) for r in rows[:size]]
-    next_token = encode_token(rows[size - 1]["seq"], filter_key) if len(rows) > size else ""
-    return page, next_token
+    return Page(
+        items=[_from_rows(conn, r, None) for r in rows[:size]],
+        after=[encode_token(r["seq"], filter_key) for r in rows[:size]],
+        more=len(rows) > size,
+    )
 
 
 def archive(conn: sqlite3.Connection, company: str, workflow_id: str, now: datetime) -> Workflow:

@@ -1,0 +1,75 @@
+"""The shape of every identifier a caller sends, checked before it is looked up.
+
+An id that cannot exist is refused here with a sentence, so that no lookup, error message or
+metadata ever carries unbounded caller text (a megabyte "run id" echoed into a NOT_FOUND would
+exceed gRPC's metadata limit and reach the caller as RESOURCE_EXHAUSTED)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from workflowd.domain.errors import InvalidRequest
+
+NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+"""A workflow's namespace or name (the DSL's own pattern)."""
+
+MAX_VERSION_CHARS = 64
+MAX_KEY_CHARS = 256
+MAX_TAG_CHARS = 256
+MAX_TAGS = 32
+_SHOWN_CHARS = 60
+
+
+def shown(value: str) -> str:
+    """`value` quoted for a message, shortened so a message never grows with the input."""
+    if len(value) > _SHOWN_CHARS:
+        value = value[:_SHOWN_CHARS] + "…"
+    return repr(value)
+
+
+def check_uuid(field: str, value: str, what: str) -> None:
+    """`value` must be a UUID in its canonical form, as the daemon issues them."""
+    try:
+        canonical = str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        canonical = False
+    if not canonical:
+        raise InvalidRequest(field, f"{shown(value)} is not a {what} id (a UUID)")
+
+
+def check_name(field: str, value: str) -> None:
+    if not NAME.match(value):
+        raise InvalidRequest(
+            field,
+            f"{shown(value)} is not a valid {field}: 1-63 letters, digits or hyphens, "
+            "starting and ending with a letter or digit",
+        )
+
+
+def check_version(field: str, value: str) -> None:
+    if len(value) > MAX_VERSION_CHARS or not value.isprintable():
+        raise InvalidRequest(
+            field, f"{shown(value)} is not a version: at most {MAX_VERSION_CHARS} characters"
+        )
+
+
+def check_key(field: str, value: str) -> None:
+    if len(value) > MAX_KEY_CHARS or not value.isprintable():
+        raise InvalidRequest(
+            field, f"must be at most {MAX_KEY_CHARS} printable characters, got {len(value)}"
+        )
+
+
+def check_tags(field: str, tags: tuple[str, ...]) -> None:
+    if len(tags) > MAX_TAGS:
+        raise InvalidRequest(field, f"has {len(tags)} tags; at most {MAX_TAGS} are allowed")
+    for i, tag in enumerate(tags):
+        check_tag(f"{field}[{i}]", tag)
+
+
+def check_tag(field: str, tag: str) -> None:
+    if not tag.strip() or len(tag) > MAX_TAG_CHARS or not tag.isprintable():
+        raise InvalidRequest(
+            field, f"must be a non-empty printable string of at most {MAX_TAG_CHARS} characters"
+        )
