@@ -77,11 +77,7 @@ class App:
             hub=self.hub,
             clock=clock,
             metrics=self.metrics,
-            limits=RunLimits(
-                s.max_input_bytes,
-                s.max_context_bytes,
-                values=JsonBounds(s.max_value_depth, s.max_value_bytes),
-            ),
+            limits=RunLimits(values=JsonBounds(s.max_value_depth, s.max_value_bytes)),
             runtime_version=__version__,
             crash_points=s.crash_points,
         )

@@ -29,8 +29,6 @@ class Settings:
     insecure: bool = False
     max_spec_bytes: int = 256 * 1024
     max_tasks: int = 1000
-    max_input_bytes: int = 1024 * 1024
-    max_context_bytes: int = 1024 * 1024
     max_value_bytes: int = 1024 * 1024
     max_value_depth: int = 32
     max_message_bytes: int = 8 * 1024 * 1024

@@ -130,17 +130,16 @@ async def test_non_json_numbers_and_bad_timestamps_are_invalid_argument(daemon: 
     assert "created_after" in (info.value.details() or "")
 
 
-async def test_an_unresolvable_schema_ref_is_a_failed_precondition(daemon: Daemon) -> None:
+async def test_an_unresolvable_schema_ref_is_refused_at_creation(daemon: Daemon) -> None:
     text = workflow(
         "badref",
         "  - one:\n      call: CreateMaterializedViewIfNotExists\n      with: {nql: SELECT 1 AS one, datasetName: one_view}\n",
         extra="input:\n  schema:\n    format: json\n    document: {$ref: '#/$defs/missing'}\n",
     )
-    wf = await apply(daemon, text)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await trigger(daemon, wf.id)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "input.schema" in (info.value.details() or "")
+        await apply(daemon, text)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "/input/schema/document/$ref" in (info.value.details() or "")
 
 
 async def test_watching_after_a_seq_that_does_not_exist_is_invalid(

@@ -141,11 +141,32 @@ CASES = [
     ),
     # schedule, timeout, input, output
     Case(
-        "schedule-every",
-        HEAD + "schedule: {every: {minutes: 5}}\ndo:\n" + CALL,
+        "schedule-every-too-short",
+        HEAD + "schedule: {every: {milliseconds: 500}}\ndo:\n" + CALL,
         "/schedule/every",
         2,
-        "schedule.every",
+        "between 1 second and 366 days",
+    ),
+    Case(
+        "schedule-cron-and-every",
+        HEAD + "schedule: {cron: '@daily', every: PT1H}\ndo:\n" + CALL,
+        "/schedule",
+        2,
+        "exactly one of cron or every",
+    ),
+    Case(
+        "cron-step-beyond-range",
+        HEAD + "schedule: {cron: '*/100 * * * *'}\ndo:\n" + CALL,
+        "/schedule/cron",
+        2,
+        "cron field 'minute' step 100 is larger than its range 0-59",
+    ),
+    Case(
+        "cron-never-fires",
+        HEAD + "schedule: {cron: '0 0 31 2 *'}\ndo:\n" + CALL,
+        "/schedule/cron",
+        2,
+        "never fires",
     ),
     Case(
         "schedule-on",
@@ -166,14 +187,14 @@ CASES = [
         HEAD + "schedule: {cron: '61 * * * *'}\ndo:\n" + CALL,
         "/schedule/cron",
         2,
-        "invalid cron",
+        "cron field 'minute' value 61 is out of range 0-59",
     ),
     Case(
         "six-field-cron",
         HEAD + "schedule: {cron: '0 0 6 * * *'}\ndo:\n" + CALL,
         "/schedule/cron",
         2,
-        "5 fields",
+        "cron has 6 field(s) but takes 5",
     ),
     Case(
         "bad-timezone",
@@ -405,6 +426,112 @@ CASES = [
         )
     ],
     Case("sandbox-in-interpolation", expr('"\\(env.HOME)"'), "/do/0/t/export/as", 6, "env"),
+    Case("sandbox-$-space-ENV", expr("$ ENV.HOME"), "/do/0/t/export/as", 6, "`$ENV`"),
+    Case("sandbox-via-def", expr("def f: env; f"), "/do/0/t/export/as", 6, "`env`"),
+    Case("sandbox-format", expr('@json "\\(input)"'), "/do/0/t/export/as", 6, "`input`"),
+    Case("sandbox-debug-1", expr("debug(.a)"), "/do/0/t/export/as", 6, "`debug`"),
+    # numbers and durations
+    Case(
+        "integer-of-5000-digits",
+        task("call: RefreshMaterializedView\nwith: {datasetId: " + "9" * 5000 + "}"),
+        "/do/0/t/with/datasetId",
+        5,
+        "2**53 - 1",
+    ),
+    Case(
+        "integer-beyond-2**53",
+        task("call: RefreshMaterializedView\nwith: {datasetId: 9007199254740993}"),
+        "/do/0/t/with/datasetId",
+        5,
+        "out of range",
+    ),
+    Case(
+        "integer-in-metadata",
+        HEAD.replace("}", ", metadata: {n: -" + "1" * 400 + "}}") + "do:\n" + CALL,
+        "/document/metadata/n",
+        1,
+        "9007199254740991",
+    ),
+    Case(
+        "float-overflow",
+        HEAD.replace("}", ", metadata: {x: 1e400}}") + "do:\n" + CALL,
+        "/document/metadata/x",
+        1,
+        "finite",
+    ),
+    Case(
+        "timeout-days-10**400",
+        HEAD + "timeout: {after: {days: 1" + "0" * 400 + "}}\ndo:\n" + CALL,
+        "/timeout/after/days",
+        2,
+        "2**53 - 1",
+    ),
+    Case(
+        "timeout-infinite-iso",
+        HEAD + "timeout: {after: PT" + "9" * 400 + "S}\ndo:\n" + CALL,
+        "/timeout/after",
+        2,
+        "at most 366 days",
+    ),
+    Case(
+        "timeout-367-days",
+        HEAD + "timeout: {after: {days: 367}}\ndo:\n" + CALL,
+        "/timeout/after",
+        2,
+        "at most 366 days",
+    ),
+    Case(
+        "task-timeout-infinite-iso",
+        task(
+            "call: RefreshMaterializedView\nwith: {datasetName: v}\n"
+            "timeout: {after: P" + "9" * 400 + "D}"
+        ),
+        "/do/0/t/timeout/after",
+        6,
+        "at most 366 days",
+    ),
+    # input.schema
+    Case(
+        "input-schema-remote-ref",
+        HEAD + "input:\n  schema:\n    document:\n      properties:\n"
+        "        a: {$ref: 'http://169.254.169.254/latest'}\ndo:\n" + CALL,
+        "/input/schema/document/properties/a/$ref",
+        6,
+        "does not resolve inside this schema document",
+    ),
+    Case(
+        "input-schema-bad-pattern",
+        HEAD + "input:\n  schema:\n    document: {type: string, pattern: '(a'}\ndo:\n" + CALL,
+        "/input/schema/document/pattern",
+        4,
+        "not a regular expression",
+    ),
+    Case(
+        "input-schema-metaschema",
+        HEAD + "input:\n  schema:\n    document: {$schema: 'http://x/s'}\ndo:\n" + CALL,
+        "/input/schema/document/$schema",
+        4,
+        "2020-12",
+    ),
+    # statements ExecuteDml refuses, named as written
+    Case(
+        "dml-with-select",
+        dml("WITH a AS (SELECT 1) SELECT * FROM a"),
+        "/do/0/t/with/nql",
+        6,
+        "not WITH … SELECT",
+    ),
+    *[
+        Case(f"dml-{kw.lower()}", dml(f"{kw} {rest}"), "/do/0/t/with/nql", 6, f"not {kw}")
+        for kw, rest in (
+            ("INSTALL", "httpfs"),
+            ("LOAD", "httpfs"),
+            ("ATTACH", "'/tmp/x.db' AS x"),
+            ("COPY", "company_data.t TO '/tmp/t.csv'"),
+            ("SET", "threads = 1"),
+            ("PRAGMA", "database_list"),
+        )
+    ],
 ]
 
 
@@ -453,3 +580,18 @@ def test_size_is_measured_in_bytes() -> None:
     text = HEAD + "do:\n" + CALL + "# " + "é" * 200 + "\n"
     assert not validate(text, Limits(max_spec_bytes=len(text) + 100)).valid
     assert validate(text, Limits(max_spec_bytes=len(text.encode()))).valid
+
+
+def test_a_lone_surrogate_escape_is_refused_where_it_stands() -> None:
+    text = (
+        "document: {dsl: '1.0.0', namespace: a, name: b, version: '1.0.0'}\n"
+        "do:\n"
+        "  - x:\n"
+        "      call: ExecuteDml\n"
+        '      with: {nql: "DELETE FROM company_data.t WHERE a = \'\\ud800\'"}\n'
+    )
+    result = validate(text)
+    assert not result.valid
+    assert [(d.pointer, d.line, d.message) for d in result.diagnostics] == [
+        ("/do/0/x/with/nql", 5, "text holds a lone surrogate (\\ud800), which is not valid Unicode")
+    ]

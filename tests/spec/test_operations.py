@@ -74,6 +74,52 @@ def test_dml_statements_accepted(nql: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "nql",
+    [
+        "WITH x AS (SELECT 1 AS a) DELETE FROM company_data.t WHERE a IN (SELECT a FROM x)",
+        "with recursive r(n) as (select 1 union all select n + 1 from r where n < 3)\n"
+        "insert into company_data.t select n from r",
+        "WITH a AS (SELECT ')' AS p), b AS MATERIALIZED (SELECT 2 -- )\n) UPDATE t SET x = 1",
+        "WITH a AS (SELECT $$ ) SELECT $$ AS p) /* ) SELECT */ (DELETE FROM t)",
+        'WITH "select" AS (SELECT 1) INSERT INTO t SELECT * FROM "select"',
+    ],
+)
+def test_dml_after_a_with_clause_is_accepted(nql: str) -> None:
+    assert DML.check_resolved({"nql": nql}, "/w") == []
+
+
+@pytest.mark.parametrize(
+    ("nql", "found"),
+    [
+        ("WITH a AS (SELECT 1) SELECT * FROM a", "not WITH … SELECT (use Create"),
+        ("with a as (select ') insert') select 1", "not WITH … SELECT"),
+        ("WITH a AS (SELECT 1) CREATE TABLE t AS SELECT 1", "not WITH … CREATE"),
+        ("WITH a AS (SELECT 1)", "not WITH … a statement without a recognisable keyword"),
+        ("SELECT 1", "not SELECT (use Create"),
+        ("DROP TABLE company_data.t", "not DROP"),
+        ("install httpfs", "not INSTALL"),
+        ("FORCE INSTALL httpfs", "not FORCE"),
+        ("-- load it\nLOAD httpfs", "not LOAD"),
+        ("/* attach */ ATTACH 'x.db'", "not ATTACH"),
+        ("COPY company_data.t TO 'x.csv'", "not COPY"),
+        ("SET memory_limit = '1GB'", "not SET"),
+        ("PRAGMA database_list", "not PRAGMA"),
+        ("'DELETE FROM t'", "not a statement without a recognisable keyword"),
+    ],
+)
+def test_dml_refusals_name_what_was_found(nql: str, found: str) -> None:
+    problems = DML.check_resolved({"nql": nql}, "/w")
+    assert [d.pointer for d in problems] == ["/w/nql"]
+    assert found in problems[0].message
+
+
+def test_a_view_is_not_a_with_clause_before_dml() -> None:
+    problems = CMV.check_resolved({"nql": "WITH a AS (SELECT 1) DELETE FROM t"}, "/w")
+    assert [d.pointer for d in problems] == ["/w/nql"]
+    assert "not WITH … DELETE" in problems[0].message
+
+
+@pytest.mark.parametrize(
     "with_",
     [
         {"nql": "WITH a AS (SELECT 1) SELECT * FROM a", "datasetName": "v"},

@@ -15,8 +15,6 @@ from workflowd.engine.ports import ExpressionEvaluator, JobsPort, RunStore
 
 @dataclass(frozen=True, slots=True)
 class RunLimits:
-    max_input_bytes: int = 1024 * 1024
-    max_context_bytes: int = 1024 * 1024
     cancel_grace_s: float = 30.0
     # Every value a run stores (its input, each task's input and output, the context, the run's
     # output) is checked against these where it enters, so nothing stored is unreadable.

@@ -19,6 +19,7 @@ from workflowd.domain.run import (
     TaskStatus,
     WatchFilter,
 )
+from workflowd.spec import SchemaResult
 
 
 class RunTransaction(Protocol):
@@ -76,8 +77,12 @@ class JobsPort(Protocol):
 
 
 class ExpressionEvaluator(Protocol):
+    """Expressions and input schemas, both evaluated off the event loop under a time bound."""
+
     async def evaluate(self, expr: Json, subject: Json, variables: Mapping[str, Json]) -> Json: ...
 
     async def evaluate_field(
         self, expr: Json, subject: Json, variables: Mapping[str, Json]
     ) -> Json: ...
+
+    async def check_schema(self, schema: Json, instance: Json) -> SchemaResult: ...

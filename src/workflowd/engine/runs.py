@@ -4,14 +4,10 @@ drain."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-
-import jsonschema
-import referencing.exceptions
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
@@ -34,6 +30,7 @@ from workflowd.engine.deps import EngineDeps
 from workflowd.engine.executor import RunExecutor
 from workflowd.engine.hub import HubClosed, Subscription
 from workflowd.engine.ports import RunTransaction
+from workflowd.spec import EvaluationLimitError, SchemaUnusableError
 
 log = logging.getLogger("workflowd.engine")
 
@@ -67,7 +64,7 @@ class Runs:
             )
         definition = await self._definitions.definition(workflow)
         run_input = {} if request.input is None else request.input
-        self._check_input(definition, run_input)
+        await self._check_input(definition, run_input)
         new = NewRun(
             id=str(uuid.uuid4()),
             company=company,
@@ -95,26 +92,27 @@ class Runs:
             self._start(run, definition)
         return run
 
-    def _check_input(self, definition: WorkflowDefinition, run_input: Json) -> None:
-        size = len(json.dumps(run_input))
-        if size > self._deps.limits.max_input_bytes:
-            raise InvalidRequest(
-                "input", f"is {size} bytes, over the {self._deps.limits.max_input_bytes} limit"
-            )
+    async def _check_input(self, definition: WorkflowDefinition, run_input: Json) -> None:
+        problem = self._deps.limits.values.problem(run_input)
+        if problem is not None:
+            raise InvalidRequest("input", f"cannot be stored: {problem}")
         if not isinstance(definition.input_schema, dict | bool):
             return
-        validator = jsonschema.Draft202012Validator(definition.input_schema)
+        # In a bounded worker, not on the event loop: a `pattern` runs Python's backtracking re.
         try:
-            error = jsonschema.exceptions.best_match(validator.iter_errors(run_input))
-        except (jsonschema.exceptions.SchemaError, referencing.exceptions.Unresolvable) as exc:
+            result = await self._deps.evaluator.check_schema(definition.input_schema, run_input)
+        except EvaluationLimitError as exc:
+            raise InvalidRequest(
+                "input", f"{exc}: shorten the input or simplify the schema's patterns"
+            ) from exc
+        except SchemaUnusableError as exc:
             raise FailedPrecondition(
                 f"the workflow's input.schema cannot be applied ({exc}): fix it in a new version"
             ) from exc
-        if error is not None:
-            where = "/" + "/".join(str(p) for p in error.absolute_path)
+        if result.message is not None:
             raise InvalidRequest(
-                f"input{where if where != '/' else ''}",
-                f"does not match the workflow's input.schema: {error.message}",
+                f"input{result.pointer}",
+                f"does not match the workflow's input.schema: {result.message}",
             )
 
     def _start(self, run: Run, definition: WorkflowDefinition) -> None:

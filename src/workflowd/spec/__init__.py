@@ -2,8 +2,11 @@
 operation catalog (`operations`) and jq expressions (`expressions`)."""
 
 from workflowd.spec.expressions import (
+    EvaluationLimitError,
     Evaluator,
     ExpressionError,
+    SchemaResult,
+    SchemaUnusableError,
     check_expression,
     expression_source,
     is_expression,
@@ -13,10 +16,13 @@ from workflowd.spec.validate import Limits, ValidationResult, parse, validate
 
 __all__ = [
     "OPERATIONS",
+    "EvaluationLimitError",
     "Evaluator",
     "ExpressionError",
     "Limits",
     "Operation",
+    "SchemaResult",
+    "SchemaUnusableError",
     "ValidationResult",
     "check_expression",
     "expression_source",

@@ -1,33 +1,85 @@
-"""The expression worker: a child process that evaluates jq programs, one request per line.
+"""The expression worker: a child process that evaluates jq programs and checks JSON Schemas, one
+request per line; and `sandboxed`, the program every jq expression is compiled as.
 
-Run as `python -I _jqworker.py <max_memory_bytes>` by `jqworkers.WorkerPool`, never imported by the
-daemon. It imports only the standard library and jq, so it starts fast. jq cannot be interrupted
+Run as `python -I _jqworker.py <max_memory_bytes>` by `jqworkers.WorkerPool`, with an empty
+environment. The daemon imports this module only for `sandboxed` and its constants; it imports
+nothing beyond the standard library and jq, so it starts fast (jsonschema is imported when a
+`prepare` request announces schema requests). Neither jq nor `re` can be interrupted
 in-process, so the parent bounds wall time by killing this process; here we bound memory with
 RLIMIT_AS and, as a backstop should the parent vanish mid-evaluation, CPU time with RLIMIT_CPU.
 
-Request:  {"programs": [jq source, …], "data": [subject, $context, $input, $workflow, $task,
-           $runtime, $output], "max_output": bytes, "cpu_s": seconds}
-Reply:    {"ok": [value, …]} or {"error": message, "stage": compile|run|limit, "index": i,
-           "fatal": bool}
+Requests: {"programs": [jq source, …], "data": [subject, $context, $input, $workflow, $task,
+          $runtime, $output], "max_output": bytes, "cpu_s": seconds}
+          {"schema": JSON Schema, "instance": value, "cpu_s": seconds}
+          {"prepare": "schema", "cpu_s": seconds}
+Replies:  {"ok": [value, …]} for programs; {"ok": null | {"message", "pointer"}} for a schema;
+          {"ok": null} for prepare; or {"error": message, "stage": compile|run|limit|schema,
+          "index": i, "fatal": bool}
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import resource
 import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jq
 
-# Named arguments are bound by destructuring one input array, so a program compiles once and
-# is reused for every evaluation (jq.compile's `args` would fix the values at compile time).
-_WRAPPER = (
-    ". as [$__subject, $context, $input, $workflow, $task, $runtime, $output]"
-    " | $__subject | (\n{}\n)"
+VARIABLES: tuple[str, ...] = ("context", "input", "workflow", "task", "runtime", "output")
+"""The named arguments every expression may use, without the `$`."""
+
+SANDBOXED: tuple[tuple[str, int], ...] = (
+    ("env", 0),
+    ("input", 0),
+    ("inputs", 0),
+    ("debug", 0),
+    ("debug", 1),
+    ("stderr", 0),
+    ("input_filename", 0),
+    ("input_line_number", 0),
+    ("halt", 0),
+    ("halt_error", 0),
+    ("halt_error", 1),
+    ("get_search_list", 0),
+    ("get_prog_origin", 0),
+    ("get_jq_origin", 0),
+    ("modulemeta", 0),
+)
+"""Builtins that reach the environment, files, stdin/stderr or the process, at every arity jq
+defines them (a test compares this table with jq's own `builtins`)."""
+
+REFUSAL = (
+    "expressions may not read the environment, files or standard input, write to stderr, "
+    "load modules or stop the process"
 )
 _CACHE_SIZE = 512
+_MAX_MESSAGE = 1000
 _NOTHING = object()
+_TOO_DEEP = "expression output is nested too deeply to be stored"
+
+
+def _refuse_at_run_time(name: str) -> str:
+    """A definition body that fails the evaluation with a clear message."""
+    return f"error({json.dumps(f'`{name}` is not available: {REFUSAL}')})"
+
+
+def sandboxed(source: str, body: Callable[[str], str] = _refuse_at_run_time) -> str:
+    """The complete program for the jq expression `source`.
+
+    Every builtin of `SANDBOXED` is shadowed by a definition whose body is `body(name)`, and
+    `$ENV` is bound to `{}`: jq resolves names lexically, so no spelling inside `source` reaches
+    the originals. `import`/`include` are legal only at the start of a program, which the
+    definitions occupy. The named arguments are bound by destructuring one input array, so a
+    program compiles once and is reused for every evaluation (jq.compile's `args` would fix the
+    values at compile time). `source` starts on line 2, column 1, so jq's columns are the
+    user's; it is closed on a line of its own, so a trailing comment cannot swallow the `)`.
+    """
+    definitions = "".join(f"def {name}{'(f)' * arity}: {body(name)}; " for name, arity in SANDBOXED)
+    names = ", ".join(f"${name}" for name in VARIABLES)
+    return f"{definitions}{{}} as $ENV | . as [$__subject, {names}] | $__subject | (\n{source}\n)"
 
 
 class _Refused(Exception):
@@ -40,7 +92,7 @@ def _compiled(cache: dict[str, Any], source: str) -> Any:
     program = cache.get(source)
     if program is None:
         try:
-            program = jq.compile(_WRAPPER.format(source))
+            program = jq.compile(sandboxed(source))
         except ValueError as exc:
             raise _Refused(str(exc), "compile") from exc
         if len(cache) >= _CACHE_SIZE:
@@ -59,7 +111,59 @@ def _evaluate(cache: dict[str, Any], source: str, data: list[Any]) -> Any:
             raise _Refused("expression yielded more than one value", "run")
     except ValueError as exc:
         raise _Refused(str(exc), "run") from exc
+    except RecursionError as exc:
+        raise _Refused(_TOO_DEEP, "limit") from exc
     return first
+
+
+def _programs(request: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any]:
+    results: list[Any] = []
+    size = 0
+    for index, source in enumerate(request["programs"]):
+        try:
+            value = _evaluate(cache, source, request["data"])
+            size += len(_dumped(value))
+        except _Refused as exc:
+            return {"error": str(exc), "stage": exc.stage, "index": index, "fatal": False}
+        if size > request["max_output"]:
+            message = f"expression output exceeds {request['max_output']} bytes"
+            return {"error": message, "stage": "limit", "index": index, "fatal": False}
+        results.append(value)
+    return {"ok": results}
+
+
+def _dumped(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except RecursionError as exc:
+        raise _Refused(_TOO_DEEP, "limit") from exc
+
+
+def _pointer(path: Iterable[str | int]) -> str:
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def _schema(schema: Any, instance: Any) -> dict[str, Any]:
+    """The best-matching error of `instance`. The registry holds only `schema` (and the
+    metaschemas jsonschema bundles): a `Registry()` refuses to retrieve anything, whereas
+    jsonschema's default one fetches unknown `$ref`s over HTTP."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+    from referencing import Registry
+
+    try:
+        validator = Draft202012Validator(schema, registry=Registry())
+        error = best_match(validator.iter_errors(instance))
+    except MemoryError:
+        raise
+    except Exception as exc:  # whatever fails here is the schema's fault, not the input's
+        message = f"{type(exc).__name__}: {str(exc)[:_MAX_MESSAGE]}"
+        return {"error": message, "stage": "schema", "index": -1, "fatal": False}
+    if error is None:
+        return {"ok": None}
+    return {
+        "ok": {"message": error.message[:_MAX_MESSAGE], "pointer": _pointer(error.absolute_path)}
+    }
 
 
 def _serve(request: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any]:
@@ -67,19 +171,12 @@ def _serve(request: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     budget = int(usage.ru_utime + usage.ru_stime) + int(request["cpu_s"]) + 2
     resource.setrlimit(resource.RLIMIT_CPU, (budget, hard))
-    results: list[Any] = []
-    size = 0
-    for index, source in enumerate(request["programs"]):
-        try:
-            value = _evaluate(cache, source, request["data"])
-        except _Refused as exc:
-            return {"error": str(exc), "stage": exc.stage, "index": index, "fatal": False}
-        size += len(json.dumps(value))
-        if size > request["max_output"]:
-            message = f"expression output exceeds {request['max_output']} bytes"
-            return {"error": message, "stage": "limit", "index": index, "fatal": False}
-        results.append(value)
-    return {"ok": results}
+    if "prepare" in request:
+        importlib.import_module("jsonschema")
+        return {"ok": None}
+    if "schema" in request:
+        return _schema(request["schema"], request["instance"])
+    return _programs(request, cache)
 
 
 def main() -> None:

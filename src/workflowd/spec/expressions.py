@@ -8,12 +8,15 @@ Semantics (strict mode, as the DSL's default):
   first would silently hide a mistake such as `.[]` where `.[0]` was meant).
 
 Evaluation happens in worker processes (`jqworkers`), bounded in wall time, memory and output
-size; values without any expression never reach a worker.
+size; values without any expression never reach a worker. The same workers check run inputs
+against a workflow's `input.schema` (`check_schema`): a schema's `pattern` runs Python's
+backtracking `re`, which only a process boundary can interrupt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -27,12 +30,15 @@ from workflowd.spec.jqsyntax import (
     expression_source,
     is_expression,
 )
-from workflowd.spec.jqworkers import PoolLimits, WorkerPool
+from workflowd.spec.jqworkers import EvaluationLimitError, PoolLimits, WorkerPool
 
 __all__ = [
     "VARIABLES",
+    "EvaluationLimitError",
     "Evaluator",
     "ExpressionError",
+    "SchemaResult",
+    "SchemaUnusableError",
     "check_expression",
     "expression_source",
     "find_expressions",
@@ -40,6 +46,21 @@ __all__ = [
 ]
 
 _Path = tuple[str | int, ...]
+_SCHEMA_CHECK = "validating the input against the workflow's input.schema"
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaResult:
+    """The best-matching error of an instance against a schema: `message` is None when the
+    instance is valid; `pointer` is the JSON pointer of the offending value ("" for the whole)."""
+
+    message: str | None = None
+    pointer: str = ""
+
+
+class SchemaUnusableError(Exception):
+    """The schema itself cannot be applied: a `$ref` that resolves nowhere in the document, a
+    pattern Python cannot compile, a reference cycle …"""
 
 
 def find_expressions(value: Json, path: _Path = ()) -> list[tuple[_Path, str]]:
@@ -107,8 +128,8 @@ class Evaluator:
         self, found: list[tuple[_Path, str]], subject: Json, variables: Mapping[str, Json]
     ) -> dict[_Path, Json]:
         for path, source in found:
-            # Checked again before evaluation: defence in depth, and jq's own messages would
-            # otherwise point into the worker's wrapper program.
+            # Checked again before evaluation for the friendlier messages; the worker's
+            # sandbox does not depend on it.
             error = compile_error(source)
             if error is not None:
                 raise ExpressionError(_where(path) + error)
@@ -116,6 +137,21 @@ class Evaluator:
         if "ok" in reply:
             return {path: value for (path, _), value in zip(found, reply["ok"], strict=True)}
         raise ExpressionError(_failure(reply, found))
+
+    async def check_schema(self, schema: Json, instance: Json) -> SchemaResult:
+        """Validate `instance` against the JSON Schema 2020-12 `schema` in a worker, where a
+        `$ref` resolves only inside `schema`. Raises EvaluationLimitError when the check overruns
+        the evaluator's time or memory bound, SchemaUnusableError when `schema` cannot be
+        applied."""
+        reply = await self._pool.check_schema(schema, instance, _SCHEMA_CHECK)
+        if reply.get("stage") == "limit":
+            raise EvaluationLimitError(f"{_SCHEMA_CHECK} exceeded the memory limit")
+        if "error" in reply:
+            raise SchemaUnusableError(str(reply["error"]))
+        found = reply["ok"]
+        if found is None:
+            return SchemaResult()
+        return SchemaResult(str(found["message"]), str(found["pointer"]))
 
     async def aclose(self) -> None:
         await self._pool.aclose()

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
-from workflowd.domain.definition import Schedule
 from workflowd.domain.diagnostics import Diagnostic, pointer_join
-from workflowd.domain.json import Json
+from workflowd.domain.json import MAX_SAFE_INTEGER, Json
 from workflowd.spec.jqsyntax import check_expression, expression_source, is_expression
 
 _ISO_DURATION = re.compile(
@@ -25,8 +21,8 @@ _DURATION_UNITS = {
     "seconds": 1.0,
     "milliseconds": 0.001,
 }
-_CRON_TZ = re.compile(r"^CRON_TZ=(\S*)\s+(.*)$", re.DOTALL)
-_CRON_MACROS = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually")
+MAX_TIMEOUT_DAYS = 366
+_MAX_TIMEOUT_S = MAX_TIMEOUT_DAYS * 86400.0
 
 
 def type_name(value: Json) -> str:
@@ -68,11 +64,13 @@ def expect_object(value: Json, pointer: str, what: str) -> Diagnostic | None:
 
 def duration_seconds(value: Json) -> float | None:
     """Seconds of a valid duration (an object of integer units, or an ISO-8601 string without
-    years or months); None when it is not one."""
+    years or months); None when it is not one. Never raises: a long ISO number is infinite."""
     if isinstance(value, dict):
         total = 0.0
         for unit, amount in value.items():
-            if unit not in _DURATION_UNITS or type(amount) is not int or amount < 0:
+            if unit not in _DURATION_UNITS or type(amount) is not int:
+                return None
+            if not 0 <= amount <= MAX_SAFE_INTEGER:  # a larger int overflows a float
                 return None
             total += _DURATION_UNITS[unit] * amount
         return total if value else None
@@ -103,14 +101,16 @@ def check_timeout(value: Json, pointer: str) -> tuple[float | None, list[Diagnos
     if "after" not in value:
         return None, [*out, Diagnostic("timeout requires after", pointer)]
     seconds = duration_seconds(value["after"])
+    where = pointer_join(pointer, "after")
     if seconds is None or seconds <= 0:
-        out.append(
-            Diagnostic(
-                "timeout.after must be a positive duration: {days, hours, minutes, seconds, "
-                "milliseconds} (integers) or ISO-8601 such as PT30S (no years or months)",
-                pointer_join(pointer, "after"),
-            )
+        message = (
+            "timeout.after must be a positive duration: {days, hours, minutes, seconds, "
+            "milliseconds} (integers) or ISO-8601 such as PT30S (no years or months)"
         )
+        out.append(Diagnostic(message, where))
+    elif seconds > _MAX_TIMEOUT_S:
+        message = f"timeout.after must be at most {MAX_TIMEOUT_DAYS} days (P{MAX_TIMEOUT_DAYS}D)"
+        out.append(Diagnostic(message, where))
     return seconds, out
 
 
@@ -137,32 +137,3 @@ def check_template(value: Json, pointer: str) -> list[Diagnostic]:
     else:
         return []
     return [d for key, item in items for d in check_template(item, pointer_join(pointer, key))]
-
-
-def parse_cron(text: str, pointer: str) -> tuple[Schedule | None, list[Diagnostic]]:
-    """`[CRON_TZ=<zone> ]<5 fields | @macro>` → Schedule."""
-    timezone = "UTC"
-    expression = text.strip()
-    if match := _CRON_TZ.match(expression):
-        timezone, expression = match.group(1), match.group(2).strip()
-        if not _valid_zone(timezone):
-            return None, [Diagnostic(f"unknown time zone {timezone!r} in CRON_TZ", pointer)]
-    if expression.startswith("@"):
-        if expression not in _CRON_MACROS:
-            macros = ", ".join(_CRON_MACROS)
-            return None, [Diagnostic(f"unknown cron macro {expression!r} ({macros})", pointer)]
-    elif len(expression.split()) != 5 or not croniter.is_valid(expression):
-        message = (
-            f"invalid cron {expression!r}: expected 5 fields (minute hour day-of-month "
-            "month day-of-week) or a macro such as @daily"
-        )
-        return None, [Diagnostic(message, pointer)]
-    return Schedule(expression, timezone), []
-
-
-def _valid_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (KeyError, ValueError, OSError):
-        return False
-    return True

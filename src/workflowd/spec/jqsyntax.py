@@ -1,8 +1,10 @@
-"""Runtime expressions at creation time: `${ … }` detection, the sandbox check, jq compilation.
+"""Runtime expressions at creation time: `${ … }` detection and the compile check.
 
-The sandbox check tokenizes the jq source instead of searching it for substrings, so a field
-(`.environment`, `.input`), an object key (`{input: 1}`) or a string literal (`"env"`) stays
-allowed, while code hidden in a string interpolation (`"\\(env)"`) is still seen.
+An expression is compiled exactly as the worker compiles it (`sandboxed`), except that each
+refused builtin is shadowed by a definition naming an undefined variable: jq drops definitions
+nobody references, so compilation fails, naming the builtin, exactly when the program can reach
+it, whatever its spelling. A short scan adds the friendly refusal of `$ENV` and `$__loc__`
+(bound to harmless values at run time anyway) and of a `)` that would close the wrapper's `(`.
 """
 
 from __future__ import annotations
@@ -15,35 +17,27 @@ from dataclasses import dataclass
 import jq
 
 from workflowd.domain.diagnostics import Diagnostic
+from workflowd.spec._jqworker import REFUSAL, VARIABLES, sandboxed
 
-VARIABLES: tuple[str, ...] = ("context", "input", "workflow", "task", "runtime", "output")
-"""The named arguments every expression may use, without the `$`."""
+__all__ = [
+    "VARIABLES",
+    "ExpressionError",
+    "check_expression",
+    "compile_error",
+    "expression_source",
+    "is_expression",
+]
 
-SANDBOXED_FUNCTIONS = frozenset(
-    {
-        "env",
-        "input",
-        "inputs",
-        "debug",
-        "stderr",
-        "input_filename",
-        "input_line_number",
-        "halt",
-        "halt_error",
-        "get_search_list",
-        "get_prog_origin",
-        "get_jq_origin",
-        "modulemeta",
-        "import",
-        "include",
-    }
-)
-"""Builtins that reach the environment, files, stdin/stderr or the process itself."""
-
-SANDBOXED_VARIABLES = frozenset({"ENV", "__loc__"})
+REFUSED_VARIABLES = frozenset({"ENV", "__loc__"})
 
 _EXPRESSION = re.compile(r"^\s*\$\{(.*)\}\s*$", re.DOTALL)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*")
+# Whitespace and comments; since jq 1.7.1 a backslash continues a comment onto the next line.
+_GAP = re.compile(r"(?:\s|#(?:[^\\\n]|\\[\s\S])*)*")
+_DETECTOR = "__workflowd_refused_"
+_REFUSED_USE = re.compile(rf"\${_DETECTOR}(\w+) is not defined")
+_MODULES = re.compile(r"syntax error, unexpected (import|include)\b")
+_LOCATION = re.compile(r" at <top-level>, line (\d+)(?:, column (\d+))?:?$")
 
 
 class ExpressionError(Exception):
@@ -63,84 +57,63 @@ def expression_source(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Token:
-    kind: str  # "ident", "var", "field", "punct"
+    kind: str  # "var" (a `$name`, without the `$`) or "stray" (an unmatched `)`)
     text: str
 
 
-def _skip_string(source: str, i: int) -> Generator[_Token | int, None, None]:
-    """Yield the tokens of the code inside `\\( … )` interpolations, then the index after the
-    closing quote (or the end of the source when the string is unterminated)."""
+def _skip_gap(source: str, i: int) -> int:
+    gap = _GAP.match(source, i)
+    return gap.end() if gap else i
+
+
+def _string(source: str, i: int) -> Generator[_Token, None, int]:
+    """The tokens of the code in a string's `\\( … )` interpolations; returns the index after
+    the closing quote (the end of the source when the string is unterminated)."""
     i += 1
     while i < len(source):
-        char = source[i]
-        if char == '"':
-            yield i + 1
-            return
-        if char == "\\" and source.startswith("\\(", i):
-            end = yield from _code(source, i + 2, interpolation=True)
-            i = end
-            continue
-        i += 2 if char == "\\" else 1
-    yield len(source)
+        if source[i] == '"':
+            return i + 1
+        if source.startswith("\\(", i):
+            i = yield from _code(source, i + 2, interpolation=True)
+        else:
+            i += 2 if source[i] == "\\" else 1
+    return len(source)
 
 
 def _code(source: str, i: int, interpolation: bool = False) -> Generator[_Token, None, int]:
-    """Tokenize jq code from `i`; in an interpolation, stop after the matching `)`.
-    The generator's return value is the index where it stopped."""
+    """Scan jq code from `i`; in an interpolation, stop after the matching `)`. Returns the
+    index where it stopped. jq 1.7 accepts `$ ENV` (space or comment after `$`): so do we."""
     depth = 0
     while i < len(source):
         char = source[i]
-        if char.isspace():
-            i += 1
-        elif char == "#":
-            newline = source.find("\n", i)
-            i = len(source) if newline < 0 else newline
+        if char.isspace() or char == "#":
+            i = _skip_gap(source, i)
         elif char == '"':
-            for item in _skip_string(source, i):
-                if isinstance(item, int):
-                    i = item
-                else:
-                    yield item
-        elif char in "$@." and (match := _IDENT.match(source, i + 1)):
-            kind = {"$": "var", "@": "format", ".": "field"}[char]
-            yield _Token(kind, match.group())
-            i = match.end()
-        elif match := _IDENT.match(source, i):
-            yield _Token("ident", match.group())
-            i = match.end()
+            i = yield from _string(source, i)
+        elif char == "$":
+            name = _IDENT.match(source, _skip_gap(source, i + 1))
+            if name:
+                yield _Token("var", name.group())
+            i = name.end() if name else i + 1
         else:
             if char == "(":
                 depth += 1
-            elif char == ")":
-                if interpolation and depth == 0:
-                    return i + 1
+            elif char == ")" and depth > 0:
                 depth -= 1
-            yield _Token("punct", char)
+            elif char == ")" and interpolation:
+                return i + 1
+            elif char == ")":
+                yield _Token("stray", char)
             i += 1
     return i
 
 
-def _object_key(tokens: list[_Token], index: int) -> bool:
-    """`{input: 1}`: an identifier written as an object key is a name, not a call."""
-    before = tokens[index - 1].text if index > 0 else ""
-    after = tokens[index + 1].text if index + 1 < len(tokens) else ""
-    return before in ("{", ",") and after == ":"
+def _refusal(names: list[str]) -> str:
+    return f"expression uses {', '.join(f'`{name}`' for name in names)}: {REFUSAL}"
 
 
-def sandbox_violations(source: str) -> list[str]:
-    """The refused builtins and variables the program uses, as written (`env`, `$ENV`)."""
-    tokens = list(_code(source, 0))
-    found: list[str] = []
-    for index, token in enumerate(tokens):
-        if token.kind == "var" and token.text in SANDBOXED_VARIABLES:
-            found.append("$" + token.text)
-        elif (
-            token.kind == "ident"
-            and token.text in SANDBOXED_FUNCTIONS
-            and not _object_key(tokens, index)
-        ):
-            found.append(token.text)
-    return list(dict.fromkeys(found))
+def _detect(name: str) -> str:
+    return f"${_DETECTOR}{name}"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -149,27 +122,36 @@ def compile_error(source: str) -> str | None:
     compilation costs about 1.5 ms, and workflows repeat their expressions."""
     if not source.strip():
         return "empty expression"
-    refused = sandbox_violations(source)
+    tokens = list(_code(source, 0))
+    refused = [f"${t.text}" for t in tokens if t.kind == "var" and t.text in REFUSED_VARIABLES]
     if refused:
-        names = ", ".join(f"`{name}`" for name in refused)
-        return (
-            f"expression uses {names}: expressions may not read the environment, files or "
-            "standard input, write to stderr, load modules or stop the process"
-        )
+        return _refusal(list(dict.fromkeys(refused)))
+    if any(t.kind == "stray" for t in tokens):
+        return "jq: syntax error: a `)` closes no `(`"
     try:
-        jq.compile(source, args=dict.fromkeys(VARIABLES))
+        jq.compile(sandboxed(source, _detect))
     except ValueError as exc:
-        return _describe_jq_error(str(exc))
+        return _describe_jq_error(str(exc), source)
     return None
 
 
-def _describe_jq_error(text: str) -> str:
+def _describe_jq_error(text: str, source: str) -> str:
     first = text.splitlines()[0] if text else "invalid jq program"
-    first = first.removeprefix("jq: error: ").replace(" at <top-level>", "").rstrip(":")
+    first = first.removeprefix("jq: error: ")
+    if match := _REFUSED_USE.match(first) or _MODULES.match(first):
+        return _refusal([match.group(1)])
     if match := re.match(r"\$(\S+) is not defined", first):
         known = ", ".join("$" + name for name in VARIABLES)
         return f"unknown variable ${match.group(1)} (available: {known})"
-    return f"jq: {first}"
+    location = _LOCATION.search(first)
+    if location is None:
+        return f"jq: {first}"
+    message = first[: location.start()]
+    line = int(location.group(1)) - 1  # the wrapper's first line precedes the program
+    if line > source.count("\n") + 1:
+        return f"jq: {message.partition(', unexpected')[0]}: the expression ends too early"
+    column = f", column {location.group(2)}" if location.group(2) else ""
+    return f"jq: {message} (line {line}{column})"
 
 
 def check_expression(source: str, pointer: str) -> Diagnostic | None:

@@ -1,7 +1,8 @@
-"""A small pool of long-lived expression worker processes (see `_jqworker.py`).
+"""A small pool of long-lived sandboxed worker processes (see `_jqworker.py`): jq evaluations
+and JSON Schema checks, bounded in wall time, memory and output.
 
 Each slot owns at most one child. A request takes an idle slot from a queue (so concurrent
-evaluations wait their turn instead of sharing a pipe), starts the child if needed, and writes
+requests wait their turn instead of sharing a pipe), starts the child if needed, and writes
 one line and reads one line under a wall-time bound. When the bound expires, the caller is
 cancelled mid-exchange, or the child dies, the child is killed and the slot restarts it lazily
 on its next use: a half-finished exchange must never be read by the next request.
@@ -23,10 +24,15 @@ _WORKER = str(Path(__file__).with_name("_jqworker.py"))
 _LINE_OVERHEAD = 64 * 1024
 
 
+class EvaluationLimitError(ExpressionError):
+    """A request overran its wall time or memory, or crashed its worker."""
+
+
 @dataclass
 class _Slot:
     process: asyncio.subprocess.Process | None = None
     killed: asyncio.subprocess.Process | None = None  # killed, not yet reaped
+    schema_ready: bool = False  # the process has imported jsonschema
 
 
 @dataclass(frozen=True)
@@ -53,46 +59,68 @@ class WorkerPool:
 
     async def run(self, programs: list[str], data: list[Json]) -> dict[str, Any]:
         """Evaluate `programs` against `data` in one exchange; return the worker's reply."""
+        request = {"programs": programs, "data": data, "max_output": self._limits.max_output_bytes}
+        return await self._request(request, "expression evaluation")
+
+    async def check_schema(self, schema: Json, instance: Json, what: str) -> dict[str, Any]:
+        """Validate `instance` against `schema` in one exchange; return the worker's reply."""
+        return await self._request({"schema": schema, "instance": instance}, what, schema=True)
+
+    async def _request(
+        self, request: dict[str, Any], what: str, schema: bool = False
+    ) -> dict[str, Any]:
         if self._closed:
             raise RuntimeError("the expression evaluator is closed")
-        request = {
-            "programs": programs,
-            "data": data,
-            "max_output": self._limits.max_output_bytes,
-            "cpu_s": self._limits.timeout_s,
-        }
-        line = (json.dumps(request) + "\n").encode()
+        line = _line({**request, "cpu_s": self._limits.timeout_s})
         queue = self._queue()
         slot = await queue.get()
         try:
-            return await self._exchange(slot, line)
+            process = await self._started(slot)
+            if schema and not slot.schema_ready:
+                await self._prepare_schema(slot, process)
+            return await self._exchange(slot, process, line, self._limits.timeout_s, what)
         finally:
             queue.put_nowait(slot)
 
-    async def _exchange(self, slot: _Slot, line: bytes) -> dict[str, Any]:
-        process = await self._started(slot)
+    async def _prepare_schema(self, slot: _Slot, process: asyncio.subprocess.Process) -> None:
+        """Import jsonschema in the worker under the startup bound: the import takes a good
+        part of the request bound, and a slow start is the daemon's trouble, not the input's."""
+        startup = self._limits.startup_timeout_s
+        line = _line({"prepare": "schema", "cpu_s": startup})
+        try:
+            await self._exchange(slot, process, line, startup, "starting schema validation")
+        except EvaluationLimitError as exc:
+            raise ExpressionError(str(exc)) from exc
+        slot.schema_ready = True
+
+    async def _exchange(
+        self,
+        slot: _Slot,
+        process: asyncio.subprocess.Process,
+        line: bytes,
+        timeout_s: float,
+        what: str,
+    ) -> dict[str, Any]:
         assert process.stdin is not None
         assert process.stdout is not None
         try:
-            async with asyncio.timeout(self._limits.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 process.stdin.write(line)
                 await process.stdin.drain()
                 reply = await process.stdout.readline()
         except TimeoutError:
             self._kill(slot)
-            raise ExpressionError(
-                f"expression evaluation took longer than {self._limits.timeout_s:g} s"
-            ) from None
+            raise EvaluationLimitError(f"{what} took longer than {timeout_s:g} s") from None
         except (ConnectionError, ValueError) as exc:  # dead pipe; over-long line
             self._kill(slot)
-            raise ExpressionError(f"expression evaluation failed: {exc}") from exc
+            raise ExpressionError(f"{what} failed: {exc}") from exc
         except BaseException:
             self._kill(slot)
             raise
         if not reply:
             self._kill(slot)
-            raise ExpressionError(
-                "expression evaluation exceeded the memory limit "
+            raise EvaluationLimitError(
+                f"{what} exceeded the memory limit "
                 f"({self._limits.max_memory_bytes // (1024 * 1024)} MiB) or crashed"
             )
         answer: dict[str, Any] = json.loads(reply)
@@ -112,9 +140,11 @@ class WorkerPool:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
+            env={},  # nothing of the daemon's environment (tokens, paths) reaches a worker
             limit=self._limits.max_output_bytes + _LINE_OVERHEAD,
         )
         slot.process = process
+        slot.schema_ready = False
         assert process.stdout is not None
         try:
             async with asyncio.timeout(self._limits.startup_timeout_s):
@@ -167,3 +197,7 @@ class WorkerPool:
             self._kill(slot)
         slot.process = None
         await self._reap(slot)
+
+
+def _line(request: dict[str, Any]) -> bytes:
+    return (json.dumps(request) + "\n").encode()

@@ -12,25 +12,85 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from workflowd.domain.diagnostics import Diagnostic, pointer_join
+from workflowd.domain.jobs import DATASET_NAME
 from workflowd.domain.json import Json
 from workflowd.spec.jqsyntax import is_expression
 
-DATASET_NAME = re.compile(r"^[A-Za-z0-9_]{1,256}$")
 EXECUTION_CLUSTERS = ("shared", "dedicated")
 _COMMON = ("computePoolId", "executionCluster")
-_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.DOTALL)
-_KEYWORD = re.compile(r"[A-Za-z]+")
-_CREATE_MV = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?MATERIALIZED\s+VIEW\s+\S", re.IGNORECASE)
+# One SQL token: whitespace, a comment, a string, a quoted name, a dollar-quoted string, a word,
+# or any other single character. Unterminated comments and strings run to the end.
+_SQL_TOKEN = re.compile(
+    r"""(?P<skip>\s+|--[^\n]*|/\*[\s\S]*?(?:\*/|\Z))"""
+    r"""|(?P<literal>'(?:[^']|'')*(?:'|\Z)|"(?:[^"]|"")*(?:"|\Z)|(\$\w*\$)[\s\S]*?(?:\3|\Z))"""
+    r"""|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)|(?P<char>[\s\S])"""
+)
+_DML = ("INSERT", "UPDATE", "DELETE")
 
 Check = Callable[[Mapping[str, Json], str, bool], list[Diagnostic]]
 
 
-def _statement(nql: str) -> tuple[str, str]:
-    """(first keyword upper-cased, text from that keyword on), skipping comments and `(`."""
-    noise = _LEADING_NOISE.match(nql)  # always matches, possibly empty
-    rest = nql[noise.end() if noise else 0 :]
-    match = _KEYWORD.match(rest)
-    return (match.group().upper() if match else ""), rest
+def _sql_tokens(nql: str) -> list[str]:
+    """Words (upper-cased), literals (as `'`) and single characters; no spaces or comments."""
+    tokens = []
+    for match in _SQL_TOKEN.finditer(nql):
+        kind = match.lastgroup
+        if kind == "word":
+            tokens.append(match.group().upper())
+        elif kind == "literal":
+            tokens.append("'")
+        elif kind == "char":
+            tokens.append(match.group())
+    return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    keyword: str  # the statement's first keyword after any WITH clause; "" when none
+    after_with: bool
+    words: tuple[str, ...]  # the tokens from `keyword` on
+
+    def describe(self) -> str:
+        found = self.keyword or "a statement without a recognisable keyword"
+        return f"WITH … {found}" if self.after_with else found
+
+
+def _statement(nql: str) -> _Statement:
+    """What kind of statement `nql` is, skipping comments, leading `(` and a WITH clause."""
+    tokens = _sql_tokens(nql)
+    start = _skip_parentheses(tokens, 0)
+    after_with = start < len(tokens) and tokens[start] == "WITH"
+    if after_with:
+        start = _after_ctes(tokens, start + 1)
+    return _Statement(_word(tokens, start), after_with, tuple(tokens[start:]))
+
+
+def _skip_parentheses(tokens: list[str], at: int) -> int:
+    while at < len(tokens) and tokens[at] == "(":
+        at += 1
+    return at
+
+
+def _word(tokens: list[str], at: int) -> str:
+    token = tokens[at] if at < len(tokens) else ""
+    return token if token[:1].isalpha() or token[:1] == "_" else ""
+
+
+def _after_ctes(tokens: list[str], at: int) -> int:
+    """The index of the main statement after `WITH [RECURSIVE] name [(cols)] AS [[NOT]
+    MATERIALIZED] (body), …`: the first token after a top-level parenthesised group that is
+    neither `,` nor `AS` (a column list is followed by AS, a body by `,` or the statement)."""
+    depth, closed = 0, False
+    for index in range(at, len(tokens)):
+        token = tokens[index]
+        if depth == 0 and closed and token not in (",", "AS"):
+            return _skip_parentheses(tokens, index)
+        if token == "(":
+            depth += 1
+        elif token == ")":
+            depth = max(depth - 1, 0)
+        closed = token == ")" and depth == 0
+    return len(tokens)
 
 
 def _static(value: Json, resolved: bool) -> bool:
@@ -90,15 +150,15 @@ def _check_cmv(with_: Mapping[str, Json], pointer: str, resolved: bool) -> list[
         return [Diagnostic("CreateMaterializedViewIfNotExists requires nql", pointer)]
     if not (_static(nql, resolved) and isinstance(nql, str) and nql.strip()):
         return []
-    keyword, statement = _statement(nql)
+    statement = _statement(nql)
     where = pointer_join(pointer, "nql")
-    if keyword in ("SELECT", "WITH"):
+    if statement.keyword == "SELECT":
         if "datasetName" not in with_:
             return [
                 Diagnostic("nql is a SELECT, so datasetName (the view's name) is required", pointer)
             ]
         return []
-    if _CREATE_MV.match(statement):
+    if _is_create_mv(statement):
         if "datasetName" in with_:
             return [
                 Diagnostic(
@@ -111,10 +171,19 @@ def _check_cmv(with_: Mapping[str, Json], pointer: str, resolved: bool) -> list[
     return [
         Diagnostic(
             "nql must be a SELECT (with datasetName) or a "
-            f"CREATE [OR REPLACE] MATERIALIZED VIEW statement, not {keyword or 'this'}",
+            f"CREATE [OR REPLACE] MATERIALIZED VIEW statement, not {statement.describe()}",
             where,
         )
     ]
+
+
+def _is_create_mv(statement: _Statement) -> bool:
+    """`CREATE [OR REPLACE] MATERIALIZED VIEW <something>`."""
+    words = statement.words
+    if statement.after_with or words[:1] != ("CREATE",):
+        return False
+    head = 3 if words[1:3] == ("OR", "REPLACE") else 1
+    return words[head : head + 2] == ("MATERIALIZED", "VIEW") and len(words) > head + 2
 
 
 def _check_refresh(with_: Mapping[str, Json], pointer: str, resolved: bool) -> list[Diagnostic]:
@@ -134,17 +203,18 @@ def _check_dml(with_: Mapping[str, Json], pointer: str, resolved: bool) -> list[
         return [Diagnostic("ExecuteDml requires nql", pointer)]
     if not (_static(nql, resolved) and isinstance(nql, str) and nql.strip()):
         return []
-    keyword, _ = _statement(nql)
-    if keyword in ("INSERT", "UPDATE", "DELETE"):
+    statement = _statement(nql)
+    if statement.keyword in _DML:
         return []
     hint = (
         " (use CreateMaterializedViewIfNotExists to persist a SELECT)"
-        if keyword in ("SELECT", "WITH")
+        if statement.keyword == "SELECT"
         else ""
     )
     return [
         Diagnostic(
-            f"ExecuteDml runs one INSERT, UPDATE or DELETE, not {keyword or 'this'}{hint}",
+            f"ExecuteDml runs one INSERT, UPDATE or DELETE (optionally after a WITH clause), "
+            f"not {statement.describe()}{hint}",
             pointer_join(pointer, "nql"),
         )
     ]

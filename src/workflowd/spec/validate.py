@@ -7,9 +7,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from jsonschema import Draft202012Validator, SchemaError
-
-from workflowd.domain.definition import Schedule, WorkflowDefinition
+from workflowd.domain import ids
+from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.diagnostics import Diagnostic, Severity, pointer_join
 from workflowd.domain.errors import InvalidSpecification
 from workflowd.domain.json import Json
@@ -18,14 +17,14 @@ from workflowd.spec.fields import (
     check_timeout,
     closed,
     expect_object,
-    parse_cron,
     type_name,
 )
+from workflowd.spec.inputschema import check_input_schema
+from workflowd.spec.schedule import check_schedule
 from workflowd.spec.tasks import build_tasks, check_do
 from workflowd.spec.yamlload import Positions, load
 
 # The DSL's own patterns (schema/workflow.yaml), so whatever we accept the official schema does.
-NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _ID = r"(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)"
 SEMVER = re.compile(
     rf"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-{_ID}(?:\.{_ID})*)?"
@@ -39,10 +38,6 @@ _TOP_REFUSED = {
     "evaluate": "`evaluate` is not supported yet: expressions are always jq in strict mode",
 }
 _DOCUMENT_KEYS = ("dsl", "namespace", "name", "version", "title", "summary", "tags", "metadata")
-_SCHEDULE_REFUSED = {
-    kind: f"schedule.{kind} is not supported yet; use schedule.cron"
-    for kind in ("every", "after", "on")
-}
 
 
 @dataclass(frozen=True)
@@ -122,7 +117,7 @@ def check_workflow(document: Mapping[str, Json], limits: Limits) -> list[Diagnos
     checks: dict[str, Callable[[Json], list[Diagnostic]]] = {
         "document": _check_document,
         "do": lambda do: check_do(do, limits.max_tasks),
-        "schedule": _check_schedule,
+        "schedule": lambda value: check_schedule(value)[1],
         "input": lambda value: _check_io(value, "/input", "from", "input.from"),
         "output": lambda value: _check_io(value, "/output", "as", "output.as"),
         "timeout": lambda value: check_timeout(value, "/timeout")[1],
@@ -161,7 +156,7 @@ def _document_field(key: str, value: Json) -> str | None:
         return f"dsl {value!r} is not supported: workflowd reads DSL 1.0.x, e.g. '1.0.0'"
     if key == "version" and not SEMVER.match(str(value)):
         return f"version {value!r} must be a semantic version such as '1.0.0'"
-    if key in ("namespace", "name") and not NAME.match(str(value)):
+    if key in ("namespace", "name") and not ids.NAME.match(str(value)):
         return (
             f"{key} {value!r} must be 1-63 letters, digits or hyphens, starting and ending "
             "with a letter or digit"
@@ -169,19 +164,6 @@ def _document_field(key: str, value: Json) -> str | None:
     if key in ("tags", "metadata") and not isinstance(value, dict):
         return f"{key} must be an object, not {type_name(value)}"
     return None
-
-
-def _check_schedule(value: Json) -> list[Diagnostic]:
-    if (problem := expect_object(value, "/schedule", "schedule")) is not None:
-        return [problem]
-    assert isinstance(value, dict)
-    out = closed(value, "/schedule", ("cron",), _SCHEDULE_REFUSED)
-    if "cron" not in value:
-        return out if out else [Diagnostic("schedule requires cron", "/schedule")]
-    cron = value["cron"]
-    if not isinstance(cron, str):
-        return [*out, Diagnostic(f"cron must be a string, not {type_name(cron)}", "/schedule/cron")]
-    return out + parse_cron(cron, "/schedule/cron")[1]
 
 
 def _check_io(value: Json, pointer: str, field: str, name: str) -> list[Diagnostic]:
@@ -192,39 +174,11 @@ def _check_io(value: Json, pointer: str, field: str, name: str) -> list[Diagnost
     if section == "input":
         out = closed(value, pointer, ("schema", field))
         if "schema" in value:
-            out += _check_input_schema(value["schema"], pointer_join(pointer, "schema"))
+            out += check_input_schema(value["schema"], pointer_join(pointer, "schema"))
     else:
         out = closed(value, pointer, (field,), {"schema": "output.schema is not supported yet"})
     if field in value:
         out += check_flow_expression(value[field], pointer_join(pointer, field), name)
-    return out
-
-
-def _check_input_schema(value: Json, pointer: str) -> list[Diagnostic]:
-    """`input.schema: {format: json, document: <JSON Schema 2020-12>}` (the DSL's shape)."""
-    shape = "input.schema must be {format: json, document: <a JSON Schema>}"
-    if not isinstance(value, dict):
-        return [Diagnostic(shape, pointer)]
-    if "resource" in value:
-        return [
-            Diagnostic(
-                "external schemas (input.schema.resource) are not supported yet",
-                pointer_join(pointer, "resource"),
-            )
-        ]
-    out = closed(value, pointer, ("format", "document"))
-    if value.get("format", "json") != "json":
-        out.append(Diagnostic("input.schema.format must be json", pointer_join(pointer, "format")))
-    if "document" not in value:
-        return [*out, Diagnostic(shape, pointer)]
-    schema = value["document"]
-    if not isinstance(schema, dict | bool):
-        return [*out, Diagnostic(shape, pointer_join(pointer, "document"))]
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        where = pointer_join(pointer, "document", *exc.path)
-        out.append(Diagnostic(f"not a valid JSON Schema: {exc.message}", where))
     return out
 
 
@@ -246,13 +200,8 @@ def build_definition(document: Mapping[str, Json]) -> WorkflowDefinition:
         input_from=_object(document.get("input")).get("from"),
         output_as=_object(document.get("output")).get("as"),
         timeout_s=check_timeout(document["timeout"], "")[0] if "timeout" in document else None,
-        schedule=_schedule(document.get("schedule")),
+        schedule=check_schedule(document["schedule"])[0] if "schedule" in document else None,
     )
-
-
-def _schedule(value: Json) -> Schedule | None:
-    cron = _object(value).get("cron")
-    return parse_cron(cron, "")[0] if isinstance(cron, str) else None
 
 
 def _object(value: Json) -> dict[str, Json]:

@@ -9,13 +9,14 @@ counting every node we visit, so a billion-laughs document stops after `max_node
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 import yaml
 
 from workflowd.domain.diagnostics import Diagnostic, pointer_join
-from workflowd.domain.json import Json
+from workflowd.domain.json import MAX_SAFE_INTEGER, Json
 
 Positions = dict[str, tuple[int, int]]
 
@@ -28,6 +29,8 @@ _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
 
 _MAX_DEPTH = 64
+
+_MAX_DECIMAL_DIGITS = len(str(MAX_SAFE_INTEGER))
 
 
 class _Core12Resolver(yaml.resolver.BaseResolver):
@@ -128,32 +131,67 @@ class _Builder:
     def _key(self, node: yaml.Node, pointer: str) -> str | None:
         self.count += 1
         if isinstance(node, yaml.ScalarNode):
-            key = self._scalar(node, pointer)
-            if node.tag == _STR and isinstance(key, str):
-                return key
-            found = repr(key)
+            if node.tag == _STR:
+                return self._text(node, pointer)
+            found = _short(node.value) if node.value else "null"
         else:
             found = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
         self._error(f"mapping keys must be strings, not {found}", pointer, node.start_mark)
         return None
 
+    def _text(self, node: yaml.ScalarNode, pointer: str) -> str:
+        """A string. An escape such as `\\ud800` can leave a lone surrogate in it, which cannot
+        be stored or sent as UTF-8: that is a diagnostic, and the surrogate is spelled out."""
+        text = str(node.value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            self._error(
+                f"text holds a lone surrogate (\\u{ord(text[exc.start]):04x}), which is not "
+                "valid Unicode",
+                pointer,
+                node.start_mark,
+            )
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text
+
     def _scalar(self, node: yaml.ScalarNode, pointer: str) -> Json:
         text: str = node.value
         if node.tag == _STR:
-            return text
+            return self._text(node, pointer)
         if node.tag == _NULL:
             return None
         if node.tag == _BOOL:
             return text.lower() == "true"
         if node.tag == _INT:
-            return int(text, 0) if text[:2] in ("0o", "0x") else int(text)
+            return self._integer(node, pointer)
         if node.tag == _FLOAT:
-            if text.lower().endswith(("inf", "nan")):
-                self._error(f"{text} is not a JSON number", pointer, node.start_mark)
+            # `.inf`, `.nan`, and literals too large for a double (`1e400`)
+            if text.lower().endswith(("inf", "nan")) or not math.isfinite(value := float(text)):
+                self._error(f"{_short(text)} is not a finite JSON number", pointer, node.start_mark)
                 return None
-            return float(text)
+            return value
         self._error(f"unsupported YAML tag {node.tag}", pointer, node.start_mark)
         return None
+
+    def _integer(self, node: yaml.ScalarNode, pointer: str) -> int | None:
+        text: str = node.value
+        base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+        # Measured before converting: int() refuses more than 4,300 decimal digits.
+        if base != 10 or len(text.lstrip("+-").lstrip("0")) <= _MAX_DECIMAL_DIGITS:
+            value = int(text, base if base == 10 else 0)
+            if abs(value) <= MAX_SAFE_INTEGER:
+                return value
+        message = (
+            f"integer {_short(text)} is out of range: integers must be within "
+            f"±{MAX_SAFE_INTEGER} (2**53 - 1), the largest JSON and jq carry exactly"
+        )
+        self._error(message, pointer, node.start_mark)
+        return None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:20]}…{text[-8:]} ({len(text)} characters)"
 
 
 def load(text: str, max_nodes: int) -> Loaded:
