@@ -27,10 +27,18 @@ class TaskDefinition:
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """`schedule.cron` split into the cron text and its IANA zone (UTC unless `CRON_TZ=`)."""
+    """The spec's `schedule` block: `cron` split into the cron text and its IANA zone (UTC
+    unless `CRON_TZ=`), or `every` as seconds (`cron` is then empty)."""
 
-    cron: str
+    cron: str = ""
     timezone: str = "UTC"
+    every_s: float | None = None
+
+    def describe(self) -> str:
+        if self.every_s is not None:
+            return f"every {self.every_s:g} s"
+        zone = "" if self.timezone == "UTC" else f"CRON_TZ={self.timezone} "
+        return f"cron {zone}{self.cron}"
 
 
 @dataclass(frozen=True, slots=True)
