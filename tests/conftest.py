@@ -15,6 +15,7 @@ import pytest
 
 from tests.spec.official_schema import assert_valid_under_official_schema
 from workflowd.app import App
+from workflowd.engine.clock import Clock
 from workflowd.settings import Settings
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
@@ -71,9 +72,11 @@ def daemon_settings(data_dir: Path, **overrides: Any) -> Settings:
 async def start_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Daemon]]]:
     started: list[Daemon] = []
 
-    async def start(data_dir: Path | None = None, **overrides: Any) -> Daemon:
+    async def start(
+        data_dir: Path | None = None, clock: Clock | None = None, **overrides: Any
+    ) -> Daemon:
         directory = data_dir or tmp_path / f"daemon{len(started)}"
-        app = App(daemon_settings(directory, **overrides))
+        app = App(daemon_settings(directory, **overrides), clock=clock)
         await app.start()
         address = f"127.0.0.1:{app.grpc_port}"
         channel = grpc.aio.insecure_channel(address)

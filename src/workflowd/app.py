@@ -11,14 +11,16 @@ from workflowd import __version__
 from workflowd.api.server import GrpcServer
 from workflowd.datadir import DataDirLock
 from workflowd.domain.json import JsonBounds
-from workflowd.engine.clock import SystemClock
+from workflowd.engine.clock import Clock, SystemClock
 from workflowd.engine.definitions import Definitions
 from workflowd.engine.deps import EngineDeps, RunLimits
 from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
 from workflowd.engine.runs import Runs
+from workflowd.engine.schedules import ScheduleLimits, Schedules
 from workflowd.jobs import JobsClient, JobsClientConfig
 from workflowd.observability import HttpEndpoint, LoopLagProbe
+from workflowd.scheduler.loop import SchedulerLoop
 from workflowd.settings import Settings
 from workflowd.spec import Limits
 from workflowd.spec.expressions import Evaluator
@@ -30,8 +32,9 @@ log = logging.getLogger("workflowd")
 class App:
     """`start()` then `drain()`; each refuses to run twice."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock = clock or SystemClock()
         self.lock = DataDirLock(settings.data_dir)
         self.store = SqliteStore(settings.data_dir / "workflowd.db")
         self.metrics = EngineMetrics()
@@ -43,7 +46,11 @@ class App:
         self.dataplane: DataPlaneHandle | None = None
         self.grpc: GrpcServer | None = None
         self.http: HttpEndpoint | None = None
+        self.definitions: Definitions | None = None
+        self.deps: EngineDeps | None = None
         self.runs: Runs | None = None
+        self.schedules: Schedules | None = None
+        self.scheduler: SchedulerLoop | None = None
         self.grpc_port = 0
         self._serving = False
         self._started = False
@@ -68,9 +75,11 @@ class App:
             )
         )
         await self.jobs.start()
-        clock = SystemClock()
-        definitions = Definitions(self.store, clock, Limits(s.max_spec_bytes, s.max_tasks))
-        deps = EngineDeps(
+        clock = self.clock
+        self.definitions = definitions = Definitions(
+            self.store, clock, Limits(s.max_spec_bytes, s.max_tasks)
+        )
+        self.deps = deps = EngineDeps(
             store=self.store,
             jobs=self.jobs,
             evaluator=self.evaluator,
@@ -82,9 +91,15 @@ class App:
             crash_points=s.crash_points,
         )
         self.runs = runs = Runs(deps, definitions)
+        self.schedules = schedules = Schedules(
+            deps, self.store, definitions, runs, ScheduleLimits(s.max_backfill_runs)
+        )
         # Before the API serves: no trigger or cancel can race the resumption of a stored run.
         resumed = await runs.recover()
-        self.grpc = GrpcServer(definitions, runs, max_message_bytes=s.max_message_bytes)
+        self.scheduler = SchedulerLoop(schedules, clock)
+        schedules.attach(self.scheduler)
+        await self.scheduler.start()
+        self.grpc = GrpcServer(definitions, runs, schedules, max_message_bytes=s.max_message_bytes)
         self.grpc_port = await self.grpc.start(s.listen)
         self.http = HttpEndpoint(self.metrics.registry, lambda: self._serving)
         await self.http.start(s.http_listen)
@@ -112,6 +127,8 @@ class App:
         self._serving = False
         if self.grpc is not None:
             await self.grpc.not_serving()
+        if self.scheduler is not None:
+            await self.scheduler.aclose()
         if self.runs is not None:
             self.runs.refuse_new()
         self.hub.close()

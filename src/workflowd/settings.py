@@ -31,6 +31,7 @@ class Settings:
     max_tasks: int = 1000
     max_value_bytes: int = 1024 * 1024
     max_value_depth: int = 32
+    max_backfill_runs: int = 1000
     max_message_bytes: int = 8 * 1024 * 1024
     drain_grace_s: float = 1.0
     log_format: str = "text"

@@ -178,30 +178,14 @@ async def test_validate_stores_nothing_and_reports_every_problem(daemon: Daemon)
     assert list(listed.workflows) == []
 
 
-@pytest.mark.parametrize(
-    ("rpc", "request_message"),
-    [
-        ("ScheduleWorkflow", pb.ScheduleWorkflowRequest(workflow_id="x")),
-        ("UnscheduleWorkflow", pb.UnscheduleWorkflowRequest(workflow_id="x")),
-        ("GetSchedule", pb.GetScheduleRequest(workflow_id="x")),
-        ("ListSchedules", pb.ListSchedulesRequest()),
-        ("BackfillWorkflow", pb.BackfillWorkflowRequest(workflow_id="x")),
-    ],
-)
-async def test_schedule_rpcs_say_they_are_not_implemented_yet(
-    daemon: Daemon, rpc: str, request_message: object
+async def test_schedule_immediately_without_a_schedule_block_stores_nothing(
+    daemon: Daemon,
 ) -> None:
     err = await expect_error(
-        getattr(daemon.stub, rpc)(request_message), grpc.StatusCode.UNIMPLEMENTED
-    )
-    assert "not implemented yet" in (err.details() or "")
-
-
-async def test_schedule_immediately_is_refused_before_anything_is_stored(daemon: Daemon) -> None:
-    await expect_error(
         daemon.stub.CreateWorkflow(
             pb.CreateWorkflowRequest(specification=spec(), schedule_immediately=True)
         ),
-        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.FAILED_PRECONDITION,
     )
+    assert "has no schedule block" in (err.details() or "")
     assert list((await daemon.stub.ListWorkflows(pb.ListWorkflowsRequest())).workflows) == []

@@ -42,10 +42,13 @@ json_values = st.recursive(
 
 
 def deep_value(depth: int) -> struct_pb2.Value:
-    value: Any = 1
+    """Lists nested `depth` deep, built directly (json_format refuses to build them)."""
+    value = struct_pb2.Value(number_value=1)
     for _ in range(depth):
-        value = [value]
-    return json_format.ParseDict(value, struct_pb2.Value())
+        outer = struct_pb2.Value()
+        outer.list_value.values.append(value)
+        value = outer
+    return value
 
 
 def strings(name: str) -> st.SearchStrategy[str]:
@@ -89,7 +92,7 @@ def message(descriptor: Descriptor) -> st.SearchStrategy[Any]:
     fields = {}
     for field in descriptor.fields:
         inner = message(field.message_type) if field.message_type else scalar(field)
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             inner = st.lists(inner, max_size=3)
         fields[field.name] = st.one_of(st.none(), inner)
     return st.fixed_dictionaries(fields)
@@ -101,7 +104,7 @@ def build(cls: type[Message], values: dict[str, Any]) -> Message:
         if value is None:
             continue
         field = out.DESCRIPTOR.fields_by_name[key]
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             target = getattr(out, key)
             for item in value:
                 if isinstance(item, dict):

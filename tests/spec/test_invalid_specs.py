@@ -588,7 +588,7 @@ def test_a_lone_surrogate_escape_is_refused_where_it_stands() -> None:
         "do:\n"
         "  - x:\n"
         "      call: ExecuteDml\n"
-        '      with: {nql: "DELETE FROM company_data.t WHERE a = \'\\ud800\'"}\n'
+        "      with: {nql: \"DELETE FROM company_data.t WHERE a = '\\ud800'\"}\n"
     )
     result = validate(text)
     assert not result.valid

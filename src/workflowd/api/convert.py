@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from workflowd.domain.diagnostics import Diagnostic, Severity
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.json import Json, JsonObject
 from workflowd.domain.run import Problem, Run, RunEvent, RunStatus, RunTrigger, TaskRun, TaskStatus
+from workflowd.domain.schedule import CatchupPolicy, FireDecision, FireOutcome, OverlapPolicy
 from workflowd.domain.workflow import Workflow, WorkflowStatus
+from workflowd.engine.schedules import ScheduleView
 from workflowd.v1 import workflow_service_pb2 as pb
 
 _WORKFLOW_STATUS = {
@@ -24,11 +26,18 @@ RUN_STATUS = {s: pb.RunStatus.Value(f"RUN_STATUS_{s.name}") for s in RunStatus}
 RUN_STATUS_BACK = {v: k for k, v in RUN_STATUS.items()}
 TASK_STATUS = {s: pb.TaskStatus.Value(f"TASK_STATUS_{s.name}") for s in TaskStatus}
 _TRIGGER = {t: pb.RunTrigger.Value(f"RUN_TRIGGER_{t.name}") for t in RunTrigger}
+_OVERLAP = {p: pb.OverlapPolicy.Value(f"OVERLAP_POLICY_{p.name}") for p in OverlapPolicy}
+_OVERLAP_BACK = {v: k for k, v in _OVERLAP.items()}
+_CATCHUP = {p: pb.CatchupPolicy.Value(f"CATCHUP_POLICY_{p.name}") for p in CatchupPolicy}
+_CATCHUP_BACK = {v: k for k, v in _CATCHUP.items()}
+_OUTCOME = {o: pb.FireOutcome.Value(f"FIRE_OUTCOME_{o.name}") for o in FireOutcome}
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
+    return None if value is None else instant(value)
+
+
+def instant(value: datetime) -> timestamp_pb2.Timestamp:
     out = timestamp_pb2.Timestamp()
     out.FromDatetime(value)
     return out
@@ -52,6 +61,79 @@ def struct(data: JsonObject) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(data)
     return out
+
+
+def required_timestamp(message: timestamp_pb2.Timestamp, present: bool, field: str) -> datetime:
+    value = from_timestamp(message, present, field)
+    if value is None:
+        raise InvalidRequest(field, "is required")
+    return value
+
+
+def duration(seconds: float | None) -> duration_pb2.Duration | None:
+    if seconds is None:
+        return None
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+def from_duration(message: duration_pb2.Duration, present: bool, field: str) -> float | None:
+    if not present:
+        return None
+    if not (0 <= message.nanos < 10**9 or -(10**9) < message.nanos <= 0):
+        raise InvalidRequest(field, "is not a valid duration: nanos out of range")
+    return message.seconds + message.nanos / 1e9
+
+
+def overlap_from(value: pb.OverlapPolicy.ValueType, field: str) -> OverlapPolicy | None:
+    if value == pb.OVERLAP_POLICY_UNSPECIFIED:
+        return None
+    if value not in _OVERLAP_BACK:
+        raise InvalidRequest(field, f"unknown overlap policy {value}")
+    return _OVERLAP_BACK[value]
+
+
+def catchup_from(value: pb.CatchupPolicy.ValueType, field: str) -> CatchupPolicy | None:
+    if value == pb.CATCHUP_POLICY_UNSPECIFIED:
+        return None
+    if value not in _CATCHUP_BACK:
+        raise InvalidRequest(field, f"unknown catch-up policy {value}")
+    return _CATCHUP_BACK[value]
+
+
+def fire_decision(d: FireDecision) -> pb.FireDecision:
+    return pb.FireDecision(
+        fire_time=timestamp(d.instant),
+        outcome=_OUTCOME[d.outcome],
+        run_id=d.run_id,
+        reason=text(d.reason),
+        decided_at=timestamp(d.decided_at),
+    )
+
+
+def schedule(view: ScheduleView) -> pb.Schedule:
+    s = view.schedule
+    return pb.Schedule(
+        workflow_id=s.workflow_id,
+        namespace=s.namespace,
+        name=s.name,
+        version=s.version,
+        cron=s.spec.cron,
+        timezone=s.spec.timezone,
+        every=duration(s.spec.every_s),
+        active=s.active,
+        overlap_policy=_OVERLAP[s.policies.overlap],
+        catchup_policy=_CATCHUP[s.policies.catchup],
+        catchup_window=duration(s.policies.catchup_window_s),
+        anchor=timestamp(s.anchor),
+        next_fire_at=timestamp(s.next_fire_at),
+        last_fire_at=timestamp(s.last_fire_at),
+        next_fire_times=[instant(t) for t in view.upcoming],
+        recent_decisions=[fire_decision(d) for d in s.decisions],
+        created_at=timestamp(s.created_at),
+        updated_at=timestamp(s.updated_at),
+    )
 
 
 def from_value(message: struct_pb2.Value, present: bool, field: str) -> Json:
@@ -157,6 +239,7 @@ def run(r: Run) -> pb.Run:
         started_at=timestamp(r.started_at),
         ended_at=timestamp(r.ended_at),
         scheduled_at=timestamp(r.scheduled_at),
+        after_run_id=r.after_run_id,
     )
 
 

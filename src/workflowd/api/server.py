@@ -10,6 +10,7 @@ from workflowd.api import handlers
 from workflowd.api.servicer import WorkflowService
 from workflowd.engine.definitions import Definitions
 from workflowd.engine.runs import Runs
+from workflowd.engine.schedules import Schedules
 
 SERVICE_NAME = handlers.SERVICE.full_name
 
@@ -17,7 +18,14 @@ SERVICE_NAME = handlers.SERVICE.full_name
 class GrpcServer:
     """Owns the grpc.aio server; `start` binds and serves, `stop` refuses new calls and ends."""
 
-    def __init__(self, definitions: Definitions, runs: Runs, *, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        definitions: Definitions,
+        runs: Runs,
+        schedules: Schedules,
+        *,
+        max_message_bytes: int,
+    ) -> None:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -26,7 +34,7 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),
         ]
         self._server = grpc.aio.server(options=options)
-        service = WorkflowService(definitions, runs, max_message_bytes=max_message_bytes)
+        service = WorkflowService(definitions, runs, schedules, max_message_bytes=max_message_bytes)
         handlers.register(service, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

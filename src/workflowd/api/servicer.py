@@ -9,12 +9,13 @@ from google.protobuf.message import Message
 
 from workflowd.api import convert
 from workflowd.api.errors import Ctx, streaming, unary
-from workflowd.domain.errors import InvalidRequest, NotImplementedYet
+from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.page import Page
 from workflowd.domain.run import RunFilter, RunStatus, WatchFilter
 from workflowd.domain.workflow import WorkflowFilter
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.runs import Runs, TriggerRequest
+from workflowd.engine.schedules import PolicyChange, Schedules
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
@@ -22,28 +23,12 @@ LOCAL_COMPANY = "local"
 _PAGE_MARGIN_BYTES = 64 * 1024
 _CLIENT_RECEIVE_BYTES = 4 * 1024 * 1024
 
-_SCHEDULES_LATER = (
-    "{rpc} is not implemented yet: cron schedules arrive with the scheduling issue; "
-    "trigger runs with TriggerWorkflow meanwhile"
-)
-
 
 def company_of(context: Ctx) -> str:
     """The caller's company. Until tokens are configured the daemon serves one local company
     (and only on loopback, see settings)."""
     del context
     return LOCAL_COMPANY
-
-
-def _not_yet(rpc: str) -> Any:
-    """An RPC whose issue has not landed: UNIMPLEMENTED, with a sentence saying so. (Typed Any:
-    one method stands in for several generated signatures.)"""
-
-    @unary
-    async def method(self: Any, request: Message, context: Ctx) -> Message:
-        raise NotImplementedYet(_SCHEDULES_LATER.format(rpc=rpc))
-
-    return method
 
 
 def _headers(context: Ctx) -> Callable[[], Awaitable[None]]:
@@ -66,9 +51,17 @@ def _run_statuses(values: Iterable[pb.RunStatus.ValueType]) -> tuple[RunStatus, 
 
 
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
-    def __init__(self, definitions: Definitions, runs: Runs, *, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        definitions: Definitions,
+        runs: Runs,
+        schedules: Schedules,
+        *,
+        max_message_bytes: int,
+    ) -> None:
         self._definitions = definitions
         self._runs = runs
+        self._schedules = schedules
         # A page ends early rather than exceed what a response may carry: our own send limit,
         # and gRPC clients' default receive limit (4 MiB), which most callers never raise.
         self._page_budget = min(max_message_bytes, _CLIENT_RECEIVE_BYTES) - _PAGE_MARGIN_BYTES
@@ -90,12 +83,16 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def CreateWorkflow(
         self, request: pb.CreateWorkflowRequest, context: Ctx
     ) -> pb.CreateWorkflowResponse:
-        if request.schedule_immediately:
-            raise NotImplementedYet(_SCHEDULES_LATER.format(rpc="schedule_immediately"))
         company = company_of(context)
         workflow, created = await self._definitions.create(
-            company, request.specification, tuple(request.tags)
+            company,
+            request.specification,
+            tuple(request.tags),
+            require_schedule=request.schedule_immediately,
         )
+        await self._schedules.changed(workflow.id)
+        if request.schedule_immediately:
+            await self._schedules.activate(company, workflow.id, PolicyChange(), False)
         run_id = ""
         if request.trigger_immediately:
             run = await self._runs.trigger(
@@ -141,6 +138,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         self, request: pb.ArchiveWorkflowRequest, context: Ctx
     ) -> pb.ArchiveWorkflowResponse:
         workflow = await self._definitions.archive(company_of(context), request.id)
+        await self._schedules.changed(workflow.id)
         return pb.ArchiveWorkflowResponse(workflow=convert.workflow(workflow))
 
     @unary
@@ -212,8 +210,58 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         async for event in self._runs.watch_many(company_of(context), filt, _headers(context)):
             yield pb.WatchRunsResponse(event=convert.run_event(event))
 
-    ScheduleWorkflow = _not_yet("ScheduleWorkflow")
-    UnscheduleWorkflow = _not_yet("UnscheduleWorkflow")
-    GetSchedule = _not_yet("GetSchedule")
-    ListSchedules = _not_yet("ListSchedules")
-    BackfillWorkflow = _not_yet("BackfillWorkflow")
+    @unary
+    async def ScheduleWorkflow(
+        self, request: pb.ScheduleWorkflowRequest, context: Ctx
+    ) -> pb.ScheduleWorkflowResponse:
+        change = PolicyChange(
+            overlap=convert.overlap_from(request.overlap_policy, "overlap_policy"),
+            catchup=convert.catchup_from(request.catchup_policy, "catchup_policy"),
+            catchup_window_s=convert.from_duration(
+                request.catchup_window, request.HasField("catchup_window"), "catchup_window"
+            ),
+        )
+        view, run_id = await self._schedules.activate(
+            company_of(context), request.workflow_id, change, request.trigger_immediately
+        )
+        return pb.ScheduleWorkflowResponse(schedule=convert.schedule(view), run_id=run_id)
+
+    @unary
+    async def UnscheduleWorkflow(
+        self, request: pb.UnscheduleWorkflowRequest, context: Ctx
+    ) -> pb.UnscheduleWorkflowResponse:
+        view = await self._schedules.deactivate(company_of(context), request.workflow_id)
+        return pb.UnscheduleWorkflowResponse(schedule=convert.schedule(view))
+
+    @unary
+    async def GetSchedule(
+        self, request: pb.GetScheduleRequest, context: Ctx
+    ) -> pb.GetScheduleResponse:
+        view = await self._schedules.get(company_of(context), request.workflow_id)
+        return pb.GetScheduleResponse(schedule=convert.schedule(view))
+
+    @unary
+    async def ListSchedules(
+        self, request: pb.ListSchedulesRequest, context: Ctx
+    ) -> pb.ListSchedulesResponse:
+        page = await self._schedules.list_page(
+            company_of(context), request.namespace, request.page_size, request.page_token
+        )
+        schedules = [convert.schedule(v) for v in page.items]
+        kept, token = self._fit(page, schedules)
+        return pb.ListSchedulesResponse(schedules=schedules[:kept], next_page_token=token)
+
+    @unary
+    async def BackfillWorkflow(
+        self, request: pb.BackfillWorkflowRequest, context: Ctx
+    ) -> pb.BackfillWorkflowResponse:
+        start = convert.required_timestamp(
+            request.start_time, request.HasField("start_time"), "start_time"
+        )
+        end = convert.required_timestamp(request.end_time, request.HasField("end_time"), "end_time")
+        done = await self._schedules.backfill(
+            company_of(context), request.workflow_id, start, end, not request.parallel
+        )
+        return pb.BackfillWorkflowResponse(
+            run_ids=[run.id for run in done.runs], created=done.created
+        )

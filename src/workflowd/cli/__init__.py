@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from workflowd.cli import datasets, runs, serve, workflows
+from workflowd.cli import datasets, runs, schedules, serve, workflows
 from workflowd.cli.common import CliError
 
 
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Workflow orchestration daemon for data pipelines.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, workflows, runs, datasets):
+    for module in (serve, workflows, runs, schedules, datasets):
         module.register(sub)
     return parser
 

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.set_defaults(handler=handler)
 
 
-async def _call(client: Client, rpc: str, request: Any) -> Any:
+async def call(client: Client, rpc: str, request: Any) -> Any:
     try:
         return await client.call(rpc, request)
     except ClientError as exc:
@@ -86,7 +86,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         if args.input is not None:
             request.input.CopyFrom(parse_input(args.input))
         async with Client(args.address) as client:
-            run = (await _call(client, "TriggerWorkflow", request)).run
+            run = (await call(client, "TriggerWorkflow", request)).run
             if args.watch:
                 return await follow(client, run.id, args.output)
             _show_run(run, args.output)
@@ -101,7 +101,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             workflow_id = ""
             if args.workflow:
                 ref = workflow_ref(args.workflow)
-                got = await _call(client, "GetWorkflow", pb.GetWorkflowRequest(**ref))
+                got = await call(client, "GetWorkflow", pb.GetWorkflowRequest(**ref))
                 workflow_id = got.workflow.id
             request = pb.ListRunsRequest(
                 workflow_id=workflow_id,
@@ -109,7 +109,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 page_size=args.page_size,
                 page_token=args.page_token,
             )
-            return await _call(client, "ListRuns", request)
+            return await call(client, "ListRuns", request)
 
     response = asyncio.run(list_runs())
     if args.output == "json":
@@ -130,7 +130,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     async def get() -> Any:
         async with Client(args.address) as client:
-            return (await _call(client, "GetRun", pb.GetRunRequest(run_id=args.run_id))).run
+            return (await call(client, "GetRun", pb.GetRunRequest(run_id=args.run_id))).run
 
     _show_run(asyncio.run(get()), args.output)
     return 0
@@ -139,7 +139,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     async def cancel() -> Any:
         async with Client(args.address) as client:
-            return (await _call(client, "CancelRun", pb.CancelRunRequest(run_id=args.run_id))).run
+            return (await call(client, "CancelRun", pb.CancelRunRequest(run_id=args.run_id))).run
 
     run = asyncio.run(cancel())
     if args.output == "json":
@@ -159,7 +159,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 async def follow(client: Client, run_id: str, output: str) -> int:
     """Stream the run's events until it ends; the exit code reflects its outcome."""
-    table = TaskTable((await _call(client, "GetRun", pb.GetRunRequest(run_id=run_id))).run)
+    table = TaskTable((await call(client, "GetRun", pb.GetRunRequest(run_id=run_id))).run)
     live = output == "text" and sys.stdout.isatty()
     after = 0
     while True:
@@ -179,7 +179,7 @@ async def follow(client: Client, run_id: str, output: str) -> int:
             await asyncio.sleep(1.0)  # the daemon is restarting: resume from `after`
             continue
         break
-    run = (await _call(client, "GetRun", pb.GetRunRequest(run_id=run_id))).run
+    run = (await call(client, "GetRun", pb.GetRunRequest(run_id=run_id))).run
     if output == "text":
         _show_summary(run)
     return EXIT_FOR_STATUS.get(run.status, 1)

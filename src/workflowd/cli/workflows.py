@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-f", "--file", required=True, type=Path, help="workflow YAML ('-' for stdin)")
     p.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
     p.add_argument("--trigger", action="store_true", help="start a run right after")
+    p.add_argument("--schedule", action="store_true", help="activate its schedule right after")
     p.add_argument("--input", help="run input as JSON (with --trigger)")
     p.add_argument("--watch", action="store_true", help="follow the run (with --trigger)")
     add_address_option(p)
@@ -95,7 +96,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 async def _apply(args: argparse.Namespace) -> int:
     request = pb.CreateWorkflowRequest(
-        specification=_read(args.file), tags=args.tag, trigger_immediately=args.trigger
+        specification=_read(args.file),
+        tags=args.tag,
+        trigger_immediately=args.trigger,
+        schedule_immediately=args.schedule,
     )
     if args.input is not None:
         request.input.CopyFrom(parse_input(args.input))
@@ -107,6 +111,8 @@ async def _apply(args: argparse.Namespace) -> int:
             w = response.workflow
             verb = "created" if response.created else "unchanged"
             print(f"{w.namespace}/{w.name} version {w.version} {verb} (id {w.id})")
+            if args.schedule:
+                print("schedule active: `workflowd schedules get` shows its next fires")
             if response.run_id:
                 print(f"run {response.run_id} started")
         if response.run_id and args.watch:

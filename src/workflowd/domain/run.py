@@ -190,6 +190,8 @@ class Run:
     ended_at: datetime | None = None
     scheduled_at: datetime | None = None
     idempotency_key: str = ""
+    after_run_id: str = ""
+    """A run that waits for another to end before it starts (a buffered fire, a backfill)."""
 
 
 class RunEventType(StrEnum):
@@ -268,6 +270,7 @@ class NewRun:
     created_at: datetime
     idempotency_key: str = ""
     scheduled_at: datetime | None = None
+    after_run_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from workflowd.domain.definition import Schedule
+
 
 class WorkflowStatus(StrEnum):
     ACTIVE = "active"
@@ -49,3 +51,6 @@ class NewWorkflowVersion:
     specification: str
     tags: tuple[str, ...]
     now: datetime
+    schedule: Schedule | None = None
+    """The version's `schedule` block: an active schedule follows it when the version is
+    stored."""

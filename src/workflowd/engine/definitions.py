@@ -10,9 +10,11 @@ from typing import Protocol
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
-from workflowd.domain.errors import InvalidRequest, InvalidSpecification
+from workflowd.domain.errors import FailedPrecondition, InvalidRequest, InvalidSpecification
 from workflowd.domain.page import Page
+from workflowd.domain.schedule import NextFire
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
+from workflowd.engine import fires
 from workflowd.engine.clock import Clock
 from workflowd.spec import Limits, ValidationResult, parse, validate
 
@@ -42,7 +44,9 @@ class WorkflowRef:
 
 
 class WorkflowStore(Protocol):
-    async def save_version(self, new: NewWorkflowVersion) -> tuple[Workflow, bool]: ...
+    async def save_version(
+        self, new: NewWorkflowVersion, next_fire: NextFire
+    ) -> tuple[Workflow, bool]: ...
 
     async def get_workflow(
         self,
@@ -89,10 +93,17 @@ class Definitions:
         # Parsing 256 KiB of YAML takes long enough to stall other RPCs: keep it off the loop.
         return await asyncio.to_thread(validate, text, self._limits)
 
-    async def create(self, company: str, text: str, tags: tuple[str, ...]) -> tuple[Workflow, bool]:
+    async def create(
+        self, company: str, text: str, tags: tuple[str, ...], require_schedule: bool = False
+    ) -> tuple[Workflow, bool]:
         result = await self.validate(text)
         if result.definition is None or not result.valid:
             raise InvalidSpecification(result.diagnostics)
+        if require_schedule and result.definition.schedule is None:
+            raise FailedPrecondition(
+                "the specification has no schedule block to activate: add schedule.cron or "
+                "schedule.every, or create it without schedule_immediately"
+            )
         ids.check_tags("tags", tags)
         definition = result.definition
         new = NewWorkflowVersion(
@@ -103,8 +114,9 @@ class Definitions:
             specification=text,
             tags=tags,
             now=self._clock.now(),
+            schedule=definition.schedule,
         )
-        workflow, created = await self._store.save_version(new)
+        workflow, created = await self._store.save_version(new, fires.next_fire)
         self._remember((workflow.id, workflow.version), definition)
         return workflow, created
 

@@ -54,6 +54,21 @@ class EngineMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1),
             registry=self.registry,
         )
+        self.schedule_fires = Counter(
+            "workflowd_schedule_fires",
+            "Scheduler decisions, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.fire_lateness = Histogram(
+            "workflowd_schedule_fire_lateness_seconds",
+            "From a schedule's instant to its fire's commit (on-time fires)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60),
+            registry=self.registry,
+        )
+        self.active_schedules = Gauge(
+            "workflowd_active_schedules", "Schedules the scheduler waits on", registry=self.registry
+        )
         self.jobs_api_errors = Counter(
             "workflowd_jobs_api_errors",
             "Jobs API calls that failed",

@@ -19,6 +19,14 @@ from workflowd.domain.run import (
     TaskStatus,
     WatchFilter,
 )
+from workflowd.domain.schedule import (
+    Activation,
+    FireDecision,
+    FireRequest,
+    FireResult,
+    NextFire,
+    WorkflowSchedule,
+)
 from workflowd.spec import SchemaResult
 
 
@@ -86,3 +94,33 @@ class ExpressionEvaluator(Protocol):
     ) -> Json: ...
 
     async def check_schema(self, schema: Json, instance: Json) -> SchemaResult: ...
+
+
+class ScheduleStore(Protocol):
+    async def activate_schedule(
+        self, activation: Activation, next_fire: NextFire
+    ) -> WorkflowSchedule: ...
+
+    async def deactivate_schedule(
+        self, company: str, workflow_id: str, now: datetime, reason: str
+    ) -> WorkflowSchedule: ...
+
+    async def get_schedule(self, company: str, workflow_id: str) -> WorkflowSchedule: ...
+
+    async def schedule_of(self, workflow_id: str) -> WorkflowSchedule | None: ...
+
+    async def list_schedules(
+        self, company: str, namespace: str, size: int, token: str
+    ) -> Page[WorkflowSchedule]: ...
+
+    async def due_schedules(self) -> list[tuple[str, datetime]]: ...
+
+    async def fire(self, request: FireRequest, next_at: datetime | None) -> FireResult: ...
+
+    async def record_decision(
+        self, workflow_id: str, decision: FireDecision, next_at: datetime | None
+    ) -> None: ...
+
+    async def create_backfill(
+        self, runs: list[NewRun], sequential: bool
+    ) -> list[tuple[Run, list[RunEvent], bool]]: ...

@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
@@ -27,8 +28,8 @@ from workflowd.domain.run import (
 from workflowd.domain.workflow import WorkflowStatus
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.deps import EngineDeps
-from workflowd.engine.executor import RunExecutor
 from workflowd.engine.hub import HubClosed, Subscription
+from workflowd.engine.launcher import Launcher
 from workflowd.engine.ports import RunTransaction
 from workflowd.spec import EvaluationLimitError, SchemaUnusableError
 
@@ -45,17 +46,17 @@ class TriggerRequest:
     input: Json = None
     idempotency_key: str = ""
     trigger: RunTrigger = RunTrigger.MANUAL
+    scheduled_at: datetime | None = None
 
 
 class Runs:
     def __init__(self, deps: EngineDeps, definitions: Definitions) -> None:
         self._deps = deps
         self._definitions = definitions
-        self._executors: dict[str, tuple[RunExecutor, asyncio.Task[None]]] = {}
-        self._draining = False
+        self.launcher = Launcher(deps, definitions)
 
     async def trigger(self, company: str, request: TriggerRequest) -> Run:
-        if self._draining:
+        if self.launcher.draining:
             raise Unavailable("workflowd is shutting down and accepts no new runs; retry shortly")
         workflow = await self._definitions.get(company, request.ref)
         if workflow.status == WorkflowStatus.ARCHIVED:
@@ -80,6 +81,7 @@ class Runs:
             ),
             created_at=self._deps.clock.now(),
             idempotency_key=request.idempotency_key,
+            scheduled_at=request.scheduled_at,
         )
         # Shielded: once the run is committed it must start even if the caller goes away.
         return await asyncio.shield(self._create(new, definition))
@@ -89,7 +91,7 @@ class Runs:
         self._deps.hub.publish(events)
         self._deps.metrics.observe_events(events)
         if created:
-            self._start(run, definition)
+            self.launcher.start(run, definition)
         return run
 
     async def _check_input(self, definition: WorkflowDefinition, run_input: Json) -> None:
@@ -113,29 +115,6 @@ class Runs:
             raise InvalidRequest(
                 f"input{result.pointer}",
                 f"does not match the workflow's input.schema: {result.message}",
-            )
-
-    def _start(self, run: Run, definition: WorkflowDefinition) -> None:
-        if self._draining:
-            return  # stays stored as it is; the next start resumes it
-        executor = RunExecutor(self._deps, run, definition)
-        task = asyncio.create_task(executor.execute(), name=f"run-{run.id}")
-        self._executors[run.id] = (executor, task)
-        self._deps.metrics.active_runs.set(len(self._executors))
-        task.add_done_callback(lambda t: self._reap(run.id, t))
-
-    def _reap(self, run_id: str, task: asyncio.Task[None]) -> None:
-        self._executors.pop(run_id, None)
-        self._deps.metrics.active_runs.set(len(self._executors))
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error(
-                "run %s stopped on an unexpected error",
-                run_id,
-                exc_info=exc,
-                extra={"run_id": run_id},
             )
 
     async def get(self, company: str, run_id: str) -> Run:
@@ -164,34 +143,29 @@ class Runs:
     async def _request_cancel(self, run_id: str, change: Callable[[RunTransaction], None]) -> None:
         events = await self._deps.store.update_run(run_id, self._deps.clock.now(), change)
         self._deps.hub.publish(events)
-        entry = self._executors.get(run_id)
-        if entry is not None:
-            entry[0].request_cancel()
+        self.launcher.request_cancel(run_id)
 
     async def recover(self) -> int:
-        """Resume every run that was active when the process last stopped."""
+        """Resume every run that was active when the process last stopped (oldest first, so a
+        run that waits for another finds it already resumed)."""
         resumed = 0
         for company, run_id in await self._deps.store.active_runs():
-            if run_id in self._executors:
+            if self.launcher.running(run_id):
                 continue
             run = await self._deps.store.get_run(company, run_id)
             workflow = await self._definitions.get(
                 company, WorkflowRef(workflow_id=run.workflow_id, version=run.version)
             )
-            self._start(run, await self._definitions.definition(workflow))
+            self.launcher.start(run, await self._definitions.definition(workflow))
             resumed += 1
         return resumed
 
     def refuse_new(self) -> None:
-        self._draining = True
+        self.launcher.refuse_new()
 
     async def drain(self) -> None:
         """Stop every executor without touching stored state: a restart resumes them."""
-        self.refuse_new()
-        tasks = [task for _, task in self._executors.values()]
-        for task in tasks:
-            task.cancel("workflowd is draining")
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.launcher.drain()
 
     async def watch(
         self, company: str, run_id: str, after_seq: int, on_subscribed: Ready = None

@@ -104,4 +104,50 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        # Schedules (one per workflow), what each decided, and runs that wait for another
+        # (a buffered or cancel-other fire, a backfill chain) before they start.
+        """
+        CREATE TABLE schedules (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            workflow_id TEXT NOT NULL UNIQUE REFERENCES workflows (id),
+            company TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            cron TEXT NOT NULL DEFAULT '',
+            timezone TEXT NOT NULL DEFAULT 'UTC',
+            every_s REAL,
+            active INTEGER NOT NULL,
+            overlap TEXT NOT NULL,
+            catchup TEXT NOT NULL,
+            catchup_window_s REAL NOT NULL,
+            anchor TEXT NOT NULL,
+            next_fire_at TEXT,
+            last_fire_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX schedules_company_seq ON schedules (company, seq)",
+        """
+        CREATE TABLE schedule_decisions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            workflow_id TEXT NOT NULL REFERENCES workflows (id),
+            instant TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            run_id TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL,
+            decided_at TEXT NOT NULL,
+            UNIQUE (workflow_id, instant)
+        )
+        """,
+        "ALTER TABLE runs ADD COLUMN after_run_id TEXT NOT NULL DEFAULT ''",
+        # One run per workflow and instant, whoever creates it: the scheduler (even two of
+        # them, or one restarted after a crash), a catch-up or a backfill.
+        """
+        CREATE UNIQUE INDEX runs_scheduled ON runs (workflow_id, scheduled_at)
+        WHERE scheduled_at IS NOT NULL
+        """,
+    ),
 )

@@ -180,10 +180,16 @@ def create_run(conn: sqlite3.Connection, new: NewRun) -> tuple[Run, list[RunEven
                     " different input or version: use a new key for a different run"
                 )
             return get_run(conn, new.company, row["id"]), [], False
+    run, events = insert_run(conn, new)
+    return run, events, True
+
+
+def insert_run(conn: sqlite3.Connection, new: NewRun) -> tuple[Run, list[RunEvent]]:
+    """The run, PENDING with its tasks, and its RUN_CREATED event."""
     conn.execute(
         "INSERT INTO runs (id, company, workflow_id, namespace, name, version, status, trigger,"
-        " input, created_at, scheduled_at, idempotency_key)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " input, created_at, scheduled_at, idempotency_key, after_run_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.id,
             new.company,
@@ -197,6 +203,7 @@ def create_run(conn: sqlite3.Connection, new: NewRun) -> tuple[Run, list[RunEven
             ts(new.created_at),
             ts(new.scheduled_at),
             new.idempotency_key,
+            new.after_run_id,
         ),
     )
     conn.executemany(
@@ -209,7 +216,7 @@ def create_run(conn: sqlite3.Connection, new: NewRun) -> tuple[Run, list[RunEven
     tx = RunTx(conn, new.id, new.created_at)
     tx._event(RunEventType.RUN_CREATED)
     events = tx.close()
-    return get_run(conn, new.company, new.id), events, True
+    return get_run(conn, new.company, new.id), events
 
 
 def get_run(conn: sqlite3.Connection, company: str, run_id: str) -> Run:
@@ -245,6 +252,7 @@ def _run_from_rows(conn: sqlite3.Connection, row: sqlite3.Row) -> Run:
         ended_at=parse_ts(row["ended_at"]),
         scheduled_at=parse_ts(row["scheduled_at"]),
         idempotency_key=row["idempotency_key"],
+        after_run_id=row["after_run_id"],
     )
 
 

@@ -11,8 +11,16 @@ from pathlib import Path
 from workflowd.domain.json import Json
 from workflowd.domain.page import Page
 from workflowd.domain.run import NewRun, Run, RunEvent, RunFilter, WatchFilter
+from workflowd.domain.schedule import (
+    Activation,
+    FireDecision,
+    FireRequest,
+    FireResult,
+    NextFire,
+    WorkflowSchedule,
+)
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
-from workflowd.store import runs, workflows
+from workflowd.store import runs, schedules, workflows
 from workflowd.store.db import Database
 from workflowd.store.paging import page_size
 from workflowd.store.runs import RunTx
@@ -31,8 +39,18 @@ class SqliteStore:
     async def aclose(self) -> None:
         await self.db.aclose()
 
-    async def save_version(self, new: NewWorkflowVersion) -> tuple[Workflow, bool]:
-        return await self.db.write(lambda conn: workflows.save_version(conn, new))
+    async def save_version(
+        self, new: NewWorkflowVersion, next_fire: NextFire
+    ) -> tuple[Workflow, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[Workflow, bool]:
+            workflow, created = workflows.save_version(conn, new)
+            if created and workflow.current_version == new.version:
+                schedules.follow_version(
+                    conn, workflow.id, new.version, new.schedule, new.now, next_fire
+                )
+            return workflow, created
+
+        return await self.db.write(op)
 
     async def get_workflow(
         self,
@@ -56,7 +74,60 @@ class SqliteStore:
         return await self.db.read(lambda conn: workflows.list_page(conn, company, filt, n, token))
 
     async def archive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow:
-        return await self.db.write(lambda conn: workflows.archive(conn, company, workflow_id, now))
+        def op(conn: sqlite3.Connection) -> Workflow:
+            workflow = workflows.archive(conn, company, workflow_id, now)
+            schedules.deactivate(conn, workflow_id, now, "the workflow was archived")
+            return workflow
+
+        return await self.db.write(op)
+
+    async def activate_schedule(
+        self, activation: Activation, next_fire: NextFire
+    ) -> WorkflowSchedule:
+        return await self.db.write(lambda conn: schedules.activate(conn, activation, next_fire))
+
+    async def deactivate_schedule(
+        self, company: str, workflow_id: str, now: datetime, reason: str
+    ) -> WorkflowSchedule:
+        def op(conn: sqlite3.Connection) -> WorkflowSchedule:
+            schedules.get(conn, company, workflow_id)  # NOT_FOUND for another company's
+            stopped = schedules.deactivate(conn, workflow_id, now, reason)
+            assert stopped is not None
+            return stopped
+
+        return await self.db.write(op)
+
+    async def get_schedule(self, company: str, workflow_id: str) -> WorkflowSchedule:
+        return await self.db.read(lambda conn: schedules.get(conn, company, workflow_id))
+
+    async def schedule_of(self, workflow_id: str) -> WorkflowSchedule | None:
+        return await self.db.read(lambda conn: schedules.get_any(conn, workflow_id))
+
+    async def list_schedules(
+        self, company: str, namespace: str, size: int, token: str
+    ) -> Page[WorkflowSchedule]:
+        n = page_size(size)
+        return await self.db.read(
+            lambda conn: schedules.list_page(conn, company, namespace, n, token)
+        )
+
+    async def due_schedules(self) -> list[tuple[str, datetime]]:
+        return await self.db.read(schedules.due)
+
+    async def fire(self, request: FireRequest, next_at: datetime | None) -> FireResult:
+        return await self.db.write(lambda conn: schedules.fire(conn, request, next_at))
+
+    async def record_decision(
+        self, workflow_id: str, decision: FireDecision, next_at: datetime | None
+    ) -> None:
+        await self.db.write(
+            lambda conn: schedules.record_decision(conn, workflow_id, decision, next_at)
+        )
+
+    async def create_backfill(
+        self, runs: list[NewRun], sequential: bool
+    ) -> list[tuple[Run, list[RunEvent], bool]]:
+        return await self.db.write(lambda conn: schedules.create_backfill(conn, runs, sequential))
 
     async def create_run(self, new: NewRun) -> tuple[Run, list[RunEvent], bool]:
         return await self.db.write(lambda conn: runs.create_run(conn, new))

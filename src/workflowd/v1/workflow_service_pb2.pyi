@@ -210,6 +210,56 @@ CATCHUP_POLICY_ALL: CatchupPolicy.ValueType  # 2
 CATCHUP_POLICY_NONE: CatchupPolicy.ValueType  # 3
 Global___CatchupPolicy: _TypeAlias = CatchupPolicy  # noqa: Y015
 
+class _FireOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FireOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FireOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FIRE_OUTCOME_UNSPECIFIED: _FireOutcome.ValueType  # 0
+    FIRE_OUTCOME_FIRED: _FireOutcome.ValueType  # 1
+    """A run was created at the instant."""
+    FIRE_OUTCOME_SKIPPED: _FireOutcome.ValueType  # 2
+    """No run: the previous scheduled run was still active (SKIP), one already
+    waited (BUFFER_ONE), the instant already had a run, or the input was refused.
+    """
+    FIRE_OUTCOME_BUFFERED: _FireOutcome.ValueType  # 3
+    """A run was created that starts when the active one ends (BUFFER_ONE)."""
+    FIRE_OUTCOME_CANCELLED_PREVIOUS: _FireOutcome.ValueType  # 4
+    """The active runs were cancelled; the new run starts once they stopped."""
+    FIRE_OUTCOME_CAUGHT_UP: _FireOutcome.ValueType  # 5
+    """A run was created for an instant missed while no scheduler ran."""
+    FIRE_OUTCOME_MISSED: _FireOutcome.ValueType  # 6
+    """Instants missed while no scheduler ran that will not fire (one record
+    for the lot, at the first of them).
+    """
+    FIRE_OUTCOME_STOPPED: _FireOutcome.ValueType  # 7
+    """The schedule stopped: unscheduled, archived, or a version without one."""
+
+class FireOutcome(_FireOutcome, metaclass=_FireOutcomeEnumTypeWrapper):
+    """FireOutcome is what the scheduler decided for one instant."""
+
+FIRE_OUTCOME_UNSPECIFIED: FireOutcome.ValueType  # 0
+FIRE_OUTCOME_FIRED: FireOutcome.ValueType  # 1
+"""A run was created at the instant."""
+FIRE_OUTCOME_SKIPPED: FireOutcome.ValueType  # 2
+"""No run: the previous scheduled run was still active (SKIP), one already
+waited (BUFFER_ONE), the instant already had a run, or the input was refused.
+"""
+FIRE_OUTCOME_BUFFERED: FireOutcome.ValueType  # 3
+"""A run was created that starts when the active one ends (BUFFER_ONE)."""
+FIRE_OUTCOME_CANCELLED_PREVIOUS: FireOutcome.ValueType  # 4
+"""The active runs were cancelled; the new run starts once they stopped."""
+FIRE_OUTCOME_CAUGHT_UP: FireOutcome.ValueType  # 5
+"""A run was created for an instant missed while no scheduler ran."""
+FIRE_OUTCOME_MISSED: FireOutcome.ValueType  # 6
+"""Instants missed while no scheduler ran that will not fire (one record
+for the lot, at the first of them).
+"""
+FIRE_OUTCOME_STOPPED: FireOutcome.ValueType  # 7
+"""The schedule stopped: unscheduled, archived, or a version without one."""
+Global___FireOutcome: _TypeAlias = FireOutcome  # noqa: Y015
+
 @_typing.final
 class Workflow(_message.Message):
     """Workflow is one stored workflow at one of its versions."""
@@ -419,6 +469,7 @@ class Run(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     SCHEDULED_AT_FIELD_NUMBER: _builtins.int
+    AFTER_RUN_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     workflow_id: _builtins.str
     version: _builtins.str
@@ -426,6 +477,8 @@ class Run(_message.Message):
     trigger: Global___RunTrigger.ValueType
     namespace: _builtins.str
     name: _builtins.str
+    after_run_id: _builtins.str
+    """A run this one waits for before it starts (a buffered fire, a backfill)."""
     @_builtins.property
     def input(self) -> _struct_pb2.Value: ...
     @_builtins.property
@@ -465,10 +518,11 @@ class Run(_message.Message):
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
         scheduled_at: _timestamp_pb2.Timestamp | None = ...,
+        after_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "ended_at", b"ended_at", "error", b"error", "input", b"input", "output", b"output", "scheduled_at", b"scheduled_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "ended_at", b"ended_at", "error", b"error", "id", b"id", "input", b"input", "name", b"name", "namespace", b"namespace", "output", b"output", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "status", b"status", "tasks", b"tasks", "trigger", b"trigger", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_run_id", b"after_run_id", "context", b"context", "created_at", b"created_at", "ended_at", b"ended_at", "error", b"error", "id", b"id", "input", b"input", "name", b"name", "namespace", b"namespace", "output", b"output", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "status", b"status", "tasks", b"tasks", "trigger", b"trigger", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -534,8 +588,44 @@ class RunEvent(_message.Message):
 Global___RunEvent: _TypeAlias = RunEvent  # noqa: Y015
 
 @_typing.final
+class FireDecision(_message.Message):
+    """FireDecision records what the scheduler decided for one instant, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRE_TIME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    outcome: Global___FireOutcome.ValueType
+    run_id: _builtins.str
+    """The run created, if any."""
+    reason: _builtins.str
+    @_builtins.property
+    def fire_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        fire_time: _timestamp_pb2.Timestamp | None = ...,
+        outcome: Global___FireOutcome.ValueType = ...,
+        run_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "fire_time", b"fire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "fire_time", b"fire_time", "outcome", b"outcome", "reason", b"reason", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FireDecision: _TypeAlias = FireDecision  # noqa: Y015
+
+@_typing.final
 class Schedule(_message.Message):
-    """Schedule is the cron schedule of a workflow."""
+    """Schedule is the schedule of a workflow: a cron or an interval."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -552,8 +642,14 @@ class Schedule(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    EVERY_FIELD_NUMBER: _builtins.int
+    ANCHOR_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
+    RECENT_DECISIONS_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     cron: _builtins.str
+    """The cron expression, without its CRON_TZ= prefix; empty for an interval."""
     timezone: _builtins.str
     """IANA zone the cron is read in (UTC unless the spec says CRON_TZ=...)."""
     active: _builtins.bool
@@ -561,6 +657,8 @@ class Schedule(_message.Message):
     catchup_policy: Global___CatchupPolicy.ValueType
     namespace: _builtins.str
     name: _builtins.str
+    version: _builtins.str
+    """The workflow version whose schedule block this is."""
     @_builtins.property
     def catchup_window(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -571,6 +669,22 @@ class Schedule(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def every(self) -> _duration_pb2.Duration:
+        """The interval of schedule.every; unset for a cron."""
+
+    @_builtins.property
+    def anchor(self) -> _timestamp_pb2.Timestamp:
+        """When the schedule was activated: the phase of an interval."""
+
+    @_builtins.property
+    def next_fire_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """The next instants it fires at (up to 10), soonest first."""
+
+    @_builtins.property
+    def recent_decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___FireDecision]:
+        """The most recent decisions, newest first."""
+
     def __init__(
         self,
         *,
@@ -587,10 +701,15 @@ class Schedule(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
+        every: _duration_pb2.Duration | None = ...,
+        anchor: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.str = ...,
+        next_fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        recent_decisions: _abc.Iterable[Global___FireDecision] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "created_at", b"created_at", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "catchup_window", b"catchup_window", "created_at", b"created_at", "every", b"every", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "created_at", b"created_at", "cron", b"cron", "last_fire_at", b"last_fire_at", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "overlap_policy", b"overlap_policy", "timezone", b"timezone", "updated_at", b"updated_at", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "anchor", b"anchor", "catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "created_at", b"created_at", "cron", b"cron", "every", b"every", "last_fire_at", b"last_fire_at", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "next_fire_times", b"next_fire_times", "overlap_policy", b"overlap_policy", "recent_decisions", b"recent_decisions", "timezone", b"timezone", "updated_at", b"updated_at", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1178,7 +1297,9 @@ Global___WatchRunsResponse: _TypeAlias = WatchRunsResponse  # noqa: Y015
 
 @_typing.final
 class ScheduleWorkflowRequest(_message.Message):
-    """ScheduleWorkflowRequest activates a workflow's schedule."""
+    """ScheduleWorkflowRequest activates a workflow's schedule. Unspecified
+    policies keep their current value (SKIP, LATEST and 1 h at first).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1375,14 +1496,20 @@ Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
 
 @_typing.final
 class BackfillWorkflowRequest(_message.Message):
-    """BackfillWorkflowRequest creates runs for the cron instants in [start_time, end_time)."""
+    """BackfillWorkflowRequest creates runs for the schedule's instants in
+    [start_time, end_time), which must be in the past. Repeating it creates no
+    new runs: an instant that has a run keeps it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    PARALLEL_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
+    parallel: _builtins.bool
+    """Start every run at once instead of each when the previous one has ended."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1393,10 +1520,11 @@ class BackfillWorkflowRequest(_message.Message):
         workflow_id: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        parallel: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "parallel", b"parallel", "start_time", b"start_time", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1404,21 +1532,25 @@ Global___BackfillWorkflowRequest: _TypeAlias = BackfillWorkflowRequest  # noqa: 
 
 @_typing.final
 class BackfillWorkflowResponse(_message.Message):
-    """BackfillWorkflowResponse lists the runs created."""
+    """BackfillWorkflowResponse lists the run of every instant, in order."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_IDS_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    """How many of them this request created."""
     @_builtins.property
     def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        created: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_ids", b"run_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "run_ids", b"run_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

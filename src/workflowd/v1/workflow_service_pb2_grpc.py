@@ -201,7 +201,8 @@ class WorkflowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ScheduleWorkflow(self, request, context):
-        """Activates the cron schedule of a workflow's specification.
+        """Activates the schedule of a workflow's current version (or updates its
+        policies when active).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,7 +230,7 @@ class WorkflowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BackfillWorkflow(self, request, context):
-        """Creates one run for every cron instant of a past range.
+        """Creates one run for every instant of the schedule in a past range.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

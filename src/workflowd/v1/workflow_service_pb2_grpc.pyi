@@ -58,7 +58,9 @@ class WorkflowServiceStub:
     WatchRuns: _grpc.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunsRequest, _workflow_service_pb2.WatchRunsResponse]
     """Streams the events of many runs."""
     ScheduleWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ScheduleWorkflowRequest, _workflow_service_pb2.ScheduleWorkflowResponse]
-    """Activates the cron schedule of a workflow's specification."""
+    """Activates the schedule of a workflow's current version (or updates its
+    policies when active).
+    """
     UnscheduleWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.UnscheduleWorkflowRequest, _workflow_service_pb2.UnscheduleWorkflowResponse]
     """Stops a workflow's schedule."""
     GetSchedule: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.GetScheduleRequest, _workflow_service_pb2.GetScheduleResponse]
@@ -66,7 +68,7 @@ class WorkflowServiceStub:
     ListSchedules: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ListSchedulesRequest, _workflow_service_pb2.ListSchedulesResponse]
     """Lists schedules."""
     BackfillWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.BackfillWorkflowRequest, _workflow_service_pb2.BackfillWorkflowResponse]
-    """Creates one run for every cron instant of a past range."""
+    """Creates one run for every instant of the schedule in a past range."""
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -98,7 +100,9 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     WatchRuns: _aio.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunsRequest, _workflow_service_pb2.WatchRunsResponse]  # type: ignore[assignment]
     """Streams the events of many runs."""
     ScheduleWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ScheduleWorkflowRequest, _workflow_service_pb2.ScheduleWorkflowResponse]  # type: ignore[assignment]
-    """Activates the cron schedule of a workflow's specification."""
+    """Activates the schedule of a workflow's current version (or updates its
+    policies when active).
+    """
     UnscheduleWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.UnscheduleWorkflowRequest, _workflow_service_pb2.UnscheduleWorkflowResponse]  # type: ignore[assignment]
     """Stops a workflow's schedule."""
     GetSchedule: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.GetScheduleRequest, _workflow_service_pb2.GetScheduleResponse]  # type: ignore[assignment]
@@ -106,7 +110,7 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     ListSchedules: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListSchedulesRequest, _workflow_service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
     """Lists schedules."""
     BackfillWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.BackfillWorkflowRequest, _workflow_service_pb2.BackfillWorkflowResponse]  # type: ignore[assignment]
-    """Creates one run for every cron instant of a past range."""
+    """Creates one run for every instant of the schedule in a past range."""
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkflowService stores Serverless Workflow DSL 1.0 definitions, runs them
@@ -207,7 +211,9 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _workflow_service_pb2.ScheduleWorkflowRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.ScheduleWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.ScheduleWorkflowResponse]]:
-        """Activates the cron schedule of a workflow's specification."""
+        """Activates the schedule of a workflow's current version (or updates its
+        policies when active).
+        """
 
     @_abc_1.abstractmethod
     def UnscheduleWorkflow(
@@ -239,6 +245,6 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _workflow_service_pb2.BackfillWorkflowRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.BackfillWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.BackfillWorkflowResponse]]:
-        """Creates one run for every cron instant of a past range."""
+        """Creates one run for every instant of the schedule in a past range."""
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,240 @@
+"""`schedule`, `unschedule`, `schedules list|get` and `backfill`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from workflowd.api.client import Client, to_dict
+from workflowd.cli import runs as runs_cli
+from workflowd.cli.common import CliError, add_address_option, add_output_option, print_json
+from workflowd.cli.refs import workflow_ref
+from workflowd.spec.fields import duration_seconds
+from workflowd.v1 import workflow_service_pb2 as pb
+
+_OVERLAP = ("skip", "buffer-one", "allow-all", "cancel-other")
+_CATCHUP = ("latest", "all", "none")
+_SHORT_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("schedule", help="activate a workflow's schedule, or change its policies")
+    p.add_argument("ref", help="workflow id or namespace/name")
+    p.add_argument("--trigger-now", action="store_true", help="also start a run now")
+    p.add_argument("--overlap", choices=_OVERLAP, help="while the previous run is active")
+    p.add_argument("--catchup", choices=_CATCHUP, help="instants missed during downtime")
+    p.add_argument("--catchup-window", help="how far back to catch up: 90s, 30m, 2h, 1d, PT1H")
+    _common(p, cmd_schedule)
+
+    p = sub.add_parser("unschedule", help="stop a workflow's schedule")
+    p.add_argument("ref", help="workflow id or namespace/name")
+    _common(p, cmd_unschedule)
+
+    schedules = sub.add_parser("schedules", help="list and show schedules")
+    ssub = schedules.add_subparsers(dest="schedules_command", required=True, metavar="COMMAND")
+    p = ssub.add_parser("list", help="list schedules, newest first")
+    p.add_argument("--namespace", default="")
+    p.add_argument("--page-size", type=int, default=50)
+    p.add_argument("--page-token", default="")
+    _common(p, cmd_list)
+    p = ssub.add_parser("get", help="show a schedule: its next fires and recent decisions")
+    p.add_argument("ref", help="workflow id or namespace/name")
+    _common(p, cmd_get)
+
+    p = sub.add_parser("backfill", help="a run for every instant of the schedule in [start, end)")
+    p.add_argument("ref", help="workflow id or namespace/name")
+    p.add_argument("--start", required=True, help="ISO-8601 instant (UTC unless it says)")
+    p.add_argument("--end", required=True, help="ISO-8601 instant (UTC unless it says)")
+    p.add_argument("--parallel", action="store_true", help="start every run at once")
+    p.add_argument(
+        "--watch", action="store_true", help="follow the runs; exit 1 if any failed, 2 cancelled"
+    )
+    _common(p, cmd_backfill)
+
+
+def _common(parser: argparse.ArgumentParser, handler: Any) -> None:
+    add_address_option(parser)
+    add_output_option(parser)
+    parser.set_defaults(handler=handler)
+
+
+async def _workflow_id(client: Client, ref: str) -> str:
+    fields = workflow_ref(ref)
+    if "id" in fields:
+        return fields["id"]
+    got = await runs_cli.call(client, "GetWorkflow", pb.GetWorkflowRequest(**fields))
+    return str(got.workflow.id)
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    window = _duration(args.catchup_window) if args.catchup_window else None
+
+    async def go() -> Any:
+        async with Client(args.address) as client:
+            request = pb.ScheduleWorkflowRequest(
+                workflow_id=await _workflow_id(client, args.ref),
+                trigger_immediately=args.trigger_now,
+            )
+            if args.overlap:
+                name = "OVERLAP_POLICY_" + args.overlap.upper().replace("-", "_")
+                request.overlap_policy = pb.OverlapPolicy.Value(name)
+            if args.catchup:
+                request.catchup_policy = pb.CatchupPolicy.Value(
+                    f"CATCHUP_POLICY_{args.catchup.upper()}"
+                )
+            if window is not None:
+                request.catchup_window.CopyFrom(window)
+            return await runs_cli.call(client, "ScheduleWorkflow", request)
+
+    response = _run(go())
+    if args.output == "json":
+        print_json(to_dict(response))
+        return 0
+    _show(response.schedule, recent=0)
+    if response.run_id:
+        print(f"run {response.run_id} started")
+    return 0
+
+
+def cmd_unschedule(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with Client(args.address) as client:
+            request = pb.UnscheduleWorkflowRequest(workflow_id=await _workflow_id(client, args.ref))
+            return await runs_cli.call(client, "UnscheduleWorkflow", request)
+
+    response = _run(go())
+    if args.output == "json":
+        print_json(to_dict(response))
+    else:
+        s = response.schedule
+        print(f"{s.namespace}/{s.name} unscheduled")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with Client(args.address) as client:
+            request = pb.ListSchedulesRequest(
+                namespace=args.namespace, page_size=args.page_size, page_token=args.page_token
+            )
+            return await runs_cli.call(client, "ListSchedules", request)
+
+    response = _run(go())
+    if args.output == "json":
+        print_json(to_dict(response))
+        return 0
+    print(f"{'WORKFLOW':40}  {'SCHEDULE':34}  {'ACTIVE':6}  NEXT FIRE (UTC)")
+    for s in response.schedules:
+        nxt = _utc(s.next_fire_at) if s.HasField("next_fire_at") else "-"
+        active = "yes" if s.active else "no"
+        print(f"{s.namespace + '/' + s.name:40}  {_describe(s):34}  {active:6}  {nxt}")
+    if response.next_page_token:
+        print(f"more: --page-token {response.next_page_token}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with Client(args.address) as client:
+            request = pb.GetScheduleRequest(workflow_id=await _workflow_id(client, args.ref))
+            return await runs_cli.call(client, "GetSchedule", request)
+
+    response = _run(go())
+    if args.output == "json":
+        print_json(to_dict(response.schedule))
+    else:
+        _show(response.schedule, recent=20)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with Client(args.address) as client:
+            request = pb.BackfillWorkflowRequest(
+                workflow_id=await _workflow_id(client, args.ref), parallel=args.parallel
+            )
+            request.start_time.CopyFrom(_timestamp(args.start, "--start"))
+            request.end_time.CopyFrom(_timestamp(args.end, "--end"))
+            response = await runs_cli.call(client, "BackfillWorkflow", request)
+            if args.output == "json":
+                print_json(to_dict(response))
+            else:
+                print(
+                    f"{len(response.run_ids)} instants, {response.created} new runs: "
+                    + " ".join(response.run_ids)
+                )
+            if not args.watch:
+                return 0
+            codes = [
+                await runs_cli.follow(client, run_id, args.output) for run_id in response.run_ids
+            ]
+            return max(codes, default=0)
+
+    code: int = _run(go())
+    return code
+
+
+def _show(s: pb.Schedule, recent: int) -> None:
+    zone = ZoneInfo(s.timezone or "UTC")
+    state = "active" if s.active else "stopped"
+    print(f"{s.namespace}/{s.name} version {s.version}: {_describe(s)} ({state})")
+    overlap = pb.OverlapPolicy.Name(s.overlap_policy).removeprefix("OVERLAP_POLICY_")
+    catchup = pb.CatchupPolicy.Name(s.catchup_policy).removeprefix("CATCHUP_POLICY_")
+    print(f"overlap {overlap}, catch-up {catchup} within {s.catchup_window.seconds} s")
+    if s.next_fire_times:
+        print(f"next fires ({s.timezone or 'UTC'}):")
+        for t in s.next_fire_times:
+            local = t.ToDatetime(tzinfo=UTC).astimezone(zone)
+            print(f"  {local.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    if recent and s.recent_decisions:
+        print("recent decisions:")
+        for d in list(s.recent_decisions)[:recent]:
+            outcome = pb.FireOutcome.Name(d.outcome).removeprefix("FIRE_OUTCOME_").lower()
+            run = f" run {d.run_id}" if d.run_id else ""
+            print(f"  {_utc(d.fire_time)}  {outcome:18}{run}  {d.reason}")
+
+
+def _describe(s: pb.Schedule) -> str:
+    if s.cron:
+        zone = "" if s.timezone in ("", "UTC") else f"CRON_TZ={s.timezone} "
+        return f"cron {zone}{s.cron}"
+    return f"every {s.every.seconds} s"
+
+
+def _utc(value: timestamp_pb2.Timestamp) -> str:
+    return value.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(text: str) -> duration_pb2.Duration:
+    match = _SHORT_DURATION.match(text)
+    seconds = (
+        int(match.group(1)) * _UNIT_S[match.group(2)] if match else duration_seconds(text.upper())
+    )
+    if seconds is None:
+        raise CliError(f"--catchup-window {text!r}: write 90s, 30m, 2h, 1d or ISO-8601 (PT1H)")
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+def _timestamp(text: str, flag: str) -> timestamp_pb2.Timestamp:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{flag} {text!r} is not an ISO-8601 instant (2026-01-31T06:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(moment)
+    return out

@@ -1,0 +1,109 @@
+"""Starts, tracks and stops the executors of this process's runs.
+
+A run created with `after_run_id` (a buffered or cancel-other fire, a backfill chain) waits
+until that run's executor has ended, then starts; it is read again from the store at that
+moment, since it may have been cancelled while it waited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from workflowd.domain.definition import WorkflowDefinition
+from workflowd.domain.run import Run
+from workflowd.engine.definitions import Definitions, WorkflowRef
+from workflowd.engine.deps import EngineDeps
+from workflowd.engine.executor import RunExecutor
+
+log = logging.getLogger("workflowd.engine")
+
+
+class Launcher:
+    def __init__(self, deps: EngineDeps, definitions: Definitions) -> None:
+        self._deps = deps
+        self._definitions = definitions
+        self._executors: dict[str, tuple[RunExecutor, asyncio.Task[None]]] = {}
+        self._waiters: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+        self._waiting: set[str] = set()
+        self._releases: set[asyncio.Task[None]] = set()
+        self._draining = False
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def running(self, run_id: str) -> bool:
+        return run_id in self._executors
+
+    def start(self, run: Run, definition: WorkflowDefinition) -> None:
+        """Start the run's executor now, or once the run it waits for has ended."""
+        if self._draining or run.id in self._executors or run.id in self._waiting:
+            return  # a draining daemon leaves it stored as it is: the next start resumes it
+        after = run.after_run_id
+        if after and (after in self._executors or after in self._waiting):
+            self._waiters[after].append((run.company, run.id))
+            self._waiting.add(run.id)
+            return
+        executor = RunExecutor(self._deps, run, definition)
+        task = asyncio.create_task(executor.execute(), name=f"run-{run.id}")
+        self._executors[run.id] = (executor, task)
+        self._deps.metrics.active_runs.set(len(self._executors))
+        task.add_done_callback(lambda t: self._reap(run.id, t))
+
+    def request_cancel(self, run_id: str) -> None:
+        """Tell the run's executor; a waiting run starts at once, to end CANCELLED."""
+        entry = self._executors.get(run_id)
+        if entry is not None:
+            entry[0].request_cancel()
+        elif run_id in self._waiting:
+            for waiters in self._waiters.values():
+                for company, waiting_id in list(waiters):
+                    if waiting_id == run_id:
+                        waiters.remove((company, waiting_id))
+                        self._release_one(company, run_id)
+
+    def refuse_new(self) -> None:
+        self._draining = True
+
+    async def drain(self) -> None:
+        """Stop every executor without touching stored state: a restart resumes them."""
+        self.refuse_new()
+        tasks = [task for _, task in self._executors.values()] + list(self._releases)
+        for task in tasks:
+            task.cancel("workflowd is draining")
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _reap(self, run_id: str, task: asyncio.Task[None]) -> None:
+        self._executors.pop(run_id, None)
+        self._deps.metrics.active_runs.set(len(self._executors))
+        if task.cancelled():
+            return  # drained: the waiters stay stored and resume with it after a restart
+        exc = task.exception()
+        if exc is not None:
+            log.error(
+                "run %s stopped on an unexpected error", run_id, exc_info=exc,
+                extra={"run_id": run_id},
+            )  # fmt: skip
+        for company, waiting_id in self._waiters.pop(run_id, []):
+            self._release_one(company, waiting_id)
+
+    def _release_one(self, company: str, run_id: str) -> None:
+        self._waiting.discard(run_id)
+        task = asyncio.create_task(self._release(company, run_id), name=f"release-{run_id}")
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, company: str, run_id: str) -> None:
+        try:
+            run = await self._deps.store.get_run(company, run_id)
+            workflow = await self._definitions.get(
+                company, WorkflowRef(workflow_id=run.workflow_id, version=run.version)
+            )
+            definition = await self._definitions.definition(workflow)
+        except Exception:
+            log.exception("run %s could not start after the run it waited for", run_id)
+            return
+        if not run.status.terminal:
+            self.start(run, definition)

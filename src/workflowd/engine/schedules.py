@@ -1,0 +1,378 @@
+"""Schedules: activate, stop, read, backfill, and what a fire does (the `FireTarget` the
+scheduler's loop calls when an instant comes).
+
+A fire reads its schedule from the store, decides whether it is on time or catching up after
+downtime, and commits each instant in one transaction (decision, run, cancel requests, next
+instant); only then are runs started and events published.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from workflowd.domain import ids
+from workflowd.domain.definition import WorkflowDefinition
+from workflowd.domain.errors import FailedPrecondition, InvalidRequest
+from workflowd.domain.page import Page
+from workflowd.domain.run import NewRun, Run, RunTrigger, TaskRun
+from workflowd.domain.schedule import (
+    Activation,
+    CatchupPolicy,
+    FireDecision,
+    FireOutcome,
+    FireRequest,
+    OverlapPolicy,
+    SchedulePolicies,
+    WorkflowSchedule,
+)
+from workflowd.domain.workflow import Workflow, WorkflowStatus
+from workflowd.engine import fires
+from workflowd.engine.definitions import Definitions, WorkflowRef
+from workflowd.engine.deps import EngineDeps
+from workflowd.engine.ports import ScheduleStore
+from workflowd.engine.runs import Runs, TriggerRequest
+from workflowd.spec import EvaluationLimitError, SchemaUnusableError
+
+log = logging.getLogger("workflowd.scheduler")
+
+UPCOMING = 10
+MAX_CATCHUP_WINDOW_S = 366 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleLimits:
+    max_backfill_runs: int = 1000
+    # A fire processed this late is still on time; later, it is a catch-up (the scheduler was
+    # not running at the instant).
+    on_time_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    """Requested policies; None keeps the current one (or the default)."""
+
+    overlap: OverlapPolicy | None = None
+    catchup: CatchupPolicy | None = None
+    catchup_window_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleView:
+    schedule: WorkflowSchedule
+    upcoming: tuple[datetime, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Backfill:
+    runs: tuple[Run, ...]
+    created: int
+
+
+class LoopPort(Protocol):
+    @property
+    def scheduled(self) -> int: ...
+
+    def set(self, workflow_id: str, instant: datetime | None) -> None: ...
+
+
+class Schedules:
+    def __init__(
+        self,
+        deps: EngineDeps,
+        store: ScheduleStore,
+        definitions: Definitions,
+        runs: Runs,
+        limits: ScheduleLimits,
+    ) -> None:
+        self._deps = deps
+        self._store = store
+        self._definitions = definitions
+        self._runs = runs
+        self._limits = limits
+        self._loop: LoopPort | None = None
+
+    def attach(self, loop: LoopPort) -> None:
+        """The scheduler loop to tell when a schedule's next instant changes."""
+        self._loop = loop
+
+    # --- requests ------------------------------------------------------------------------
+
+    async def activate(
+        self, company: str, workflow_id: str, change: PolicyChange, trigger_now: bool
+    ) -> tuple[ScheduleView, str]:
+        workflow = await self._workflow(company, workflow_id)
+        definition = await self._definitions.definition(workflow)
+        if definition.schedule is None:
+            raise FailedPrecondition(
+                f"workflow {workflow.namespace}/{workflow.name} version {workflow.version} has "
+                "no schedule block: add schedule.cron or schedule.every in a new version"
+            )
+        current = await self._store.schedule_of(workflow.id)
+        policies = _merge(current.policies if current else SchedulePolicies(), change)
+        activation = Activation(
+            company=company,
+            workflow_id=workflow.id,
+            namespace=workflow.namespace,
+            name=workflow.name,
+            version=workflow.version,
+            spec=definition.schedule,
+            policies=policies,
+            now=self._deps.clock.now(),
+        )
+        schedule = await self._store.activate_schedule(activation, fires.next_fire)
+        self._tell_loop(schedule)
+        run_id = ""
+        if trigger_now:
+            run = await self._runs.trigger(
+                company,
+                TriggerRequest(
+                    ref=WorkflowRef(workflow_id=workflow.id),
+                    trigger=RunTrigger.SCHEDULE,
+                    scheduled_at=activation.now,
+                ),
+            )
+            run_id = run.id
+        return self._view(schedule), run_id
+
+    async def deactivate(self, company: str, workflow_id: str) -> ScheduleView:
+        ids.check_uuid("workflow_id", workflow_id, "workflow")
+        now = self._deps.clock.now()
+        schedule = await self._store.deactivate_schedule(
+            company, workflow_id, now, "unscheduled on request"
+        )
+        self._tell_loop(schedule)
+        return self._view(schedule)
+
+    async def get(self, company: str, workflow_id: str) -> ScheduleView:
+        ids.check_uuid("workflow_id", workflow_id, "workflow")
+        return self._view(await self._store.get_schedule(company, workflow_id))
+
+    async def list_page(
+        self, company: str, namespace: str, size: int, token: str
+    ) -> Page[ScheduleView]:
+        if namespace:
+            ids.check_name("namespace", namespace)
+        page = await self._store.list_schedules(company, namespace, size, token)
+        return Page([self._view(s) for s in page.items], page.after, page.more)
+
+    async def changed(self, workflow_id: str) -> None:
+        """A workflow's version or status changed: its schedule may have moved."""
+        schedule = await self._store.schedule_of(workflow_id)
+        if schedule is not None:
+            self._tell_loop(schedule)
+
+    async def backfill(
+        self, company: str, workflow_id: str, start: datetime, end: datetime, sequential: bool
+    ) -> Backfill:
+        workflow = await self._workflow(company, workflow_id)
+        definition = await self._definitions.definition(workflow)
+        if definition.schedule is None:
+            raise FailedPrecondition(
+                f"workflow {workflow.namespace}/{workflow.name} version {workflow.version} has "
+                "no schedule block: backfill follows the schedule's instants"
+            )
+        now = self._deps.clock.now()
+        _check_range(start, end, now)
+        current = await self._store.schedule_of(workflow.id)
+        anchor = current.anchor if current is not None else start
+        cap = self._limits.max_backfill_runs
+        instants = fires.between(definition.schedule, anchor, start, end, cap + 1)
+        if len(instants) > cap:
+            raise InvalidRequest(
+                "end_time",
+                f"the range holds more than {cap} instants of the schedule; backfill at most "
+                f"{cap} at a time (the {cap}th is {instants[cap - 1].isoformat()})",
+            )
+        news = [self._new_run(workflow, definition, t, RunTrigger.BACKFILL, now) for t in instants]
+        created = await self._store.create_backfill(news, sequential)
+        for run, events, is_new in created:
+            self._deps.hub.publish(events)
+            self._deps.metrics.observe_events(events)
+            if is_new:
+                self._runs.launcher.start(run, definition)
+        return Backfill(tuple(run for run, _, _ in created), sum(1 for *_, n in created if n))
+
+    # --- the scheduler's FireTarget ------------------------------------------------------
+
+    async def due(self) -> list[tuple[str, datetime]]:
+        return await self._store.due_schedules()
+
+    async def fire(self, workflow_id: str, instant: datetime) -> datetime | None:
+        schedule = await self._store.schedule_of(workflow_id)
+        if schedule is None or not schedule.active:
+            return None
+        if schedule.next_fire_at != instant:
+            return schedule.next_fire_at  # another scheduler, or a new version, moved it on
+        now = self._deps.clock.now()
+        if (now - instant).total_seconds() <= self._limits.on_time_s:
+            following = fires.next_fire(schedule.spec, schedule.anchor, max(now, instant))
+            await self._fire_one(schedule, instant, False, following)
+            return following
+        return await self._catch_up(schedule, now)
+
+    async def _catch_up(self, schedule: WorkflowSchedule, now: datetime) -> datetime | None:
+        """Instants missed while no scheduler ran: those in the window fire by the policy,
+        the others are recorded as missed (one record for the lot)."""
+        spec, anchor, policies = schedule.spec, schedule.anchor, schedule.policies
+        assert schedule.next_fire_at is not None
+        window_start = now - timedelta(seconds=policies.catchup_window_s)
+        # The window spans at most a year of a schedule's instants; ALL fires each of them.
+        within = fires.between(spec, anchor, max(window_start, schedule.next_fire_at), now, 10_000)
+        if policies.catchup is CatchupPolicy.NONE:
+            firing: list[datetime] = []
+        elif policies.catchup is CatchupPolicy.LATEST:
+            firing = within[-1:]
+        else:
+            firing = within
+        following = fires.next_fire(spec, anchor, now)
+        first_missed = schedule.next_fire_at
+        if not firing or first_missed < firing[0]:
+            reason = _missed_reason(policies, first_missed, window_start)
+            missed = FireDecision(first_missed, FireOutcome.MISSED, reason, now)
+            next_at = firing[0] if firing else following
+            await self._store.record_decision(schedule.workflow_id, missed, next_at)
+            self._observe(missed, True)
+        for index, instant in enumerate(firing):
+            after = firing[index + 1] if index + 1 < len(firing) else following
+            await self._fire_one(schedule, instant, True, after)
+        return following
+
+    async def _fire_one(
+        self,
+        schedule: WorkflowSchedule,
+        instant: datetime,
+        catching_up: bool,
+        following: datetime | None,
+    ) -> None:
+        now = self._deps.clock.now()
+        workflow = await self._definitions.get(
+            schedule.company,
+            WorkflowRef(workflow_id=schedule.workflow_id, version=schedule.version),
+        )
+        definition = await self._definitions.definition(workflow)
+        refusal = await self._input_refusal(definition)
+        if refusal:
+            decision = FireDecision(instant, FireOutcome.SKIPPED, refusal, now)
+            await self._store.record_decision(schedule.workflow_id, decision, following)
+            self._observe(decision, catching_up)
+            return
+        new = self._new_run(workflow, definition, instant, RunTrigger.SCHEDULE, now)
+        request = FireRequest(
+            schedule.workflow_id, instant, schedule.version, catching_up, new, now
+        )
+        result = await self._store.fire(request, following)
+        self._deps.crash_point("after_fire_commit")
+        self._deps.hub.publish(list(result.events))
+        self._deps.metrics.observe_events(result.events)
+        for run_id in result.cancelled:
+            self._runs.launcher.request_cancel(run_id)
+        if result.run is not None:
+            self._runs.launcher.start(result.run, definition)
+        if result.decision is not None:
+            self._observe(result.decision, catching_up)
+
+    async def _input_refusal(self, definition: WorkflowDefinition) -> str:
+        """Why a scheduled run's empty input (`{}`) fails the workflow's input.schema."""
+        if not isinstance(definition.input_schema, dict | bool):
+            return ""
+        try:
+            result = await self._deps.evaluator.check_schema(definition.input_schema, {})
+        except (EvaluationLimitError, SchemaUnusableError) as exc:
+            return f"the workflow's input.schema cannot be checked: {exc}"
+        if result.message is None:
+            return ""
+        return f"scheduled runs have the input {{}}, which input.schema refuses: {result.message}"
+
+    def _observe(self, decision: FireDecision, catching_up: bool) -> None:
+        metrics = self._deps.metrics
+        metrics.schedule_fires.labels(decision.outcome.value).inc()
+        if not catching_up:
+            late = (decision.decided_at - decision.instant).total_seconds()
+            metrics.fire_lateness.observe(max(0.0, late))
+
+    # --- helpers -------------------------------------------------------------------------
+
+    async def _workflow(self, company: str, workflow_id: str) -> Workflow:
+        workflow = await self._definitions.get(company, WorkflowRef(workflow_id=workflow_id))
+        if workflow.status == WorkflowStatus.ARCHIVED:
+            raise FailedPrecondition(
+                f"workflow {workflow.namespace}/{workflow.name} is archived: it has no schedule"
+            )
+        return workflow
+
+    def _new_run(
+        self,
+        workflow: Workflow,
+        definition: WorkflowDefinition,
+        instant: datetime,
+        trigger: RunTrigger,
+        now: datetime,
+    ) -> NewRun:
+        return NewRun(
+            id=str(uuid.uuid4()),
+            company=workflow.company,
+            workflow_id=workflow.id,
+            namespace=workflow.namespace,
+            name=workflow.name,
+            version=workflow.version,
+            trigger=trigger,
+            input={},
+            tasks=tuple(
+                TaskRun(index=t.index, name=t.name, call=t.call, reference=t.reference)
+                for t in definition.tasks
+            ),
+            created_at=now,
+            scheduled_at=instant,
+        )
+
+    def _view(self, schedule: WorkflowSchedule) -> ScheduleView:
+        if not schedule.active or schedule.next_fire_at is None:
+            return ScheduleView(schedule, ())
+        after = schedule.next_fire_at - timedelta(microseconds=1)
+        return ScheduleView(
+            schedule, tuple(fires.upcoming(schedule.spec, schedule.anchor, after, UPCOMING))
+        )
+
+    def _tell_loop(self, schedule: WorkflowSchedule) -> None:
+        if self._loop is not None:
+            self._loop.set(schedule.workflow_id, schedule.next_fire_at if schedule.active else None)
+            self._deps.metrics.active_schedules.set(self._loop.scheduled)
+
+
+def _merge(current: SchedulePolicies, change: PolicyChange) -> SchedulePolicies:
+    window = (
+        current.catchup_window_s if change.catchup_window_s is None else change.catchup_window_s
+    )
+    if not 0 <= window <= MAX_CATCHUP_WINDOW_S:
+        raise InvalidRequest("catchup_window", "must be between 0 and 366 days")
+    return SchedulePolicies(
+        overlap=change.overlap or current.overlap,
+        catchup=change.catchup or current.catchup,
+        catchup_window_s=window,
+    )
+
+
+def _check_range(start: datetime, end: datetime, now: datetime) -> None:
+    if end <= start:
+        raise InvalidRequest("end_time", "must be after start_time")
+    if end > now:
+        raise InvalidRequest(
+            "end_time",
+            "is in the future: a backfill covers past instants; the schedule fires future ones",
+        )
+
+
+def _missed_reason(policies: SchedulePolicies, first: datetime, window_start: datetime) -> str:
+    if policies.catchup is CatchupPolicy.NONE:
+        return f"no scheduler ran from {first.isoformat()}; the catch-up policy is NONE"
+    if first < window_start:
+        return (
+            f"no scheduler ran from {first.isoformat()}: instants before "
+            f"{window_start.isoformat()} are outside the catch-up window "
+            f"({policies.catchup_window_s:g} s)"
+        )
+    return f"no scheduler ran from {first.isoformat()}; LATEST fires only the most recent instant"

@@ -1,0 +1,131 @@
+"""The scheduler's loop: a heap of (next instant, workflow), one sleep until the earliest, never
+a poll of every schedule.
+
+The loop only knows when. What a fire does (the overlap and catch-up policies, the run, the
+record of the decision) is the target's business, reached through `FireTarget`, which the
+composition root hands in; the target answers with the schedule's next instant. The store is
+the truth: an entry here is a hint, and a fire whose schedule moved on meanwhile (a new version,
+another scheduler) is a no-op that returns where the schedule stands now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from datetime import datetime, timedelta
+from typing import Protocol
+
+log = logging.getLogger("workflowd.scheduler")
+
+_RETRY_AFTER = timedelta(seconds=5)
+
+
+class FireTarget(Protocol):
+    async def due(self) -> list[tuple[str, datetime]]:
+        """Every active schedule and its next instant (at start)."""
+        ...
+
+    async def fire(self, workflow_id: str, instant: datetime) -> datetime | None:
+        """Fire `instant` (or find it already fired) and return the next instant."""
+        ...
+
+
+class SchedulerClock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep_until(self, instant: datetime) -> None: ...
+
+
+class SchedulerLoop:
+    def __init__(self, target: FireTarget, clock: SchedulerClock, concurrency: int = 256) -> None:
+        self._target = target
+        self._clock = clock
+        self._heap: list[tuple[datetime, str]] = []
+        self._next: dict[str, datetime] = {}  # workflow → the instant its heap entry fires
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._firing: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def scheduled(self) -> int:
+        return len(self._next)
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("the scheduler loop is already started")
+        for workflow_id, instant in await self._target.due():
+            self.set(workflow_id, instant)
+        self._task = asyncio.create_task(self._run(), name="scheduler")
+
+    def set(
+        self, workflow_id: str, instant: datetime | None, wake_at: datetime | None = None
+    ) -> None:
+        """The workflow's next instant (None: it no longer fires)."""
+        if instant is None:
+            self._next.pop(workflow_id, None)
+        else:
+            self._next[workflow_id] = instant
+            heapq.heappush(self._heap, (wake_at or instant, workflow_id))
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        """Stop sleeping and wait for the fires in flight (each commits or does nothing)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._firing, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            due = self._pop_due()
+            if due is not None:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._fire(*due))
+                self._firing.add(task)
+                task.add_done_callback(self._firing.discard)
+                continue
+            await self._sleep()
+
+    def _pop_due(self) -> tuple[str, datetime] | None:
+        """The next entry whose time has come, dropping entries that were replaced."""
+        now = self._clock.now()
+        while self._heap:
+            wake_at, workflow_id = self._heap[0]
+            instant = self._next.get(workflow_id)
+            if instant is None or wake_at < instant:
+                heapq.heappop(self._heap)  # replaced or removed since it was pushed
+                continue
+            if wake_at > now:
+                return None
+            heapq.heappop(self._heap)
+            del self._next[workflow_id]
+            return workflow_id, instant
+        return None
+
+    async def _sleep(self) -> None:
+        self._wake.clear()
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
+        if self._heap:
+            waits.append(asyncio.ensure_future(self._clock.sleep_until(self._heap[0][0])))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    async def _fire(self, workflow_id: str, instant: datetime) -> None:
+        try:
+            following = await self._target.fire(workflow_id, instant)
+        except Exception:
+            log.exception(
+                "schedule of workflow %s: firing %s failed; retrying", workflow_id, instant
+            )
+            if workflow_id not in self._next:
+                self.set(workflow_id, instant, wake_at=self._clock.now() + _RETRY_AFTER)
+        else:
+            if workflow_id not in self._next:  # unless it was re-set while this fire ran
+                self.set(workflow_id, following)
+        finally:
+            self._slots.release()

@@ -1,0 +1,97 @@
+"""The schedule commands of the CLI, as people run them, against a real daemon."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon
+from tests.engine.schedule_support import QUICK_TASK, scheduled
+from tests.engine.support import AUDIT_CSV, Plane
+from tests.test_cli import cli
+
+
+@pytest.fixture
+async def plane(daemon: Daemon) -> AsyncIterator[Plane]:
+    plane = Plane(daemon.jobs_url)
+    await plane.load_csv("audit", AUDIT_CSV)
+    yield plane
+    await plane.aclose()
+
+
+async def test_apply_schedule_get_list_change_and_unschedule(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(scheduled("paris", "{cron: 'CRON_TZ=Europe/Paris 30 6 * * *'}"))
+    code, out, err = await cli("apply", "-f", str(path), "--schedule", address=daemon.address)
+    assert code == 0, err
+    assert "schedule active" in out
+
+    code, out, err = await cli("schedules", "get", "analytics/paris", address=daemon.address)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert (
+        lines[0] == "analytics/paris version 1.0.0: cron CRON_TZ=Europe/Paris 30 6 * * * (active)"
+    )
+    assert lines[1] == "overlap SKIP, catch-up LATEST within 3600 s"
+    assert lines[2] == "next fires (Europe/Paris):"
+    fires = [line.strip() for line in lines[3:13]]
+    assert len(fires) == 10
+    assert all(f.endswith(("06:30:00 CET", "06:30:00 CEST")) for f in fires), fires
+
+    code, out, err = await cli(
+        "schedule", "analytics/paris", "--overlap", "buffer-one", "--catchup", "all",
+        "--catchup-window", "2h", "-o", "json", address=daemon.address,
+    )  # fmt: skip
+    assert code == 0, err
+    sched = json.loads(out)["schedule"]
+    assert sched["overlap_policy"] == "OVERLAP_POLICY_BUFFER_ONE"
+    assert sched["catchup_policy"] == "CATCHUP_POLICY_ALL"
+    assert sched["catchup_window"] == "7200s"
+
+    code, out, _ = await cli("schedules", "list", address=daemon.address)
+    assert "analytics/paris" in out
+    assert "cron CRON_TZ=Europe/Paris 30 6 * * *" in out
+
+    code, out, err = await cli("unschedule", "analytics/paris", address=daemon.address)
+    assert code == 0, err
+    assert out.strip() == "analytics/paris unscheduled"
+    code, out, _ = await cli("schedules", "get", "analytics/paris", address=daemon.address)
+    assert "(stopped)" in out.splitlines()[0]
+    assert "stopped" in out
+    assert "unscheduled on request" in out
+
+
+async def test_backfill_watch_runs_each_instant_and_exits_zero(
+    daemon: Daemon, plane: Plane, tmp_path: Path
+) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(scheduled("hourly", "{cron: '@hourly'}", QUICK_TASK))
+    code, _, err = await cli("apply", "-f", str(path), address=daemon.address)
+    assert code == 0, err
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
+    code, out, err = await cli(
+        "backfill", "analytics/hourly", "--start", hour.isoformat(),
+        "--end", (hour + timedelta(hours=3)).isoformat(), "--watch", address=daemon.address,
+    )  # fmt: skip
+    assert code == 0, err + out
+    assert out.splitlines()[0].startswith("3 instants, 3 new runs: ")
+    notes = {row["note"] for row in await plane.rows("audit")}
+    for k in range(3):
+        assert (hour + timedelta(hours=k)).strftime("%Y-%m-%dT%H:%M:%SZ") in notes
+
+
+async def test_schedule_errors_are_one_readable_line(daemon: Daemon, tmp_path: Path) -> None:
+    code, _, err = await cli("schedule", "analytics/nothing", address=daemon.address)
+    assert code == 1
+    assert "NOT_FOUND: workflow analytics/nothing not found" in err
+    code, _, err = await cli(
+        "schedule", "analytics/nothing", "--catchup-window", "soon", address=daemon.address
+    )
+    assert code == 1
+    assert "--catchup-window 'soon': write 90s, 30m, 2h, 1d or ISO-8601 (PT1H)" in err
