@@ -48,3 +48,14 @@ def test_concurrency_bench_reports_its_figures() -> None:
         assert isinstance(phase[key], float), key
     assert phase["watch_seq_faults"] == 0
     assert phase["latency_samples"] == 2 * phase["watchers"]  # two tasks per watched run
+
+
+@pytest.mark.slow
+def test_scheduler_bench_reports_its_figures() -> None:
+    result = last_json_line("scheduler.py")
+    assert isinstance(result["fires_measured"], int)
+    assert result["fires_measured"] > 0
+    for key in ("fire_lateness_ms_p99", "idle_cpu_percent", "rss_mb"):
+        value = result[key]
+        assert isinstance(value, float), key
+        assert value >= 0, key

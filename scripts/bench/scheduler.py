@@ -1,0 +1,198 @@
+"""The scheduler under many active schedules: fire lateness, CPU while idle between fires, RSS.
+
+A `workflowd serve` subprocess runs against the instant jobs API (its own process). The bench
+creates `--schedules` workflows whose `schedule: {every: …}` is one hour, and activates them
+evenly over `--spread-s` seconds (so their phases are spread, as a real fleet's would be):
+
+- idle CPU: with every schedule active and none due for the next hour, the daemon's CPU time
+  (/proc/<pid>/stat) over `--idle-s` seconds;
+- fire lateness: every workflow then gets a version 2.0.0 whose schedule is every minute (its
+  phase, the activation instant, stays). A `WatchRuns` stream receives each scheduled run's
+  RUN_CREATED event; lateness = receipt (`time.time()` here, after the fire committed and the
+  event crossed gRPC) − the instant (anchor + k × period). Measured over `--minutes` minutes,
+  after every workflow's first minute-period fire;
+- RSS: VmRSS and VmHWM of the daemon at the end.
+
+Usage: `.venv/bin/python scripts/bench/scheduler.py [--quick] [--schedules 10000]`
+(`--period-s` and `--window-s` change the every-minute phase). The last line
+of output is one JSON object with `fire_lateness_ms_p99` and `idle_cpu_percent`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from instant_jobs_api import Child, percentile, spawn_instant_api
+from overhead import Workflowd
+
+from workflowd.v1 import workflow_service_pb2 as pb
+from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
+
+CONCURRENCY = 64
+TARGETS = {"fire_lateness_ms_p99": 100.0, "idle_cpu_percent": 1.0}
+
+
+def spec(index: int, version: str, every: str) -> str:
+    return (
+        f"document: {{dsl: '1.0.0', namespace: bench, name: s{index}, version: '{version}'}}\n"
+        f"schedule: {{every: {every}}}\n"
+        "do:\n"
+        "  - one:\n"
+        "      call: CreateMaterializedViewIfNotExists\n"
+        f"      with: {{nql: SELECT 1 AS one, datasetName: s{index}}}\n"
+    )
+
+
+@dataclass
+class Fleet:
+    stub: pb_grpc.WorkflowServiceAsyncStub
+    ids: list[str] = field(default_factory=list)
+    anchors: dict[str, float] = field(default_factory=dict)  # workflow id → epoch seconds
+
+
+async def bounded(calls: list[Any], limit: int = CONCURRENCY) -> list[Any]:
+    slots = asyncio.Semaphore(limit)
+
+    async def one(call: Any) -> Any:
+        async with slots:
+            return await call
+
+    return await asyncio.gather(*(one(c) for c in calls))
+
+
+async def create_all(fleet: Fleet, count: int, version: str, every: str) -> None:
+    responses = await bounded(
+        [
+            fleet.stub.CreateWorkflow(
+                pb.CreateWorkflowRequest(specification=spec(i, version, every))
+            )
+            for i in range(count)
+        ]
+    )
+    if not fleet.ids:
+        fleet.ids = [r.workflow.id for r in responses]
+
+
+async def activate_spread(fleet: Fleet, spread_s: float) -> None:
+    """Activate every schedule, evenly over `spread_s`, so that their phases differ."""
+    start = time.monotonic()
+    step = spread_s / max(1, len(fleet.ids))
+
+    async def activate(index: int, workflow_id: str) -> None:
+        await asyncio.sleep(max(0.0, start + index * step - time.monotonic()))  # ok: pacing
+        response = await fleet.stub.ScheduleWorkflow(
+            pb.ScheduleWorkflowRequest(workflow_id=workflow_id)
+        )
+        fleet.anchors[workflow_id] = response.schedule.anchor.ToDatetime(tzinfo=UTC).timestamp()
+
+    await asyncio.gather(*(activate(i, w) for i, w in enumerate(fleet.ids)))
+
+
+async def idle_cpu_percent(daemon: Child, idle_s: float) -> float:
+    before = daemon.cpu_s()
+    await asyncio.sleep(idle_s)  # ok: the measuring window
+    return round((daemon.cpu_s() - before) / idle_s * 100, 3)
+
+
+async def collect_created(
+    stub: pb_grpc.WorkflowServiceAsyncStub, seen: list[tuple[str, float]]
+) -> None:
+    call = stub.WatchRuns(pb.WatchRunsRequest(statuses=[pb.RUN_STATUS_PENDING]))
+    async for response in call:
+        if response.event.type == pb.RUN_EVENT_TYPE_RUN_CREATED:
+            seen.append((response.event.workflow_id, time.time()))
+
+
+def lateness_ms(
+    fleet: Fleet, seen: list[tuple[str, float]], after: float, period_s: float
+) -> list[float]:
+    out = []
+    for workflow_id, received in seen:
+        anchor = fleet.anchors.get(workflow_id)
+        if anchor is None or received < after:
+            continue
+        instant = anchor + ((received - anchor) // period_s) * period_s
+        out.append((received - instant) * 1000)
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    schedules: int
+    spread_s: float
+    idle_s: float
+    period_s: int
+    window_s: float
+
+
+async def bench(plan: Plan, work: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    api, api_url = await spawn_instant_api(0.0, work / "api.log")
+    (work / "workflowd").mkdir(exist_ok=True)
+    daemon = await Workflowd.spawn(work / "workflowd", api_url)
+    try:
+        fleet = Fleet(daemon.stub)
+        await create_all(fleet, plan.schedules, "1.0.0", "{hours: 1}")
+        await activate_spread(fleet, plan.spread_s)
+        idle = await idle_cpu_percent(daemon.child, plan.idle_s)
+        seen: list[tuple[str, float]] = []
+        watcher = asyncio.create_task(collect_created(daemon.stub, seen))
+        await create_all(fleet, plan.schedules, "2.0.0", f"{{seconds: {plan.period_s}}}")
+        # From here on every workflow fires each period at anchor + k × period.
+        measure_from = time.time() + plan.period_s
+        await asyncio.sleep(plan.period_s + plan.window_s)  # ok: the measuring window
+        watcher.cancel()
+        samples = lateness_ms(fleet, seen, measure_from, plan.period_s)
+        result = {
+            "schedules": plan.schedules,
+            "period_s": plan.period_s,
+            "fires_measured": len(samples),
+            "fire_lateness_ms_p50": round(percentile(samples, 50), 2),
+            "fire_lateness_ms_p99": round(percentile(samples, 99), 2),
+            "fire_lateness_ms_max": round(max(samples, default=float("nan")), 2),
+            "idle_cpu_percent": idle,
+            "rss_mb": round(daemon.child.status_mb("VmRSS"), 1),
+            "peak_rss_mb": round(daemon.child.status_mb("VmHWM"), 1),
+            "bench_seconds": round(time.monotonic() - started, 1),
+            "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        }
+        result["targets_met"] = {k: result[k] <= v for k, v in TARGETS.items()}
+        return result
+    finally:
+        await daemon.aclose()
+        await api.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schedules", type=int, default=10_000)
+    parser.add_argument("--spread-s", type=float, default=60.0, help="activations spread")
+    parser.add_argument("--idle-s", type=float, default=30.0, help="idle CPU window")
+    parser.add_argument("--period-s", type=int, default=60, help="the fleet's fire period")
+    parser.add_argument("--window-s", type=float, default=120.0, help="lateness window")
+    parser.add_argument("--quick", action="store_true", help="100 schedules, short windows")
+    parser.add_argument("--work-dir", type=Path, help="keep logs and state here")
+    args = parser.parse_args()
+    plan = Plan(args.schedules, args.spread_s, args.idle_s, args.period_s, args.window_s)
+    if args.quick:
+        plan = Plan(schedules=100, spread_s=3.0, idle_s=2.0, period_s=5, window_s=8.0)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="workflowd-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(bench(plan, work))
+    for key, value in result.items():
+        print(f"{key:24} {value}", file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
