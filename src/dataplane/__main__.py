@@ -1,4 +1,5 @@
-"""`python -m dataplane serve --listen HOST:PORT --data-dir DIR [--workers N] [--tokens-file F]`.
+"""`python -m dataplane serve --listen HOST:PORT --data-dir DIR [--workers N] [--tokens-file F]
+[--job-timeout-s S] [--memory-limit SIZE]`.
 
 Tokens come from `--tokens-file` (lines of `token company`) or env `DATAPLANE_TOKENS`
 (`tok1=acme,tok2=globex`); with neither, every request is company `default`.
@@ -61,12 +62,37 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="file of 'token company' lines (else env DATAPLANE_TOKENS)",
     )
+    parser.add_argument(
+        "--job-timeout-s",
+        type=_positive_seconds,
+        default=3600.0,
+        help="a job running longer is interrupted and fails (default 3600)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        default="1GiB",
+        help="DuckDB memory limit per company database, e.g. 1GiB or 50%% (default 1GiB)",
+    )
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value!r}")
+    return seconds
 
 
 async def serve(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down cleanly."""
     plane = DataPlane(
-        args.data_dir, workers=args.workers, tokens=read_tokens(args.tokens_file, env)
+        args.data_dir,
+        workers=args.workers,
+        tokens=read_tokens(args.tokens_file, env),
+        job_timeout_s=args.job_timeout_s,
+        memory_limit=args.memory_limit,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -7,10 +7,11 @@ it alone. Companies are opened at start (so interrupted jobs resume) or on first
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from dataplane.company import Company, Limits
 from dataplane.errors import BadRequest
@@ -18,6 +19,7 @@ from dataplane.http_common import COMPANY_KEY, auth_middleware, problems_middlew
 from dataplane.http_datasets import DatasetRoutes
 from dataplane.http_events import EventRoutes
 from dataplane.http_jobs import JobRoutes
+from dataplane.metrics import Load, PlaneMetrics
 from dataplane.model import COMPANY_RE
 
 _DB_SUFFIX = ".duckdb"
@@ -37,12 +39,12 @@ class DataPlane:
         max_upload_bytes: int = 256 << 20,
         max_queued_jobs: int = 100_000,
         query_threads: int | None = None,
+        job_timeout_s: float = 3600.0,
+        memory_limit: str = "1GiB",
     ) -> None:
         for company in (tokens or {}).values():
             if not COMPANY_RE.match(company):
                 raise ValueError(f"company name {company!r} must match {COMPANY_RE.pattern}")
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
         self._data_dir = data_dir
         self._tokens = dict(tokens) if tokens else None
         self._keepalive_s = keepalive_s
@@ -54,8 +56,11 @@ class DataPlane:
             subscriber_buffer=subscriber_buffer,
             max_queued_jobs=max_queued_jobs,
             query_threads=query_threads,
+            job_timeout_s=job_timeout_s,
+            memory_limit=memory_limit,
         )
         self._companies: dict[str, Company] = {}
+        self._metrics = PlaneMetrics(self._loads)
         self._opening = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._started = False
@@ -89,7 +94,9 @@ class DataPlane:
         jobs = JobRoutes(self._company_of)
         upload_dir = self._data_dir / ".uploads"
         datasets = DatasetRoutes(self._company_of, upload_dir, self._max_upload_bytes)
-        app.add_routes([web.get("/healthz", _healthz)])
+        app.add_routes(
+            [web.get("/healthz", self._healthz), web.get("/metrics", self._metrics_page)]
+        )
         app.add_routes(events.routes() + jobs.routes() + datasets.routes())
         return app
 
@@ -105,7 +112,8 @@ class DataPlane:
                 raise RuntimeError("the data plane is closed")
             company = self._companies.get(name)
             if company is None:
-                company = Company(name, self._data_dir / f"{name}{_DB_SUFFIX}", self._limits)
+                path = self._data_dir / f"{name}{_DB_SUFFIX}"
+                company = Company(name, path, self._limits, self._metrics)
                 await company.open()
                 self._companies[name] = company
             return company
@@ -123,6 +131,26 @@ class DataPlane:
             await self._runner.cleanup()
         await asyncio.gather(*(c.aclose() for c in self._companies.values()))
 
+    def _loads(self) -> Iterator[tuple[str, Load]]:
+        for name, company in list(self._companies.items()):
+            yield name, company.workload()
 
-async def _healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    async def _healthz(self, _: web.Request) -> web.Response:
+        """Alive (200) while serving, with how saturated the workers of all companies are."""
+        loads = [load for _, load in self._loads()]
+        return web.json_response(
+            {
+                "status": "ok",
+                "workers": {
+                    "busy": sum(load.busy for load in loads),
+                    "total": sum(load.workers for load in loads),
+                },
+                "queued_jobs": sum(load.queued for load in loads),
+                "saturated": any(load.saturated for load in loads),
+            }
+        )
+
+    async def _metrics_page(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=self._metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from dataplane.errors import JobFailure, NotFound
+from dataplane.errors import JobFailure, NotFound, quote
 from dataplane.model import JsonObject, now_iso
 from dataplane.nql import quote_ident, table_ref
 
@@ -86,18 +87,22 @@ def _dataset(row: tuple[Any, ...]) -> Dataset:
 
 
 def find(cur: duckdb.DuckDBPyConnection, name_or_id: str | int) -> Dataset | None:
-    """By id for an int or an all-digit string, else by name (case-insensitive, as DuckDB)."""
-    if isinstance(name_or_id, int) or name_or_id.isdigit():
-        row = cur.execute(f"{_SELECT} WHERE dataset_id = ?", [int(name_or_id)]).fetchone()
+    """By id for an int, else by name (case-insensitive, as DuckDB)."""
+    if isinstance(name_or_id, int):
+        row = cur.execute(f"{_SELECT} WHERE dataset_id = ?", [name_or_id]).fetchone()
     else:
         row = cur.execute(f"{_SELECT} WHERE lower(name) = lower(?)", [name_or_id]).fetchone()
     return _dataset(row) if row else None
 
 
+def _shown(name_or_id: str | int) -> str:
+    return str(name_or_id) if isinstance(name_or_id, int) else quote(name_or_id)
+
+
 def get(cur: duckdb.DuckDBPyConnection, name_or_id: str | int) -> Dataset:
     dataset = find(cur, name_or_id)
     if dataset is None:
-        raise NotFound(f"no dataset {name_or_id!r}")
+        raise NotFound(f"no dataset {_shown(name_or_id)}")
     return dataset
 
 
@@ -105,7 +110,7 @@ def require(cur: duckdb.DuckDBPyConnection, name_or_id: str | int) -> Dataset:
     """`get` for use inside a job, where a missing dataset fails the job."""
     dataset = find(cur, name_or_id)
     if dataset is None:
-        raise JobFailure(f"no dataset {name_or_id!r} in company_data")
+        raise JobFailure(f"no dataset {_shown(name_or_id)} in company_data")
     return dataset
 
 
@@ -205,9 +210,12 @@ def sample(cur: duckdb.DuckDBPyConnection, dataset: Dataset, limit: int) -> Json
 
 
 def _jsonable(value: object) -> object:
-    """Sample values as JSON: numbers and strings as they are, everything else as text."""
-    if value is None or isinstance(value, bool | int | float | str):
+    """Sample values as JSON: numbers and strings as they are, everything else (including the
+    floats JSON has no literal for: NaN and the infinities) as text."""
+    if value is None or isinstance(value, bool | int | str):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +23,11 @@ import duckdb
 
 from dataplane import catalog, loader, store
 from dataplane.catalog import IdAllocator
-from dataplane.errors import Conflict, Overloaded
+from dataplane.errors import Conflict, Overloaded, quote
+from dataplane.guard import EXPLAIN_CONFIG
 from dataplane.hub import Event, Hub
 from dataplane.journal import Journal
+from dataplane.metrics import Load, PlaneMetrics
 from dataplane.model import Job, JobState, JsonObject, Submission, now_iso
 from dataplane.runner import Runner
 from dataplane.store import JobFilter
@@ -42,6 +47,7 @@ OPEN_CONFIG = {
 }
 _INTERRUPT_EVERY_S = 0.05
 _LOCKDOWN = ("SET enable_external_access = false", "SET lock_configuration = true")
+_MEMORY = re.compile(r"([0-9]+(\.[0-9]+)? ?[KMGT]i?B|[0-9]{1,2}%)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -52,13 +58,29 @@ class Limits:
     retain_changes: int = 10_000
     subscriber_buffer: int = 1_000
     max_queued_jobs: int = 100_000
+    job_timeout_s: float = 3600.0
+    memory_limit: str = "1GiB"  # per company database; DuckDB's own default is 80% of RAM
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if not 0 < self.job_timeout_s < math.inf:
+            raise ValueError("the job time limit must be a positive number of seconds")
+        if not _MEMORY.fullmatch(self.memory_limit):
+            raise ValueError(
+                f"memory limit {quote(self.memory_limit)} must be a size such as 1GiB or"
+                " 512MB, or a percentage of RAM such as 50%"
+            )
 
 
 class Company:
-    def __init__(self, name: str, path: Path, limits: Limits) -> None:
+    def __init__(self, name: str, path: Path, limits: Limits, metrics: PlaneMetrics) -> None:
         self.name = name
         self._path = path
         self._limits = limits
+        self._metrics = metrics
+        self._busy = 0
+        self._started: dict[str, float] = {}  # job id → monotonic start, for durations
         self._loop = asyncio.get_running_loop()
         self.hub = Hub(limits.subscriber_buffer)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -91,15 +113,30 @@ class Company:
         self._ids = IdAllocator(con)
         if self._limits.query_threads is not None:
             con.execute(f"SET threads = {int(self._limits.query_threads)}")
+        # Validated by Limits, so safe to splice; settings cannot change after the lockdown.
+        con.execute(f"SET GLOBAL memory_limit = '{self._limits.memory_limit}'")
+        for setting, value in EXPLAIN_CONFIG.items():
+            con.execute(f"SET GLOBAL {setting} = '{value}'")
         for statement in _LOCKDOWN:
             con.execute(statement)
         self._con = con
         self._journal = Journal(last_event_id, self._limits.retain_changes, self._publish)
-        self._runner = Runner(self._journal, self._ids, self._cursor)
+        self._runner = Runner(self._journal, self._ids, self._cursor, self._limits.job_timeout_s)
 
     def _publish(self, event: Event) -> None:
         # Called under the journal lock, so callbacks are queued in event-id order.
         self._loop.call_soon_threadsafe(self.hub.publish, event)
+        job = event.job
+        if job.state is JobState.RUNNING:
+            self._started.setdefault(job.job_id, time.monotonic())
+        elif job.state.terminal:
+            started = self._started.pop(job.job_id, None)
+            seconds = None if started is None else time.monotonic() - started
+            self._metrics.job_ended(self.name, job.type.value, job.state.value, seconds)
+
+    def workload(self) -> Load:
+        """How busy the company's workers are, for /healthz and /metrics."""
+        return Load(self._busy, self._limits.workers, self._queue.qsize())
 
     def _recover(self) -> list[str]:
         """Cancel what was being cancelled; queue the rest (running jobs run again)."""
@@ -126,10 +163,23 @@ class Company:
         runner = self._need(self._runner)
         while True:
             job_id = await self._queue.get()
+            self._busy += 1
             try:
-                await self._loop.run_in_executor(self._workers, runner.run, job_id)
+                await self._run(runner, job_id)
             except Exception:
                 log.exception("company %s: job %s could not be run", self.name, job_id)
+            finally:
+                self._busy -= 1
+
+    async def _run(self, runner: Runner, job_id: str) -> None:
+        """Runs the job on a worker, interrupting it once it exceeds the time limit."""
+        running = self._loop.run_in_executor(self._workers, runner.run, job_id)
+        try:
+            await asyncio.wait_for(asyncio.shield(running), self._limits.job_timeout_s)
+        except TimeoutError:
+            if await self._call(runner.time_out, job_id):
+                self._keep_interrupting(runner, job_id)
+            await running
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._loop.run_in_executor(self._control, lambda: fn(*args, **kwargs))
@@ -151,7 +201,7 @@ class Company:
                 if found is not None:
                     if found[1] != submission.digest:
                         raise Conflict(
-                            f"idempotency_key {submission.idempotency_key!r} was used"
+                            f"idempotency_key {quote(submission.idempotency_key)} was used"
                             " with a different request body"
                         )
                     return found[0], False
@@ -184,14 +234,17 @@ class Company:
         runner = self._need(self._runner)
         job = await self._call(lambda: runner.cancel(self._cursor(), job_id))
         if job.state is JobState.PENDING_CANCELLATION:
-            task = asyncio.create_task(self._interrupt_until_stopped(runner, job_id))
-            self._interrupters.add(task)
-            task.add_done_callback(self._interrupters.discard)
+            self._keep_interrupting(runner, job_id)
         return job
+
+    def _keep_interrupting(self, runner: Runner, job_id: str) -> None:
+        task = asyncio.create_task(self._interrupt_until_stopped(runner, job_id))
+        self._interrupters.add(task)
+        task.add_done_callback(self._interrupters.discard)
 
     async def _interrupt_until_stopped(self, runner: Runner, job_id: str) -> None:
         while True:
-            if not runner.interrupt_if_cancelling(job_id):
+            if not runner.interrupt_if_stopping(job_id):
                 return
             await asyncio.sleep(_INTERRUPT_EVERY_S)
 
@@ -209,14 +262,14 @@ class Company:
     async def datasets(self) -> list[JsonObject]:
         return await self._call(lambda: catalog.list_all(self._cursor()))
 
-    async def describe(self, name_or_id: str) -> JsonObject:
+    async def describe(self, name_or_id: str | int) -> JsonObject:
         def read() -> JsonObject:
             cur = self._cursor()
             return catalog.describe(cur, catalog.get(cur, name_or_id))
 
         return await self._call(read)
 
-    async def sample(self, name_or_id: str, limit: int) -> JsonObject:
+    async def sample(self, name_or_id: str | int, limit: int) -> JsonObject:
         def read() -> JsonObject:
             cur = self._cursor()
             return catalog.sample(cur, catalog.get(cur, name_or_id), limit)

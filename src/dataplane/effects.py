@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import duckdb
 
-from dataplane import catalog, nql
+from dataplane import catalog, guard, nql
 from dataplane.catalog import MATERIALIZED_VIEW, Dataset, IdAllocator
-from dataplane.errors import JobFailure
+from dataplane.errors import JobFailure, quote
 from dataplane.model import Job, JobType, JsonObject, now_iso
 
 Effect = Callable[[duckdb.DuckDBPyConnection, JsonObject, IdAllocator], JsonObject]
@@ -20,18 +20,15 @@ def run(cur: duckdb.DuckDBPyConnection, job: Job, ids: IdAllocator) -> JsonObjec
     return _EFFECTS[job.type](cur, job.input, ids)
 
 
-def check_new_name(name: str) -> None:
-    if name.isdigit():
-        raise JobFailure(f"dataset name {name!r} is all digits, which would read as a dataset id")
-
-
 def materialize_view(
     cur: duckdb.DuckDBPyConnection, params: JsonObject, ids: IdAllocator
 ) -> JsonObject:
     spec = _view_spec(params)
     existing = catalog.find(cur, spec.name)
     if existing is not None and existing.kind != MATERIALIZED_VIEW:
-        raise JobFailure(f"dataset {existing.name!r} exists and is a {existing.kind}, not a view")
+        raise JobFailure(
+            f"dataset {quote(existing.name)} exists and is a {existing.kind}, not a view"
+        )
     if existing is not None and not spec.replace:
         return {
             "dataset_id": existing.dataset_id,
@@ -41,7 +38,8 @@ def materialize_view(
             "recalculation_id": None,
             "row_count": catalog.row_count(cur, existing),
         }
-    check_new_name(spec.name)
+    select = nql.resolve_numeric_ids(spec.select, lambda i: catalog.name_of(cur, i))
+    guard.check(cur, select)
     dataset = Dataset(
         dataset_id=existing.dataset_id if existing else ids.dataset_id(),
         name=existing.name if existing else spec.name,
@@ -51,7 +49,6 @@ def materialize_view(
         created_at=existing.created_at if existing else now_iso(),
     )
     catalog.save(cur, dataset)
-    select = nql.resolve_numeric_ids(spec.select, lambda i: catalog.name_of(cur, i))
     cur.execute(f"CREATE OR REPLACE TABLE {nql.table_ref(dataset.name)} AS {select}")
     return {"created": True, **_snapshot_result(cur, dataset, ids)}
 
@@ -65,7 +62,9 @@ def _view_spec(params: JsonObject) -> nql.MaterializedViewSpec:
         nql.require_select(params["nql"])
         return nql.MaterializedViewSpec(name=name, select=params["nql"].strip())
     if name is not None and name.lower() != spec.name.lower():
-        raise JobFailure(f"dataset_name {name!r} differs from the view name {spec.name!r}")
+        raise JobFailure(
+            f"dataset_name {quote(name)} differs from the view name {quote(spec.name)}"
+        )
     return spec
 
 
@@ -74,8 +73,12 @@ def refresh_materialized_view(
 ) -> JsonObject:
     dataset = catalog.require(cur, params.get("dataset_name") or params["dataset_id"])
     if dataset.kind != MATERIALIZED_VIEW or dataset.query is None:
-        raise JobFailure(f"dataset {dataset.name!r} is a {dataset.kind}, not a materialized view")
+        raise JobFailure(
+            f"dataset {quote(dataset.name)} is a {dataset.kind}, not a materialized view"
+        )
     select = nql.resolve_numeric_ids(dataset.query, lambda i: catalog.name_of(cur, i))
+    # Checked again: the view may have been stored before the rule, or by an older plane.
+    guard.check(cur, select)
     target = nql.table_ref(dataset.name)
     # One statement inside the job's transaction: readers see the old rows or the new ones.
     if dataset.options.get("write_mode") == "append":
@@ -89,6 +92,7 @@ def execute_dml(cur: duckdb.DuckDBPyConnection, params: JsonObject, ids: IdAlloc
     sql = nql.resolve_numeric_ids(params["nql"], lambda i: catalog.name_of(cur, i))
     statement_type, name = nql.dml_target(sql)
     dataset = catalog.require(cur, name)
+    guard.check(cur, sql)
     row = cur.execute(sql).fetchone()
     return {
         "dataset_id": dataset.dataset_id,

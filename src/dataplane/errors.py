@@ -11,6 +11,11 @@ DataPlaneError
 
 from __future__ import annotations
 
+import re
+
+QUOTE_LIMIT = 100
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
 
 class DataPlaneError(Exception):
     status = 500
@@ -51,3 +56,18 @@ class JobFailure(DataPlaneError):
 
     status = 422
     title = "Job failed"
+
+
+def quote(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """`value` as a quoted literal for an error message, cut to `limit` characters so that a
+    caller's input never makes an error unboundedly long."""
+    if len(value) <= limit:
+        return repr(value)
+    return repr(value[:limit]) + f"… ({len(value)} characters)"
+
+
+def readable(message: str, limit: int = 4000) -> str:
+    """A message fit for a person: control characters (DuckDB's messages can carry NULs from
+    the data) removed, newlines and tabs kept, and the length bounded."""
+    cleaned = _CONTROL.sub("", message)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"

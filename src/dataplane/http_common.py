@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from dataplane.errors import BadRequest, DataPlaneError, Unauthorized
+from dataplane.errors import BadRequest, DataPlaneError, Unauthorized, quote
+from dataplane.model import MAX_INT64
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +18,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COMPANY_KEY = web.RequestKey("company", str)
 DEFAULT_COMPANY = "default"
 PROBLEM_TYPE = "https://workflowd.dev/problems/"
+# Endpoints for operators and probes, which carry no company token.
+OPEN_PATHS = ("/healthz", "/metrics")
+MAX_JSON_DEPTH = 32
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+_UNSTORABLE = re.compile("[\\ud800-\\udfff\\x00]")
 
 
 def problem(status: int, title: str, detail: str) -> web.Response:
@@ -47,7 +54,7 @@ def auth_middleware(
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if tokens is None or request.path == "/healthz":
+        if tokens is None or request.path in OPEN_PATHS:
             request[COMPANY_KEY] = DEFAULT_COMPANY
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -61,27 +68,75 @@ def auth_middleware(
 
 
 async def json_body(request: web.Request) -> object:
+    """The body as JSON, refused with a 400 unless every string in it is valid Unicode
+    without NULs and it nests at most `MAX_JSON_DEPTH` levels."""
     raw = await request.read()
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the request body is not UTF-8: bad byte at offset {exc.start}") from exc
+    except RecursionError:
+        raise BadRequest(_too_deep("the request body")) from None
+    except ValueError as exc:  # JSONDecodeError, or an integer with too many digits
+        raise BadRequest(f"the request body is not valid JSON: {str(exc)[:200]}") from exc
+    _check_json(value, "the request body", 0)
+    return value
+
+
+def _refuse_constant(name: str) -> object:
+    raise BadRequest(f"the request body is not valid JSON: {name} is not a JSON value")
+
+
+def _too_deep(where: str) -> str:
+    return f"{where} nests JSON more than {MAX_JSON_DEPTH} levels deep"
+
+
+def _check_json(value: object, where: str, depth: int) -> None:
+    # Recursion is safe: json.loads has already bounded the depth, and this stops at 33.
+    if depth > MAX_JSON_DEPTH:
+        raise BadRequest(_too_deep(where))
+    if isinstance(value, str):
+        check_text(value, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{_field(where)}[{index}]", depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, f"a field name in {where}")
+            _check_json(item, f"{_field(where)}.{key[:40]}".lstrip("."), depth + 1)
+
+
+def _field(where: str) -> str:
+    return "" if where == "the request body" else where
+
+
+def check_text(text: str, where: str) -> None:
+    """Refuses lone surrogates (not Unicode; DuckDB cannot store them) and NULs (which cut
+    strings short in C code), naming where they were found."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return
+    if found.group() == "\0":
+        raise BadRequest(f"{where} contains a NUL character at character {found.start()}")
+    raise BadRequest(
+        f"{where} contains a lone surrogate (U+{ord(found.group()):04X}) at character"
+        f" {found.start()}; strings must be valid Unicode"
+    )
+
+
+def parse_int(raw: str, name: str, low: int, high: int) -> int:
+    """`raw` as an integer in [low, high]: ASCII digits only (Python's int() would also take
+    '1_000', ' 1' and non-ASCII digits)."""
+    if not _INTEGER.fullmatch(raw) or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}, not {quote(raw)}")
+    return int(raw)
 
 
 def int_param(
-    request: web.Request, name: str, default: int, low: int, high: int | None = None
+    request: web.Request, name: str, default: int, low: int, high: int = MAX_INT64
 ) -> int:
     raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer, not {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise BadRequest(f"{name} must be {bounds}")
-    return value
+    return default if raw is None else parse_int(raw, f"query parameter {name}", low, high)
 
 
 def bool_param(request: web.Request, name: str, default: bool) -> bool:
@@ -92,4 +147,4 @@ def bool_param(request: web.Request, name: str, default: bool) -> bool:
         return True
     if raw.lower() in ("false", "0", "no"):
         return False
-    raise BadRequest(f"{name} must be true or false, not {raw!r}")
+    raise BadRequest(f"query parameter {name} must be true or false, not {quote(raw)}")

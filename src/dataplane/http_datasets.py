@@ -11,10 +11,11 @@ from typing import IO
 
 from aiohttp import web
 
-from dataplane.errors import BadRequest
+from dataplane.errors import BadRequest, quote
 from dataplane.http_common import bool_param, int_param
 from dataplane.http_jobs import CompanyOf
 from dataplane.loader import FORMATS
+from dataplane.model import check_dataset_name, dataset_ref
 
 MAX_SAMPLE_ROWS = 1000
 _CHUNK_BYTES = 1 << 16
@@ -39,23 +40,30 @@ class DatasetRoutes:
         return web.json_response({"records": await company.datasets()})
 
     async def describe(self, request: web.Request) -> web.Response:
+        ref = dataset_ref(request.match_info["name"], "the dataset in the path")
         company = await self._company_of(request)
-        return web.json_response(await company.describe(request.match_info["name"]))
+        return web.json_response(await company.describe(ref))
 
     async def sample(self, request: web.Request) -> web.Response:
+        ref = dataset_ref(request.match_info["name"], "the dataset in the path")
         limit = int_param(request, "limit", 10, 0, MAX_SAMPLE_ROWS)
         company = await self._company_of(request)
-        return web.json_response(await company.sample(request.match_info["name"], limit))
+        return web.json_response(await company.sample(ref, limit))
 
     async def load(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        check_dataset_name(name, "the dataset name in the path")
         file_format = request.query.get("format", "csv")
         if file_format not in FORMATS:
-            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+            raise BadRequest(
+                f"query parameter format must be one of {', '.join(FORMATS)},"
+                f" not {quote(file_format)}"
+            )
         replace = bool_param(request, "replace", False)
         company = await self._company_of(request)
         path = await self._receive(request, file_format)
         try:
-            described = await company.load(path, file_format, request.match_info["name"], replace)
+            described = await company.load(path, file_format, name, replace)
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
         return web.json_response(described)

@@ -15,8 +15,10 @@ from aiohttp import web
 
 from dataplane.company import Company
 from dataplane.errors import BadRequest, NotFound
+from dataplane.http_common import parse_int
 from dataplane.http_jobs import CompanyOf, job_filter, job_id_of
 from dataplane.hub import Event, StreamClosed, Subscription
+from dataplane.model import MAX_INT64
 from dataplane.store import JobFilter
 
 _REPLAY_PAGE = 1000
@@ -123,13 +125,10 @@ class EventRoutes:
 
 
 def _last_event_id(request: web.Request) -> int | None:
-    raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
-    if raw is None or raw == "":
+    header = request.headers.get("Last-Event-ID")
+    if header:
+        return parse_int(header, "the Last-Event-ID header", 0, MAX_INT64)
+    raw = request.query.get("last_event_id")
+    if not raw:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"Last-Event-ID must be an integer, not {raw!r}") from None
-    if value < 0:
-        raise BadRequest("Last-Event-ID must not be negative")
-    return value
+    return parse_int(raw, "query parameter last_event_id", 0, MAX_INT64)

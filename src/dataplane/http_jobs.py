@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from dataplane.company import Company
-from dataplane.errors import BadRequest, NotFound
+from dataplane.errors import BadRequest, NotFound, quote
 from dataplane.http_common import int_param, json_body
 from dataplane.model import Job, JobState, parse_submission
 from dataplane.store import ORDERINGS, JobFilter
@@ -23,7 +23,7 @@ def job_id_of(request: web.Request) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise NotFound(f"no job {raw!r}") from None
+        raise NotFound(f"no job {quote(raw)}") from None
 
 
 def job_filter(request: web.Request) -> JobFilter:
@@ -31,7 +31,9 @@ def job_filter(request: web.Request) -> JobFilter:
     known = {s.value for s in JobState}
     for state in states:
         if state not in known:
-            raise BadRequest(f"unknown state {state!r}; known states: {', '.join(sorted(known))}")
+            raise BadRequest(
+                f"unknown state {quote(state)}; known states: {', '.join(sorted(known))}"
+            )
     ids = tuple(i for i in request.query.get("ids", "").split(",") if i)
     if len(ids) > MAX_PER_PAGE:
         raise BadRequest(f"at most {MAX_PER_PAGE} ids")
@@ -84,7 +86,9 @@ class JobRoutes:
         offset = int_param(request, "offset", 0, 0)
         order_by = request.query.get("order_by", "created_at_desc")
         if order_by not in ORDERINGS:
-            raise BadRequest(f"order_by must be one of {', '.join(ORDERINGS)}")
+            raise BadRequest(
+                f"order_by must be one of {', '.join(ORDERINGS)}, not {quote(order_by)}"
+            )
         company = await self._company_of(request)
         jobs, total = await company.list_jobs(where, order_by, per_page, offset)
         return web.json_response(

@@ -13,10 +13,9 @@ import duckdb
 
 from dataplane import catalog, nql
 from dataplane.catalog import TABLE, Dataset, IdAllocator
-from dataplane.effects import check_new_name
-from dataplane.errors import BadRequest, Conflict, JobFailure
+from dataplane.errors import BadRequest, Conflict, quote, readable
 from dataplane.journal import rollback
-from dataplane.model import DATASET_NAME_RE, JsonObject, now_iso
+from dataplane.model import JsonObject, now_iso
 
 FORMATS = ("csv", "parquet")
 _CHUNK_ROWS = 50_000
@@ -31,33 +30,51 @@ def load(
     name: str,
     replace: bool,
 ) -> JsonObject:
-    if not DATASET_NAME_RE.match(name):
-        raise BadRequest("the dataset name must match ^[A-Za-z0-9_]{1,256}$")
-    try:
-        check_new_name(name)
-    except JobFailure as exc:
-        raise BadRequest(exc.detail) from exc
+    """Loads the file as `company_data.<name>`; the caller has validated `name`."""
     with duckdb.connect() as source:
-        try:
-            reader = "read_csv" if file_format == "csv" else "read_parquet"
-            columns = source.execute(
-                f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {reader}(?))",
-                [str(path)],
-            ).fetchall()
-            source.execute(
-                f"SELECT {catalog.python_safe_select(columns)} FROM {reader}(?)", [str(path)]
-            )
-        except duckdb.Error as exc:
-            raise BadRequest(f"cannot read the {file_format} file: {exc}") from exc
+        columns = _open_file(source, path, file_format)
         cur.execute("BEGIN")
         try:
             dataset = _replace_table(cur, ids, source, columns, name, replace)
             catalog.record_snapshot(cur, dataset, ids)
             cur.execute("COMMIT")
+        except duckdb.Error as exc:
+            rollback(cur)
+            raise _load_failure(exc, file_format, name) from exc
         except BaseException:
             rollback(cur)
             raise
     return catalog.describe(cur, dataset)
+
+
+def _open_file(
+    source: duckdb.DuckDBPyConnection, path: Path, file_format: str
+) -> list[tuple[str, str]]:
+    """Starts reading the file on `source`; returns its (column, type) pairs."""
+    reader = "read_csv" if file_format == "csv" else "read_parquet"
+    try:
+        columns = source.execute(
+            f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {reader}(?))",
+            [str(path)],
+        ).fetchall()
+        select = catalog.python_safe_select(columns)
+        source.execute(f"SELECT {select} FROM {reader}(?)", [str(path)])
+    except duckdb.Error as exc:
+        # The temporary file's name would tell the caller where the data plane keeps its data.
+        message = readable(str(exc).replace(str(path), "the uploaded file"), 500)
+        raise BadRequest(f"cannot read the {file_format} file: {message}") from exc
+    return [(str(column), str(kind)) for column, kind in columns]
+
+
+def _load_failure(exc: duckdb.Error, file_format: str, name: str) -> Conflict | BadRequest:
+    if isinstance(exc, duckdb.TransactionException):
+        return Conflict(
+            f"dataset {quote(name)} was changed by a job or another load at the same time;"
+            " try again"
+        )
+    return BadRequest(
+        f"cannot load the {file_format} file into {nql.table_ref(name)}: {readable(str(exc), 500)}"
+    )
 
 
 def _replace_table(
@@ -70,7 +87,7 @@ def _replace_table(
 ) -> Dataset:
     existing = catalog.find(cur, name)
     if existing is not None and not replace:
-        raise Conflict(f"dataset {existing.name!r} already exists; load with replace=true")
+        raise Conflict(f"dataset {quote(existing.name)} already exists; load with replace=true")
     target = nql.table_ref(existing.name if existing else name)
     definition = ", ".join(f"{nql.quote_ident(c)} {t}" for c, t in columns)
     cur.execute(f"CREATE OR REPLACE TABLE {target} ({definition})")

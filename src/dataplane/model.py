@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from dataplane.errors import BadRequest
+from dataplane.errors import BadRequest, quote
 
 JsonObject = dict[str, Any]
 
 COMPANY_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,256}$")
+_DIGITS = re.compile(r"[0-9]+")
+MAX_INT64 = 2**63 - 1  # DuckDB's BIGINT: larger values overflow in queries
 MAX_TAGS = 64
 MAX_STRING = 4096
 
@@ -138,11 +140,11 @@ def parse_submission(body: object) -> Submission:
         raise BadRequest("the request body must be a JSON object")
     unknown = set(body) - {"type", "input", "idempotency_key", "tags", "metadata"}
     if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        raise BadRequest(f"unknown field(s): {_names(unknown)}")
     job_type = _parse_type(body.get("type"))
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_STRING):
-        raise BadRequest("idempotency_key must be a non-empty string")
+        raise BadRequest(f"idempotency_key must be a string of 1 to {MAX_STRING} characters")
     return Submission(
         type=job_type,
         input=parse_input(job_type, body.get("input")),
@@ -159,7 +161,7 @@ def _parse_type(value: object) -> JobType:
         return JobType(value)
     except ValueError:
         known = ", ".join(t.value for t in JobType)
-        raise BadRequest(f"unknown job type {value!r}; known types: {known}") from None
+        raise BadRequest(f"unknown job type {quote(value)}; known types: {known}") from None
 
 
 def parse_input(job_type: JobType, value: object) -> JsonObject:
@@ -171,26 +173,59 @@ def parse_input(job_type: JobType, value: object) -> JsonObject:
         raise BadRequest(f"input.{sorted(missing)[0]} is required for {job_type.value}")
     unknown = set(value) - required - optional
     if unknown:
-        raise BadRequest(
-            f"unknown input field(s) for {job_type.value}: {', '.join(sorted(unknown))}"
-        )
+        raise BadRequest(f"unknown input field(s) for {job_type.value}: {_names(unknown)}")
     for key in ("nql", "dataset_name", "compute_pool_id", "execution_cluster"):
         if key in value and not isinstance(value[key], str):
             raise BadRequest(f"input.{key} must be a string")
     if "nql" in value and not value["nql"].strip():
         raise BadRequest("input.nql must not be empty")
-    if "dataset_name" in value and not DATASET_NAME_RE.match(value["dataset_name"]):
-        raise BadRequest("input.dataset_name must match ^[A-Za-z0-9_]{1,256}$")
-    if "dataset_id" in value and (
-        not isinstance(value["dataset_id"], int) or isinstance(value["dataset_id"], bool)
-    ):
-        raise BadRequest("input.dataset_id must be an integer")
+    if "dataset_name" in value:
+        check_dataset_name(value["dataset_name"], "input.dataset_name")
+    if "dataset_id" in value:
+        check_dataset_id(value["dataset_id"], "input.dataset_id")
     if (
         job_type is JobType.REFRESH_MATERIALIZED_VIEW
         and len({"dataset_name", "dataset_id"} & set(value)) != 1
     ):
         raise BadRequest("refresh-materialized-view needs exactly one of dataset_name, dataset_id")
     return dict(value)
+
+
+def dataset_name_problem(name: str, where: str) -> str | None:
+    """Why `name` cannot name a dataset, or None if it can."""
+    if not DATASET_NAME_RE.match(name):
+        return f"{where} {quote(name)} must match {DATASET_NAME_RE.pattern}"
+    if _DIGITS.fullmatch(name):
+        return f"{where} {quote(name)} is all digits, which reads as a dataset id, not a name"
+    return None
+
+
+def check_dataset_name(name: str, where: str) -> None:
+    problem = dataset_name_problem(name, where)
+    if problem is not None:
+        raise BadRequest(problem)
+
+
+def check_dataset_id(value: object, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INT64:
+        raise BadRequest(f"{where} must be an integer from 1 to {MAX_INT64}")
+    return value
+
+
+def dataset_ref(raw: str, where: str) -> str | int:
+    """A `{name_or_id}` path segment: ASCII digits are an id, anything else must be a name."""
+    if not _DIGITS.fullmatch(raw):
+        check_dataset_name(raw, where)
+        return raw
+    # Past 19 significant digits no id can match (and int() refuses past 4300 digits).
+    significant = len(raw.lstrip("0"))
+    return check_dataset_id(int(raw) if significant <= 19 else None, f"{where} (an id)")
+
+
+def _names(keys: set[str], most: int = 10) -> str:
+    shown = [k if len(k) <= 40 else k[:40] + "…" for k in sorted(keys)[:most]]
+    more = f" and {len(keys) - most} more" if len(keys) > most else ""
+    return ", ".join(shown) + more
 
 
 def _parse_tags(value: object) -> tuple[str, ...]:

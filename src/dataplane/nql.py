@@ -16,11 +16,12 @@ from typing import Any
 
 import duckdb
 
-from dataplane.errors import JobFailure
-from dataplane.model import DATASET_NAME_RE
+from dataplane.errors import JobFailure, quote
+from dataplane.model import DATASET_NAME_RE, dataset_name_problem
 
 SCHEMA = "company_data"
 _DML_TYPES = {"INSERT", "UPDATE", "DELETE"}
+_TWO_WORD_KINDS = {"FORCE", "UPDATE"}  # FORCE INSTALL, UPDATE EXTENSIONS
 _NUMERIC_ID = re.compile(r'^"\d+"$')
 _SUPPORTED_OPTIONS = {
     "DISPLAY_NAME",
@@ -78,22 +79,37 @@ def tokenize(sql: str) -> list[Token]:
     return [t for t in tokens if t.kind != "comment"]
 
 
-def statement_type(sql: str) -> str:
-    """The type name of the only statement in `sql` (e.g. "SELECT"), per DuckDB's parser."""
+def statement_kind(sql: str) -> str:
+    """What the only statement in `sql` is, as its author would name it (e.g. "SELECT").
+
+    DuckDB's parser decides SELECT, INSERT, UPDATE and DELETE (which may start with WITH).
+    Any other kind is named by its leading keyword: DuckDB's own type names mislead here
+    (INSTALL is a LOAD, PRAGMA a SET, CHECKPOINT a CALL), and some have no Python name."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
         raise JobFailure(str(exc)) from exc
     if len(statements) != 1:
         raise JobFailure(f"expected exactly one statement, found {len(statements)}")
-    return str(statements[0].type.name)
+    try:
+        kind = str(statements[0].type.name)
+    except ValueError:  # a statement type newer than DuckDB's Python enum
+        kind = "an unknown statement"
+    if kind in _DML_TYPES | {"SELECT"}:
+        return kind
+    words = [token.word for token in tokenize(sql)[:2]]
+    if not words or not words[0] or words[0] == "WITH":
+        return kind
+    if words[0] in _TWO_WORD_KINDS and len(words) == 2 and words[1]:
+        return " ".join(words)
+    return words[0]
 
 
 def require_select(sql: str) -> None:
     # Checked before DuckDB parses the text, which would only report a syntax error at MERGE.
     if any(token.word == "MERGE" for token in _top_level(tokenize(sql))):
         raise JobFailure("MERGE ON is not supported by the local data plane")
-    kind = statement_type(sql)
+    kind = statement_kind(sql)
     if kind != "SELECT":
         raise JobFailure(f"a materialized view is defined by a SELECT, not {kind}")
 
@@ -117,7 +133,7 @@ def resolve_numeric_ids(sql: str, name_of: Callable[[int], str]) -> str:
 
 def dml_target(sql: str) -> tuple[str, str]:
     """(statement type, target dataset name) of a single INSERT/UPDATE/DELETE."""
-    kind = statement_type(sql)
+    kind = statement_kind(sql)
     if kind not in _DML_TYPES:
         raise JobFailure(f"execute-dml accepts one INSERT, UPDATE or DELETE, not {kind}")
     tokens = _top_level(tokenize(sql))
@@ -159,9 +175,12 @@ def parse_materialized_view(sql: str) -> MaterializedViewSpec | None:
 
 def _view_name(tokens: list[Token]) -> str:
     if len(tokens) == 3 and unquote(tokens[0]).lower() != SCHEMA:
-        raise JobFailure(f"a materialized view lives in {SCHEMA}, not {unquote(tokens[0])}")
-    if not tokens or not tokens[-1].is_name or not DATASET_NAME_RE.match(unquote(tokens[-1])):
-        raise JobFailure("the view name must match ^[A-Za-z0-9_]{1,256}$")
+        raise JobFailure(f"a materialized view lives in {SCHEMA}, not {quote(unquote(tokens[0]))}")
+    if not tokens or not tokens[-1].is_name:
+        raise JobFailure(f"the view name must match {DATASET_NAME_RE.pattern}")
+    problem = dataset_name_problem(unquote(tokens[-1]), "the view name")
+    if problem is not None:
+        raise JobFailure(problem)
     return unquote(tokens[-1])
 
 
@@ -175,7 +194,7 @@ def _parse_options(tokens: list[Token]) -> dict[str, Any]:
                 f"{key} is not supported by the local data plane: {_UNSUPPORTED_OPTIONS[key]}"
             )
         if key not in _SUPPORTED_OPTIONS:
-            raise JobFailure(f"unknown materialized view option {tokens[index].text!r}")
+            raise JobFailure(f"unknown materialized view option {quote(tokens[index].text)}")
         index += 1
         if index < len(tokens) and tokens[index].text == "=":
             index += 1

@@ -1,10 +1,11 @@
-"""Running one job on a worker thread: start, effect, completion, cancellation.
+"""Running one job on a worker thread: start, effect, completion, cancellation, time-out.
 
 A job's effect and its `completed` record commit in one transaction, so a crash leaves either
 nothing (the job is still `running` and runs again after restart) or a completed job. Cancel
 marks the job under the journal lock and interrupts its cursor; the runner checks the mark
 under the same lock before committing, so a cancelled job never takes effect even if no
-interrupt landed.
+interrupt landed. A job over its time limit is marked and interrupted the same way, and
+fails with a message naming the limit.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import duckdb
 
 from dataplane import effects, store
 from dataplane.catalog import IdAllocator
-from dataplane.errors import JobFailure, NotFound
+from dataplane.errors import JobFailure, NotFound, readable
 from dataplane.journal import Journal, rollback
 from dataplane.model import Failure, Job, JobState, now_iso
 
@@ -31,12 +32,15 @@ class Runner:
         journal: Journal,
         ids: IdAllocator,
         cursor: Callable[[], duckdb.DuckDBPyConnection],
+        timeout_s: float,
     ) -> None:
         self._journal = journal
         self._ids = ids
         self._cursor = cursor
+        self._timeout_s = timeout_s
         self._running: dict[str, duckdb.DuckDBPyConnection] = {}
         self._cancel_requested: set[str] = set()
+        self._timed_out: set[str] = set()
         self._closing = False
 
     def run(self, job_id: str) -> None:
@@ -50,6 +54,7 @@ class Runner:
             with self._journal.lock:
                 self._running.pop(job_id, None)
                 self._cancel_requested.discard(job_id)
+                self._timed_out.discard(job_id)
 
     def cancel(self, cur: duckdb.DuckDBPyConnection, job_id: str) -> Job:
         with self._journal.lock:
@@ -67,12 +72,25 @@ class Runner:
                 self._cancel_requested.add(job_id)
             return job
 
-    def interrupt_if_cancelling(self, job_id: str) -> bool:
-        """Interrupts the job's query again; False once the job has stopped running.
+    def time_out(self, job_id: str) -> bool:
+        """Marks a running job as over its time limit; True if it is to be interrupted."""
+        with self._journal.lock:
+            if job_id not in self._running or job_id in self._cancel_requested:
+                return False
+            self._timed_out.add(job_id)
+            return True
 
-        DuckDB drops an interrupt that arrives between two statements, so cancel and close
-        repeat it until the job ends. Never blocks: the event loop calls this."""
-        return self._interrupt(lambda: [job_id] if job_id in self._cancel_requested else [])
+    def interrupt_if_stopping(self, job_id: str) -> bool:
+        """Interrupts the query of a job being cancelled or timed out again; False once the
+        job has stopped running.
+
+        DuckDB drops an interrupt that arrives between two statements, so cancel, time-out
+        and close repeat it until the job ends. Never blocks: the event loop calls this."""
+        return self._interrupt(
+            lambda: (
+                [job_id] if job_id in self._cancel_requested or job_id in self._timed_out else []
+            )
+        )
 
     def close(self) -> bool:
         """Stops taking jobs and interrupts the running ones without changing their records
@@ -150,7 +168,14 @@ class Runner:
                 return
             if self._closing:
                 return
-        self._finish(cur, job, JobState.FAILED, "the query was interrupted")
+        if job.job_id in self._timed_out:
+            message = (
+                f"the job ran longer than its time limit of {self._timeout_s:g} s and was"
+                " stopped (the data plane's job_timeout_s, --job-timeout-s)"
+            )
+        else:
+            message = "the query was interrupted"
+        self._finish(cur, job, JobState.FAILED, message)
 
     def _commit_cancelled(self, cur: duckdb.DuckDBPyConnection, job: Job) -> None:
         found = store.get_job(cur, job.job_id)
@@ -160,7 +185,7 @@ class Runner:
     def _finish(
         self, cur: duckdb.DuckDBPyConnection, job: Job, state: JobState, message: str
     ) -> None:
-        failure = Failure(message=message, timestamp=now_iso(), value={})
+        failure = Failure(message=readable(message), timestamp=now_iso(), value={})
         with self._journal.lock:
             if job.job_id in self._cancel_requested:
                 self._commit_cancelled(cur, job)

@@ -76,6 +76,20 @@ class Client:
         job = await self.submit(job_type, job_input, **extra)
         return await self.wait(job["job_id"])
 
+    async def problem(self, method: str, path: str, status: int, **kwargs: Any) -> str:
+        """Sends a request that must fail with a problem+json `status`; returns its detail."""
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        async with self.session.request(
+            method, self.url + path, headers=headers, **kwargs
+        ) as response:
+            body = await response.text()
+            assert response.status == status, (path[:200], body)
+            assert response.content_type == "application/problem+json", body
+        problem = json.loads(body)
+        assert set(problem) == {"type", "title", "status", "detail"}, problem
+        assert problem["status"] == status
+        return str(problem["detail"])
+
     async def load_csv(self, name: str, text: str) -> dict[str, Any]:
         status, body = await self.request(
             "POST", f"/datasets/{name}/load?format=csv", data=text.encode()

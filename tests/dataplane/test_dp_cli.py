@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from dp_support import Client
 
-from dataplane.__main__ import parse_listen, read_tokens
+from dataplane.__main__ import add_serve_arguments, parse_listen, read_tokens
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -38,6 +40,53 @@ def test_listen_addresses() -> None:
     assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
     assert parse_listen(":8080") == ("127.0.0.1", 8080)
     assert parse_listen("[::1]:9") == ("::1", 9)
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_serve_arguments(parser)
+    return parser
+
+
+def test_limit_flags_have_defaults_and_refuse_nonsense() -> None:
+    defaults = _serve_parser().parse_args(["--data-dir", "d"])
+    assert (defaults.job_timeout_s, defaults.memory_limit) == (3600.0, "1GiB")
+    given = ["--data-dir", "d", "--job-timeout-s", "2.5", "--memory-limit", "512MiB"]
+    parsed = _serve_parser().parse_args(given)
+    assert (parsed.job_timeout_s, parsed.memory_limit) == (2.5, "512MiB")
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(argparse.ArgumentError, match="positive number of seconds"):
+            _serve_parser().parse_args(["--data-dir", "d", "--job-timeout-s", bad])
+
+
+@pytest.mark.slow
+async def test_python_m_dataplane_serve_applies_the_job_time_limit(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("DATAPLANE_TOKENS", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dataplane", "serve", "--listen", "127.0.0.1:0",
+        "--data-dir", str(tmp_path / "d"), "--job-timeout-s", "0.5", "--memory-limit", "300MB",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        match = re.search(r"http://[\d.]+:\d+", line)
+        assert match, line
+        slow = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE i % 7 = 3"
+        job = await Client(match.group(0), session).run(
+            "materialize-view", {"nql": slow, "dataset_name": "slow"}
+        )
+        assert job["state"] == "failed"
+        assert "time limit of 0.5 s" in job["failures"][0]["message"]
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 @pytest.mark.slow
