@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.conftest import venv_bin
+from tests.conftest import REPO, venv_bin
 
 
 class Process:
@@ -87,21 +87,17 @@ async def start_dataplane(data_dir: Path) -> tuple[Process, str]:
 async def start_workflowd(
     data_dir: Path, jobs_url: str, crash_point: str = "", listen: str = "127.0.0.1:0"
 ) -> tuple[Process, str]:
-    env = {"WORKFLOWD_CRASH_POINTS": crash_point} if crash_point else {}
+    """`workflowd serve` as a subprocess; with `crash_point`, the tests' own entry point that
+    makes it kill itself there."""
+    flags = [
+        "--listen", listen, "--http-listen", "127.0.0.1:0", "--data-dir", str(data_dir),
+        "--jobs-url", jobs_url,
+    ]  # fmt: skip
+    if crash_point:
+        argv = [sys.executable, "-m", "tests.crashing_daemon", crash_point, *flags]
+    else:
+        argv = [venv_bin("workflowd"), "serve", *flags]
     proc = await Process.start(
-        [
-            venv_bin("workflowd"),
-            "serve",
-            "--listen",
-            listen,
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(data_dir),
-            "--jobs-url",
-            jobs_url,
-        ],
-        r"serving gRPC on (\d+\.\d+\.\d+\.\d+:\d+)",
-        env=env,
+        argv, r"serving gRPC on (\d+\.\d+\.\d+\.\d+:\d+)", env={"PYTHONPATH": str(REPO)}
     )
     return proc, proc.ready.group(1)

@@ -28,17 +28,19 @@ def test_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
     assert not settings.embedded_dataplane
 
 
-def test_crash_points_and_booleans_from_the_environment() -> None:
-    settings = Settings.load(
-        {},
-        {
-            "WORKFLOWD_CRASH_POINTS": "a, b",
-            "WORKFLOWD_INSECURE": "true",
-            "WORKFLOWD_LISTEN": "0.0.0.0:1",
-        },
-    )
-    assert settings.crash_points == frozenset({"a", "b"})
+def test_booleans_from_the_environment() -> None:
+    settings = Settings.load({}, {"WORKFLOWD_INSECURE": "true", "WORKFLOWD_LISTEN": "0.0.0.0:1"})
     assert settings.insecure
+
+
+def test_no_setting_can_switch_on_crash_points(tmp_path: Path) -> None:
+    """Crash injection exists for the crash tests' own entry point only."""
+    settings = Settings.load({}, {"WORKFLOWD_CRASH_POINTS": "after_submit"})
+    assert not hasattr(settings, "crash_points")
+    config = tmp_path / "workflowd.toml"
+    config.write_text('crash_points = ["after_submit"]\n')
+    with pytest.raises(InvalidRequest, match="unknown settings"):
+        Settings.load({}, {}, config)
 
 
 @pytest.mark.parametrize(

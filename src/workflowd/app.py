@@ -16,6 +16,7 @@ from workflowd.engine.definitions import Definitions
 from workflowd.engine.deps import EngineDeps, RunLimits
 from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
+from workflowd.engine.orphans import OrphanJobs
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import ScheduleLimits, Schedules
 from workflowd.jobs import JobsClient, JobsClientConfig
@@ -32,9 +33,15 @@ log = logging.getLogger("workflowd")
 class App:
     """`start()` then `drain()`; each refuses to run twice."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        crash_points: frozenset[str] = frozenset(),
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        self.crash_points = crash_points
         self.lock = DataDirLock(settings.data_dir)
         self.store = SqliteStore(settings.data_dir / "workflowd.db")
         self.metrics = EngineMetrics()
@@ -46,6 +53,7 @@ class App:
         self.dataplane: DataPlaneHandle | None = None
         self.grpc: GrpcServer | None = None
         self.http: HttpEndpoint | None = None
+        self.orphans: OrphanJobs | None = None
         self.definitions: Definitions | None = None
         self.deps: EngineDeps | None = None
         self.runs: Runs | None = None
@@ -79,6 +87,7 @@ class App:
         self.definitions = definitions = Definitions(
             self.store, clock, Limits(s.max_spec_bytes, s.max_tasks)
         )
+        self.orphans = OrphanJobs(self.store, self.jobs)
         self.deps = deps = EngineDeps(
             store=self.store,
             jobs=self.jobs,
@@ -86,9 +95,10 @@ class App:
             hub=self.hub,
             clock=clock,
             metrics=self.metrics,
+            orphans=self.orphans,
             limits=RunLimits(values=JsonBounds(s.max_value_depth, s.max_value_bytes)),
             runtime_version=__version__,
-            crash_points=s.crash_points,
+            crash_points=self.crash_points,
         )
         self.runs = runs = Runs(deps, definitions)
         self.schedules = schedules = Schedules(
@@ -96,6 +106,7 @@ class App:
         )
         # Before the API serves: no trigger or cancel can race the resumption of a stored run.
         resumed = await runs.recover()
+        await self.orphans.resume()
         self.scheduler = SchedulerLoop(schedules, clock)
         schedules.attach(self.scheduler)
         await self.scheduler.start()
@@ -134,6 +145,8 @@ class App:
         self.hub.close()
         if self.runs is not None:
             await self.runs.drain()
+        if self.orphans is not None:
+            await self.orphans.aclose()
         if self.grpc is not None:
             await self.grpc.stop(self.settings.drain_grace_s)
         await self.lag_probe.aclose()

@@ -16,6 +16,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _CONTEXT_FIELDS = ("run_id", "task", "job_id", "workflow_id")
 
+log = logging.getLogger("workflowd.http")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -100,7 +102,11 @@ class HttpEndpoint:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host.strip("[]"), int(port))
         await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        bound = self._runner.addresses[0]
+        self.port = int(bound[1])
+        # Names the bound port, which `--http-listen HOST:0` leaves to the system.
+        shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+        log.info("serving /metrics and /healthz on http://%s:%d", shown, self.port)
         return self.port
 
     async def aclose(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ class Settings:
     drain_grace_s: float = 1.0
     log_format: str = "text"
     log_level: str = "INFO"
-    crash_points: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def load(
@@ -101,9 +100,6 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if isinstance(default, bool):
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        if isinstance(default, frozenset):
-            items = value.split(",") if isinstance(value, str) else value
-            return frozenset(str(v).strip() for v in items if str(v).strip())
         if isinstance(default, Path):
             return Path(value)
         return type(default)(value)

@@ -74,3 +74,27 @@ async def test_health_check_answers_serving(daemon: Daemon) -> None:
     )
     assert code == 0, err
     assert json.loads(out) == {"status": "SERVING"}
+
+
+async def test_integers_stay_integers_through_the_api(daemon: Daemon) -> None:
+    body = json.dumps({"specification": spec(), "trigger_immediately": True, "input": {"n": 5}})
+    code, out, err = await grpcurl(daemon, "workflowd.v1.WorkflowService/CreateWorkflow", body=body)
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    code, out, err = await grpcurl(
+        daemon,
+        "workflowd.v1.WorkflowService/WatchRun",
+        body=json.dumps({"run_id": run_id}),
+    )
+    assert code == 0, err
+    code, out, err = await grpcurl(
+        daemon, "workflowd.v1.WorkflowService/GetRun", body=json.dumps({"run_id": run_id})
+    )
+    assert code == 0, err
+    run = json.loads(out)["run"]
+    assert run["status"] == "RUN_STATUS_COMPLETED"
+    assert run["input"] == {"n": 5}
+    assert type(run["input"]["n"]) is int
+    dataset_id = run["tasks"][0]["output"]["datasetId"]
+    assert type(dataset_id) is int
+    assert '"datasetId": ' + str(dataset_id) + "," in out

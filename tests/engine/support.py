@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 from google.protobuf import json_format, struct_pb2
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, eventually
 from workflowd.v1 import workflow_service_pb2 as pb
 
 EVENTS_CSV = (
@@ -88,11 +88,15 @@ async def finished(daemon: Daemon, run_id: str) -> pb.Run:
 async def wait_for_event(
     daemon: Daemon, run_id: str, kind: int, task_index: int | None = None
 ) -> pb.RunEvent:
-    async with asyncio.timeout(60):
-        async for response in daemon.stub.WatchRun(pb.WatchRunRequest(run_id=run_id)):
-            event = response.event
-            if event.type == kind and (task_index is None or event.task_index == task_index):
-                return event
+    call = daemon.stub.WatchRun(pb.WatchRunRequest(run_id=run_id))
+    try:
+        async with asyncio.timeout(60):
+            async for response in call:
+                event = response.event
+                if event.type == kind and (task_index is None or event.task_index == task_index):
+                    return event
+    finally:
+        call.cancel()  # the stream is left before its end: release it on the server too
     raise AssertionError(f"run {run_id} ended without event {kind}")
 
 
@@ -112,3 +116,20 @@ SLOW_NQL = (
 def jv(data: Any) -> struct_pb2.Value:
     """A JSON value as a protobuf Value (run inputs)."""
     return json_format.ParseDict(data, struct_pb2.Value())
+
+
+async def occupy_workers(plane: Plane, count: int) -> list[str]:
+    """Jobs submitted straight to the data plane (untagged) that hold its workers busy."""
+    ids = []
+    for i in range(count):
+        body = {"type": "materialize-view", "input": {"nql": SLOW_NQL, "dataset_name": f"b{i}"}}
+        async with plane.session.post("/jobs", json=body) as resp:
+            assert resp.status == 201, await resp.text()
+            ids.append((await resp.json())["job_id"])
+
+    async def running() -> bool:
+        states = [(await plane.job(job_id))["state"] for job_id in ids]
+        return states == ["running"] * count
+
+    await eventually(running)
+    return ids

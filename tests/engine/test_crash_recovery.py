@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -190,3 +191,48 @@ async def test_kill_while_awaiting_a_running_job(stack: Stack) -> None:
     assert len(jobs) == 2
     logged = [r for r in await stack.plane.rows("audit") if r["note"] == run.id]
     assert len(logged) == 1
+
+
+@pytest.mark.parametrize(
+    ("crash_point", "job_exists"), [("after_intent_commit", False), ("after_submit", True)]
+)
+async def test_a_cancel_found_at_restart_submits_nothing_new(
+    stack: Stack, crash_point: str, job_exists: bool
+) -> None:
+    """The process died with the first task's intent committed but its job id not recorded;
+    the run was cancelled meanwhile. The restart must not create the job: it looks it up by
+    its idempotency key, cancels it if it exists, else ends the task without submitting."""
+    stub = await stack.start_daemon(crash_point)
+    created = await stub.CreateWorkflow(pb.CreateWorkflowRequest(specification=PIPELINE))
+    run = (
+        await stub.TriggerWorkflow(pb.TriggerWorkflowRequest(workflow_id=created.workflow.id))
+    ).run
+    assert stack.daemon is not None
+    assert await stack.daemon.wait() == -9
+    with sqlite3.connect(stack.tmp / "workflowd" / "workflowd.db") as conn:
+        row = conn.execute(
+            "SELECT status, job_id FROM tasks WHERE run_id = ? AND idx = 0", (run.id,)
+        )
+        assert row.fetchone() == ("running", "")
+        conn.execute(
+            "UPDATE runs SET status = 'cancelling', cancel_reason = 'cancelled on request'"
+            " WHERE id = ?",
+            (run.id,),
+        )
+    before = await stack.plane.jobs_for_run(run.id)
+    assert len(before) == (1 if job_exists else 0)
+
+    stub = await stack.start_daemon()
+    final = await run_to_end(stub, run.id)
+    assert final.status == pb.RUN_STATUS_CANCELLED
+    assert final.cancel_reason == "cancelled on request"
+    assert [t.status for t in final.tasks[1:]] == [pb.TASK_STATUS_SKIPPED] * 2
+    jobs = await stack.plane.jobs_for_run(run.id)
+    assert [j["job_id"] for j in jobs] == [j["job_id"] for j in before]
+    if not job_exists:
+        assert final.tasks[0].status == pb.TASK_STATUS_CANCELLED
+        return
+    # The job was found, not created again; a quick one had completed before the restart.
+    assert final.tasks[0].job_id == jobs[0]["job_id"]
+    expected = {"completed": pb.TASK_STATUS_COMPLETED, "cancelled": pb.TASK_STATUS_CANCELLED}
+    assert final.tasks[0].status == expected[jobs[0]["state"]]

@@ -8,19 +8,22 @@ exactly one job per task in the data plane, and the daemon must keep serving.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dataplane.app import DataPlane
 from tests.conftest import Daemon, eventually
+from tests.engine.conftest import Rig
 from tests.engine.fault_proxy import FaultProxy
-from tests.engine.support import SLOW_NQL, Plane, apply, finished, trigger, wait_for_event, workflow
+from tests.engine.support import (
+    SLOW_NQL,
+    Plane,
+    apply,
+    finished,
+    occupy_workers,
+    trigger,
+    wait_for_event,
+    workflow,
+)
 from workflowd.v1 import workflow_service_pb2 as pb
 
 COMPLETED_TASK = pb.TASK_STATUS_COMPLETED
@@ -55,51 +58,6 @@ def slow_then_two(name: str) -> str:
       with: {{nql: SELECT 1 AS one, datasetName: {name}_last}}
 """,
     )
-
-
-@dataclass
-class Rig:
-    proxy: FaultProxy
-    plane: Plane  # straight to the data plane, never through the proxy
-    start: Callable[..., Awaitable[Daemon]]
-
-
-@pytest.fixture
-async def wire(tmp_path: Path) -> AsyncIterator[tuple[FaultProxy, Plane]]:
-    """The real data plane, and the fault proxy in front of it."""
-    data_plane = DataPlane(tmp_path / "plane", workers=WORKERS)
-    port = await data_plane.start("127.0.0.1", 0)
-    direct = f"http://127.0.0.1:{port}"
-    proxy = FaultProxy(direct)
-    await proxy.start()
-    plane = Plane(direct)
-    yield proxy, plane
-    await plane.aclose()
-    await proxy.aclose()
-    await data_plane.aclose()
-    assert proxy.errors == []
-
-
-@pytest.fixture
-async def rig(
-    wire: tuple[FaultProxy, Plane],
-    start_daemon: Callable[..., Awaitable[Daemon]],
-    caplog: pytest.LogCaptureFixture,
-) -> AsyncIterator[Rig]:
-    # Set up after `wire`, so the daemons drain (start_daemon's teardown) before it closes.
-    proxy, plane = wire
-
-    async def start(**overrides: Any) -> Daemon:
-        return await start_daemon(jobs_url=proxy.url, **overrides)
-
-    yield Rig(proxy, plane, start)
-    # Faults are warnings; an ERROR from the daemon (a crashed watcher, an internal error) is not.
-    errors = [
-        f"{r.name}: {r.getMessage()}"
-        for r in caplog.get_records("call")
-        if r.levelno >= logging.ERROR and r.name.startswith("workflowd")
-    ]
-    assert errors == []
 
 
 async def run_to_end(daemon: Daemon, text: str) -> pb.Run:
@@ -327,23 +285,6 @@ async def test_dropped_event_streams_resume_and_the_run_completes(rig: Rig) -> N
 
 
 # --- beyond the list: garbled events, definite refusals of reads --------------------------
-
-
-async def occupy_workers(plane: Plane, count: int) -> list[str]:
-    """Jobs submitted straight to the data plane (untagged) that hold its workers busy."""
-    ids = []
-    for i in range(count):
-        body = {"type": "materialize-view", "input": {"nql": SLOW_NQL, "dataset_name": f"b{i}"}}
-        async with plane.session.post("/jobs", json=body) as resp:
-            assert resp.status == 201, await resp.text()
-            ids.append((await resp.json())["job_id"])
-
-    async def running() -> bool:
-        states = [(await plane.job(job_id))["state"] for job_id in ids]
-        return states == ["running"] * count
-
-    await eventually(running)
-    return ids
 
 
 async def test_garbled_terminal_event_does_not_strand_the_run(rig: Rig) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from workflowd.domain.definition import Schedule
 from workflowd.domain.errors import WorkflowdError
 from workflowd.domain.run import (
     IllegalTransition,
@@ -21,9 +22,14 @@ from workflowd.domain.run import (
 from workflowd.domain.workflow import NewWorkflowVersion
 from workflowd.store import SqliteStore
 from workflowd.store.migrations import MIGRATIONS
-from workflowd.store.runs import RunTx
+from workflowd.store.runtx import RunTx
 
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+
+
+def never_fires(spec: Schedule, anchor: datetime, after: datetime) -> datetime | None:
+    """These workflows have no schedule: the store never needs a fire instant."""
+    raise AssertionError("no schedule to compute")
 
 
 async def open_store(path: Path) -> SqliteStore:
@@ -34,7 +40,7 @@ async def open_store(path: Path) -> SqliteStore:
 
 async def new_run(store: SqliteStore, run_id: str) -> None:
     workflow, _ = await store.save_version(
-        NewWorkflowVersion("local", "ns", "wf", "1.0.0", "spec", (), NOW)
+        NewWorkflowVersion("local", "ns", "wf", "1.0.0", "spec", (), NOW), never_fires
     )
     await store.create_run(
         NewRun(
@@ -75,10 +81,11 @@ async def test_concurrent_writes_group_commit_and_a_failing_one_is_isolated(
     await new_run(store, "r1")
 
     def start(tx: RunTx) -> None:
-        tx.set_run_status(RunStatus.RUNNING, started_at=NOW)
+        tx.start_run(NOW)
 
     def illegal(tx: RunTx) -> None:
-        tx.set_task_status(0, "a", TaskStatus.COMPLETED)  # PENDING → COMPLETED is not allowed
+        # PENDING → COMPLETED is not allowed
+        tx.complete_task(0, "a", output=None, job_id="", at=NOW)
 
     def set_context(value: int) -> object:
         return lambda tx: tx.set_context({"n": value})

@@ -240,6 +240,7 @@ def run(r: Run) -> pb.Run:
         ended_at=timestamp(r.ended_at),
         scheduled_at=timestamp(r.scheduled_at),
         after_run_id=r.after_run_id,
+        cancel_reason=text(r.cancel_reason),
     )
 
 
@@ -259,4 +260,5 @@ def run_event(e: RunEvent) -> pb.RunEvent:
         ),
         job_id=e.job_id,
         error=problem(e.error),
+        reason=text(e.reason),
     )

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from workflowd.v1 import workflow_service_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["WorkflowService"]
+_TOO_DEEP = "it is nested too deeply (protobuf reads at most 100 levels)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +34,10 @@ def _lenient(message: type[Message]) -> Callable[[bytes], Message | Undecodable]
         try:
             return message.FromString(data)
         except RecursionError:
-            return Undecodable("it is nested too deeply")
-        except (DecodeError, UnicodeDecodeError, ValueError):
+            return Undecodable(_TOO_DEEP)
+        except (DecodeError, UnicodeDecodeError, ValueError) as exc:
+            if "depth" in str(exc).lower():  # upb's own limit on nested messages
+                return Undecodable(_TOO_DEEP)
             return Undecodable("it is not a valid protobuf message (bad field or UTF-8 text)")
 
     return decode

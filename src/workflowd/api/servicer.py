@@ -182,7 +182,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
 
     @unary
     async def CancelRun(self, request: pb.CancelRunRequest, context: Ctx) -> pb.CancelRunResponse:
-        run = await self._runs.cancel(company_of(context), request.run_id)
+        run = await self._runs.cancel(company_of(context), request.run_id, request.reason)
         return pb.CancelRunResponse(run=convert.run(run))
 
     @streaming

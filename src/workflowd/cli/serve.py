@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The daemon's settings: these flags over `WORKFLOWD_*` over the TOML file."""
     flags: dict[str, Any] = {
         name: getattr(args, name)
         for name in (
@@ -59,17 +60,26 @@ def run(args: argparse.Namespace) -> int:
     except WorkflowdError as exc:
         raise CliError(exc.message, exit_code=2) from exc
     configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    serve(App(settings_of(args)))
+    return 0
+
+
+def serve(app: App) -> None:
+    """Run `app` until SIGTERM or SIGINT, then drain it."""
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(app))
     except DataDirInUse as exc:
         raise CliError(str(exc)) from exc
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from exc
-    return 0
 
 
-async def _serve(settings: Settings) -> None:
-    app = App(settings)
+async def _serve(app: App) -> None:
+    settings = app.settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

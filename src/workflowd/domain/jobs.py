@@ -73,6 +73,7 @@ class JobInfo:
     failure_messages: tuple[str, ...] = ()
     created_at: datetime | None = None
     ended_at: datetime | None = None
+    idempotency_key: str | None = None
 
 
 class JobsError(WorkflowdError):

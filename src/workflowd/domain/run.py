@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from workflowd.domain.errors import FailedPrecondition
 from workflowd.domain.json import Json, JsonObject
 
 
@@ -65,8 +66,10 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
 }
 
 
-class IllegalTransition(Exception):
-    """A write tried a move the state machine forbids: a bug, never a user's mistake."""
+class IllegalTransition(FailedPrecondition):
+    """A write tried a move the state machine forbids. The engine checks a state before it
+    moves it, so this means the state changed in between: a caller sees FAILED_PRECONDITION
+    (the object is no longer in a state that allows the request), never INTERNAL."""
 
 
 def transition_run(current: RunStatus, new: RunStatus) -> RunStatus:
@@ -192,6 +195,8 @@ class Run:
     idempotency_key: str = ""
     after_run_id: str = ""
     """A run that waits for another to end before it starts (a buffered fire, a backfill)."""
+    cancel_reason: str = ""
+    """Who or what cancelled the run (a request, a schedule's policy, the jobs system)."""
 
 
 class RunEventType(StrEnum):
@@ -227,6 +232,8 @@ class RunEvent:
     task_status: TaskStatus | None = None
     job_id: str = ""
     error: Problem | None = None
+    reason: str = ""
+    """Why the run is being cancelled or was (on RUN_CANCELLING and RUN_CANCELLED)."""
 
     @property
     def terminal(self) -> bool:

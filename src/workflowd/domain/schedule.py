@@ -132,6 +132,11 @@ def decide_overlap(
     )
 
 
+def cancel_other_reason(instant: datetime) -> str:
+    """What a run cancelled by a CANCEL_OTHER fire says about who cancelled it."""
+    return f"cancelled by the schedule's CANCEL_OTHER policy, firing {instant.isoformat()}"
+
+
 class NextFire(Protocol):
     """The first instant a schedule fires strictly after `after` (None: it never fires again);
     `anchor` is the phase of `every` schedules."""

@@ -10,6 +10,7 @@ from workflowd.domain.json import JsonBounds
 from workflowd.engine.clock import Clock
 from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
+from workflowd.engine.orphans import OrphanJobs
 from workflowd.engine.ports import ExpressionEvaluator, JobsPort, RunStore
 
 
@@ -32,10 +33,12 @@ class EngineDeps:
     hub: EventHub
     clock: Clock
     metrics: EngineMetrics
+    orphans: OrphanJobs
     limits: RunLimits = field(default_factory=RunLimits)
     runtime_version: str = "0"
-    # Fault injection for crash-recovery tests: the process kills itself (SIGKILL, no cleanup)
-    # at the named points. Empty in production.
+    # Fault injection for the crash-recovery tests, which start the daemon through their own
+    # entry point (tests/crashing_daemon.py): the process kills itself (SIGKILL, no cleanup)
+    # at the named points. No setting, flag or environment variable can fill it.
     crash_points: frozenset[str] = frozenset()
 
     def crash_point(self, name: str) -> None:

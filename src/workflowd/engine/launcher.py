@@ -52,11 +52,11 @@ class Launcher:
         self._deps.metrics.active_runs.set(len(self._executors))
         task.add_done_callback(lambda t: self._reap(run.id, t))
 
-    def request_cancel(self, run_id: str) -> None:
+    def request_cancel(self, run_id: str, reason: str) -> None:
         """Tell the run's executor; a waiting run starts at once, to end CANCELLED."""
         entry = self._executors.get(run_id)
         if entry is not None:
-            entry[0].request_cancel()
+            entry[0].request_cancel(reason)
         elif run_id in self._waiting:
             for waiters in self._waiters.values():
                 for company, waiting_id in list(waiters):

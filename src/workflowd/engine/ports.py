@@ -12,6 +12,7 @@ from workflowd.domain.json import Json, JsonObject
 from workflowd.domain.page import Page
 from workflowd.domain.run import (
     NewRun,
+    Problem,
     Run,
     RunEvent,
     RunFilter,
@@ -31,21 +32,53 @@ from workflowd.spec import SchemaResult
 
 
 class RunTransaction(Protocol):
-    """Changes to one run inside one store transaction; each checks the state machine."""
+    """Changes to one run inside one store transaction. Each is one state change: it checks the
+    state machine and appends its event, published only once the transaction committed."""
 
     run_status: RunStatus
 
     def task_status(self, index: int) -> TaskStatus: ...
 
-    def set_run_status(self, status: RunStatus, **fields: object) -> None: ...
+    def start_run(self, at: datetime) -> None: ...
 
-    def set_task_status(
-        self, index: int, name: str, status: TaskStatus, **fields: object
+    def request_cancel(self, reason: str) -> None: ...
+
+    def end_run(
+        self,
+        status: RunStatus,
+        at: datetime,
+        *,
+        output: Json = None,
+        problem: Problem | None = None,
+        reason: str = "",
     ) -> None: ...
 
-    def set_job_id(self, index: int, name: str, job_id: str) -> None: ...
-
     def set_context(self, context: JsonObject) -> None: ...
+
+    def start_task(
+        self, index: int, name: str, *, task_input: Json, request: JsonObject, at: datetime
+    ) -> None: ...
+
+    def record_job(self, index: int, name: str, job_id: str) -> None: ...
+
+    def complete_task(
+        self, index: int, name: str, *, output: Json, job_id: str, at: datetime
+    ) -> None: ...
+
+    def end_task(
+        self,
+        index: int,
+        name: str,
+        status: TaskStatus,
+        *,
+        problem: Problem | None,
+        job_id: str,
+        at: datetime,
+    ) -> None: ...
+
+    def skip_task(self, index: int, name: str) -> None: ...
+
+    def cancel_job_later(self, job_id: str, index: int) -> None: ...
 
 
 class RunStore(Protocol):
@@ -62,6 +95,10 @@ class RunStore(Protocol):
     ) -> asyncio.Future[list[RunEvent]]: ...
 
     async def job_request(self, run_id: str, index: int) -> Json: ...
+
+    async def jobs_to_cancel(self) -> list[tuple[str, str, int]]: ...
+
+    async def job_cancel_confirmed(self, job_id: str) -> None: ...
 
     async def active_runs(self) -> list[tuple[str, str]]: ...
 
@@ -81,7 +118,11 @@ class JobsPort(Protocol):
 
     async def wait(self, job_id: str) -> JobInfo: ...
 
-    async def cancel(self, job_id: str) -> JobInfo: ...
+    async def cancel(self, job_id: str, retry_deadline_s: float | None = None) -> JobInfo: ...
+
+    async def find(
+        self, workflow_run_id: str, idempotency_key: str, retry_deadline_s: float | None = None
+    ) -> JobInfo | None: ...
 
 
 class ExpressionEvaluator(Protocol):

@@ -38,6 +38,7 @@ log = logging.getLogger("workflowd.engine")
 Ready = Callable[[], Awaitable[None]] | None
 
 _REPLAY_BATCH = 500
+MAX_REASON_CHARS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,22 +129,25 @@ class Runs:
             ids.check_uuid("workflow_id", filt.workflow_id, "workflow")
         return await self._deps.store.list_runs(company, filt, size, token)
 
-    async def cancel(self, company: str, run_id: str) -> Run:
+    async def cancel(self, company: str, run_id: str, reason: str = "") -> Run:
+        """Ask the run to stop (CANCELLING, then CANCELLED once its job stopped); a run that
+        has ended is returned as it is."""
+        if len(reason) > MAX_REASON_CHARS:
+            raise InvalidRequest("reason", f"must be at most {MAX_REASON_CHARS} characters")
         run = await self.get(company, run_id)
         if run.status.terminal or run.status == RunStatus.CANCELLING:
             return run
-
-        def change(tx: RunTransaction) -> None:
-            if not tx.run_status.terminal and tx.run_status != RunStatus.CANCELLING:
-                tx.set_run_status(RunStatus.CANCELLING)
-
-        await asyncio.shield(self._request_cancel(run_id, change))
+        said = f"cancelled on request: {reason}" if reason else "cancelled on request"
+        await asyncio.shield(self._request_cancel(run_id, said))
         return await self.get(company, run_id)
 
-    async def _request_cancel(self, run_id: str, change: Callable[[RunTransaction], None]) -> None:
+    async def _request_cancel(self, run_id: str, reason: str) -> None:
+        def change(tx: RunTransaction) -> None:
+            tx.request_cancel(reason)
+
         events = await self._deps.store.update_run(run_id, self._deps.clock.now(), change)
         self._deps.hub.publish(events)
-        self.launcher.request_cancel(run_id)
+        self.launcher.request_cancel(run_id, reason)
 
     async def recover(self) -> int:
         """Resume every run that was active when the process last stopped (oldest first, so a

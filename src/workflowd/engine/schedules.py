@@ -28,6 +28,7 @@ from workflowd.domain.schedule import (
     OverlapPolicy,
     SchedulePolicies,
     WorkflowSchedule,
+    cancel_other_reason,
 )
 from workflowd.domain.workflow import Workflow, WorkflowStatus
 from workflowd.engine import fires
@@ -268,8 +269,9 @@ class Schedules:
         self._deps.crash_point("after_fire_commit")
         self._deps.hub.publish(list(result.events))
         self._deps.metrics.observe_events(result.events)
+        reason = cancel_other_reason(instant)
         for run_id in result.cancelled:
-            self._runs.launcher.request_cancel(run_id)
+            self._runs.launcher.request_cancel(run_id, reason)
         if result.run is not None:
             self._runs.launcher.start(result.run, definition)
         if result.decision is not None:

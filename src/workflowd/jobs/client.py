@@ -87,17 +87,40 @@ class JobsClient:
                 found[info.job_id] = info
         return found
 
-    async def cancel(self, job_id: str) -> JobInfo:
-        """Ask the job to stop. A job already ended (409) is returned as it stands."""
+    async def cancel(self, job_id: str, retry_deadline_s: float | None = None) -> JobInfo:
+        """Ask the job to stop. A job already ended (409) is returned as it stands. Transport
+        faults are retried for `retry_deadline_s` (default: the configured deadline)."""
         transport = self._open_transport()
         try:
             return await transport.call(
-                "POST", path("jobs", job_id, "cancel"), job_info_from_json, job_id=job_id
+                "POST",
+                path("jobs", job_id, "cancel"),
+                job_info_from_json,
+                job_id=job_id,
+                retry_deadline_s=retry_deadline_s,
             )
         except JobRejected as exc:
             if exc.status != 409:
                 raise
         return await self.get(job_id)
+
+    async def find(
+        self, workflow_run_id: str, idempotency_key: str, retry_deadline_s: float | None = None
+    ) -> JobInfo | None:
+        """The job submitted under `idempotency_key` for the run, if one exists: it is looked
+        up, never created (`GET /jobs?workflow_run_id=`, page by page)."""
+        transport = self._open_transport()
+        offset = 0
+        while True:
+            params = {"workflow_run_id": workflow_run_id, "per_page": "500", "offset": str(offset)}
+            page = await transport.call(
+                "GET", "/jobs", jobs_page_from_json, params=params,
+                retry_deadline_s=retry_deadline_s,
+            )  # fmt: skip
+            found = next((job for job in page if job.idempotency_key == idempotency_key), None)
+            if found is not None or len(page) < 500:
+                return found
+            offset += len(page)
 
     async def wait(self, job_id: str) -> JobInfo:
         """Return the job once it is completed, failed or cancelled.

@@ -31,6 +31,7 @@ def job_info_from_json(data: object) -> JobInfo:
         failure_messages=_failure_messages(data.get("failures")),
         created_at=_timestamp(data.get("created_at")),
         ended_at=_timestamp(data.get("ended_at")),
+        idempotency_key=key if isinstance(key := data.get("idempotency_key"), str) else None,
     )
 
 

@@ -101,10 +101,13 @@ class Transport:
         body: JsonObject | None = None,
         job_id: str | None = None,
         idempotency_key: str | None = None,
+        retry_deadline_s: float | None = None,
     ) -> T:
-        """`attempt()` until it answers, retrying transient faults until the deadline."""
+        """`attempt()` until it answers, retrying transient faults until the deadline (the
+        configured one unless `retry_deadline_s` says otherwise)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._config.retry_deadline_s
+        patience = self._config.retry_deadline_s if retry_deadline_s is None else retry_deadline_s
+        deadline = loop.time() + patience
         backoff = Backoff(self._config.backoff_initial_s, self._config.backoff_max_s)
         while True:
             try:
@@ -121,7 +124,7 @@ class Transport:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise JobsCommunicationError(
-                        f"jobs API unreachable for {self._config.retry_deadline_s:g} s: {fault}"
+                        f"jobs API unreachable for {patience:g} s: {fault}"
                     ) from fault
                 await asyncio.sleep(min(backoff.next_delay(), remaining))
 

@@ -46,6 +46,7 @@ class Database:
         self._queue: asyncio.Queue[_Pending | None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._commits = 0
 
     async def open(self) -> None:
         if self._writer_task is not None:
@@ -68,6 +69,12 @@ class Database:
         for pool in (self._writer_pool, self._reader_pool):
             await loop.run_in_executor(pool, self._close_thread_connection)
             pool.shutdown(wait=True)
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since `open` (one per batch, however many writes it
+        held; migrations not counted): with the number of writes, how well commits are shared."""
+        return self._commits
 
     async def write(self, op: Op[T]) -> T:
         return await self.submit(op)
@@ -187,6 +194,7 @@ class Database:
                     results.append(_Failure(exc))
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
+            self._commits += 1  # only the writer thread writes it; readers see a whole int
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -150,4 +150,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         WHERE scheduled_at IS NOT NULL
         """,
     ),
+    (
+        # Who or what cancelled a run, on the run and its events; and jobs that may still run
+        # although their task ended (cancelled in the background until confirmed).
+        "ALTER TABLE runs ADD COLUMN cancel_reason TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE run_events ADD COLUMN reason TEXT NOT NULL DEFAULT ''",
+        """
+        CREATE TABLE jobs_to_cancel (
+            job_id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            task_index INTEGER NOT NULL,
+            since TEXT NOT NULL
+        )
+        """,
+    ),
 )

@@ -7,15 +7,11 @@ tables and the row's current state, and appends the matching `RunEvent` in the s
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
-from typing import Any
 
 from workflowd.domain.errors import AlreadyExists, NotFound
-from workflowd.domain.json import Json, JsonObject
+from workflowd.domain.json import Json
 from workflowd.domain.page import Page
 from workflowd.domain.run import (
-    RUN_EVENT_FOR,
-    TASK_EVENT_FOR,
     NewRun,
     Problem,
     Run,
@@ -27,143 +23,10 @@ from workflowd.domain.run import (
     TaskRun,
     TaskStatus,
     WatchFilter,
-    transition_run,
-    transition_task,
 )
 from workflowd.store.codec import dump, load, parse_ts, parse_ts_required, ts
 from workflowd.store.paging import decode_token, encode_token
-
-
-class RunTx:
-    """The changes to one run inside one transaction."""
-
-    def __init__(self, conn: sqlite3.Connection, run_id: str, now: datetime) -> None:
-        row = conn.execute(
-            "SELECT company, workflow_id, namespace, status, last_seq FROM runs WHERE id = ?",
-            (run_id,),
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"run {run_id} not found")
-        self._conn = conn
-        self._run_id = run_id
-        self._now = now
-        self._company = row["company"]
-        self._workflow_id = row["workflow_id"]
-        self._namespace = row["namespace"]
-        self.run_status = RunStatus(row["status"])
-        self._seq = int(row["last_seq"])
-        self.events: list[RunEvent] = []
-
-    @property
-    def now(self) -> datetime:
-        return self._now
-
-    def task_status(self, index: int) -> TaskStatus:
-        row = self._conn.execute(
-            "SELECT status FROM tasks WHERE run_id = ? AND idx = ?", (self._run_id, index)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"run {self._run_id} has no task {index}")
-        return TaskStatus(row["status"])
-
-    def set_run_status(self, status: RunStatus, **fields: Any) -> None:
-        transition_run(self.run_status, status)
-        self.run_status = status
-        self._update("runs", "id = ?", (self._run_id,), {"status": status.value, **fields})
-        error = fields.get("error")
-        self._event(RUN_EVENT_FOR[status], error=Problem.from_json(error) if error else None)
-
-    def set_task_status(self, index: int, name: str, status: TaskStatus, **fields: Any) -> None:
-        transition_task(self.task_status(index), status)
-        self._update(
-            "tasks",
-            "run_id = ? AND idx = ?",
-            (self._run_id, index),
-            {"status": status.value, **fields},
-        )
-        error = fields.get("error")
-        self._event(
-            TASK_EVENT_FOR[status],
-            task_index=index,
-            task_name=name,
-            task_status=status,
-            job_id=str(fields.get("job_id", "")),
-            error=Problem.from_json(error) if error else None,
-        )
-
-    def set_job_id(self, index: int, name: str, job_id: str) -> None:
-        if self.task_status(index) != TaskStatus.RUNNING:
-            return
-        self._update("tasks", "run_id = ? AND idx = ?", (self._run_id, index), {"job_id": job_id})
-        self._event(
-            RunEventType.TASK_JOB_SUBMITTED,
-            task_index=index,
-            task_name=name,
-            task_status=TaskStatus.RUNNING,
-            job_id=job_id,
-        )
-
-    def set_context(self, context: JsonObject) -> None:
-        self._update("runs", "id = ?", (self._run_id,), {"context": context})
-
-    def _update(self, table: str, where: str, key: tuple[Any, ...], fields: dict[str, Any]) -> None:
-        cols = ", ".join(f"{name} = ?" for name in fields)
-        values = [_column_value(name, v) for name, v in fields.items()]
-        self._conn.execute(f"UPDATE {table} SET {cols} WHERE {where}", (*values, *key))
-
-    def _event(self, kind: RunEventType, **fields: Any) -> None:
-        self._seq += 1
-        error: Problem | None = fields.pop("error", None)
-        cur = self._conn.execute(
-            "INSERT INTO run_events (run_id, seq, company, workflow_id, namespace, type, time,"
-            " run_status, task_index, task_name, task_status, job_id, error)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                self._run_id,
-                self._seq,
-                self._company,
-                self._workflow_id,
-                self._namespace,
-                kind.value,
-                ts(self._now),
-                self.run_status.value,
-                fields.get("task_index", -1),
-                fields.get("task_name", ""),
-                fields["task_status"].value if fields.get("task_status") else None,
-                fields.get("job_id", ""),
-                dump(error.to_json()) if error else None,
-            ),
-        )
-        self.events.append(
-            RunEvent(
-                run_id=self._run_id,
-                seq=self._seq,
-                global_seq=int(cur.lastrowid or 0),
-                type=kind,
-                time=self._now,
-                company=self._company,
-                workflow_id=self._workflow_id,
-                namespace=self._namespace,
-                run_status=self.run_status,
-                error=error,
-                **fields,
-            )
-        )
-
-    def close(self) -> list[RunEvent]:
-        self._conn.execute("UPDATE runs SET last_seq = ? WHERE id = ?", (self._seq, self._run_id))
-        return self.events
-
-
-_JSON_COLUMNS = frozenset({"input", "output", "error", "context", "job_request"})
-
-
-def _column_value(name: str, value: Any) -> Any:
-    if isinstance(value, datetime):
-        return ts(value)
-    if name in _JSON_COLUMNS:
-        return None if value is None else dump(value)
-    return value
+from workflowd.store.runtx import RunTx
 
 
 def create_run(conn: sqlite3.Connection, new: NewRun) -> tuple[Run, list[RunEvent], bool]:
@@ -214,7 +77,7 @@ def insert_run(conn: sqlite3.Connection, new: NewRun) -> tuple[Run, list[RunEven
         ],
     )
     tx = RunTx(conn, new.id, new.created_at)
-    tx._event(RunEventType.RUN_CREATED)
+    tx.created()
     events = tx.close()
     return get_run(conn, new.company, new.id), events
 
@@ -253,6 +116,7 @@ def _run_from_rows(conn: sqlite3.Connection, row: sqlite3.Row) -> Run:
         scheduled_at=parse_ts(row["scheduled_at"]),
         idempotency_key=row["idempotency_key"],
         after_run_id=row["after_run_id"],
+        cancel_reason=row["cancel_reason"],
     )
 
 
@@ -324,6 +188,15 @@ def list_page(
     )
 
 
+def jobs_to_cancel(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+    rows = conn.execute("SELECT job_id, run_id, task_index FROM jobs_to_cancel ORDER BY since")
+    return [(r["job_id"], r["run_id"], r["task_index"]) for r in rows.fetchall()]
+
+
+def forget_job_to_cancel(conn: sqlite3.Connection, job_id: str) -> None:
+    conn.execute("DELETE FROM jobs_to_cancel WHERE job_id = ?", (job_id,))
+
+
 def active_run_ids(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     rows = conn.execute(
         "SELECT company, id FROM runs WHERE status IN ('pending', 'running', 'cancelling')"
@@ -378,6 +251,7 @@ def _event_from_row(row: sqlite3.Row) -> RunEvent:
         task_status=TaskStatus(row["task_status"]) if row["task_status"] else None,
         job_id=row["job_id"],
         error=_problem(row["error"]),
+        reason=row["reason"],
     )
 
 

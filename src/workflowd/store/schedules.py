@@ -15,7 +15,7 @@ from datetime import datetime
 from workflowd.domain.definition import Schedule
 from workflowd.domain.errors import NotFound
 from workflowd.domain.page import Page
-from workflowd.domain.run import NewRun, Run, RunEvent, RunStatus, RunTrigger
+from workflowd.domain.run import NewRun, Run, RunEvent, RunTrigger
 from workflowd.domain.schedule import (
     Activation,
     ActiveRun,
@@ -29,11 +29,13 @@ from workflowd.domain.schedule import (
     OverlapPolicy,
     SchedulePolicies,
     WorkflowSchedule,
+    cancel_other_reason,
     decide_overlap,
 )
 from workflowd.store.codec import parse_ts, parse_ts_required, ts
 from workflowd.store.paging import decode_token, encode_token
-from workflowd.store.runs import RunTx, get_run, insert_run
+from workflowd.store.runs import get_run, insert_run
+from workflowd.store.runtx import RunTx
 
 RECENT_DECISIONS = 20
 KEPT_DECISIONS = 200
@@ -193,7 +195,7 @@ def fire(conn: sqlite3.Connection, request: FireRequest, next_at: datetime | Non
         run, events = insert_run(conn, replace(request.run, after_run_id=overlap.after_run_id))
         decision = replace(decision, run_id=run.id)
         for run_id in overlap.cancel:
-            events += _request_cancel(conn, run_id, request.now)
+            events += _request_cancel(conn, run_id, request.now, request.instant)
     _decide(conn, request.workflow_id, decision)
     conn.execute(
         "UPDATE schedules SET next_fire_at = ?, last_fire_at = ?, updated_at = ?"
@@ -236,10 +238,11 @@ def create_backfill(
     return out
 
 
-def _request_cancel(conn: sqlite3.Connection, run_id: str, now: datetime) -> list[RunEvent]:
+def _request_cancel(
+    conn: sqlite3.Connection, run_id: str, now: datetime, instant: datetime
+) -> list[RunEvent]:
     tx = RunTx(conn, run_id, now)
-    if not tx.run_status.terminal and tx.run_status != RunStatus.CANCELLING:
-        tx.set_run_status(RunStatus.CANCELLING)
+    tx.request_cancel(cancel_other_reason(instant))
     return tx.close()
 
 

@@ -23,7 +23,7 @@ from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilt
 from workflowd.store import runs, schedules, workflows
 from workflowd.store.db import Database
 from workflowd.store.paging import page_size
-from workflowd.store.runs import RunTx
+from workflowd.store.runtx import RunTx
 
 
 class SqliteStore:
@@ -151,6 +151,13 @@ class SqliteStore:
             return tx.close()
 
         return self.db.submit(op)
+
+    async def jobs_to_cancel(self) -> list[tuple[str, str, int]]:
+        """(job id, run id, task index) of every job still to be cancelled."""
+        return await self.db.read(runs.jobs_to_cancel)
+
+    async def job_cancel_confirmed(self, job_id: str) -> None:
+        await self.db.write(lambda conn: runs.forget_job_to_cancel(conn, job_id))
 
     async def job_request(self, run_id: str, index: int) -> Json:
         return await self.db.read(lambda conn: runs.job_request(conn, run_id, index))

@@ -63,6 +63,12 @@ def save_version(conn: sqlite3.Connection, new: NewWorkflowVersion) -> tuple[Wor
                 f"workflow {new.namespace}/{new.name} already has version {new.version} with a "
                 "different specification: bump document.version to store the change"
             )
+        if new.tags and load(row["tags"]) != list(new.tags):
+            # Tags belong to the workflow, not to a version: given ones replace them.
+            conn.execute(
+                "UPDATE workflows SET tags = ?, updated_at = ? WHERE id = ?",
+                (dump(list(new.tags)), ts(new.now), workflow_id),
+            )
         return _load(conn, new.company, workflow_id, new.version), False
     ordinal = conn.execute(
         "SELECT MAX(ordinal) FROM workflow_versions WHERE workflow_id = ?", (workflow_id,)

@@ -470,6 +470,7 @@ class Run(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SCHEDULED_AT_FIELD_NUMBER: _builtins.int
     AFTER_RUN_ID_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     workflow_id: _builtins.str
     version: _builtins.str
@@ -479,6 +480,10 @@ class Run(_message.Message):
     name: _builtins.str
     after_run_id: _builtins.str
     """A run this one waits for before it starts (a buffered fire, a backfill)."""
+    cancel_reason: _builtins.str
+    """Who or what cancelled the run (a request, a schedule's policy, the jobs
+    system); a cancelled run carries no error.
+    """
     @_builtins.property
     def input(self) -> _struct_pb2.Value: ...
     @_builtins.property
@@ -519,10 +524,11 @@ class Run(_message.Message):
         name: _builtins.str = ...,
         scheduled_at: _timestamp_pb2.Timestamp | None = ...,
         after_run_id: _builtins.str = ...,
+        cancel_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "ended_at", b"ended_at", "error", b"error", "input", b"input", "output", b"output", "scheduled_at", b"scheduled_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_run_id", b"after_run_id", "context", b"context", "created_at", b"created_at", "ended_at", b"ended_at", "error", b"error", "id", b"id", "input", b"input", "name", b"name", "namespace", b"namespace", "output", b"output", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "status", b"status", "tasks", b"tasks", "trigger", b"trigger", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_run_id", b"after_run_id", "cancel_reason", b"cancel_reason", "context", b"context", "created_at", b"created_at", "ended_at", b"ended_at", "error", b"error", "id", b"id", "input", b"input", "name", b"name", "namespace", b"namespace", "output", b"output", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "status", b"status", "tasks", b"tasks", "trigger", b"trigger", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -546,6 +552,7 @@ class RunEvent(_message.Message):
     TASK_STATUS_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     seq: _builtins.int
     """Per-run sequence: 1, 2, 3, ..."""
@@ -559,6 +566,8 @@ class RunEvent(_message.Message):
     task_name: _builtins.str
     task_status: Global___TaskStatus.ValueType
     job_id: _builtins.str
+    reason: _builtins.str
+    """Why the run is being cancelled or was (RUN_CANCELLING, RUN_CANCELLED)."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -578,10 +587,11 @@ class RunEvent(_message.Message):
         task_status: Global___TaskStatus.ValueType = ...,
         job_id: _builtins.str = ...,
         error: Global___Problem | None = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "global_seq", b"global_seq", "job_id", b"job_id", "run_id", b"run_id", "run_status", b"run_status", "seq", b"seq", "task_index", b"task_index", "task_name", b"task_name", "task_status", b"task_status", "time", b"time", "type", b"type", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "global_seq", b"global_seq", "job_id", b"job_id", "reason", b"reason", "run_id", b"run_id", "run_status", b"run_status", "seq", b"seq", "task_index", b"task_index", "task_name", b"task_name", "task_status", b"task_status", "time", b"time", "type", b"type", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -776,7 +786,12 @@ class CreateWorkflowRequest(_message.Message):
     trigger_immediately: _builtins.bool
     schedule_immediately: _builtins.bool
     @_builtins.property
-    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When given, they replace the workflow's tags (also when the specification
+        is identical to a stored version); when empty, the tags stay as they are.
+        At most 32, each at most 256 printable characters.
+        """
+
     @_builtins.property
     def input(self) -> _struct_pb2.Value:
         """Input of the run started by trigger_immediately."""
@@ -1159,15 +1174,19 @@ class CancelRunRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
+    reason: _builtins.str
+    """Recorded with the cancellation (at most 500 characters)."""
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,77 @@
+"""Jobs that may still run although their task ended (the jobs system stopped answering while
+the job ran, refused to report on it, or workflowd hit an internal error): cancelled until the
+jobs system confirms.
+
+The task's end commits the job into the store's `jobs_to_cancel` in the same transaction, so the
+promise survives a restart; `keep_cancelling` then retries in the background, with capped
+backoff, until the cancel is confirmed (or the job is gone), and forgets it in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from workflowd.domain.jobs import JobNotFound, JobsError
+from workflowd.engine.ports import JobsPort, RunStore
+
+log = logging.getLogger("workflowd.engine")
+
+_FIRST_RETRY_S = 1.0
+_MAX_RETRY_S = 60.0
+_ATTEMPT_DEADLINE_S = 10.0
+
+
+class OrphanJobs:
+    def __init__(self, store: RunStore, jobs: JobsPort) -> None:
+        self._store = store
+        self._jobs = jobs
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    async def resume(self) -> int:
+        """Carry on with the cancels an earlier process had not seen confirmed."""
+        remembered = await self._store.jobs_to_cancel()
+        for job_id, _, _ in remembered:
+            self.keep_cancelling(job_id)
+        return len(remembered)
+
+    def keep_cancelling(self, job_id: str) -> None:
+        if self._closed or job_id in self._tasks:
+            return
+        task = asyncio.create_task(self._cancel_until_confirmed(job_id), name=f"cancel-{job_id}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
+
+    async def aclose(self) -> None:
+        """Stop retrying; what is not confirmed stays in the store for the next start."""
+        self._closed = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _cancel_until_confirmed(self, job_id: str) -> None:
+        delay = _FIRST_RETRY_S
+        while True:
+            try:
+                info = await self._jobs.cancel(job_id, retry_deadline_s=_ATTEMPT_DEADLINE_S)
+            except JobNotFound:
+                log.info("job %s to cancel is gone", job_id, extra={"job_id": job_id})
+                break
+            except JobsError as exc:
+                log.warning("cancel of job %s not confirmed yet: %s", job_id, exc)
+            else:
+                log.info(
+                    "job %s cancelled after its task ended (%s)", job_id, info.state,
+                    extra={"job_id": job_id},
+                )  # fmt: skip
+                break
+            await asyncio.sleep(random.uniform(delay / 2, delay))  # ok: retry backoff
+            delay = min(delay * 2, _MAX_RETRY_S)
+        await self._store.job_cancel_confirmed(job_id)

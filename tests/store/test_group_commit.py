@@ -1,0 +1,126 @@
+"""Group commit, counted: writes that queue while the writer thread is busy share one
+transaction (one COMMIT), and a write that fails inside that transaction is rolled back alone.
+
+The writer is held busy by a first write whose op blocks on a `threading.Event` inside the
+writer thread; everything submitted meanwhile queues up and must land in the next batch."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from workflowd.store import db as db_module
+from workflowd.store.db import Database
+
+
+def insert(name: str) -> Callable[[sqlite3.Connection], str]:
+    def op(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO probe (name) VALUES (?)", (name,))
+        return name
+
+    return op
+
+
+def names(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT name FROM probe ORDER BY id")]
+
+
+class Blocker:
+    """A write whose op runs in the writer thread and waits there until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO probe (name) VALUES ('blocker')")
+        self.entered.set()
+        if not self.release.wait(30):
+            raise TimeoutError("the test never released the writer")
+        return "blocker"
+
+    async def hold(self, db: Database) -> asyncio.Future[str]:
+        """Submit the blocking write and return once the writer thread is inside it."""
+        future = db.submit(self)
+        assert await asyncio.to_thread(self.entered.wait, 30), "the writer never ran the op"
+        return future
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(tmp_path / "w.db")
+    await database.open()
+    await database.write(
+        lambda conn: conn.execute(
+            "CREATE TABLE probe (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)"
+        )
+    )
+    yield database
+    await database.aclose()
+
+
+async def test_writes_queued_while_the_writer_is_busy_share_one_commit(db: Database) -> None:
+    before = db.commits
+    blocker = Blocker()
+    held = await blocker.hold(db)
+    writes = [db.submit(insert(f"w{i}")) for i in range(100)]
+    # Nothing committed yet, and no caller resumed before its commit.
+    assert db.commits == before
+    assert not any(w.done() for w in writes)
+    assert await db.read(names) == []
+
+    blocker.release.set()
+    assert await held == "blocker"
+    assert await asyncio.gather(*writes) == [f"w{i}" for i in range(100)]
+    # One commit for the blocker's batch, exactly one for the 100 writes queued behind it.
+    assert db.commits == before + 2
+    assert await db.read(names) == ["blocker", *(f"w{i}" for i in range(100))]
+
+
+async def test_a_batch_is_capped_and_the_rest_commits_in_the_next(db: Database) -> None:
+    cap = db_module._MAX_BATCH
+    count = cap + cap // 4
+    before = db.commits
+    blocker = Blocker()
+    held = await blocker.hold(db)
+    writes = [db.submit(insert(f"w{i}")) for i in range(count)]
+    blocker.release.set()
+    await held
+    await asyncio.gather(*writes)
+    assert db.commits == before + 1 + 2  # the blocker, a full batch, then the remainder
+    assert len(await db.read(names)) == count + 1
+
+
+async def test_a_failing_change_in_a_batch_is_rolled_back_alone(db: Database) -> None:
+    def fails_after_writing(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO probe (name) VALUES ('half-done')")
+        raise ValueError("this change gives up after its first statement")
+
+    before = db.commits
+    blocker = Blocker()
+    held = await blocker.hold(db)
+    batch = [
+        db.submit(insert("a")),
+        db.submit(fails_after_writing),
+        db.submit(insert("b")),
+        db.submit(insert("a")),  # UNIQUE violation: fails in SQLite itself
+        db.submit(insert("c")),
+    ]
+    blocker.release.set()
+    await held
+    results = await asyncio.gather(*batch, return_exceptions=True)
+
+    assert results[0] == "a"
+    assert isinstance(results[1], ValueError)
+    assert "gives up" in str(results[1])
+    assert results[2] == "b"
+    assert isinstance(results[3], sqlite3.IntegrityError)
+    assert results[4] == "c"
+    # The failures did not cost the batch its single commit, nor leave half their changes.
+    assert db.commits == before + 2
+    assert await db.read(names) == ["blocker", "a", "b", "c"]
