@@ -21,7 +21,7 @@ VOLUME ["/var/lib/workflowd"]
 EXPOSE 50051 9464
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=2).status == 200 else 1)"]
-# Binding beyond loopback needs authentication (design §9); until tokens are configured the
+# Binding beyond loopback needs authentication (docs/security.md); until tokens are configured the
 # container serves unauthenticated on purpose, so put it behind a network you trust.
 ENTRYPOINT ["workflowd", "serve"]
 CMD ["--listen", "0.0.0.0:50051", "--insecure"]

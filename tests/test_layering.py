@@ -1,4 +1,4 @@
-"""Design §2: layers import one way. A wrong-way import fails here with the file and line."""
+"""docs/architecture.md ("Layers"): layers import one way. A wrong-way import fails here with the file and line."""
 
 from __future__ import annotations
 

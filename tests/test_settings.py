@@ -47,6 +47,10 @@ def test_no_setting_can_switch_on_crash_points(tmp_path: Path) -> None:
     ("flags", "field"),
     [
         ({"listen": "0.0.0.0:50051"}, "listen"),
+        ({"http_listen": "0.0.0.0:9464"}, "http_listen"),
+        ({"dataplane_listen": "[::]:50052"}, "dataplane_listen"),
+        ({"listen": "127.0.0.1"}, "listen"),
+        ({"http_listen": "127.0.0.1:99999"}, "http_listen"),
         ({"max_tasks": "many"}, "max_tasks"),
         ({"log_format": "xml"}, "log_format"),
     ],
@@ -55,6 +59,13 @@ def test_bad_settings_name_the_setting(flags: dict[str, object], field: str) -> 
     with pytest.raises(InvalidRequest) as info:
         Settings.load(flags, {})
     assert info.value.field == field
+
+
+def test_insecure_allows_public_addresses_and_a_remote_jobs_api_needs_no_plane_address() -> None:
+    public = {"listen": "0.0.0.0:1", "http_listen": "0.0.0.0:2", "dataplane_listen": "0.0.0.0:3"}
+    assert Settings.load({**public, "insecure": True}, {}).insecure
+    remote = {"jobs_url": "http://jobs:80", "dataplane_listen": "0.0.0.0:3"}
+    assert not Settings.load(remote, {}).embedded_dataplane
 
 
 def test_unknown_key_in_the_file_is_refused(tmp_path: Path) -> None:

@@ -159,8 +159,8 @@ class Phase:
     # (run id, task name, received ns); TASK_COMPLETED events carry no job id, so the job is
     # found by the run and task that the jobs API has in its metadata.
     latencies: list[tuple[str, str, int]] = field(default_factory=list)
-    # Design §5: a watcher sees every seq once, in order, up to the run's terminal event;
-    # anything else is counted here.
+    # A watcher sees every seq once, in order, up to the run's terminal event (see "Watching"
+    # in docs/architecture.md); anything else is counted here.
     seq_faults: list[str] = field(default_factory=list)
 
 

@@ -1,4 +1,4 @@
-"""An in-memory jobs API (design §6) that completes jobs at once or after a fixed delay.
+"""An in-memory jobs API (docs/jobs-api.md) that completes jobs at once or after a fixed delay.
 
 The benches put it behind workflowd to isolate workflowd's own cost: no DuckDB, no worker
 threads, just the HTTP surface the jobs client speaks (`POST /jobs` with idempotency, `GET

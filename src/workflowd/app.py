@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dataplane.app import DataPlane
 from workflowd import __version__
+from workflowd.address import Address
 from workflowd.api.server import GrpcServer
 from workflowd.datadir import DataDirLock
 from workflowd.domain.json import JsonBounds
@@ -73,7 +74,9 @@ class App:
         await self.store.open()
         if s.embedded_dataplane:
             self.dataplane = DataPlaneHandle(s.data_dir / "dataplane", s.dataplane_workers)
-            self.jobs_url = await self.dataplane.start(s.dataplane_listen)
+            self.jobs_url = await self.dataplane.start(
+                Address.parse(s.dataplane_listen, "dataplane_listen")
+            )
         self.jobs = JobsClient(
             JobsClientConfig(
                 base_url=self.jobs_url,
@@ -113,7 +116,7 @@ class App:
         self.grpc = GrpcServer(definitions, runs, schedules, max_message_bytes=s.max_message_bytes)
         self.grpc_port = await self.grpc.start(s.listen)
         self.http = HttpEndpoint(self.metrics.registry, lambda: self._serving)
-        await self.http.start(s.http_listen)
+        await self.http.start(Address.parse(s.http_listen, "http_listen"))
         self.lag_probe.start()
         self._serving = True
         _tune_gc()
@@ -130,8 +133,9 @@ class App:
         return self._drained
 
     async def drain(self) -> None:
-        """Design §7: NOT_SERVING, refuse new runs, end streams, stop runs (state stays),
-        stop the server, then close the clients and the store."""
+        """NOT_SERVING, stop the scheduler, refuse new runs, end streams, stop runs (their
+        state stays), stop the server, then close the clients and the store ("Drain" in
+        docs/architecture.md)."""
         if self._drained:
             return
         self._drained = True
@@ -178,10 +182,9 @@ class DataPlaneHandle:
     def __init__(self, data_dir: Path, workers: int) -> None:
         self._plane = DataPlane(data_dir, workers=workers)
 
-    async def start(self, address: str) -> str:
-        host, _, port = address.rpartition(":")
-        bound = await self._plane.start(host.strip("[]"), int(port))
-        return f"http://{host}:{bound}"
+    async def start(self, address: Address) -> str:
+        bound = await self._plane.start(address.host, address.port)
+        return f"http://{address.with_port(bound)}"
 
     async def aclose(self) -> None:
         await self._plane.aclose()

@@ -14,6 +14,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from workflowd.address import Address
+
 _CONTEXT_FIELDS = ("run_id", "task", "job_id", "workflow_id")
 
 log = logging.getLogger("workflowd.http")
@@ -97,16 +99,14 @@ class HttpEndpoint:
         self._runner = web.AppRunner(app, access_log=None)
         self.port = 0
 
-    async def start(self, address: str) -> int:
-        host, _, port = address.rpartition(":")
+    async def start(self, address: Address) -> int:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host.strip("[]"), int(port))
+        site = web.TCPSite(self._runner, address.host, address.port)
         await site.start()
         bound = self._runner.addresses[0]
         self.port = int(bound[1])
         # Names the bound port, which `--http-listen HOST:0` leaves to the system.
-        shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
-        log.info("serving /metrics and /healthz on http://%s:%d", shown, self.port)
+        log.info("serving /metrics and /healthz on http://%s", address.with_port(self.port))
         return self.port
 
     async def aclose(self) -> None:

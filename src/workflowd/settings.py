@@ -3,13 +3,13 @@ file over defaults."""
 
 from __future__ import annotations
 
-import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from workflowd.address import Address
 from workflowd.domain.errors import InvalidRequest
 
 _ENV_PREFIX = "WORKFLOWD_"
@@ -54,15 +54,23 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        host = _host(self.listen)
-        if not self.insecure and not _is_loopback(host):
-            raise InvalidRequest(
-                "listen",
-                f"{self.listen} is not a loopback address and no authentication is configured: "
-                "bind to 127.0.0.1, or pass --insecure to serve without authentication",
-            )
         if self.log_format not in ("text", "json"):
             raise InvalidRequest("log_format", "must be text or json")
+        for name, text in self.listeners().items():
+            address = Address.parse(text, name)
+            if not self.insecure and not address.is_loopback:
+                raise InvalidRequest(
+                    name,
+                    f"{text} is not a loopback address and no authentication is configured: "
+                    "bind to 127.0.0.1, or pass --insecure to serve without authentication",
+                )
+
+    def listeners(self) -> dict[str, str]:
+        """Every address the daemon listens on, by setting name."""
+        found = {"listen": self.listen, "http_listen": self.http_listen}
+        if self.embedded_dataplane:
+            found["dataplane_listen"] = self.dataplane_listen
+        return found
 
     @property
     def embedded_dataplane(self) -> bool:
@@ -105,17 +113,3 @@ def _coerce(name: str, value: Any) -> Any:
         return type(default)(value)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(name, f"cannot use {value!r}: {exc}") from exc
-
-
-def _host(address: str) -> str:
-    host, _, _ = address.rpartition(":")
-    return host.strip("[]")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -8,9 +8,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from dp_support import Client, PlaneFactory, Running
 
 from dataplane.app import DataPlane
+from tests.dataplane.dp_support import Client, PlaneFactory, Running
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""SIGTERM-style drain (design §7): fast, state kept, runs resume on the next start."""
+"""SIGTERM-style drain (docs/architecture.md, "Drain"): fast, state kept, runs resume on the next start."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A test double of a remote jobs system: the jobs HTTP API of design §6 on loopback, in memory,
+"""A test double of a remote jobs system: the jobs HTTP API of docs/jobs-api.md on loopback, in memory,
 with knobs for the faults a real network and a real jobs system produce.
 
 Jobs stay `pending` until the test ends them (`complete`, `fail`), unless `auto_complete` is set.

@@ -39,6 +39,8 @@ class TaskStatus(StrEnum):
 
 
 _RUN_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+ACTIVE_RUN_STATUSES = tuple(s for s in RunStatus if s not in _RUN_TERMINAL)
+"""The statuses of a run that has not ended (an executor owns it)."""
 
 RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset(

@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest, InvalidSpecification
 from workflowd.domain.page import Page
-from workflowd.domain.schedule import NextFire
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
 from workflowd.engine import fires
 from workflowd.engine.clock import Clock
+from workflowd.engine.ports import WorkflowStore
 from workflowd.spec import Limits, ValidationResult, parse, validate
 
 _DEFINITION_CACHE = 256
@@ -41,28 +39,6 @@ class WorkflowRef:
             raise InvalidRequest(self.id_field, "give a workflow id, or both namespace and name")
         ids.check_name("namespace", self.namespace)
         ids.check_name("name", self.name)
-
-
-class WorkflowStore(Protocol):
-    async def save_version(
-        self, new: NewWorkflowVersion, next_fire: NextFire
-    ) -> tuple[Workflow, bool]: ...
-
-    async def get_workflow(
-        self,
-        company: str,
-        *,
-        workflow_id: str = "",
-        namespace: str = "",
-        name: str = "",
-        version: str = "",
-    ) -> Workflow: ...
-
-    async def list_workflows(
-        self, company: str, filt: WorkflowFilter, size: int, token: str
-    ) -> Page[Workflow]: ...
-
-    async def archive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow: ...
 
 
 class Definitions:

@@ -28,7 +28,30 @@ from workflowd.domain.schedule import (
     NextFire,
     WorkflowSchedule,
 )
+from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
 from workflowd.spec import SchemaResult
+
+
+class WorkflowStore(Protocol):
+    async def save_version(
+        self, new: NewWorkflowVersion, next_fire: NextFire
+    ) -> tuple[Workflow, bool]: ...
+
+    async def get_workflow(
+        self,
+        company: str,
+        *,
+        workflow_id: str = "",
+        namespace: str = "",
+        name: str = "",
+        version: str = "",
+    ) -> Workflow: ...
+
+    async def list_workflows(
+        self, company: str, filt: WorkflowFilter, size: int, token: str
+    ) -> Page[Workflow]: ...
+
+    async def archive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow: ...
 
 
 class RunTransaction(Protocol):

@@ -1,4 +1,4 @@
-"""The jobs layer: workflowd's client of the jobs HTTP API (design §6).
+"""The jobs layer: workflowd's client of the jobs HTTP API (docs/jobs-api.md).
 
 The only package that imports aiohttp's client. It submits each task as a job with an idempotency
 key, awaits completion through one shared event stream (or batched polling), cancels jobs, and

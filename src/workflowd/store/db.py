@@ -101,7 +101,8 @@ class Database:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS crash
-            # or power loss can lose the last transactions, which is the trade design §7 makes.
+            # or power loss can lose the last transactions ("Durability" in
+            # docs/architecture.md explains the trade).
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")

@@ -7,11 +7,13 @@ tables and the row's current state, and appends the matching `RunEvent` in the s
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from workflowd.domain.errors import AlreadyExists, NotFound
 from workflowd.domain.json import Json
 from workflowd.domain.page import Page
 from workflowd.domain.run import (
+    ACTIVE_RUN_STATUSES,
     NewRun,
     Problem,
     Run,
@@ -25,8 +27,11 @@ from workflowd.domain.run import (
     WatchFilter,
 )
 from workflowd.store.codec import dump, load, parse_ts, parse_ts_required, ts
-from workflowd.store.paging import decode_token, encode_token
+from workflowd.store.query import Select, keyset_page
 from workflowd.store.runtx import RunTx
+
+# SQLite binds at most 32,766 parameters per statement; a page holds at most 1,000 runs anyway.
+_IN_CHUNK = 500
 
 
 def create_run(conn: sqlite3.Connection, new: NewRun) -> tuple[Run, list[RunEvent], bool]:
@@ -88,13 +93,10 @@ def get_run(conn: sqlite3.Connection, company: str, run_id: str) -> Run:
     ).fetchone()
     if row is None:
         raise NotFound(f"run {run_id} not found")
-    return _run_from_rows(conn, row)
+    return runs_of(conn, [row])[0]
 
 
-def _run_from_rows(conn: sqlite3.Connection, row: sqlite3.Row) -> Run:
-    tasks = conn.execute(
-        "SELECT * FROM tasks WHERE run_id = ? ORDER BY idx", (row["id"],)
-    ).fetchall()
+def _run_from(row: sqlite3.Row, tasks: Sequence[sqlite3.Row]) -> Run:
     context = load(row["context"])
     return Run(
         id=row["id"],
@@ -160,32 +162,30 @@ def list_page(
             str(ts(filt.created_before)),
         ]
     )
-    after = decode_token(token, filter_key)
-    sql = "SELECT * FROM runs WHERE company = ?"
-    args: list[object] = [company]
-    if after is not None:
-        sql += " AND seq < ?"
-        args.append(after)
-    if filt.workflow_id:
-        sql += " AND workflow_id = ?"
-        args.append(filt.workflow_id)
-    if filt.statuses:
-        sql += f" AND status IN ({', '.join('?' * len(filt.statuses))})"
-        args.extend(s.value for s in filt.statuses)
-    if filt.created_after is not None:
-        sql += " AND created_at > ?"
-        args.append(ts(filt.created_after))
-    if filt.created_before is not None:
-        sql += " AND created_at < ?"
-        args.append(ts(filt.created_before))
-    sql += " ORDER BY seq DESC LIMIT ?"
-    args.append(size + 1)
-    rows = conn.execute(sql, args).fetchall()
-    return Page(
-        items=[_run_from_rows(conn, r) for r in rows[:size]],
-        after=[encode_token(r["seq"], filter_key) for r in rows[:size]],
-        more=len(rows) > size,
+    select = (
+        Select("runs", "company = ?", company)
+        .where_if(filt.workflow_id, "workflow_id = ?", filt.workflow_id)
+        .where_in("status", (s.value for s in filt.statuses))
+        .where_if(filt.created_after, "created_at > ?", ts(filt.created_after))
+        .where_if(filt.created_before, "created_at < ?", ts(filt.created_before))
     )
+    return keyset_page(conn, select, size, token, filter_key, lambda rows: runs_of(conn, rows))
+
+
+def runs_of(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[Run]:
+    """The runs of these rows, their tasks read in one query for the lot."""
+    ids = [row["id"] for row in rows]
+    tasks: dict[str, list[sqlite3.Row]] = {run_id: [] for run_id in ids}
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        found = conn.execute(
+            f"SELECT * FROM tasks WHERE run_id IN ({', '.join('?' * len(chunk))})"
+            " ORDER BY run_id, idx",
+            chunk,
+        )
+        for task in found.fetchall():
+            tasks[task["run_id"]].append(task)
+    return [_run_from(row, tasks[row["id"]]) for row in rows]
 
 
 def jobs_to_cancel(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
@@ -198,9 +198,11 @@ def forget_job_to_cancel(conn: sqlite3.Connection, job_id: str) -> None:
 
 
 def active_run_ids(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    active = [s.value for s in ACTIVE_RUN_STATUSES]
     rows = conn.execute(
-        "SELECT company, id FROM runs WHERE status IN ('pending', 'running', 'cancelling')"
-        " ORDER BY seq"
+        f"SELECT company, id FROM runs WHERE status IN ({', '.join('?' * len(active))})"
+        " ORDER BY seq",
+        active,
     ).fetchall()
     return [(r["company"], r["id"]) for r in rows]
 
@@ -219,20 +221,13 @@ def events_after(
 def events_after_global(
     conn: sqlite3.Connection, company: str, filt: WatchFilter, after: int, limit: int
 ) -> list[RunEvent]:
-    sql = "SELECT * FROM run_events WHERE company = ? AND global_seq > ?"
-    args: list[object] = [company, after]
-    if filt.workflow_id:
-        sql += " AND workflow_id = ?"
-        args.append(filt.workflow_id)
-    if filt.namespace:
-        sql += " AND namespace = ?"
-        args.append(filt.namespace)
-    if filt.statuses:
-        sql += f" AND run_status IN ({', '.join('?' * len(filt.statuses))})"
-        args.extend(s.value for s in filt.statuses)
-    sql += " ORDER BY global_seq LIMIT ?"
-    args.append(limit)
-    return [_event_from_row(r) for r in conn.execute(sql, args).fetchall()]
+    select = (
+        Select("run_events", "company = ? AND global_seq > ?", company, after)
+        .where_if(filt.workflow_id, "workflow_id = ?", filt.workflow_id)
+        .where_if(filt.namespace, "namespace = ?", filt.namespace)
+        .where_in("run_status", (s.value for s in filt.statuses))
+    )
+    return [_event_from_row(r) for r in select.fetch(conn, "global_seq", limit)]
 
 
 def _event_from_row(row: sqlite3.Row) -> RunEvent:

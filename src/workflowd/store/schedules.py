@@ -9,13 +9,14 @@ right after the commit, finds the instant decided and does nothing.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from workflowd.domain.definition import Schedule
 from workflowd.domain.errors import NotFound
 from workflowd.domain.page import Page
-from workflowd.domain.run import NewRun, Run, RunEvent, RunTrigger
+from workflowd.domain.run import ACTIVE_RUN_STATUSES, NewRun, Run, RunEvent, RunStatus, RunTrigger
 from workflowd.domain.schedule import (
     Activation,
     ActiveRun,
@@ -33,11 +34,12 @@ from workflowd.domain.schedule import (
     decide_overlap,
 )
 from workflowd.store.codec import parse_ts, parse_ts_required, ts
-from workflowd.store.paging import decode_token, encode_token
+from workflowd.store.query import Select, keyset_page
 from workflowd.store.runs import get_run, insert_run
 from workflowd.store.runtx import RunTx
 
 RECENT_DECISIONS = 20
+_ACTIVE = tuple(s.value for s in ACTIVE_RUN_STATUSES)
 KEPT_DECISIONS = 200
 
 
@@ -68,23 +70,10 @@ def list_page(
     conn: sqlite3.Connection, company: str, namespace: str, size: int, token: str
 ) -> Page[WorkflowSchedule]:
     filter_key = f"schedules|{company}|{namespace}"
-    after = decode_token(token, filter_key)
-    sql = "SELECT * FROM schedules WHERE company = ?"
-    args: list[object] = [company]
-    if after is not None:
-        sql += " AND seq < ?"
-        args.append(after)
-    if namespace:
-        sql += " AND namespace = ?"
-        args.append(namespace)
-    sql += " ORDER BY seq DESC LIMIT ?"
-    args.append(size + 1)
-    rows = conn.execute(sql, args).fetchall()
-    return Page(
-        items=[_from_row(conn, r) for r in rows[:size]],
-        after=[encode_token(r["seq"], filter_key) for r in rows[:size]],
-        more=len(rows) > size,
+    select = Select("schedules", "company = ?", company).where_if(
+        namespace, "namespace = ?", namespace
     )
+    return keyset_page(conn, select, size, token, filter_key, lambda rows: schedules_of(conn, rows))
 
 
 def activate(conn: sqlite3.Connection, new: Activation, next_fire: NextFire) -> WorkflowSchedule:
@@ -249,11 +238,11 @@ def _request_cancel(
 def _active_runs(conn: sqlite3.Connection, workflow_id: str) -> list[ActiveRun]:
     rows = conn.execute(
         "SELECT id, status, after_run_id FROM runs WHERE workflow_id = ? AND trigger = ?"
-        " AND status IN ('pending', 'running', 'cancelling') ORDER BY seq",
-        (workflow_id, RunTrigger.SCHEDULE.value),
+        f" AND status IN ({', '.join('?' * len(_ACTIVE))}) ORDER BY seq",
+        (workflow_id, RunTrigger.SCHEDULE.value, *_ACTIVE),
     ).fetchall()
     return [
-        ActiveRun(r["id"], waiting=r["status"] == "pending" and bool(r["after_run_id"]))
+        ActiveRun(r["id"], waiting=r["status"] == RunStatus.PENDING and bool(r["after_run_id"]))
         for r in rows
     ]
 
@@ -292,11 +281,34 @@ def _decide(conn: sqlite3.Connection, workflow_id: str, decision: FireDecision) 
     )
 
 
+def schedules_of(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[WorkflowSchedule]:
+    """The schedules of these rows with their recent decisions, read in one query for the lot."""
+    ids = [row["workflow_id"] for row in rows]
+    recent: dict[str, list[FireDecision]] = {workflow_id: [] for workflow_id in ids}
+    found = conn.execute(
+        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER"
+        " (PARTITION BY workflow_id ORDER BY id DESC) AS n FROM schedule_decisions"
+        f" WHERE workflow_id IN ({', '.join('?' * len(ids))})) WHERE n <= ? ORDER BY id DESC",
+        [*ids, RECENT_DECISIONS],
+    )
+    for d in found.fetchall():
+        recent[d["workflow_id"]].append(
+            FireDecision(
+                instant=parse_ts_required(d["instant"]),
+                outcome=FireOutcome(d["outcome"]),
+                reason=d["reason"],
+                decided_at=parse_ts_required(d["decided_at"]),
+                run_id=d["run_id"],
+            )
+        )
+    return [_schedule(row, recent[row["workflow_id"]]) for row in rows]
+
+
 def _from_row(conn: sqlite3.Connection, row: sqlite3.Row) -> WorkflowSchedule:
-    decisions = conn.execute(
-        "SELECT * FROM schedule_decisions WHERE workflow_id = ? ORDER BY id DESC LIMIT ?",
-        (row["workflow_id"], RECENT_DECISIONS),
-    ).fetchall()
+    return schedules_of(conn, [row])[0]
+
+
+def _schedule(row: sqlite3.Row, decisions: list[FireDecision]) -> WorkflowSchedule:
     return WorkflowSchedule(
         workflow_id=row["workflow_id"],
         company=row["company"],
@@ -313,14 +325,5 @@ def _from_row(conn: sqlite3.Connection, row: sqlite3.Row) -> WorkflowSchedule:
         last_fire_at=parse_ts(row["last_fire_at"]),
         created_at=parse_ts_required(row["created_at"]),
         updated_at=parse_ts_required(row["updated_at"]),
-        decisions=tuple(
-            FireDecision(
-                instant=parse_ts_required(d["instant"]),
-                outcome=FireOutcome(d["outcome"]),
-                reason=d["reason"],
-                decided_at=parse_ts_required(d["decided_at"]),
-                run_id=d["run_id"],
-            )
-            for d in decisions
-        ),
+        decisions=tuple(decisions),
     )

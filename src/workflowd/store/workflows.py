@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from workflowd.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from workflowd.domain.ids import shown
 from workflowd.domain.page import Page
 from workflowd.domain.workflow import (
     NewWorkflowVersion,
@@ -16,7 +18,7 @@ from workflowd.domain.workflow import (
     WorkflowStatus,
 )
 from workflowd.store.codec import dump, load, parse_ts, parse_ts_required, ts
-from workflowd.store.paging import decode_token, encode_token
+from workflowd.store.query import Select, keyset_page
 
 
 def sha256(text: str) -> str:
@@ -121,21 +123,50 @@ def _load(
     ).fetchone()
     if row is None:
         raise NotFound(f"workflow {workflow_id} not found")
-    return _from_rows(conn, row, version)
+    return workflows_of(conn, [row], version)[0]
 
 
-def _from_rows(conn: sqlite3.Connection, row: sqlite3.Row, version: str | None) -> Workflow:
-    versions = conn.execute(
-        "SELECT version, specification FROM workflow_versions WHERE workflow_id = ?"
-        " ORDER BY ordinal",
-        (row["id"],),
-    ).fetchall()
+def workflows_of(
+    conn: sqlite3.Connection, rows: Sequence[sqlite3.Row], version: str | None = None
+) -> list[Workflow]:
+    """The workflows of these rows (at `version`, else at their current one), with two more
+    queries for the lot: their version names, and the specification of the wanted version."""
+    ids = [row["id"] for row in rows]
+    names: dict[str, list[str]] = {workflow_id: [] for workflow_id in ids}
+    specs: dict[str, str] = {}
+    marks = ", ".join("?" * len(ids))
+    found = conn.execute(
+        f"SELECT workflow_id, version FROM workflow_versions WHERE workflow_id IN ({marks})"
+        " ORDER BY workflow_id, ordinal",
+        ids,
+    )
+    for row in found.fetchall():
+        names[row["workflow_id"]].append(row["version"])
+    if version is None:
+        found = conn.execute(
+            "SELECT v.workflow_id, v.specification FROM workflow_versions v JOIN workflows w"
+            f" ON w.id = v.workflow_id AND v.version = w.current_version WHERE w.id IN ({marks})",
+            ids,
+        )
+    else:
+        found = conn.execute(
+            "SELECT workflow_id, specification FROM workflow_versions"
+            f" WHERE version = ? AND workflow_id IN ({marks})",
+            [version, *ids],
+        )
+    specs = {row["workflow_id"]: row["specification"] for row in found.fetchall()}
+    return [_workflow(row, version, names[row["id"]], specs.get(row["id"])) for row in rows]
+
+
+def _workflow(
+    row: sqlite3.Row, version: str | None, versions: list[str], spec: str | None
+) -> Workflow:
     wanted = version or row["current_version"]
-    spec = next((v["specification"] for v in versions if v["version"] == wanted), None)
     if spec is None:
+        newest = ", ".join(versions[-10:])
         raise NotFound(
-            f"workflow {row['namespace']}/{row['name']} has no version {wanted!r}"
-            f" (it has {', '.join(v['version'] for v in versions)})"
+            f"workflow {row['namespace']}/{row['name']} has no version {shown(wanted)}"
+            f" (its newest: {newest})"
         )
     tags = load(row["tags"])
     return Workflow(
@@ -145,7 +176,7 @@ def _from_rows(conn: sqlite3.Connection, row: sqlite3.Row, version: str | None) 
         name=row["name"],
         version=wanted,
         current_version=row["current_version"],
-        versions=tuple(v["version"] for v in versions),
+        versions=tuple(versions),
         specification=spec,
         tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
         status=WorkflowStatus(row["status"]),
@@ -159,29 +190,17 @@ def list_page(
     conn: sqlite3.Connection, company: str, filt: WorkflowFilter, size: int, token: str
 ) -> Page[Workflow]:
     filter_key = f"{company}|{filt.namespace}|{filt.tag}|{filt.status or ''}"
-    after = decode_token(token, filter_key)
-    sql = "SELECT * FROM workflows WHERE company = ?"
-    args: list[object] = [company]
-    if after is not None:
-        sql += " AND seq < ?"
-        args.append(after)
-    if filt.namespace:
-        sql += " AND namespace = ?"
-        args.append(filt.namespace)
-    if filt.status is not None:
-        sql += " AND status = ?"
-        args.append(filt.status.value)
-    if filt.tag:
-        sql += " AND EXISTS (SELECT 1 FROM json_each(workflows.tags) WHERE value = ?)"
-        args.append(filt.tag)
-    sql += " ORDER BY seq DESC LIMIT ?"
-    args.append(size + 1)
-    rows = conn.execute(sql, args).fetchall()
-    return Page(
-        items=[_from_rows(conn, r, None) for r in rows[:size]],
-        after=[encode_token(r["seq"], filter_key) for r in rows[:size]],
-        more=len(rows) > size,
+    select = (
+        Select("workflows", "company = ?", company)
+        .where_if(filt.namespace, "namespace = ?", filt.namespace)
+        .where_if(filt.status, "status = ?", filt.status.value if filt.status else None)
+        .where_if(
+            filt.tag,
+            "EXISTS (SELECT 1 FROM json_each(workflows.tags) WHERE value = ?)",
+            filt.tag,
+        )
     )
+    return keyset_page(conn, select, size, token, filter_key, lambda rows: workflows_of(conn, rows))
 
 
 def archive(conn: sqlite3.Connection, company: str, workflow_id: str, now: datetime) -> Workflow:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from dp_support import EVENTS_CSV, Running
+from tests.dataplane.dp_support import EVENTS_CSV, Running
 
 
 async def test_materialize_view_from_select_and_dataset_name(dp: Running) -> None:

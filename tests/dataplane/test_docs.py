@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from doc_examples import Replayer, parse
-from dp_support import Running
+from tests.dataplane.doc_examples import Replayer, parse
+from tests.dataplane.dp_support import Running
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "jobs-api.md"
 

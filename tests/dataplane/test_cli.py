@@ -12,9 +12,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from dp_support import Client
 
 from dataplane.__main__ import add_serve_arguments, parse_listen, read_tokens
+from tests.dataplane.dp_support import Client
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 import pytest
-from dp_support import EVENTS_CSV, Client, PlaneFactory, Running
+
+from tests.dataplane.dp_support import EVENTS_CSV, Client, PlaneFactory, Running
 
 DML = {"type": "execute-dml", "input": {"nql": "DELETE FROM company_data.events WHERE false"}}
 

@@ -11,8 +11,8 @@ from typing import Any
 import jq
 import pytest
 import yaml
-from dp_support import Running
 
+from tests.dataplane.dp_support import Running
 from workflowd.cli import main as cli_main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

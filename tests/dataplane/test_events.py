@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from dp_support import EVENTS_CSV, PlaneFactory, Running, eventually, sse_events
 
 from dataplane.hub import Event, StreamClosed, Subscription
 from dataplane.model import Job, JobState, JobType
+from tests.dataplane.dp_support import EVENTS_CSV, PlaneFactory, Running, eventually, sse_events
 
 SLOW = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE i % 7 = 3"
 DML = {"nql": "DELETE FROM company_data.events WHERE event_id < 0"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dp_support import EVENTS_CSV, Running
+from tests.dataplane.dp_support import EVENTS_CSV, Running
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dp_support import EVENTS_CSV, PlaneFactory, Running
+
+from tests.dataplane.dp_support import EVENTS_CSV, PlaneFactory, Running
 
 TABLE = "this statement reads the table"
 SYSTEM = "this statement calls the system table function"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dp_support import EVENTS_CSV, Client, PlaneFactory, Running
+
+from tests.dataplane.dp_support import EVENTS_CSV, Client, PlaneFactory, Running
 
 
 def _cases(tmp: Path) -> list[tuple[str, str, str]]:

@@ -8,7 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
-from dp_support import EVENTS_CSV, PlaneFactory, Running
+
+from tests.dataplane.dp_support import EVENTS_CSV, PlaneFactory, Running
 
 
 async def test_load_csv_then_list_describe_and_sample(dp: Running) -> None:

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from dp_support import EVENTS_CSV, Running
+
+from tests.dataplane.dp_support import EVENTS_CSV, Running
 
 MAX = 2**63 - 1
 DML = '{"type": "execute-dml", "input": {"nql": "DELETE FROM company_data.events WHERE false"}'

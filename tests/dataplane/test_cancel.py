@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from dp_support import EVENTS_CSV, PlaneFactory, Running, eventually
+from tests.dataplane.dp_support import EVENTS_CSV, PlaneFactory, Running, eventually
 
 SLOW = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE i % 7 = 3"
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
 import yarl
-from dp_support import EVENTS_CSV, Running
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.dataplane.dp_support import EVENTS_CSV, Running
 
 ENDPOINTS = [
     ("GET", "/healthz"),

@@ -15,7 +15,15 @@ from typing import Any
 import aiohttp
 import duckdb
 import pytest
-from dp_support import EVENTS_CSV, Client, PlaneFactory, Running, eventually, sse_events
+
+from tests.dataplane.dp_support import (
+    EVENTS_CSV,
+    Client,
+    PlaneFactory,
+    Running,
+    eventually,
+    sse_events,
+)
 
 SLOW = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE i % 7 = 3"
 JOBS = 24

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dp_support import Client, PlaneFactory, Running, eventually
 
 from dataplane.app import DataPlane
+from tests.dataplane.dp_support import Client, PlaneFactory, Running, eventually
 
 SLOW = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE i % 7 = 3"
 

@@ -1,0 +1,58 @@
+"""SELECTs assembled from optional filters, and keyset-paged listings: the one place that
+builds SQL text from parts (every value is a bound parameter; only our own column names and
+clauses are ever spelled into the text)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+from workflowd.domain.page import Page
+from workflowd.store.paging import decode_token, encode_token
+
+T = TypeVar("T")
+
+
+class Select:
+    def __init__(self, table: str, clause: str, *args: object) -> None:
+        self._table = table
+        self._clauses = [clause]
+        self._args: list[object] = list(args)
+
+    def where(self, clause: str, *args: object) -> Select:
+        self._clauses.append(clause)
+        self._args.extend(args)
+        return self
+
+    def where_if(self, present: object, clause: str, *args: object) -> Select:
+        """`where`, only when `present` is truthy (an optional filter)."""
+        return self.where(clause, *args) if present else self
+
+    def where_in(self, column: str, values: Iterable[object]) -> Select:
+        listed = list(values)
+        if listed:
+            self.where(f"{column} IN ({', '.join('?' * len(listed))})", *listed)
+        return self
+
+    def fetch(self, conn: sqlite3.Connection, order: str, limit: int) -> list[sqlite3.Row]:
+        sql = f"SELECT * FROM {self._table} WHERE {' AND '.join(self._clauses)}"
+        sql += f" ORDER BY {order} LIMIT ?"
+        return conn.execute(sql, (*self._args, limit)).fetchall()
+
+
+def keyset_page(
+    conn: sqlite3.Connection,
+    select: Select,
+    size: int,
+    token: str,
+    filter_key: str,
+    build: Callable[[Sequence[sqlite3.Row]], list[T]],
+) -> Page[T]:
+    """Newest first by `seq`, continuing below the token's `seq`; `build` turns the page's rows
+    into items in one go (so related rows load in one query, not one per item)."""
+    after = decode_token(token, filter_key)
+    select.where_if(after is not None, "seq < ?", after)
+    rows = select.fetch(conn, "seq DESC", size + 1)
+    kept = rows[:size]
+    return Page(build(kept), [encode_token(r["seq"], filter_key) for r in kept], len(rows) > size)
