@@ -9,8 +9,10 @@ from pathlib import Path
 from dataplane.app import DataPlane
 from workflowd import __version__
 from workflowd.address import Address
-from workflowd.api.server import GrpcServer
+from workflowd.api.auth import Authenticator
+from workflowd.api.server import GrpcServer, Tls
 from workflowd.datadir import DataDirLock
+from workflowd.domain.errors import InvalidRequest, WorkflowdError
 from workflowd.domain.json import JsonBounds
 from workflowd.engine.clock import Clock, SystemClock
 from workflowd.engine.definitions import Definitions
@@ -27,6 +29,7 @@ from workflowd.settings import Settings
 from workflowd.spec import Limits
 from workflowd.spec.expressions import Evaluator
 from workflowd.store import SqliteStore
+from workflowd.tokens import load_tokens
 
 log = logging.getLogger("workflowd")
 
@@ -60,6 +63,7 @@ class App:
         self.runs: Runs | None = None
         self.schedules: Schedules | None = None
         self.scheduler: SchedulerLoop | None = None
+        self.authenticator = Authenticator()
         self.grpc_port = 0
         self._serving = False
         self._started = False
@@ -71,6 +75,8 @@ class App:
         self._started = True
         s = self.settings
         self.lock.acquire()
+        if s.tokens_file:
+            self.authenticator.table = load_tokens(Path(s.tokens_file))
         await self.store.open()
         if s.embedded_dataplane:
             self.dataplane = DataPlaneHandle(s.data_dir / "dataplane", s.dataplane_workers)
@@ -81,6 +87,7 @@ class App:
             JobsClientConfig(
                 base_url=self.jobs_url,
                 token=s.jobs_token or None,
+                ca_file=s.jobs_ca or None,
                 retry_deadline_s=s.jobs_retry_deadline_s,
                 request_timeout_s=s.jobs_request_timeout_s,
             )
@@ -113,7 +120,14 @@ class App:
         self.scheduler = SchedulerLoop(schedules, clock)
         schedules.attach(self.scheduler)
         await self.scheduler.start()
-        self.grpc = GrpcServer(definitions, runs, schedules, max_message_bytes=s.max_message_bytes)
+        self.grpc = GrpcServer(
+            definitions,
+            runs,
+            schedules,
+            self.authenticator,
+            max_message_bytes=s.max_message_bytes,
+            tls=_tls(s),
+        )
         self.grpc_port = await self.grpc.start(s.listen)
         self.http = HttpEndpoint(self.metrics.registry, lambda: self._serving)
         await self.http.start(Address.parse(s.http_listen, "http_listen"))
@@ -127,6 +141,17 @@ class App:
             self.jobs_url,
             resumed,
         )
+
+    def reload_tokens(self) -> None:
+        """SIGHUP: read the tokens file again; a bad file keeps the tokens in use."""
+        if not self.settings.tokens_file:
+            return
+        try:
+            table = load_tokens(Path(self.settings.tokens_file))
+        except WorkflowdError as exc:
+            log.error("tokens not reloaded, the old ones stay in use: %s", exc.message)
+            return
+        self.authenticator.reload(table)
 
     @property
     def drained(self) -> bool:
@@ -163,6 +188,19 @@ class App:
             await self.dataplane.aclose()
         await self.store.aclose()
         self.lock.release()
+
+
+def _tls(settings: Settings) -> Tls | None:
+    if not settings.tls_cert:
+        return None
+    try:
+        return Tls(
+            cert=Path(settings.tls_cert).read_bytes(),
+            key=Path(settings.tls_key).read_bytes(),
+            client_ca=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
+        )
+    except OSError as exc:
+        raise InvalidRequest("tls_cert", f"cannot read a TLS file: {exc}") from exc
 
 
 def _tune_gc() -> None:

@@ -26,7 +26,12 @@ class Settings:
     jobs_token: str = ""
     jobs_retry_deadline_s: float = 300.0
     jobs_request_timeout_s: float = 10.0
+    jobs_ca: str = ""
     insecure: bool = False
+    tokens_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     max_spec_bytes: int = 256 * 1024
     max_tasks: int = 1000
     max_value_bytes: int = 1024 * 1024
@@ -56,14 +61,24 @@ class Settings:
     def check(self) -> None:
         if self.log_format not in ("text", "json"):
             raise InvalidRequest("log_format", "must be text or json")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise InvalidRequest("tls_cert", "--tls-cert and --tls-key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise InvalidRequest("tls_client_ca", "client certificates need --tls-cert/--tls-key")
         for name, text in self.listeners().items():
             address = Address.parse(text, name)
-            if not self.insecure and not address.is_loopback:
+            if not self.insecure and not self.authenticated and not address.is_loopback:
                 raise InvalidRequest(
                     name,
-                    f"{text} is not a loopback address and no authentication is configured: "
-                    "bind to 127.0.0.1, or pass --insecure to serve without authentication",
+                    f"{text} is not a loopback address and no tokens are configured: bind to "
+                    "127.0.0.1, give --tokens-file, or pass --insecure to serve without "
+                    "authentication",
                 )
+
+    @property
+    def authenticated(self) -> bool:
+        """Callers must present a token (a tokens file is configured)."""
+        return bool(self.tokens_file)
 
     def listeners(self) -> dict[str, str]:
         """Every address the daemon listens on, by setting name."""

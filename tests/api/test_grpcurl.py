@@ -10,13 +10,14 @@ from tests.specs import spec
 
 
 async def grpcurl(daemon: Daemon, *args: str, body: str | None = None) -> tuple[int, str, str]:
-    argv = [venv_bin("grpcurl"), "-plaintext"]
-    if body is not None:
-        argv += ["-d", body]
+    flags = ["-plaintext"] + (["-d", body] if body is not None else [])
+    return await run_grpcurl([*flags, daemon.address, *args])
+
+
+async def run_grpcurl(argv: list[str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
+        venv_bin("grpcurl"),
         *argv,
-        daemon.address,
-        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -12,6 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from workflowd.domain.errors import WorkflowdError
+from workflowd.domain.json import MAX_SAFE_INTEGER
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
@@ -26,7 +27,24 @@ class ClientError(WorkflowdError):
 
 
 def to_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """The message as JSON data, with proto field names and integral numbers as ints."""
+    data: dict[str, Any] = _integral(
+        json_format.MessageToDict(message, preserving_proto_field_name=True)
+    )
+    return data
+
+
+def _integral(value: Any) -> Any:
+    """google.protobuf.Value carries every number as a double, so MessageToDict returns 5.0 where
+    the workflow wrote 5. Up to MAX_SAFE_INTEGER a double holds every integer exactly, so an
+    integral one was an integer; beyond, 2**53 may have been 2**53 + 1, and stays a float."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) <= MAX_SAFE_INTEGER else value
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
 
 
 def _translate(exc: grpc.aio.AioRpcError) -> ClientError:
@@ -61,6 +79,21 @@ class Client:
     async def watch_run(self, run_id: str, after_seq: int = 0) -> AsyncIterator[pb.RunEvent]:
         call = self.stub.WatchRun(pb.WatchRunRequest(run_id=run_id, after_seq=after_seq))
         try:
+            async for response in call:
+                yield response.event
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc) from exc
+
+    async def watch_runs(
+        self, request: pb.WatchRunsRequest, on_subscribed: Callable[[], None]
+    ) -> AsyncIterator[pb.RunEvent]:
+        """Events of the runs `request` selects. `on_subscribed` runs once the daemon has sent its
+        headers, which it does once subscribed: from then on no matching event can be missed."""
+        call = self.stub.WatchRuns(request)
+        try:
+            await call.initial_metadata()
+            if not call.done():  # a refused call ends without headers; iterating raises
+                on_subscribed()
             async for response in call:
                 yield response.event
         except grpc.aio.AioRpcError as exc:

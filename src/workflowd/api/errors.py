@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
-from typing import NoReturn, TypeAlias, TypeVar
+from typing import NoReturn, Protocol, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -14,6 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from workflowd.api import convert
+from workflowd.api.auth import Authenticator
 from workflowd.api.handlers import Undecodable
 from workflowd.domain.errors import (
     AlreadyExists,
@@ -21,7 +22,7 @@ from workflowd.domain.errors import (
     InvalidRequest,
     InvalidSpecification,
     NotFound,
-    NotImplementedYet,
+    Unauthenticated,
     Unavailable,
     WorkflowdError,
 )
@@ -35,7 +36,7 @@ _CODES: dict[type[WorkflowdError], int] = {
     AlreadyExists: code_pb2.ALREADY_EXISTS,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     Unavailable: code_pb2.UNAVAILABLE,
-    NotImplementedYet: code_pb2.UNIMPLEMENTED,
+    Unauthenticated: code_pb2.UNAUTHENTICATED,
 }
 
 
@@ -108,13 +109,24 @@ async def abort(context: grpc.aio.ServicerContext[object, object], exc: Exceptio
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error, logged as incident {incident}")
 
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Self = TypeVar("Self")
 Ctx = grpc.aio.ServicerContext[object, object]
 
 
-def _check_decoded(request: object) -> None:
+class Guarded(Protocol):
+    """A servicer whose every call is authenticated before anything else is looked at."""
+
+    authenticator: Authenticator
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Self = TypeVar("Self", bound=Guarded)
+
+
+def _admit(servicer: Guarded, request: object, context: Ctx) -> None:
+    """Who may call comes first (an unauthenticated caller learns nothing about its request),
+    then whether the request could be decoded at all."""
+    servicer.authenticator.principal(context)
     if isinstance(request, Undecodable):
         raise InvalidRequest("request", f"cannot be decoded: {request.reason}")
 
@@ -127,7 +139,7 @@ def unary(
     @wraps(method)
     async def wrapper(self: Self, request: Req, context: Ctx) -> Resp:
         try:
-            _check_decoded(request)
+            _admit(self, request, context)
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -145,7 +157,7 @@ def streaming(
     @wraps(method)
     async def wrapper(self: Self, request: Req, context: Ctx) -> AsyncIterator[Resp]:
         try:
-            _check_decoded(request)
+            _admit(self, request, context)
             async for item in method(self, request, context):
                 yield item
         except grpc.aio.AbortError:

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from workflowd.api import convert
+from workflowd.api.auth import Authenticator
 from workflowd.api.errors import Ctx, streaming, unary
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.page import Page
@@ -19,16 +20,8 @@ from workflowd.engine.schedules import PolicyChange, Schedules
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
-LOCAL_COMPANY = "local"
 _PAGE_MARGIN_BYTES = 64 * 1024
 _CLIENT_RECEIVE_BYTES = 4 * 1024 * 1024
-
-
-def company_of(context: Ctx) -> str:
-    """The caller's company. Until tokens are configured the daemon serves one local company
-    (and only on loopback, see settings)."""
-    del context
-    return LOCAL_COMPANY
 
 
 def _headers(context: Ctx) -> Callable[[], Awaitable[None]]:
@@ -50,15 +43,21 @@ def _run_statuses(values: Iterable[pb.RunStatus.ValueType]) -> tuple[RunStatus, 
     return tuple(statuses)
 
 
+def _company(service: WorkflowService, context: Ctx) -> str:
+    return service.authenticator.company(context)
+
+
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
     def __init__(
         self,
         definitions: Definitions,
         runs: Runs,
         schedules: Schedules,
+        auth: Authenticator,
         *,
         max_message_bytes: int,
     ) -> None:
+        self.authenticator = auth
         self._definitions = definitions
         self._runs = runs
         self._schedules = schedules
@@ -83,7 +82,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def CreateWorkflow(
         self, request: pb.CreateWorkflowRequest, context: Ctx
     ) -> pb.CreateWorkflowResponse:
-        company = company_of(context)
+        company = _company(self, context)
         workflow, created = await self._definitions.create(
             company,
             request.specification,
@@ -114,7 +113,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         ref = WorkflowRef(
             request.id, request.namespace, request.name, request.version, id_field="id"
         )
-        workflow = await self._definitions.get(company_of(context), ref)
+        workflow = await self._definitions.get(_company(self, context), ref)
         return pb.GetWorkflowResponse(workflow=convert.workflow(workflow))
 
     @unary
@@ -127,7 +126,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             status=convert.workflow_status_from(request.status),
         )
         page = await self._definitions.list(
-            company_of(context), filt, request.page_size, request.page_token
+            _company(self, context), filt, request.page_size, request.page_token
         )
         workflows = [convert.workflow(w) for w in page.items]
         kept, token = self._fit(page, workflows)
@@ -137,7 +136,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def ArchiveWorkflow(
         self, request: pb.ArchiveWorkflowRequest, context: Ctx
     ) -> pb.ArchiveWorkflowResponse:
-        workflow = await self._definitions.archive(company_of(context), request.id)
+        workflow = await self._definitions.archive(_company(self, context), request.id)
         await self._schedules.changed(workflow.id)
         return pb.ArchiveWorkflowResponse(workflow=convert.workflow(workflow))
 
@@ -147,7 +146,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     ) -> pb.TriggerWorkflowResponse:
         ref = WorkflowRef(request.workflow_id, request.namespace, request.name, request.version)
         run = await self._runs.trigger(
-            company_of(context),
+            _company(self, context),
             TriggerRequest(
                 ref=ref,
                 input=convert.from_value(request.input, request.HasField("input"), "input"),
@@ -158,7 +157,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
 
     @unary
     async def GetRun(self, request: pb.GetRunRequest, context: Ctx) -> pb.GetRunResponse:
-        run = await self._runs.get(company_of(context), request.run_id)
+        run = await self._runs.get(_company(self, context), request.run_id)
         return pb.GetRunResponse(run=convert.run(run))
 
     @unary
@@ -174,7 +173,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             ),
         )
         page = await self._runs.list(
-            company_of(context), filt, request.page_size, request.page_token
+            _company(self, context), filt, request.page_size, request.page_token
         )
         runs = [convert.run(r) for r in page.items]
         kept, token = self._fit(page, runs)
@@ -182,7 +181,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
 
     @unary
     async def CancelRun(self, request: pb.CancelRunRequest, context: Ctx) -> pb.CancelRunResponse:
-        run = await self._runs.cancel(company_of(context), request.run_id, request.reason)
+        run = await self._runs.cancel(_company(self, context), request.run_id, request.reason)
         return pb.CancelRunResponse(run=convert.run(run))
 
     @streaming
@@ -191,11 +190,10 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     ) -> AsyncIterator[pb.WatchRunResponse]:
         if request.after_seq < 0:
             raise InvalidRequest("after_seq", "must not be negative")
-        events = self._runs.watch(
-            company_of(context), request.run_id, request.after_seq, _headers(context)
-        )
-        async for event in events:
-            yield pb.WatchRunResponse(event=convert.run_event(event))
+        async with self.authenticator.stream(context) as company:
+            events = self._runs.watch(company, request.run_id, request.after_seq, _headers(context))
+            async for event in events:
+                yield pb.WatchRunResponse(event=convert.run_event(event))
 
     @streaming
     async def WatchRuns(
@@ -207,8 +205,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             statuses=_run_statuses(request.statuses),
             after_global_seq=request.after_global_seq,
         )
-        async for event in self._runs.watch_many(company_of(context), filt, _headers(context)):
-            yield pb.WatchRunsResponse(event=convert.run_event(event))
+        async with self.authenticator.stream(context) as company:
+            async for event in self._runs.watch_many(company, filt, _headers(context)):
+                yield pb.WatchRunsResponse(event=convert.run_event(event))
 
     @unary
     async def ScheduleWorkflow(
@@ -222,7 +221,10 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             ),
         )
         view, run_id = await self._schedules.activate(
-            company_of(context), request.workflow_id, change, request.trigger_immediately
+            _company(self, context),
+            request.workflow_id,
+            change,
+            request.trigger_immediately,
         )
         return pb.ScheduleWorkflowResponse(schedule=convert.schedule(view), run_id=run_id)
 
@@ -230,14 +232,14 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def UnscheduleWorkflow(
         self, request: pb.UnscheduleWorkflowRequest, context: Ctx
     ) -> pb.UnscheduleWorkflowResponse:
-        view = await self._schedules.deactivate(company_of(context), request.workflow_id)
+        view = await self._schedules.deactivate(_company(self, context), request.workflow_id)
         return pb.UnscheduleWorkflowResponse(schedule=convert.schedule(view))
 
     @unary
     async def GetSchedule(
         self, request: pb.GetScheduleRequest, context: Ctx
     ) -> pb.GetScheduleResponse:
-        view = await self._schedules.get(company_of(context), request.workflow_id)
+        view = await self._schedules.get(_company(self, context), request.workflow_id)
         return pb.GetScheduleResponse(schedule=convert.schedule(view))
 
     @unary
@@ -245,7 +247,10 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         self, request: pb.ListSchedulesRequest, context: Ctx
     ) -> pb.ListSchedulesResponse:
         page = await self._schedules.list_page(
-            company_of(context), request.namespace, request.page_size, request.page_token
+            _company(self, context),
+            request.namespace,
+            request.page_size,
+            request.page_token,
         )
         schedules = [convert.schedule(v) for v in page.items]
         kept, token = self._fit(page, schedules)
@@ -260,7 +265,11 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         )
         end = convert.required_timestamp(request.end_time, request.HasField("end_time"), "end_time")
         done = await self._schedules.backfill(
-            company_of(context), request.workflow_id, start, end, not request.parallel
+            _company(self, context),
+            request.workflow_id,
+            start,
+            end,
+            not request.parallel,
         )
         return pb.BackfillWorkflowResponse(
             run_ids=[run.id for run in done.runs], created=done.created

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from workflowd.address import Address
 from workflowd.app import App
 from workflowd.cli.common import CliError
 from workflowd.datadir import DataDirInUse
@@ -27,6 +28,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--jobs-token", help="bearer token for the jobs API")
     p.add_argument("--dataplane-listen", help="embedded data plane address (default :50052)")
     p.add_argument("--dataplane-workers", type=int, help="data plane worker threads")
+    p.add_argument(
+        "--jobs-ca", help="CA certificate (PEM) the jobs API's certificate must chain to"
+    )
+    p.add_argument("--tokens-file", help="TOML file of token hashes and their companies")
+    p.add_argument("--tls-cert", help="server certificate chain (PEM) for gRPC over TLS")
+    p.add_argument("--tls-key", help="its private key (PEM)")
+    p.add_argument("--tls-client-ca", help="require client certificates chained to this CA (PEM)")
     p.add_argument(
         "--insecure",
         action="store_true",
@@ -50,6 +58,11 @@ def settings_of(args: argparse.Namespace) -> Settings:
             "jobs_token",
             "dataplane_listen",
             "dataplane_workers",
+            "jobs_ca",
+            "tokens_file",
+            "tls_cert",
+            "tls_key",
+            "tls_client_ca",
             "insecure",
             "log_format",
             "log_level",
@@ -74,6 +87,8 @@ def serve(app: App) -> None:
         asyncio.run(_serve(app))
     except DataDirInUse as exc:
         raise CliError(str(exc)) from exc
+    except WorkflowdError as exc:  # a bad tokens or TLS file, found as the daemon starts
+        raise CliError(exc.message, exit_code=2) from exc
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from exc
 
@@ -84,11 +99,12 @@ async def _serve(app: App) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_tokens)
     try:
         await app.start()
-        host = settings.listen.rpartition(":")[0]
+        bound = Address.parse(settings.listen, "listen").with_port(app.grpc_port)
         print(
-            f"workflowd serving gRPC on {host}:{app.grpc_port} (jobs API {app.jobs_url}, "
+            f"workflowd serving gRPC on {bound} (jobs API {app.jobs_url}, "
             f"data in {settings.data_dir})",
             flush=True,
         )

@@ -4,11 +4,11 @@ gRPC status codes in one table.
     WorkflowdError
     ├── InvalidSpecification   a specification that cannot be stored (carries diagnostics)
     ├── InvalidRequest         a request field that is wrong (carries its name)
+    ├── Unauthenticated        no valid token (or it was revoked)
     ├── NotFound               no such workflow/run/schedule for this company
     ├── AlreadyExists          a different spec under an existing version
     ├── FailedPrecondition     the object is in a state that forbids the request
-    ├── Unavailable            the daemon is draining or a dependency is down
-    └── NotImplementedYet      an RPC whose issue has not landed
+    └── Unavailable            the daemon is draining or a dependency is down
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ class InvalidRequest(WorkflowdError):
         self.field = field
 
 
+class Unauthenticated(WorkflowdError):
+    pass
+
+
 class NotFound(WorkflowdError):
     pass
 
@@ -53,8 +57,4 @@ class FailedPrecondition(WorkflowdError):
 
 
 class Unavailable(WorkflowdError):
-    pass
-
-
-class NotImplementedYet(WorkflowdError):
     pass

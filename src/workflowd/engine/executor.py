@@ -112,7 +112,7 @@ class RunExecutor:
         self._job_id_timer: asyncio.TimerHandle | None = None
         self._job_id_record: asyncio.Future[list[RunEvent]] | None = None
         self._task_began = 0.0
-        self._calls = JobCalls(deps, run.id)
+        self._calls = JobCalls(deps, run.id, run.company)
 
     @property
     def run_id(self) -> str:
@@ -376,7 +376,7 @@ class RunExecutor:
 
         await self._commit(change)
         if not confirmed:
-            self._deps.orphans.keep_cancelling(job_id)
+            self._deps.orphans.keep_cancelling(job_id, self._run.company)
         self._observe_task(task, status)
 
     async def _end_before(self, task: TaskDefinition, ending: Ending) -> None:

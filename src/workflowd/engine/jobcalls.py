@@ -37,13 +37,14 @@ class CancelOutcome:
 
 
 class JobCalls:
-    def __init__(self, deps: EngineDeps, run_id: str) -> None:
+    def __init__(self, deps: EngineDeps, run_id: str, company: str) -> None:
         self._deps = deps
         self._run_id = run_id
+        self._company = company
 
     async def submit(self, task: TaskDefinition, request: JobRequest) -> JobInfo:
         try:
-            return await self._deps.jobs.submit(request)
+            return await self._deps.jobs.submit(request, self._company)
         except JobRejected as exc:
             title = f"the jobs API refused task {task.name}'s job"
             raise self._failure(task, exc, "rejected", title) from exc
@@ -57,7 +58,7 @@ class JobCalls:
     async def wait(self, task: TaskDefinition, job_id: str) -> JobInfo:
         """The job's terminal state. A failure to learn it leaves the job possibly running."""
         try:
-            return await self._deps.jobs.wait(job_id)
+            return await self._deps.jobs.wait(job_id, self._company)
         except JobNotFound as exc:
             title = f"task {task.name}'s job {job_id} vanished from the jobs system"
             raise self._failure(task, exc, "vanished", title) from exc
@@ -71,7 +72,9 @@ class JobCalls:
     async def cancel(self, task: TaskDefinition, job_id: str) -> CancelOutcome:
         """Ask the job to stop, for at most `CANCEL_NOW_S`, and say how that went."""
         try:
-            info = await self._deps.jobs.cancel(job_id, retry_deadline_s=CANCEL_NOW_S)
+            info = await self._deps.jobs.cancel(
+                job_id, self._company, retry_deadline_s=CANCEL_NOW_S
+            )
         except JobNotFound:
             return CancelOutcome(True, f"its job {job_id} is gone from the jobs system")
         except JobsError as exc:
@@ -91,7 +94,7 @@ class JobCalls:
     async def find(self, task: TaskDefinition, key: str) -> JobInfo | None:
         """The job an earlier process may have submitted under `key` (looked up, not created)."""
         try:
-            return await self._deps.jobs.find(self._run_id, key)
+            return await self._deps.jobs.find(self._run_id, key, self._company)
         except JobsError as exc:
             title = f"cannot learn whether task {task.name}'s job was submitted"
             raise self._failure(task, exc, "communication", title) from exc

@@ -37,14 +37,15 @@ class OrphanJobs:
     async def resume(self) -> int:
         """Carry on with the cancels an earlier process had not seen confirmed."""
         remembered = await self._store.jobs_to_cancel()
-        for job_id, _, _ in remembered:
-            self.keep_cancelling(job_id)
+        for job_id, company in remembered:
+            self.keep_cancelling(job_id, company)
         return len(remembered)
 
-    def keep_cancelling(self, job_id: str) -> None:
+    def keep_cancelling(self, job_id: str, company: str) -> None:
         if self._closed or job_id in self._tasks:
             return
-        task = asyncio.create_task(self._cancel_until_confirmed(job_id), name=f"cancel-{job_id}")
+        cancel = self._cancel_until_confirmed(job_id, company)
+        task = asyncio.create_task(cancel, name=f"cancel-{job_id}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
 
@@ -56,11 +57,13 @@ class OrphanJobs:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _cancel_until_confirmed(self, job_id: str) -> None:
+    async def _cancel_until_confirmed(self, job_id: str, company: str) -> None:
         delay = _FIRST_RETRY_S
         while True:
             try:
-                info = await self._jobs.cancel(job_id, retry_deadline_s=_ATTEMPT_DEADLINE_S)
+                info = await self._jobs.cancel(
+                    job_id, company, retry_deadline_s=_ATTEMPT_DEADLINE_S
+                )
             except JobNotFound:
                 log.info("job %s to cancel is gone", job_id, extra={"job_id": job_id})
                 break

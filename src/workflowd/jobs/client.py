@@ -1,15 +1,17 @@
 """`JobsClient`: what the engine calls to run a task as a job.
 
-One aiohttp session (connection-pooled) serves every call; one background task (the watcher)
-resolves every `wait()` from one shared event stream, or by batched polling when the jobs API
-has no stream. Lifecycle: `start()` once, then calls, then `aclose()` (idempotent). Calls pending
-at `aclose()` and calls made after it raise `JobsClientClosed`.
+One aiohttp session (connection-pooled) serves every call. Each company the engine acts for
+has a *lane*: its calls carry the company's header, and one background task (the lane's
+watcher) resolves every `wait()` of that company from one shared event stream, or by batched
+polling when the jobs API has no stream. Lifecycle: `start()` once, then calls, then `aclose()`
+(idempotent). Calls pending at `aclose()` and calls made after it raise `JobsClientClosed`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import asdict
 
@@ -26,6 +28,66 @@ from workflowd.jobs.watcher import BATCH_SIZE, Watcher
 
 logger = logging.getLogger("workflowd.jobs")
 
+LOCAL_COMPANY = "local"
+_PAGE = 500
+
+
+class _Lane:
+    """One company's calls and its shared event stream."""
+
+    def __init__(
+        self,
+        config: JobsClientConfig,
+        session: aiohttp.ClientSession,
+        stats: ClientStats,
+        company: str,
+    ) -> None:
+        self._config = config
+        self._session = session
+        self._stats = stats
+        self.transport = Transport(config, session, stats, company)
+        self.registry = WaiterRegistry()
+        self.watcher: Watcher | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._company = company
+
+    def ensure_watcher(self) -> None:
+        # Started by the lane's first waiter and kept until aclose(): an idle stream costs one
+        # socket, and keeping it spares a reconnect and a full reconciliation per burst of runs.
+        if self._task is not None:
+            return
+        self.watcher = Watcher(
+            self._config, self.transport, self._session, self.registry, self._stats
+        )
+        self._task = asyncio.create_task(
+            self.watcher.run(), name=f"workflowd.jobs.watcher.{self._company}"
+        )
+        self._task.add_done_callback(self._watcher_done)
+
+    def _watcher_done(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:
+            self._task = None
+        if task.cancelled():
+            return
+        error = task.exception()
+        # The loops never return, so any end is a bug: fail the waiters rather than strand
+        # them; the next wait() starts a fresh watcher.
+        logger.error("jobs watcher stopped", exc_info=error)
+        self.registry.fail_all(
+            lambda: JobsCommunicationError(f"jobs event watcher stopped: {error!r}")
+        )
+
+    @property
+    def watching(self) -> bool:
+        return self._task is not None
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel("jobs client closing")
+            await asyncio.wait([task])
+        self.registry.fail_all(JobsClientClosed)
+
 
 class JobsClient:
     def __init__(
@@ -34,11 +96,8 @@ class JobsClient:
         self._config = config
         self._given_session = session
         self._session: aiohttp.ClientSession | None = None
-        self._transport: Transport | None = None
         self._stats = ClientStats()
-        self._registry: WaiterRegistry | None = None
-        self._watcher: Watcher | None = None
-        self._watcher_task: asyncio.Task[None] | None = None
+        self._lanes: dict[str, _Lane] = {}
         self._started = False
         self._closed = False
 
@@ -53,31 +112,35 @@ class JobsClient:
         if self._started:
             raise RuntimeError("JobsClient.start() called twice")
         self._started = True
-        self._session = self._given_session or aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._config.max_connections)
+        trust = (
+            ssl.create_default_context(cafile=self._config.ca_file)
+            if self._config.ca_file
+            else None
         )
-        self._transport = Transport(self._config, self._session, self._stats)
-        # Created here, not in __init__, so its asyncio.Events bind to the running loop.
-        self._registry = WaiterRegistry()
+        self._session = self._given_session or aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._config.max_connections, ssl=trust or True)
+        )
 
-    async def submit(self, request: JobRequest) -> JobInfo:
+    async def submit(self, request: JobRequest, company: str = LOCAL_COMPANY) -> JobInfo:
         """`POST /jobs`. Safe to repeat: the same key and body return the same job."""
         body = request.to_json()
         if self._config.tag not in request.tags:
             # Deterministic, so a re-submission still sends a byte-identical body.
             body["tags"] = [*request.tags, self._config.tag]
-        return await self._open_transport().call(
+        return await self._lane(company).transport.call(
             "POST", "/jobs", job_info_from_json, body=body, idempotency_key=request.idempotency_key
         )
 
-    async def get(self, job_id: str) -> JobInfo:
-        return await self._open_transport().call(
+    async def get(self, job_id: str, company: str = LOCAL_COMPANY) -> JobInfo:
+        return await self._lane(company).transport.call(
             "GET", path("jobs", job_id), job_info_from_json, job_id=job_id
         )
 
-    async def get_many(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
-        """The jobs that exist among `job_ids` (unknown ids are absent); 500 ids per request."""
-        transport = self._open_transport()
+    async def get_many(
+        self, job_ids: Sequence[str], company: str = LOCAL_COMPANY
+    ) -> dict[str, JobInfo]:
+        """The jobs that exist among `job_ids` (unknown ids are absent), in batches."""
+        transport = self._lane(company).transport
         unique = list(dict.fromkeys(job_ids))
         found: dict[str, JobInfo] = {}
         for start in range(0, len(unique), BATCH_SIZE):
@@ -87,10 +150,15 @@ class JobsClient:
                 found[info.job_id] = info
         return found
 
-    async def cancel(self, job_id: str, retry_deadline_s: float | None = None) -> JobInfo:
+    async def cancel(
+        self,
+        job_id: str,
+        company: str = LOCAL_COMPANY,
+        retry_deadline_s: float | None = None,
+    ) -> JobInfo:
         """Ask the job to stop. A job already ended (409) is returned as it stands. Transport
         faults are retried for `retry_deadline_s` (default: the configured deadline)."""
-        transport = self._open_transport()
+        transport = self._lane(company).transport
         try:
             return await transport.call(
                 "POST",
@@ -102,52 +170,54 @@ class JobsClient:
         except JobRejected as exc:
             if exc.status != 409:
                 raise
-        return await self.get(job_id)
+        return await self.get(job_id, company)
 
     async def find(
-        self, workflow_run_id: str, idempotency_key: str, retry_deadline_s: float | None = None
+        self,
+        workflow_run_id: str,
+        idempotency_key: str,
+        company: str = LOCAL_COMPANY,
+        retry_deadline_s: float | None = None,
     ) -> JobInfo | None:
         """The job submitted under `idempotency_key` for the run, if one exists: it is looked
         up, never created (`GET /jobs?workflow_run_id=`, page by page)."""
-        transport = self._open_transport()
+        transport = self._lane(company).transport
         offset = 0
         while True:
-            params = {"workflow_run_id": workflow_run_id, "per_page": "500", "offset": str(offset)}
+            params = {
+                "workflow_run_id": workflow_run_id,
+                "per_page": str(_PAGE),
+                "offset": str(offset),
+            }
             page = await transport.call(
                 "GET", "/jobs", jobs_page_from_json, params=params,
                 retry_deadline_s=retry_deadline_s,
             )  # fmt: skip
             found = next((job for job in page if job.idempotency_key == idempotency_key), None)
-            if found is not None or len(page) < 500:
+            if found is not None or len(page) < _PAGE:
                 return found
             offset += len(page)
 
-    async def wait(self, job_id: str) -> JobInfo:
+    async def wait(self, job_id: str, company: str = LOCAL_COMPANY) -> JobInfo:
         """Return the job once it is completed, failed or cancelled.
 
         Raises `JobNotFound` if the job vanished, `JobsCommunicationError` if the jobs API stayed
         unreachable past the deadline, `JobsClientClosed` if the client closed meanwhile.
         Cancelling the caller removes its registration.
         """
-        self._open_transport()
-        assert self._registry is not None
-        future = self._registry.add(job_id, asyncio.get_running_loop().time())
-        self._ensure_watcher()
+        lane = self._lane(company)
+        future = lane.registry.add(job_id, asyncio.get_running_loop().time())
+        lane.ensure_watcher()
         try:
             return await future
         finally:
-            self._registry.discard(job_id, future)
+            lane.registry.discard(job_id, future)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        task, self._watcher_task = self._watcher_task, None
-        if task is not None:
-            task.cancel("jobs client closing")
-            await asyncio.wait([task])
-        if self._registry is not None:
-            self._registry.fail_all(JobsClientClosed)
+        await asyncio.gather(*(lane.aclose() for lane in self._lanes.values()))
         if self._session is not None and self._given_session is None:
             await self._session.close()
 
@@ -155,42 +225,20 @@ class JobsClient:
     def stats(self) -> dict[str, int]:
         """Counters for metrics; `awaited` is the number of distinct jobs being waited for."""
         counters = asdict(self._stats)
-        counters["awaited"] = len(self._registry) if self._registry is not None else 0
-        counters["polling"] = int(self._watcher is not None and self._watcher.polling)
-        counters["watching"] = int(self._watcher_task is not None)
+        lanes = self._lanes.values()
+        counters["awaited"] = sum(len(lane.registry) for lane in lanes)
+        counters["polling"] = sum(
+            int(lane.watcher is not None and lane.watcher.polling) for lane in lanes
+        )
+        counters["watching"] = sum(int(lane.watching) for lane in lanes)
         return counters
 
-    def _open_transport(self) -> Transport:
+    def _lane(self, company: str) -> _Lane:
         if self._closed:
             raise JobsClientClosed()
-        if self._transport is None:
+        if self._session is None:
             raise RuntimeError("JobsClient used before start()")
-        return self._transport
-
-    def _ensure_watcher(self) -> None:
-        # Started by the first waiter and kept until aclose(): an idle stream costs one socket,
-        # and keeping it spares a reconnect and a full reconciliation per burst of runs.
-        if self._watcher_task is not None:
-            return
-        assert self._session is not None
-        assert self._transport is not None
-        assert self._registry is not None
-        self._watcher = Watcher(
-            self._config, self._transport, self._session, self._registry, self._stats
-        )
-        self._watcher_task = asyncio.create_task(self._watcher.run(), name="workflowd.jobs.watcher")
-        self._watcher_task.add_done_callback(self._watcher_done)
-
-    def _watcher_done(self, task: asyncio.Task[None]) -> None:
-        if self._watcher_task is task:
-            self._watcher_task = None
-        if task.cancelled():
-            return
-        error = task.exception()
-        # The loops never return, so any end is a bug: fail the waiters rather than strand
-        # them; the next wait() starts a fresh watcher.
-        logger.error("jobs watcher stopped", exc_info=error)
-        if self._registry is not None:
-            self._registry.fail_all(
-                lambda: JobsCommunicationError(f"jobs event watcher stopped: {error!r}")
-            )
+        lane = self._lanes.get(company)
+        if lane is None:
+            lane = self._lanes[company] = _Lane(self._config, self._session, self._stats, company)
+        return lane

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 class JobsClientConfig:
     base_url: str
     token: str | None = None
+    # A CA certificate (PEM file) the jobs API's TLS certificate must chain to, instead of the
+    # system's trust store.
+    ca_file: str | None = None
     # Connecting, and each wait for the server's bytes, may take this long before it is a fault.
     request_timeout_s: float = 10.0
     # Transport faults are retried for this long, then the call fails with a communication error.

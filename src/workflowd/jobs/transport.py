@@ -34,6 +34,8 @@ logger = logging.getLogger("workflowd.jobs")
 
 T = TypeVar("T")
 
+COMPANY_HEADER = "X-Workflowd-Company"
+
 # Statuses that say "the server is there but not now": worth retrying.
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -70,7 +72,11 @@ class Backoff:
 
 class Transport:
     def __init__(
-        self, config: JobsClientConfig, session: aiohttp.ClientSession, stats: ClientStats
+        self,
+        config: JobsClientConfig,
+        session: aiohttp.ClientSession,
+        stats: ClientStats,
+        company: str,
     ) -> None:
         self._config = config
         self._session = session
@@ -83,9 +89,12 @@ class Transport:
             sock_connect=config.request_timeout_s,
             sock_read=config.request_timeout_s,
         )
-        self.headers: Mapping[str, str] = (
-            {"Authorization": f"Bearer {config.token}"} if config.token else {}
-        )
+        # Every call acts for one company: a jobs system that trusts workflowd's (service)
+        # token keeps each company's jobs apart by this header.
+        headers = {COMPANY_HEADER: company}
+        if config.token:
+            headers["Authorization"] = f"Bearer {config.token}"
+        self.headers: Mapping[str, str] = headers
 
     def url(self, path: str) -> yarl.URL:
         """`path` must be built with `urls.path`: it is placed under the base as encoded."""

@@ -188,9 +188,13 @@ def runs_of(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[Run]:
     return [_run_from(row, tasks[row["id"]]) for row in rows]
 
 
-def jobs_to_cancel(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
-    rows = conn.execute("SELECT job_id, run_id, task_index FROM jobs_to_cancel ORDER BY since")
-    return [(r["job_id"], r["run_id"], r["task_index"]) for r in rows.fetchall()]
+def jobs_to_cancel(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(job id, company) of every job still to be cancelled."""
+    rows = conn.execute(
+        "SELECT j.job_id, r.company FROM jobs_to_cancel j JOIN runs r ON r.id = j.run_id"
+        " ORDER BY j.since"
+    )
+    return [(r["job_id"], r["company"]) for r in rows.fetchall()]
 
 
 def forget_job_to_cancel(conn: sqlite3.Connection, job_id: str) -> None:

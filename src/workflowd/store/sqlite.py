@@ -152,8 +152,8 @@ class SqliteStore:
 
         return self.db.submit(op)
 
-    async def jobs_to_cancel(self) -> list[tuple[str, str, int]]:
-        """(job id, run id, task index) of every job still to be cancelled."""
+    async def jobs_to_cancel(self) -> list[tuple[str, str]]:
+        """(job id, company) of every job still to be cancelled."""
         return await self.db.read(runs.jobs_to_cancel)
 
     async def job_cancel_confirmed(self, job_id: str) -> None:

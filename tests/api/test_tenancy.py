@@ -1,0 +1,226 @@
+"""Companies and tokens on a real daemon: no token, a wrong token or a revoked one is
+UNAUTHENTICATED on every RPC; one company's token on another's objects is NOT_FOUND, in every
+RPC, streams included, and lists show only the caller's; health and reflection need no token."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import Daemon
+from tests.engine.schedule_support import scheduled
+from workflowd.tokens import sha256_hex
+from workflowd.v1 import workflow_service_pb2 as pb
+
+TOKENS = {"tok-acme": ("acme", "acme-ci"), "tok-globex": ("globex", "globex-ci")}
+
+
+def tokens_file(path: Path, tokens: dict[str, tuple[str, str]]) -> Path:
+    lines = []
+    for token, (company, name) in tokens.items():
+        lines += ["[[tokens]]", f'company = "{company}"', f'name = "{name}"']
+        lines += [f'sha256 = "{sha256_hex(token)}"', ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+ACME, GLOBEX = bearer("tok-acme"), bearer("tok-globex")
+
+
+@pytest.fixture
+async def daemon(start_daemon: Callable[..., Awaitable[Daemon]], tmp_path: Path) -> Daemon:
+    return await start_daemon(tokens_file=str(tokens_file(tmp_path / "tokens.toml", TOKENS)))
+
+
+async def owned(daemon: Daemon, who: tuple[tuple[str, str], ...], name: str) -> dict[str, str]:
+    """A scheduled workflow and a completed run of it, owned by `who`."""
+    view = name.replace("-", "_")
+    task = (
+        "  - view:\n      call: CreateMaterializedViewIfNotExists\n"
+        f"      with: {{nql: SELECT 1 AS one, datasetName: {view}}}\n"
+    )
+    text = scheduled(name, "{cron: '@daily'}", task)
+    created = await daemon.stub.CreateWorkflow(
+        pb.CreateWorkflowRequest(specification=text, trigger_immediately=True),
+        metadata=who,
+    )
+    await daemon.stub.ScheduleWorkflow(
+        pb.ScheduleWorkflowRequest(workflow_id=created.workflow.id), metadata=who
+    )
+    async for _ in daemon.stub.WatchRun(pb.WatchRunRequest(run_id=created.run_id), metadata=who):
+        pass
+    return {"workflow": created.workflow.id, "run": created.run_id, "name": name}
+
+
+def ts(value: datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def requests_on(objects: dict[str, str]) -> list[tuple[str, Any]]:
+    """One request per RPC, naming the objects of `objects`."""
+    wf, run, name = objects["workflow"], objects["run"], objects["name"]
+    day = datetime.now(UTC) - timedelta(days=3)
+    return [
+        ("GetWorkflow", pb.GetWorkflowRequest(id=wf)),
+        ("GetWorkflow", pb.GetWorkflowRequest(namespace="analytics", name=name)),
+        ("ArchiveWorkflow", pb.ArchiveWorkflowRequest(id=wf)),
+        ("TriggerWorkflow", pb.TriggerWorkflowRequest(workflow_id=wf)),
+        ("TriggerWorkflow", pb.TriggerWorkflowRequest(namespace="analytics", name=name)),
+        ("GetRun", pb.GetRunRequest(run_id=run)),
+        ("CancelRun", pb.CancelRunRequest(run_id=run)),
+        ("ScheduleWorkflow", pb.ScheduleWorkflowRequest(workflow_id=wf)),
+        ("UnscheduleWorkflow", pb.UnscheduleWorkflowRequest(workflow_id=wf)),
+        ("GetSchedule", pb.GetScheduleRequest(workflow_id=wf)),
+        (
+            "BackfillWorkflow",
+            pb.BackfillWorkflowRequest(
+                workflow_id=wf, start_time=ts(day), end_time=ts(day + timedelta(days=1))
+            ),
+        ),
+        ("WatchRun", pb.WatchRunRequest(run_id=run)),
+    ]
+
+
+async def call(daemon: Daemon, rpc: str, request: Any, metadata: Any) -> Any:
+    method = getattr(daemon.stub, rpc)
+    if rpc.startswith("Watch"):
+        return [r async for r in method(request, metadata=metadata)]
+    return await method(request, metadata=metadata)
+
+
+async def test_one_companys_token_finds_nothing_of_another_company(daemon: Daemon) -> None:
+    theirs = await owned(daemon, GLOBEX, "globex-secret")
+    await owned(daemon, ACME, "acme-own")
+    nobody = {"workflow": str(uuid.uuid4()), "run": str(uuid.uuid4()), "name": "nobody-here"}
+    for (rpc, request), (_, absent) in zip(requests_on(theirs), requests_on(nobody), strict=True):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(daemon, rpc, request, ACME)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND, (rpc, info.value.details())
+        # The answer is the one for an object that exists nowhere: it reveals nothing.
+        with pytest.raises(grpc.aio.AioRpcError) as other:
+            await call(daemon, rpc, absent, ACME)
+        said = info.value.details() or ""
+        for key in ("workflow", "run", "name"):
+            said = said.replace(theirs[key], nobody[key])
+        assert said == other.value.details(), rpc
+    # Lists show only the caller's own.
+    workflows = await daemon.stub.ListWorkflows(pb.ListWorkflowsRequest(), metadata=ACME)
+    assert [w.name for w in workflows.workflows] == ["acme-own"]
+    runs = await daemon.stub.ListRuns(pb.ListRunsRequest(), metadata=ACME)
+    assert {r.name for r in runs.runs} == {"acme-own"}
+    mine = await daemon.stub.ListRuns(
+        pb.ListRunsRequest(workflow_id=theirs["workflow"]), metadata=ACME
+    )
+    assert list(mine.runs) == []
+    schedules = await daemon.stub.ListSchedules(pb.ListSchedulesRequest(), metadata=ACME)
+    assert [s.name for s in schedules.schedules] == ["acme-own"]
+    # Nothing of theirs was changed by the attempts.
+    sched = await daemon.stub.GetSchedule(
+        pb.GetScheduleRequest(workflow_id=theirs["workflow"]), metadata=GLOBEX
+    )
+    assert sched.schedule.active
+    got = await daemon.stub.GetRun(pb.GetRunRequest(run_id=theirs["run"]), metadata=GLOBEX)
+    assert got.run.status == pb.RUN_STATUS_COMPLETED
+
+
+async def test_watch_runs_shows_only_the_callers_events(daemon: Daemon) -> None:
+    await owned(daemon, ACME, "acme-watched")
+    stream = daemon.stub.WatchRuns(pb.WatchRunsRequest(), metadata=ACME)
+    await stream.wait_for_connection()
+    theirs = await owned(daemon, GLOBEX, "globex-hidden")
+    mine = await owned(daemon, ACME, "acme-second")
+    seen = []
+    async for response in stream:
+        seen.append(response.event.run_id)
+        if (
+            response.event.run_id == mine["run"]
+            and response.event.type == pb.RUN_EVENT_TYPE_RUN_COMPLETED
+        ):
+            break
+    stream.cancel()
+    assert theirs["run"] not in seen
+    assert mine["run"] in seen
+
+
+@pytest.mark.parametrize("metadata", [(), bearer("tok-nobody"), (("authorization", "tok-acme"),)])
+async def test_every_rpc_without_a_valid_token_is_unauthenticated(
+    daemon: Daemon, metadata: Any
+) -> None:
+    objects = await owned(daemon, ACME, "acme-guarded")
+    everything = [
+        ("ValidateWorkflow", pb.ValidateWorkflowRequest(specification="x")),
+        ("CreateWorkflow", pb.CreateWorkflowRequest(specification="x")),
+        ("ListWorkflows", pb.ListWorkflowsRequest()),
+        ("ListRuns", pb.ListRunsRequest()),
+        ("ListSchedules", pb.ListSchedulesRequest()),
+        ("WatchRuns", pb.WatchRunsRequest()),
+        ("WatchRun", pb.WatchRunRequest(run_id=objects["run"], after_seq=-5)),
+        *requests_on(objects),
+    ]
+    called = {rpc for rpc, _ in everything}
+    assert called == set(pb.DESCRIPTOR.services_by_name["WorkflowService"].methods_by_name)
+    for rpc, request in everything:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(daemon, rpc, request, metadata)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, rpc
+        assert "authorization: Bearer <token>" in (info.value.details() or "")
+
+
+async def test_health_and_reflection_answer_without_a_token(daemon: Daemon) -> None:
+    health = health_pb2_grpc.HealthStub(daemon.channel)
+    answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(daemon.channel)
+    replies = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = [s.name async for reply in replies for s in reply.list_services_response.service]
+    assert "workflowd.v1.WorkflowService" in names
+
+
+async def drain(stream: Any) -> None:
+    async for _ in stream:
+        pass
+
+
+async def test_a_revoked_token_stops_working_and_ends_its_open_streams(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    objects = await owned(daemon, ACME, "acme-revoked")
+    watch = daemon.stub.WatchRuns(pb.WatchRunsRequest(), metadata=ACME)
+    await watch.wait_for_connection()
+    others = daemon.stub.WatchRuns(pb.WatchRunsRequest(), metadata=GLOBEX)
+    await others.wait_for_connection()
+    tokens_file(tmp_path / "tokens.toml", {"tok-globex": TOKENS["tok-globex"]})
+    daemon.app.reload_tokens()  # what SIGHUP does
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await asyncio.wait_for(drain(watch), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "revoked" in (info.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await daemon.stub.GetRun(pb.GetRunRequest(run_id=objects["run"]), metadata=ACME)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # The other company's token and stream carry on.
+    still = await owned(daemon, GLOBEX, "globex-still")
+    async with asyncio.timeout(10):
+        async for response in others:
+            if response.event.run_id == still["run"]:
+                break
+    others.cancel()
