@@ -7,7 +7,9 @@ INSERT each) with at most C in flight, awaiting each on the shared event stream
 divided by first submit → last completion. Every job's row is counted at the end.
 
 Usage: `.venv/bin/python scripts/bench/dataplane_jobs.py [--jobs N] [--in-flight C]`. The last
-line of output is one JSON object: `{"workers_1": {...}, "workers_2": {...}}`.
+line of output is one JSON object: `{"workers_1": {...}, "workers_2": {...}, "machine": {...}}`,
+where `machine` gives the CPU count and the 1-minute load average before and after: the client
+and the data plane share the machine, so figures taken under other load are not comparable.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import statistics
 import sys
@@ -143,7 +146,8 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=400, help="jobs per configuration")
     parser.add_argument("--in-flight", type=int, default=16, help="jobs awaited at once")
     args = parser.parse_args()
-    figures = {}
+    load_before = os.getloadavg()[0]
+    figures: dict[str, Any] = {}
     for workers in (1, 2):
         result = await measure(workers, args.jobs, args.in_flight)
         figures[f"workers_{workers}"] = result
@@ -153,6 +157,11 @@ async def main() -> None:
             f"({result['jobs']} jobs, {result['in_flight']} in flight)",
             flush=True,
         )
+    figures["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_1m_before": round(load_before, 2),
+        "load_1m_after": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(figures))
 
 

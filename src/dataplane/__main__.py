@@ -1,22 +1,28 @@
-"""`python -m dataplane serve --listen HOST:PORT --data-dir DIR [--workers N] [--tokens-file F]
-[--job-timeout-s S] [--memory-limit SIZE]`.
+"""`python -m dataplane serve --listen HOST:PORT --data-dir DIR [--workers N]
+[--tokens-file F] [--insecure] [--job-timeout-s S] [--memory-limit SIZE]`.
 
-Tokens come from `--tokens-file` (lines of `token company`) or env `DATAPLANE_TOKENS`
-(`tok1=acme,tok2=globex`); with neither, every request is company `default`.
+Tokens come from `--tokens-file` (TOML, see `dataplane.auth`), re-read on SIGHUP; with none,
+every request is company `default`, which is only allowed on a loopback address unless
+`--insecure` is given. Exit status 2 means the configuration was refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
-import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from dataplane.app import DataPlane
+from dataplane.auth import TokenTable, load_tokens
+
+log = logging.getLogger("dataplane")
+
+CONFIG_REFUSED = 2
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -26,23 +32,24 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def read_tokens(path: Path | None, env: Mapping[str, str]) -> dict[str, str] | None:
-    """token → company, from the file if given, else from `DATAPLANE_TOKENS`; None if neither."""
-    pairs: list[tuple[str, str]] = []
-    if path is not None:
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip() and not line.lstrip().startswith("#"):
-                parts = line.split()
-                if len(parts) != 2:
-                    raise ValueError(f"{path}:{number}: expected 'token company'")
-                pairs.append((parts[0], parts[1]))
-    elif env.get("DATAPLANE_TOKENS"):
-        for item in env["DATAPLANE_TOKENS"].split(","):
-            token, sep, company = item.strip().partition("=")
-            if not sep or not token or not company:
-                raise ValueError(f"DATAPLANE_TOKENS: expected token=company, got {item!r}")
-            pairs.append((token, company))
-    return dict(pairs) if pairs else None
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may well resolve beyond this machine
+
+
+def exposure_refusal(listen: tuple[str, int], tokens: TokenTable | None, insecure: bool) -> str:
+    """Why serving would be unsafe, or "" if it is not."""
+    host, port = listen
+    if tokens is not None or insecure or is_loopback(host):
+        return ""
+    return (
+        f"refusing to serve {host}:{port} without tokens, as anyone who can reach it could read"
+        " and change every company's data; give --tokens-file, or --insecure to serve anyway"
+    )
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +67,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--tokens-file",
         type=Path,
         default=None,
-        help="file of 'token company' lines (else env DATAPLANE_TOKENS)",
+        help="TOML file of [[tokens]] and [[service_tokens]] (SHA-256 digests); re-read on SIGHUP",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback address without tokens (every request is company default)",
+    )
+    parser.add_argument(
+        "--stop-on-stdin-eof",
+        action="store_true",
+        help="stop when stdin ends (a supervising parent holds it open for as long as it lives)",
     )
     parser.add_argument(
         "--job-timeout-s",
@@ -85,12 +102,12 @@ def _positive_seconds(value: str) -> float:
     return seconds
 
 
-async def serve(args: argparse.Namespace, env: Mapping[str, str]) -> None:
-    """Serves until SIGTERM or SIGINT, then shuts down cleanly."""
+async def serve(args: argparse.Namespace, tokens: TokenTable | None) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down cleanly; SIGHUP re-reads the tokens."""
     plane = DataPlane(
         args.data_dir,
         workers=args.workers,
-        tokens=read_tokens(args.tokens_file, env),
+        tokens=tokens,
         job_timeout_s=args.job_timeout_s,
         memory_limit=args.memory_limit,
     )
@@ -98,6 +115,17 @@ async def serve(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    reloading = asyncio.Lock()  # so that reloads apply in the order the signals came
+
+    def on_sighup() -> None:
+        task = asyncio.create_task(_reload_tokens(plane, args.tokens_file, reloading))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    if args.stop_on_stdin_eof:
+        await loop.connect_read_pipe(lambda: _StopOnEof(stop), sys.stdin)
     host, port = args.listen
     try:
         bound = await plane.start(host, port)
@@ -105,6 +133,38 @@ async def serve(args: argparse.Namespace, env: Mapping[str, str]) -> None:
         await stop.wait()
     finally:
         await plane.aclose()
+
+
+class _StopOnEof(asyncio.Protocol):
+    """Stops the data plane when its stdin ends: the process that started it, and holds the
+    pipe's other end, is gone (even if it was killed and could not stop us)."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._stop.is_set():
+            log.warning("stdin closed: the process that started the data plane is gone; stopping")
+        self._stop.set()
+
+
+async def _reload_tokens(plane: DataPlane, path: Path | None, reloading: asyncio.Lock) -> None:
+    if path is None:
+        log.warning("SIGHUP: there is no --tokens-file to reload")
+        return
+    async with reloading:
+        try:
+            tokens = await asyncio.to_thread(load_tokens, path)
+        except ValueError as exc:
+            log.error("tokens not reloaded, the previous ones stay in force: %s", exc)
+            return
+        plane.set_tokens(tokens)
+    log.info(
+        "tokens reloaded from %s: %d company tokens, %d service tokens",
+        path,
+        tokens.company_tokens,
+        tokens.service_tokens,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,8 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(args, os.environ))
-    except (OSError, ValueError) as exc:
+        tokens = load_tokens(args.tokens_file) if args.tokens_file is not None else None
+        refusal = exposure_refusal(args.listen, tokens, args.insecure)
+        if refusal:
+            raise ValueError(refusal)
+        asyncio.run(serve(args, tokens))
+    except ValueError as exc:  # the tokens file, the listen address or a limit
+        print(f"dataplane: {exc}", file=sys.stderr)
+        return CONFIG_REFUSED
+    except OSError as exc:
         print(f"dataplane: {exc}", file=sys.stderr)
         return 1
     return 0

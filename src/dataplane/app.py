@@ -7,12 +7,13 @@ it alone. Companies are opened at start (so interrupted jobs resume) or on first
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from dataplane.auth import TokenTable
 from dataplane.company import Company, Limits
 from dataplane.errors import BadRequest
 from dataplane.http_common import COMPANY_KEY, auth_middleware, problems_middleware
@@ -31,7 +32,7 @@ class DataPlane:
         data_dir: Path,
         *,
         workers: int = 2,
-        tokens: Mapping[str, str] | None = None,
+        tokens: TokenTable | None = None,
         keepalive_s: float = 15.0,
         retain_changes: int = 10_000,
         subscriber_buffer: int = 1_000,
@@ -41,12 +42,11 @@ class DataPlane:
         query_threads: int | None = None,
         job_timeout_s: float = 3600.0,
         memory_limit: str = "1GiB",
+        max_batch: int = 32,
+        batch_window_s: float = 0.05,
     ) -> None:
-        for company in (tokens or {}).values():
-            if not COMPANY_RE.match(company):
-                raise ValueError(f"company name {company!r} must match {COMPANY_RE.pattern}")
         self._data_dir = data_dir
-        self._tokens = dict(tokens) if tokens else None
+        self._tokens = tokens
         self._keepalive_s = keepalive_s
         self._max_body_bytes = max_body_bytes
         self._max_upload_bytes = max_upload_bytes
@@ -58,6 +58,8 @@ class DataPlane:
             query_threads=query_threads,
             job_timeout_s=job_timeout_s,
             memory_limit=memory_limit,
+            max_batch=max_batch,
+            batch_window_s=batch_window_s,
         )
         self._companies: dict[str, Company] = {}
         self._metrics = PlaneMetrics(self._loads)
@@ -74,7 +76,7 @@ class DataPlane:
         self._started = True
         self._data_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted(self._data_dir.glob(f"*{_DB_SUFFIX}")):
-            if COMPANY_RE.match(path.stem):
+            if COMPANY_RE.fullmatch(path.stem):
                 await self.company(path.stem)
         # 500 ids in `GET /jobs?ids=` (the documented maximum) need a request line of ~18 KB.
         self._runner = web.AppRunner(
@@ -88,7 +90,7 @@ class DataPlane:
     def _build_app(self) -> web.Application:
         app = web.Application(
             client_max_size=self._max_body_bytes,
-            middlewares=[problems_middleware, auth_middleware(self._tokens)],
+            middlewares=[problems_middleware, auth_middleware(lambda: self._tokens)],
         )
         events = EventRoutes(self._company_of, self._keepalive_s)
         jobs = JobRoutes(self._company_of)
@@ -100,12 +102,17 @@ class DataPlane:
         app.add_routes(events.routes() + jobs.routes() + datasets.routes())
         return app
 
+    def set_tokens(self, tokens: TokenTable) -> None:
+        """Replaces the tokens (e.g. reloaded on SIGHUP): a removed token stops working for
+        new requests; streams already open keep going."""
+        self._tokens = tokens
+
     async def _company_of(self, request: web.Request) -> Company:
         return await self.company(request[COMPANY_KEY])
 
     async def company(self, name: str) -> Company:
         """The company's open data plane, opening its database on first use."""
-        if not COMPANY_RE.match(name):
+        if not COMPANY_RE.fullmatch(name):
             raise BadRequest(f"company name {name!r} must match {COMPANY_RE.pattern}")
         async with self._opening:
             if self._closed:

@@ -1,7 +1,9 @@
 """One company's data plane: its DuckDB file, worker threads, job queue and event hub.
 
 Everything that touches DuckDB runs on a thread (a cursor per thread), never on the event
-loop. Workers run jobs; a small control pool serves requests (submit, read, cancel, datasets).
+loop. Workers run jobs in batches, several to a transaction (see `runner`); a small control
+pool serves requests (read, cancel, datasets) and commits submissions in groups (see
+`submissions`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import math
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,14 +24,16 @@ import duckdb
 
 from dataplane import catalog, loader, store
 from dataplane.catalog import IdAllocator
-from dataplane.errors import Conflict, Overloaded, quote
+from dataplane.errors import Overloaded, quote
 from dataplane.guard import EXPLAIN_CONFIG
 from dataplane.hub import Event, Hub
 from dataplane.journal import Journal
 from dataplane.metrics import Load, PlaneMetrics
-from dataplane.model import Job, JobState, JsonObject, Submission, now_iso
+from dataplane.model import Job, JobState, JsonObject, Submission
 from dataplane.runner import Runner
 from dataplane.store import JobFilter
+from dataplane.submissions import Submissions
+from dataplane.tracking import Batch, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +63,23 @@ class Limits:
     max_queued_jobs: int = 100_000
     job_timeout_s: float = 3600.0
     memory_limit: str = "1GiB"  # per company database; DuckDB's own default is 80% of RAM
+    # A worker takes at most `max_batch` queued jobs at once and runs them in transactions
+    # open for about `batch_window_s`: longer windows commit less often, but a quick job may
+    # wait that long (twice, at worst) for the jobs batched after it.
+    max_batch: int = 32
+    batch_window_s: float = 0.05
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
-        if not 0 < self.job_timeout_s < math.inf:
-            raise ValueError("the job time limit must be a positive number of seconds")
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        for name, seconds in (
+            ("the job time limit", self.job_timeout_s),
+            ("the batch window", self.batch_window_s),
+        ):
+            if not 0 < seconds < math.inf:
+                raise ValueError(f"{name} must be a positive number of seconds")
         if not _MEMORY.fullmatch(self.memory_limit):
             raise ValueError(
                 f"memory limit {quote(self.memory_limit)} must be a size such as 1GiB or"
@@ -95,12 +109,23 @@ class Company:
         self._journal: Journal | None = None
         self._ids: IdAllocator | None = None
         self._runner: Runner | None = None
+        self._submissions: Submissions | None = None
 
     async def open(self) -> None:
         await self._call(self._open_database)
-        unfinished = await self._call(self._recover)
-        for job_id in unfinished:
-            self._queue.put_nowait(job_id)
+        journal = self._need(self._journal)
+        self._runner = Runner(
+            journal,
+            self._need(self._ids),
+            self._cursor,
+            timeout_s=self._limits.job_timeout_s,
+            window_s=self._limits.batch_window_s,
+            requeue=self._requeue,
+        )
+        self._submissions = Submissions(
+            journal, self._cursor, lambda fn: self._call(fn), self._queue_jobs
+        )
+        self._queue_jobs(await self._call(self._recover))
         self._tasks = [
             asyncio.create_task(self._work(), name=f"dataplane-{self.name}-{i}")
             for i in range(self._limits.workers)
@@ -121,34 +146,44 @@ class Company:
             con.execute(statement)
         self._con = con
         self._journal = Journal(last_event_id, self._limits.retain_changes, self._publish)
-        self._runner = Runner(self._journal, self._ids, self._cursor, self._limits.job_timeout_s)
 
-    def _publish(self, event: Event) -> None:
-        # Called under the journal lock, so callbacks are queued in event-id order.
-        self._loop.call_soon_threadsafe(self.hub.publish, event)
-        job = event.job
-        if job.state is JobState.RUNNING:
-            self._started.setdefault(job.job_id, time.monotonic())
-        elif job.state.terminal:
-            started = self._started.pop(job.job_id, None)
-            seconds = None if started is None else time.monotonic() - started
-            self._metrics.job_ended(self.name, job.type.value, job.state.value, seconds)
+    def _publish(self, events: list[Event]) -> None:
+        # Called under the journal lock, so batches are handed over in event-id order.
+        self._loop.call_soon_threadsafe(self._deliver, events)
+        for event in events:
+            job = event.job
+            if job.state is JobState.RUNNING:
+                self._started.setdefault(job.job_id, time.monotonic())
+            elif job.state.terminal:
+                started = self._started.pop(job.job_id, None)
+                seconds = None if started is None else time.monotonic() - started
+                self._metrics.job_ended(self.name, job.type.value, job.state.value, seconds)
+
+    def _deliver(self, events: list[Event]) -> None:
+        for event in events:
+            self.hub.publish(event)
 
     def workload(self) -> Load:
         """How busy the company's workers are, for /healthz and /metrics."""
-        return Load(self._busy, self._limits.workers, self._queue.qsize())
+        submitting = self._submissions.waiting if self._submissions else 0
+        return Load(self._busy, self._limits.workers, self._queue.qsize(), submitting)
 
     def _recover(self) -> list[str]:
         """Cancel what was being cancelled; queue the rest (running jobs run again)."""
         cur, journal = self._cursor(), self._need(self._journal)
-        queued = []
-        for job in store.unfinished(cur):
-            if job.state is JobState.PENDING_CANCELLATION:
-                with journal.lock:
-                    journal.commit(cur, job.moved_to(JobState.CANCELLED))
-            else:
-                queued.append(job.job_id)
-        return queued
+        unfinished = store.unfinished(cur)
+        stopping = [job for job in unfinished if job.state is JobState.PENDING_CANCELLATION]
+        with journal.lock:
+            journal.commit(cur, [job.moved_to(JobState.CANCELLED) for job in stopping])
+        return [job.job_id for job in unfinished if job.state is not JobState.PENDING_CANCELLATION]
+
+    def _requeue(self, job_ids: list[str]) -> None:
+        """Queues jobs again, from a worker thread."""
+        self._loop.call_soon_threadsafe(self._queue_jobs, job_ids)
+
+    def _queue_jobs(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self._queue.put_nowait(job_id)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
@@ -162,24 +197,33 @@ class Company:
     async def _work(self) -> None:
         runner = self._need(self._runner)
         while True:
-            job_id = await self._queue.get()
+            first = await self._queue.get()
+            batch = Batch([first, *self._share()])
             self._busy += 1
             try:
-                await self._run(runner, job_id)
+                await self._run(runner, batch)
             except Exception:
-                log.exception("company %s: job %s could not be run", self.name, job_id)
+                log.exception("company %s: jobs %s could not be run", self.name, batch.job_ids)
             finally:
                 self._busy -= 1
 
-    async def _run(self, runner: Runner, job_id: str) -> None:
-        """Runs the job on a worker, interrupting it once it exceeds the time limit."""
-        running = self._loop.run_in_executor(self._workers, runner.run, job_id)
-        try:
-            await asyncio.wait_for(asyncio.shield(running), self._limits.job_timeout_s)
-        except TimeoutError:
-            if await self._call(runner.time_out, job_id):
-                self._keep_interrupting(runner, job_id)
-            await running
+    def _share(self) -> list[str]:
+        """More queued jobs for a worker's batch: an even share among the idle workers, so
+        that a burst is spread over all of them."""
+        idle = self._limits.workers - self._busy  # this worker is not counted busy yet
+        share = min(self._limits.max_batch, math.ceil((1 + self._queue.qsize()) / idle))
+        return [self._queue.get_nowait() for _ in range(min(share - 1, self._queue.qsize()))]
+
+    async def _run(self, runner: Runner, batch: Batch) -> None:
+        """Runs the batch on a worker, interrupting a job that runs over its time limit, or
+        over the batch window while it is speculative."""
+        running = self._loop.run_in_executor(self._workers, runner.run, batch)
+        while not running.done():
+            wait_s, overdue = runner.tracker.supervise(batch)
+            if overdue is not None:
+                self._keep_interrupting(runner.tracker, overdue)
+            await asyncio.wait([running], timeout=wait_s)
+        running.result()
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._loop.run_in_executor(self._control, lambda: fn(*args, **kwargs))
@@ -188,37 +232,7 @@ class Company:
         """The new job and True, or the job already submitted under the key and False."""
         if self._queue.qsize() >= self._limits.max_queued_jobs:
             raise Overloaded(f"more than {self._limits.max_queued_jobs} jobs are queued")
-        job, created = await self._call(self._submit, submission)
-        if created:
-            self._queue.put_nowait(job.job_id)
-        return job, created
-
-    def _submit(self, submission: Submission) -> tuple[Job, bool]:
-        cur, journal = self._cursor(), self._need(self._journal)
-        with journal.lock:
-            if submission.idempotency_key is not None:
-                found = store.find_by_key(cur, submission.idempotency_key)
-                if found is not None:
-                    if found[1] != submission.digest:
-                        raise Conflict(
-                            f"idempotency_key {quote(submission.idempotency_key)} was used"
-                            " with a different request body"
-                        )
-                    return found[0], False
-            stamp = now_iso()
-            job = Job(
-                job_id=str(uuid.uuid4()),
-                type=submission.type,
-                state=JobState.PENDING,
-                input=submission.input,
-                idempotency_key=submission.idempotency_key,
-                tags=submission.tags,
-                metadata=submission.metadata,
-                created_at=stamp,
-                updated_at=stamp,
-            )
-            journal.commit(cur, job, digest=submission.digest)
-            return job, True
+        return await self._need(self._submissions).submit(submission)
 
     async def get(self, job_id: str) -> tuple[Job, int] | None:
         return await self._call(lambda: store.get_job(self._cursor(), job_id))
@@ -234,17 +248,17 @@ class Company:
         runner = self._need(self._runner)
         job = await self._call(lambda: runner.cancel(self._cursor(), job_id))
         if job.state is JobState.PENDING_CANCELLATION:
-            self._keep_interrupting(runner, job_id)
+            self._keep_interrupting(runner.tracker, job_id)
         return job
 
-    def _keep_interrupting(self, runner: Runner, job_id: str) -> None:
-        task = asyncio.create_task(self._interrupt_until_stopped(runner, job_id))
+    def _keep_interrupting(self, tracker: Tracker, job_id: str) -> None:
+        task = asyncio.create_task(self._interrupt_until_stopped(tracker, job_id))
         self._interrupters.add(task)
         task.add_done_callback(self._interrupters.discard)
 
-    async def _interrupt_until_stopped(self, runner: Runner, job_id: str) -> None:
+    async def _interrupt_until_stopped(self, tracker: Tracker, job_id: str) -> None:
         while True:
-            if not runner.interrupt_if_stopping(job_id):
+            if not tracker.interrupt_if_stopping(job_id):
                 return
             await asyncio.sleep(_INTERRUPT_EVERY_S)
 
@@ -287,9 +301,11 @@ class Company:
 
     async def aclose(self) -> None:
         self.hub.close()
+        if self._submissions is not None:
+            await self._submissions.aclose()
         # Polled: DuckDB gives no signal when an interrupted query has actually stopped.
         while self._runner is not None:
-            if not self._runner.close():
+            if not self._runner.tracker.close():
                 break
             await asyncio.sleep(_INTERRUPT_EVERY_S)
         tasks = [*self._tasks, *self._interrupters]

@@ -3,6 +3,7 @@
 DataPlaneError
 ├── BadRequest     the caller's request is malformed or mistyped (400)
 ├── Unauthorized   missing or unknown bearer token (401)
+├── Forbidden      a company token naming another company (403)
 ├── NotFound       no such job or dataset for this company (404)
 ├── Conflict       an idempotency key reused with a different body (409)
 ├── Overloaded     too many queued jobs for this company (503)
@@ -34,6 +35,11 @@ class BadRequest(DataPlaneError):
 class Unauthorized(DataPlaneError):
     status = 401
     title = "Unauthorized"
+
+
+class Forbidden(DataPlaneError):
+    status = 403
+    title = "Forbidden"
 
 
 class NotFound(DataPlaneError):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from dataplane.errors import BadRequest, DataPlaneError, Unauthorized, quote
-from dataplane.model import MAX_INT64
+from dataplane.auth import TokenTable
+from dataplane.errors import BadRequest, DataPlaneError, Forbidden, Unauthorized, quote
+from dataplane.model import COMPANY_RE, MAX_INT64
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COMPANY_KEY = web.RequestKey("company", str)
 DEFAULT_COMPANY = "default"
 PROBLEM_TYPE = "https://workflowd.dev/problems/"
+COMPANY_HEADER = "X-Workflowd-Company"
 # Endpoints for operators and probes, which carry no company token.
 OPEN_PATHS = ("/healthz", "/metrics")
 MAX_JSON_DEPTH = 32
@@ -36,6 +38,10 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     """Turns every error into problem+json; a caller's mistake is never a 500."""
     try:
         return await handler(request)
+    except Unauthorized as exc:
+        response = problem(exc.status, exc.title, exc.detail)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="dataplane"'
+        return response
     except DataPlaneError as exc:
         return problem(exc.status, exc.title, exc.detail)
     except web.HTTPRequestEntityTooLarge as exc:
@@ -50,21 +56,51 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
 
 
 def auth_middleware(
-    tokens: Mapping[str, str] | None,
+    tokens: Callable[[], TokenTable | None],
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Sets the request's company from its bearer token. `tokens` is read per request, so a
+    reloaded table takes effect for the next one; None means no tokens at all."""
+
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if tokens is None or request.path in OPEN_PATHS:
+        table = tokens()
+        if table is None or request.path in OPEN_PATHS:
             request[COMPANY_KEY] = DEFAULT_COMPANY
-            return await handler(request)
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        company = tokens.get(token.strip()) if scheme.lower() == "bearer" else None
-        if company is None:
-            raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
-        request[COMPANY_KEY] = company
+        else:
+            request[COMPANY_KEY] = company_of(request, table)
         return await handler(request)
 
     return authenticate
+
+
+def company_of(request: web.Request, table: TokenTable) -> str:
+    """The company the request's token reaches: a company token its own, a service token the
+    one it names in `X-Workflowd-Company`."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
+    principal = table.lookup(token.strip())
+    if principal is None:
+        raise Unauthorized("the bearer token is not one this data plane knows")
+    named = request.headers.getall(COMPANY_HEADER, [])
+    if len(named) > 1:
+        raise BadRequest(f"{COMPANY_HEADER} must be given once, not {len(named)} times")
+    company = named[0] if named else None
+    if company is not None and not COMPANY_RE.fullmatch(company):
+        raise BadRequest(
+            f"{COMPANY_HEADER} {quote(company)} is not a company name: it must match"
+            f" {COMPANY_RE.pattern}"
+        )
+    if principal.company is None:
+        if company is None:
+            raise BadRequest(f"a service token must name the company in {COMPANY_HEADER}")
+        return company
+    if company is not None and company != principal.company:
+        log.warning(
+            "token %s of company %s named company %s", principal.name, principal.company, company
+        )
+        raise Forbidden("this token belongs to another company")
+    return principal.company
 
 
 async def json_body(request: web.Request) -> object:

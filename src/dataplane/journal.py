@@ -1,16 +1,19 @@
-"""Commits job changes with their event, one at a time, so event ids follow commit order.
+"""Commits job changes with their events, a batch per transaction, so event ids follow commit
+order.
 
-Every change of a job record happens under `Journal.lock`: the record, its change-log row and
-(for a completion) the job's effect commit in one DuckDB transaction, and the event id is the
-next integer after the last committed one. Because ids are assigned and published under the
-lock, a stream that has seen id N will never later be handed a smaller one.
+Every change of a job record happens under `Journal.lock`: the records, their change-log rows
+and (for completions) the jobs' effects commit in one DuckDB transaction, and the event ids are
+the next integers after the last committed one. Because ids are assigned and published under
+the lock, a stream that has seen id N will never later be handed a smaller one. A batch of changes
+costs one commit and two statements whatever its size, which is what lets trivial jobs go
+faster than a commit per change.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import duckdb
 
@@ -28,37 +31,49 @@ def rollback(cur: duckdb.DuckDBPyConnection) -> None:
 
 
 class Journal:
-    def __init__(self, last_event_id: int, retain: int, publish: Callable[[Event], None]) -> None:
+    def __init__(
+        self, last_event_id: int, retain: int, publish: Callable[[list[Event]], None]
+    ) -> None:
         self.lock = threading.Lock()
         self._last = last_event_id
         self._retain = max(retain, 1)
         self._publish = publish
+        self._prune_due = False
 
     def commit(
         self,
         cur: duckdb.DuckDBPyConnection,
-        job: Job,
+        jobs: Sequence[Job],
         *,
-        digest: str | None = None,
+        digests: Sequence[str] | None = None,
         in_transaction: bool = False,
-    ) -> Event:
-        """Record `job` as changed and commit. The caller holds `lock`; with `in_transaction`
-        it has already begun the transaction (holding the job's effect)."""
+    ) -> list[Event]:
+        """Records `jobs` as changed (as new jobs when their `digests` are given) and commits,
+        one event each, in order. The caller holds `lock`; with `in_transaction` it has
+        already begun the transaction (holding the jobs' effects)."""
+        if not jobs:
+            return []
         if not in_transaction:
             cur.execute("BEGIN")
-        event = Event.of(self._last + 1, job)
+        first = self._last + 1
+        events = [Event.of(first + index, job) for index, job in enumerate(jobs)]
         try:
-            if digest is None:
-                store.update_job(cur, job, event.event_id)
+            if digests is None:
+                store.update_jobs(cur, events)
             else:
-                store.insert_job(cur, job, digest, event.event_id)
-            store.append_change(cur, event.event_id, job, event.data)
-            if event.event_id % min(_PRUNE_EVERY, self._retain) == 0:
-                store.prune_changes(cur, event.event_id - self._retain)
+                store.insert_jobs(cur, events, digests)
+            store.append_changes(cur, events)
+            every = min(_PRUNE_EVERY, self._retain)
+            self._prune_due |= events[-1].event_id // every != (first - 1) // every
+            # Never alongside effects: their transaction began earlier, and deleting rows that
+            # a newer transaction already pruned would fail it with a conflict.
+            if self._prune_due and not in_transaction:
+                store.prune_changes(cur, events[-1].event_id - self._retain)
+                self._prune_due = False
             cur.execute("COMMIT")
         except BaseException:
             rollback(cur)
             raise
-        self._last = event.event_id
-        self._publish(event)
-        return event
+        self._last = events[-1].event_id
+        self._publish(events)
+        return events

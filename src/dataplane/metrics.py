@@ -23,6 +23,7 @@ class Load:
     busy: int
     workers: int
     queued: int
+    submitting: int = 0  # submissions waiting for their group commit
 
     @property
     def saturated(self) -> bool:
@@ -74,6 +75,11 @@ class _LoadCollector(Collector):
             ),
             "queued": GaugeMetricFamily(
                 "dataplane_jobs_queued", "Jobs waiting for a worker", labels=["company"]
+            ),
+            "submitting": GaugeMetricFamily(
+                "dataplane_submissions_waiting",
+                "Submissions waiting for the next group commit",
+                labels=["company"],
             ),
         }
         for company, load in self._loads():

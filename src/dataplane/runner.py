@@ -1,17 +1,35 @@
-"""Running one job on a worker thread: start, effect, completion, cancellation, time-out.
+"""Running jobs on a worker thread, several to a transaction: start, effects, completions,
+cancellation, time-out.
 
-A job's effect and its `completed` record commit in one transaction, so a crash leaves either
-nothing (the job is still `running` and runs again after restart) or a completed job. Cancel
-marks the job under the journal lock and interrupts its cursor; the runner checks the mark
-under the same lock before committing, so a cancelled job never takes effect even if no
-interrupt landed. A job over its time limit is marked and interrupted the same way, and
-fails with a message naming the limit.
+A worker takes a batch of queued jobs and marks them `running` in one transaction. It then runs
+their effects one after another in a shared transaction and commits their completions with it:
+each job's effect and its `completed` record still commit together, so a crash leaves either
+nothing of a job (it is still `running` and runs again after restart) or a completed job.
+
+Only the first job of a transaction has a final outcome. The others are speculative: the
+effects before them are not committed yet, so if a later job fails, conflicts or is
+interrupted, the whole transaction rolls back, the jobs before it run again, and the job runs
+first in a transaction of its own, where its failure means what it says. A speculative job
+that runs longer than the batch window is interrupted ("evicted") the same way, so a slow job
+never holds back the completions of the quick jobs batched before it, and the jobs after it go
+back to the queue for other workers. A transaction takes no more jobs once it has been open
+for the window.
+
+Cancel marks the job under the journal lock; the runner checks the mark under the same lock
+before committing, so a cancelled job never takes effect even if no interrupt landed. A job
+over its time limit is marked and interrupted the same way, and fails with a message naming the
+limit. Interrupts only ever target a job whose effect is running (`Phase.EFFECT`, see
+`tracking`): DuckDB drops an interrupt that arrives between statements, so one can never land
+on a commit.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import duckdb
 
@@ -19,11 +37,33 @@ from dataplane import effects, store
 from dataplane.catalog import IdAllocator
 from dataplane.errors import JobFailure, NotFound, readable
 from dataplane.journal import Journal, rollback
-from dataplane.model import Failure, Job, JobState, now_iso
+from dataplane.model import Failure, Job, JobState, JsonObject, now_iso
+from dataplane.tracking import Batch, Phase, Tracker
 
 log = logging.getLogger(__name__)
 
 _MAX_ATTEMPTS = 5  # DuckDB is optimistic: concurrent writers to one table can conflict
+
+
+@dataclass
+class _Task:
+    job: Job
+    lead: bool = False  # must run first in its transaction, so that its outcome is final
+    conflicts: int = 0  # conflicted transactions it was in; after one it runs alone
+
+    @property
+    def alone(self) -> bool:
+        return self.conflicts > 0
+
+
+@dataclass
+class _Transaction:
+    opened: float = field(default_factory=time.monotonic)
+    done: list[tuple[_Task, JsonObject]] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[_Task]:
+        return [task for task, _ in self.done]
 
 
 class Runner:
@@ -32,162 +72,211 @@ class Runner:
         journal: Journal,
         ids: IdAllocator,
         cursor: Callable[[], duckdb.DuckDBPyConnection],
+        *,
         timeout_s: float,
+        window_s: float,
+        requeue: Callable[[list[str]], None],
     ) -> None:
         self._journal = journal
         self._ids = ids
         self._cursor = cursor
         self._timeout_s = timeout_s
-        self._running: dict[str, duckdb.DuckDBPyConnection] = {}
-        self._cancel_requested: set[str] = set()
-        self._timed_out: set[str] = set()
-        self._closing = False
+        self._window_s = window_s
+        self._requeue = requeue
+        self.tracker = Tracker(timeout_s, window_s)
 
-    def run(self, job_id: str) -> None:
+    def run(self, batch: Batch) -> None:
         cur = self._cursor()
-        job = self._start(cur, job_id)
-        if job is None:
-            return
+        tasks = deque(_Task(job) for job in self._start(cur, batch))
         try:
-            self._run_attempts(cur, job)
+            while tasks and not self.tracker.closing:
+                self._transaction(cur, batch, tasks)
         finally:
-            with self._journal.lock:
-                self._running.pop(job_id, None)
-                self._cancel_requested.discard(job_id)
-                self._timed_out.discard(job_id)
+            self.tracker.release(batch)
 
     def cancel(self, cur: duckdb.DuckDBPyConnection, job_id: str) -> Job:
+        """Cancels at once a job whose effect has not begun; marks one whose effect runs, or
+        waits uncommitted in its transaction, as `pending_cancellation`."""
         with self._journal.lock:
             found = store.get_job(cur, job_id)
             if found is None:
                 raise NotFound(f"no job {job_id}")
             job = found[0]
-            running = self._running.get(job_id)
-            if job.state is JobState.PENDING or (job.state is JobState.RUNNING and not running):
-                job = job.moved_to(JobState.CANCELLED)
-                self._journal.commit(cur, job)
-            elif job.state is JobState.RUNNING and running is not None:
+            if job.state not in (JobState.PENDING, JobState.RUNNING):
+                return job
+            if self.tracker.request_cancel(job_id):
                 job = job.moved_to(JobState.PENDING_CANCELLATION)
-                self._journal.commit(cur, job)
-                self._cancel_requested.add(job_id)
+            else:
+                job = job.moved_to(JobState.CANCELLED)
+            self._journal.commit(cur, [job])
             return job
 
-    def time_out(self, job_id: str) -> bool:
-        """Marks a running job as over its time limit; True if it is to be interrupted."""
+    def _start(self, cur: duckdb.DuckDBPyConnection, batch: Batch) -> list[Job]:
+        """Marks the batch's pending jobs `running`, in one transaction. Jobs already running
+        (after a restart, or handed back by another worker) are taken as they are."""
         with self._journal.lock:
-            if job_id not in self._running or job_id in self._cancel_requested:
-                return False
-            self._timed_out.add(job_id)
-            return True
+            if self.tracker.closing:
+                return []
+            found = store.get_jobs(cur, batch.job_ids)
+            taken = [
+                found[job_id]
+                for job_id in dict.fromkeys(batch.job_ids)
+                if job_id in found
+                and found[job_id].state in (JobState.PENDING, JobState.RUNNING)
+                and not self.tracker.holds(job_id)
+            ]
+            moved = [
+                job.moved_to(JobState.RUNNING) for job in taken if job.state is JobState.PENDING
+            ]
+            self._journal.commit(cur, moved)
+            started = {job.job_id: job for job in moved}
+            jobs = [started.get(job.job_id, job) for job in taken]
+            self.tracker.hold(batch, cur, [job.job_id for job in jobs])
+            return jobs
 
-    def interrupt_if_stopping(self, job_id: str) -> bool:
-        """Interrupts the query of a job being cancelled or timed out again; False once the
-        job has stopped running.
+    def _transaction(
+        self, cur: duckdb.DuckDBPyConnection, batch: Batch, tasks: deque[_Task]
+    ) -> None:
+        """Runs jobs from the front of `tasks` in one transaction and commits their completions
+        together; jobs that must run again are put back at the front."""
+        txn = _Transaction()
+        cur.execute("BEGIN")
+        while tasks and not self.tracker.closing:
+            task = tasks[0]
+            if txn.done and not self._may_follow(txn, task):
+                break
+            if not self.tracker.begin_effect(batch, task.job.job_id, speculative=bool(txn.done)):
+                tasks.popleft()  # cancelled while it waited for its turn
+                continue
+            try:
+                result = effects.run(cur, task.job, self._ids)
+            except Exception as exc:
+                self.tracker.end_effect(batch, task.job.job_id, succeeded=False)
+                rollback(cur)
+                self._after_error(cur, batch, tasks, txn, exc)
+                return
+            self.tracker.end_effect(batch, task.job.job_id, succeeded=True)
+            txn.done.append((tasks.popleft(), result))
+        if txn.done:
+            self._commit(cur, tasks, txn)
+        else:
+            rollback(cur)
 
-        DuckDB drops an interrupt that arrives between two statements, so cancel, time-out
-        and close repeat it until the job ends. Never blocks: the event loop calls this."""
-        return self._interrupt(
-            lambda: (
-                [job_id] if job_id in self._cancel_requested or job_id in self._timed_out else []
-            )
+    def _may_follow(self, txn: _Transaction, task: _Task) -> bool:
+        return (
+            not task.lead
+            and not task.alone
+            and not txn.done[0][0].alone
+            and time.monotonic() - txn.opened < self._window_s
         )
 
-    def close(self) -> bool:
-        """Stops taking jobs and interrupts the running ones without changing their records
-        (they run again on restart). False once nothing is running any more."""
-        self._closing = True
-        return self._interrupt(lambda: list(self._running))
-
-    def _interrupt(self, targets: Callable[[], list[str]]) -> bool:
-        if not self._journal.lock.acquire(blocking=False):
-            return True
-        try:
-            cursors = [self._running[i] for i in targets() if i in self._running]
-            for cur in cursors:
-                cur.interrupt()
-            return bool(cursors)
-        finally:
-            self._journal.lock.release()
-
-    def _start(self, cur: duckdb.DuckDBPyConnection, job_id: str) -> Job | None:
-        with self._journal.lock:
-            found = store.get_job(cur, job_id)
-            if self._closing or found is None:
-                return None
-            job = found[0]
-            if job.state is JobState.PENDING:
-                job = job.moved_to(JobState.RUNNING)
-                self._journal.commit(cur, job)
-            elif job.state is not JobState.RUNNING:
-                return None
-            self._running[job_id] = cur
-            return job
-
-    def _run_attempts(self, cur: duckdb.DuckDBPyConnection, job: Job) -> None:
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
-            try:
-                self._attempt(cur, job)
-                return
-            except duckdb.TransactionException as exc:
-                rollback(cur)
-                if attempt == _MAX_ATTEMPTS:
-                    self._finish(cur, job, JobState.FAILED, str(exc))
-                log.debug("job %s conflicted (attempt %d): %s", job.job_id, attempt, exc)
-
-    def _attempt(self, cur: duckdb.DuckDBPyConnection, job: Job) -> None:
-        cur.execute("BEGIN")
-        try:
-            result = effects.run(cur, job, self._ids)
-        except duckdb.InterruptException:
-            rollback(cur)
-            self._interrupted(cur, job)
-            return
-        except duckdb.TransactionException:
-            raise
-        except (JobFailure, duckdb.Error) as exc:
-            rollback(cur)
-            self._finish(cur, job, JobState.FAILED, str(exc))
-            return
-        except Exception as exc:
-            log.exception("job %s failed unexpectedly", job.job_id)
-            rollback(cur)
-            self._finish(cur, job, JobState.FAILED, f"internal error: {exc}")
-            return
-        with self._journal.lock:
-            if job.job_id in self._cancel_requested:
-                rollback(cur)
-                self._commit_cancelled(cur, job)
-                return
-            done = job.moved_to(JobState.COMPLETED, result=result)
-            self._journal.commit(cur, done, in_transaction=True)
-
-    def _interrupted(self, cur: duckdb.DuckDBPyConnection, job: Job) -> None:
-        with self._journal.lock:
-            if job.job_id in self._cancel_requested:
-                self._commit_cancelled(cur, job)
-                return
-            if self._closing:
-                return
-        if job.job_id in self._timed_out:
-            message = (
-                f"the job ran longer than its time limit of {self._timeout_s:g} s and was"
-                " stopped (the data plane's job_timeout_s, --job-timeout-s)"
-            )
-        else:
-            message = "the query was interrupted"
-        self._finish(cur, job, JobState.FAILED, message)
-
-    def _commit_cancelled(self, cur: duckdb.DuckDBPyConnection, job: Job) -> None:
-        found = store.get_job(cur, job.job_id)
-        current = found[0] if found else job
-        self._journal.commit(cur, current.moved_to(JobState.CANCELLED))
-
-    def _finish(
-        self, cur: duckdb.DuckDBPyConnection, job: Job, state: JobState, message: str
+    def _commit(
+        self, cur: duckdb.DuckDBPyConnection, tasks: deque[_Task], txn: _Transaction
     ) -> None:
-        failure = Failure(message=readable(message), timestamp=now_iso(), value={})
         with self._journal.lock:
-            if job.job_id in self._cancel_requested:
-                self._commit_cancelled(cur, job)
+            if self.tracker.cancel_requested([task.job.job_id for task in txn.tasks]):
+                rollback(cur)
+                self._again(tasks, self._settle_cancelled(cur, txn.tasks))
                 return
-            self._journal.commit(cur, job.moved_to(state, failure=failure))
+            completed = [task.job.moved_to(JobState.COMPLETED, result=r) for task, r in txn.done]
+            try:
+                self._journal.commit(cur, completed, in_transaction=True)
+            except duckdb.TransactionException as exc:
+                log.debug("a transaction of %d jobs conflicted: %s", len(txn.done), exc)
+                again = []
+                for task in txn.tasks:
+                    task.conflicts += 1
+                    if task.conflicts < _MAX_ATTEMPTS:
+                        again.append(task)
+                    else:
+                        self._fail(cur, task.job, str(exc))
+                self._again(tasks, again)
+
+    def _after_error(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        batch: Batch,
+        tasks: deque[_Task],
+        txn: _Transaction,
+        exc: Exception,
+    ) -> None:
+        """Decides what the job at the front of `tasks`, whose effect raised, comes to after
+        its transaction rolled back; the jobs whose effects were undone with it run again."""
+        task = tasks[0]
+        with self._journal.lock:
+            if self.tracker.closing:
+                return  # everything stays `running` and runs again after restart
+            again = self._settle_cancelled(cur, txn.tasks)
+            marks = self.tracker.take_marks(task.job.job_id)
+            if marks.cancelled:
+                self._commit_cancelled(cur, [task.job])
+                tasks.popleft()
+            elif marks.timed_out:
+                self._fail(cur, task.job, self._time_limit_message())
+                tasks.popleft()
+            elif txn.done:
+                # Speculative: the error may come from the uncommitted effects before it.
+                task.lead = True
+                if marks.evicted:
+                    self._hand_back(batch, tasks)
+                again.append(task)
+                tasks.popleft()
+            elif self._settle_error(cur, task, exc):
+                tasks.popleft()
+            else:
+                again.append(tasks.popleft())
+            self._again(tasks, again)
+
+    def _settle_error(self, cur: duckdb.DuckDBPyConnection, task: _Task, exc: Exception) -> bool:
+        """Fails a job that ran first in its transaction with its error; False if it is to run
+        again instead (a conflict, below the limit of attempts)."""
+        if isinstance(exc, duckdb.TransactionException):
+            task.conflicts += 1
+            log.debug("job %s conflicted (attempt %d): %s", task.job.job_id, task.conflicts, exc)
+            if task.conflicts < _MAX_ATTEMPTS:
+                return False
+            message = str(exc)
+        elif isinstance(exc, duckdb.InterruptException):
+            message = "the query was interrupted"
+        elif isinstance(exc, JobFailure | duckdb.Error):
+            message = str(exc)
+        else:
+            log.error("job %s failed unexpectedly", task.job.job_id, exc_info=exc)
+            message = f"internal error: {exc}"
+        self._fail(cur, task.job, message)
+        return True
+
+    def _hand_back(self, batch: Batch, tasks: deque[_Task]) -> None:
+        """Returns the jobs queued behind a slow one to the company's queue, for other
+        workers; they stay `running`, as a worker took them."""
+        behind = [tasks.pop() for _ in range(len(tasks) - 1)][::-1]
+        job_ids = [task.job.job_id for task in behind]
+        self.tracker.let_go(batch, job_ids)
+        self._requeue(job_ids)
+
+    def _again(self, tasks: deque[_Task], again: list[_Task]) -> None:
+        self.tracker.set_phase([task.job.job_id for task in again], Phase.WAITING)
+        tasks.extendleft(reversed(again))
+
+    def _settle_cancelled(self, cur: duckdb.DuckDBPyConnection, done: list[_Task]) -> list[_Task]:
+        """Commits the cancellation of the jobs among `done` (their effects rolled back) that
+        were cancelled meanwhile; returns the others."""
+        requested = self.tracker.cancel_requested([task.job.job_id for task in done])
+        self._commit_cancelled(cur, [task.job for task in done if task.job.job_id in requested])
+        return [task for task in done if task.job.job_id not in requested]
+
+    def _commit_cancelled(self, cur: duckdb.DuckDBPyConnection, jobs: list[Job]) -> None:
+        current = store.get_jobs(cur, [job.job_id for job in jobs])
+        self._journal.commit(
+            cur, [current.get(job.job_id, job).moved_to(JobState.CANCELLED) for job in jobs]
+        )
+
+    def _fail(self, cur: duckdb.DuckDBPyConnection, job: Job, message: str) -> None:
+        failure = Failure(message=readable(message), timestamp=now_iso(), value={})
+        self._journal.commit(cur, [job.moved_to(JobState.FAILED, failure=failure)])
+
+    def _time_limit_message(self) -> str:
+        return (
+            f"the job ran longer than its time limit of {self._timeout_s:g} s and was"
+            " stopped (the data plane's job_timeout_s, --job-timeout-s)"
+        )

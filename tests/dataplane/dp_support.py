@@ -1,11 +1,17 @@
-"""Helpers for the data plane tests: bounded waiting, an HTTP client, an SSE parser.
+"""Helpers for the data plane tests: bounded waiting, an HTTP client, an SSE parser, a data
+plane in a subprocess.
 
 A plain module (not conftest.py) so test modules can import it: `tests/` is not a package."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import os
+import re
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +26,7 @@ from dataplane.company import OPEN_CONFIG
 
 T = TypeVar("T")
 TERMINAL = {"completed", "failed", "cancelled"}
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 async def eventually(
@@ -114,6 +121,24 @@ class Running:
 
 PlaneFactory = Callable[..., Awaitable[Running]]
 
+
+def tokens_toml(
+    company_tokens: dict[str, str] | None = None, service_tokens: dict[str, str] | None = None
+) -> str:
+    """A tokens file for the tokens in clear (token → company, token → service name)."""
+    entries = [
+        f'[[tokens]]\ncompany = "{company}"\nname = "{company}-{index}"\n'
+        f'sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
+        for index, (token, company) in enumerate((company_tokens or {}).items())
+    ]
+    entries += [
+        f'[[service_tokens]]\nname = "{name}"\n'
+        f'sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
+        for token, name in (service_tokens or {}).items()
+    ]
+    return "\n".join(entries)
+
+
 EVENTS_CSV = "event_id,user_id,event_type,amount\n" + "".join(
     f"{i},{i % 7},{'purchase' if i % 3 == 0 else 'view'},{i * 1.5}\n" for i in range(1, 101)
 )
@@ -139,3 +164,43 @@ async def sse_events(
         else:
             key, _, value = line.partition(": ")
             event[key] = json.loads(value) if key == "data" else value
+
+
+@dataclass
+class Served:
+    """`python -m dataplane serve` in a subprocess; its log (stderr) goes to `log`."""
+
+    process: asyncio.subprocess.Process
+    url: str
+    log: Path
+
+    async def logged(self, text: str) -> None:
+        """Waits until the log has a line containing `text`."""
+
+        async def found() -> bool:
+            return text in self.log.read_text()
+
+        await eventually(found)
+
+
+@contextlib.asynccontextmanager
+async def dataplane_process(data_dir: Path, *args: str) -> AsyncIterator[Served]:
+    """Serves on a free loopback port; killed at the end unless the test stopped it."""
+    log = data_dir.parent / f"{data_dir.name}-{time.monotonic_ns()}.log"
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dataplane", "serve", "--listen", "127.0.0.1:0",
+            "--data-dir", str(data_dir), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=stderr,
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+        )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        match = re.search(r"http://[\d.]+:\d+", line)
+        assert match, (line, log.read_text())
+        yield Served(process, match.group(0), log)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import re
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +16,13 @@ from tests.dataplane.dp_support import (
     Client,
     PlaneFactory,
     Running,
+    dataplane_process,
     eventually,
     sse_events,
 )
 
 SLOW = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE i % 7 = 3"
 JOBS = 24
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 async def test_records_and_event_ids_survive_a_restart(
@@ -98,29 +93,6 @@ async def _events(running: Running, path: str, count: int) -> list[dict[str, Any
         return [event async for event in sse_events(response, limit=count)]
 
 
-@contextlib.asynccontextmanager
-async def dataplane_process(
-    data_dir: Path,
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    env.pop("DATAPLANE_TOKENS", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dataplane", "serve", "--listen", "127.0.0.1:0",
-        "--data-dir", str(data_dir), "--workers", "2",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        match = re.search(r"http://[\d.]+:\d+", line)
-        assert match, line
-        yield process, match.group(0)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
 def _ledger_at_kill(data_dir: Path) -> bool:
     """The killed process left work unfinished, and exactly the completed DML took effect."""
     with duckdb.connect(str(data_dir / "default.duckdb"), read_only=True) as con:
@@ -146,8 +118,8 @@ async def test_sigkill_while_jobs_run_then_restart_applies_each_dml_once(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     data_dir = tmp_path / "data"
-    async with dataplane_process(data_dir) as (process, url):
-        client = Client(url, session)
+    async with dataplane_process(data_dir, "--workers", "2") as served:
+        client = Client(served.url, session)
         ledger = await client.run(
             "materialize-view",
             {"nql": "SELECT 0::INTEGER AS n WHERE false", "dataset_name": "ledger"},
@@ -165,20 +137,113 @@ async def test_sigkill_while_jobs_run_then_restart_applies_each_dml_once(
             return done >= 2 and await _count(client, "state=running") >= 1
 
         await eventually(some_done_and_one_running)
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
+        served.process.send_signal(signal.SIGKILL)
+        await served.process.wait()
     assert _ledger_at_kill(data_dir)
 
-    async with dataplane_process(data_dir) as (process, url):
-        client = Client(url, session)
+    async with dataplane_process(data_dir, "--workers", "2") as served:
+        client = Client(served.url, session)
 
         async def all_completed() -> bool:
             return await _count(client, "state=completed&type=execute-dml") == JOBS
 
         await eventually(all_completed, timeout_s=90)
         assert await _count(client, "state=failed") == 0
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 30) == 0
+        served.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(served.process.wait(), 30) == 0
     with duckdb.connect(str(data_dir / "default.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT n, count(*) FROM company_data.ledger GROUP BY n ORDER BY n")
         assert rows.fetchall() == [(n, 1) for n in range(JOBS)]
+
+
+BURST = 300
+
+
+async def _submit_burst(client: Client) -> int:
+    """Submits BURST one-row inserts, 32 at a time, each under its own idempotency key; returns
+    how many submissions got an answer (the rest died with the server)."""
+    gate = asyncio.Semaphore(32)
+
+    async def one(n: int) -> bool:
+        async with gate:
+            nql = f"INSERT INTO company_data.ledger VALUES ({n})"
+            try:
+                await client.submit("execute-dml", {"nql": nql}, idempotency_key=f"burst-{n}")
+            except aiohttp.ClientError:
+                return False
+            return True
+
+    return sum(await asyncio.gather(*(one(n) for n in range(BURST))))
+
+
+def _exactly_the_completed_took_effect(data_dir: Path) -> int:
+    """Every completed job's row is in the ledger once, no other job's is, and every job's
+    record matches the durable change of its last event. Returns the unfinished jobs."""
+    with duckdb.connect(str(data_dir / "default.duckdb"), read_only=True) as con:
+        completed = {
+            int(key.removeprefix("burst-"))
+            for (key,) in con.execute(
+                "SELECT idempotency_key FROM _dataplane.jobs"
+                " WHERE type = 'execute-dml' AND state = 'completed'"
+            ).fetchall()
+        }
+        rows = con.execute("SELECT n, count(*) FROM company_data.ledger GROUP BY n").fetchall()
+        unfinished = con.execute(
+            "SELECT count(*) FROM _dataplane.jobs WHERE state IN ('pending', 'running')"
+        ).fetchall()
+        mismatched = con.execute(
+            "SELECT count(*) FROM _dataplane.jobs j LEFT JOIN _dataplane.changes c"
+            " ON c.event_id = j.last_event_id"
+            " WHERE c.job_id IS DISTINCT FROM j.job_id OR c.job->>'state' != j.state"
+        ).fetchall()
+    assert sorted(rows) == [(n, 1) for n in sorted(completed)]
+    assert mismatched == [(0,)]
+    return int(unfinished[0][0])
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_burst_leaves_each_batched_job_done_exactly_once(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    data_dir = tmp_path / "data"
+    async with dataplane_process(data_dir, "--workers", "2") as served:
+        client = Client(served.url, session)
+        await client.run(
+            "materialize-view",
+            {"nql": "SELECT 0::INTEGER AS n WHERE false", "dataset_name": "ledger"},
+        )
+        burst = asyncio.create_task(_submit_burst(client))
+
+        async def under_way() -> bool:
+            return await _count(client, "state=completed&type=execute-dml") >= 20
+
+        await eventually(under_way)
+        served.process.send_signal(signal.SIGKILL)
+        await served.process.wait()
+        answered = await burst
+    unfinished = _exactly_the_completed_took_effect(data_dir)
+    assert unfinished > 0 or answered < BURST, "the kill came after the burst"
+
+    async with dataplane_process(data_dir, "--workers", "2") as served:
+        client = Client(served.url, session)
+        assert await _submit_burst(client) == BURST  # the same keys: known jobs, or new ones
+
+        async def all_completed() -> bool:
+            return await _count(client, "state=completed&type=execute-dml") == BURST
+
+        await eventually(all_completed, timeout_s=90)
+        served.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(served.process.wait(), 30) == 0
+    assert _exactly_the_completed_took_effect(data_dir) == 0
+    with duckdb.connect(str(data_dir / "default.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM company_data.ledger").fetchall() == [(BURST,)]
+        ids = [
+            i
+            for (i,) in con.execute("SELECT event_id FROM _dataplane.changes ORDER BY 1").fetchall()
+        ]
+        histories = con.execute(
+            "SELECT list(job->>'state' ORDER BY event_id) FROM _dataplane.changes"
+            " WHERE type = 'execute-dml' GROUP BY job_id"
+        ).fetchall()
+    assert ids == list(range(1, len(ids) + 1)), "event ids continue across the crash"
+    assert {tuple(h) for (h,) in histories} == {("pending", "running", "completed")}

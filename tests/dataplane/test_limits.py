@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from dataplane.app import DataPlane
+from dataplane.auth import TokenTable
 from tests.dataplane.dp_support import Client, PlaneFactory, Running, eventually
 
 SLOW = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE i % 7 = 3"
@@ -53,7 +54,7 @@ async def test_a_job_over_its_time_limit_fails_naming_the_limit(
 
 
 async def test_healthz_and_metrics_show_a_saturated_plane(start_plane: PlaneFactory) -> None:
-    dp = await start_plane(workers=1, tokens={"tok": "acme"}, token="tok")
+    dp = await start_plane(workers=1, tokens=TokenTable.of({"tok": "acme"}), token="tok")
     slow = await dp.client.submit("materialize-view", {"nql": SLOW, "dataset_name": "slow"})
     await _state(dp, slow["job_id"], "running")
     queued = await dp.client.submit(
@@ -117,6 +118,8 @@ async def test_the_default_memory_limit_is_one_gibibyte(dp: Running) -> None:
         ({"job_timeout_s": 0}, "positive number of seconds"),
         ({"job_timeout_s": float("nan")}, "positive number of seconds"),
         ({"workers": 0}, "at least 1"),
+        ({"max_batch": 0}, "max_batch must be at least 1"),
+        ({"batch_window_s": -1.0}, "the batch window must be a positive number of seconds"),
     ],
 )
 def test_bad_limits_are_refused(tmp_path: Path, options: dict[str, Any], message: str) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dataplane.auth import TokenTable
 from tests.dataplane.dp_support import EVENTS_CSV, Client, PlaneFactory, Running
 
 
@@ -77,7 +78,9 @@ async def test_configuration_is_locked_with_external_access_off(dp: Running) -> 
     ],
 )
 async def test_one_company_cannot_reach_anothers_data(start_plane: PlaneFactory, nql: str) -> None:
-    plane = await start_plane(tokens={"tok-a": "acme", "tok-g": "globex"}, token="tok-g")
+    plane = await start_plane(
+        tokens=TokenTable.of({"tok-a": "acme", "tok-g": "globex"}), token="tok-g"
+    )
     await plane.client.load_csv("events", EVENTS_CSV)
     acme = Client(plane.client.url, plane.client.session, "tok-a")
     attach = await acme.run(

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from dataplane.auth import TokenTable
 from tests.dataplane.dp_support import EVENTS_CSV, Client, PlaneFactory, Running
 
 DML = {"type": "execute-dml", "input": {"nql": "DELETE FROM company_data.events WHERE false"}}
@@ -127,7 +128,9 @@ async def test_listing_filters_pages_and_orders(dp: Running) -> None:
 async def test_tokens_map_to_companies_that_cannot_see_each_other(
     start_plane: PlaneFactory,
 ) -> None:
-    acme = await start_plane(tokens={"tok-a": "acme", "tok-g": "globex"}, token="tok-a")
+    acme = await start_plane(
+        tokens=TokenTable.of({"tok-a": "acme", "tok-g": "globex"}), token="tok-a"
+    )
     globex_headers = {"Authorization": "Bearer tok-g"}
     await acme.client.load_csv("events", EVENTS_CSV)
     job = await acme.client.run("materialize-view", {"nql": "SELECT 1 AS x", "dataset_name": "v"})
