@@ -14,20 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from workflowd.store import db as db_module
-from workflowd.store.db import Database
+from workflowd.store.db import SqliteDatabase as Database
+from workflowd.store.sql import Conn
+from workflowd.store.writer import MAX_BATCH
 
 
-def insert(name: str) -> Callable[[sqlite3.Connection], str]:
-    def op(conn: sqlite3.Connection) -> str:
+def insert(name: str) -> Callable[[Conn], str]:
+    def op(conn: Conn) -> str:
         conn.execute("INSERT INTO probe (name) VALUES (?)", (name,))
         return name
 
     return op
 
 
-def names(conn: sqlite3.Connection) -> list[str]:
-    return [row[0] for row in conn.execute("SELECT name FROM probe ORDER BY id")]
+async def names(db: Database) -> list[str]:
+    async with db.reader() as reader:
+        return [row["name"] for row in await reader.fetch("SELECT name FROM probe ORDER BY id")]
 
 
 class Blocker:
@@ -37,7 +39,7 @@ class Blocker:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, conn: sqlite3.Connection) -> str:
+    def __call__(self, conn: Conn) -> str:
         conn.execute("INSERT INTO probe (name) VALUES ('blocker')")
         self.entered.set()
         if not self.release.wait(30):
@@ -46,7 +48,7 @@ class Blocker:
 
     async def hold(self, db: Database) -> asyncio.Future[str]:
         """Submit the blocking write and return once the writer thread is inside it."""
-        future = db.submit(self)
+        future = db.writer.submit(self)
         assert await asyncio.to_thread(self.entered.wait, 30), "the writer never ran the op"
         return future
 
@@ -55,7 +57,7 @@ class Blocker:
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(tmp_path / "w.db")
     await database.open()
-    await database.write(
+    await database.writer.submit(
         lambda conn: conn.execute(
             "CREATE TABLE probe (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)"
         )
@@ -65,51 +67,51 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 async def test_writes_queued_while_the_writer_is_busy_share_one_commit(db: Database) -> None:
-    before = db.commits
+    before = db.writer.commits
     blocker = Blocker()
     held = await blocker.hold(db)
-    writes = [db.submit(insert(f"w{i}")) for i in range(100)]
+    writes = [db.writer.submit(insert(f"w{i}")) for i in range(100)]
     # Nothing committed yet, and no caller resumed before its commit.
-    assert db.commits == before
+    assert db.writer.commits == before
     assert not any(w.done() for w in writes)
-    assert await db.read(names) == []
+    assert await names(db) == []
 
     blocker.release.set()
     assert await held == "blocker"
     assert await asyncio.gather(*writes) == [f"w{i}" for i in range(100)]
     # One commit for the blocker's batch, exactly one for the 100 writes queued behind it.
-    assert db.commits == before + 2
-    assert await db.read(names) == ["blocker", *(f"w{i}" for i in range(100))]
+    assert db.writer.commits == before + 2
+    assert await names(db) == ["blocker", *(f"w{i}" for i in range(100))]
 
 
 async def test_a_batch_is_capped_and_the_rest_commits_in_the_next(db: Database) -> None:
-    cap = db_module._MAX_BATCH
+    cap = MAX_BATCH
     count = cap + cap // 4
-    before = db.commits
+    before = db.writer.commits
     blocker = Blocker()
     held = await blocker.hold(db)
-    writes = [db.submit(insert(f"w{i}")) for i in range(count)]
+    writes = [db.writer.submit(insert(f"w{i}")) for i in range(count)]
     blocker.release.set()
     await held
     await asyncio.gather(*writes)
-    assert db.commits == before + 1 + 2  # the blocker, a full batch, then the remainder
-    assert len(await db.read(names)) == count + 1
+    assert db.writer.commits == before + 1 + 2  # the blocker, a full batch, then the remainder
+    assert len(await names(db)) == count + 1
 
 
 async def test_a_failing_change_in_a_batch_is_rolled_back_alone(db: Database) -> None:
-    def fails_after_writing(conn: sqlite3.Connection) -> str:
+    def fails_after_writing(conn: Conn) -> str:
         conn.execute("INSERT INTO probe (name) VALUES ('half-done')")
         raise ValueError("this change gives up after its first statement")
 
-    before = db.commits
+    before = db.writer.commits
     blocker = Blocker()
     held = await blocker.hold(db)
     batch = [
-        db.submit(insert("a")),
-        db.submit(fails_after_writing),
-        db.submit(insert("b")),
-        db.submit(insert("a")),  # UNIQUE violation: fails in SQLite itself
-        db.submit(insert("c")),
+        db.writer.submit(insert("a")),
+        db.writer.submit(fails_after_writing),
+        db.writer.submit(insert("b")),
+        db.writer.submit(insert("a")),  # UNIQUE violation: fails in SQLite itself
+        db.writer.submit(insert("c")),
     ]
     blocker.release.set()
     await held
@@ -122,5 +124,5 @@ async def test_a_failing_change_in_a_batch_is_rolled_back_alone(db: Database) ->
     assert isinstance(results[3], sqlite3.IntegrityError)
     assert results[4] == "c"
     # The failures did not cost the batch its single commit, nor leave half their changes.
-    assert db.commits == before + 2
-    assert await db.read(names) == ["blocker", "a", "b", "c"]
+    assert db.writer.commits == before + 2
+    assert await names(db) == ["blocker", "a", "b", "c"]

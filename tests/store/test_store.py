@@ -113,7 +113,7 @@ async def test_writes_survive_reopening_and_other_companies_see_nothing(tmp_path
     assert (await store.get_run("local", "r1")).status == RunStatus.PENDING
     with pytest.raises(WorkflowdError):
         await store.get_run("another-company", "r1")
-    assert await store.active_runs() == [("local", "r1")]
+    assert await store.active_runs() == ["r1"]
     await store.aclose()
     with pytest.raises(WorkflowdError):
         await store.get_run("local", "r1")

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from workflowd.domain.definition import Schedule
-from workflowd.domain.run import NewRun, Run, RunEvent
+from workflowd.domain.run import NewRun, RunEvent
 
 
 class OverlapPolicy(StrEnum):
@@ -172,6 +172,7 @@ class FireRequest:
 class FireResult:
     decision: FireDecision | None
     """None when the instant was already decided, or the schedule moved on meanwhile."""
-    run: Run | None = None
+    run_id: str = ""
+    """The run the fire created, if any."""
     events: tuple[RunEvent, ...] = ()
     cancelled: tuple[str, ...] = ()

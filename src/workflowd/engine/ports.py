@@ -123,7 +123,11 @@ class RunStore(Protocol):
 
     async def job_cancel_confirmed(self, job_id: str) -> None: ...
 
-    async def active_runs(self) -> list[tuple[str, str]]: ...
+    async def active_runs(self) -> list[str]:
+        """The ids of every active run, oldest first."""
+        ...
+
+    async def runs_by_id(self, run_ids: list[str]) -> list[Run]: ...
 
     async def events_after(
         self, company: str, run_id: str, after_seq: int, limit: int
@@ -187,7 +191,9 @@ class ScheduleStore(Protocol):
 
     async def due_schedules(self) -> list[tuple[str, datetime]]: ...
 
-    async def fire(self, request: FireRequest, next_at: datetime | None) -> FireResult: ...
+    async def fire(
+        self, request: FireRequest, next_at: datetime | None
+    ) -> tuple[FireResult, Run | None]: ...
 
     async def record_decision(
         self, workflow_id: str, decision: FireDecision, next_at: datetime | None

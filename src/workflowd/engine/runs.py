@@ -38,6 +38,7 @@ log = logging.getLogger("workflowd.engine")
 Ready = Callable[[], Awaitable[None]] | None
 
 _REPLAY_BATCH = 500
+_RECOVER_BATCH = 500
 MAX_REASON_CHARS = 500
 
 
@@ -151,17 +152,23 @@ class Runs:
 
     async def recover(self) -> int:
         """Resume every run that was active when the process last stopped (oldest first, so a
-        run that waits for another finds it already resumed)."""
+        run that waits for another finds it already resumed). Runs are read in batches and each
+        workflow version once: a restart with many active runs serves again within seconds."""
+        active = await self._deps.store.active_runs()
+        definitions: dict[tuple[str, str], WorkflowDefinition] = {}
         resumed = 0
-        for company, run_id in await self._deps.store.active_runs():
-            if self.launcher.running(run_id):
-                continue
-            run = await self._deps.store.get_run(company, run_id)
-            workflow = await self._definitions.get(
-                company, WorkflowRef(workflow_id=run.workflow_id, version=run.version)
-            )
-            self.launcher.start(run, await self._definitions.definition(workflow))
-            resumed += 1
+        for start in range(0, len(active), _RECOVER_BATCH):
+            for run in await self._deps.store.runs_by_id(active[start : start + _RECOVER_BATCH]):
+                if self.launcher.running(run.id):
+                    continue
+                key = (run.workflow_id, run.version)
+                if key not in definitions:
+                    workflow = await self._definitions.get(
+                        run.company, WorkflowRef(workflow_id=run.workflow_id, version=run.version)
+                    )
+                    definitions[key] = await self._definitions.definition(workflow)
+                self.launcher.start(run, definitions[key])
+                resumed += 1
         return resumed
 
     def refuse_new(self) -> None:

@@ -265,15 +265,15 @@ class Schedules:
         request = FireRequest(
             schedule.workflow_id, instant, schedule.version, catching_up, new, now
         )
-        result = await self._store.fire(request, following)
+        result, run = await self._store.fire(request, following)
         self._deps.crash_point("after_fire_commit")
         self._deps.hub.publish(list(result.events))
         self._deps.metrics.observe_events(result.events)
         reason = cancel_other_reason(instant)
         for run_id in result.cancelled:
             self._runs.launcher.request_cancel(run_id, reason)
-        if result.run is not None:
-            self._runs.launcher.start(result.run, definition)
+        if run is not None:
+            self._runs.launcher.start(run, definition)
         if result.decision is not None:
             self._observe(result.decision, catching_up)
 

@@ -4,14 +4,22 @@ clauses are ever spelled into the text)."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from workflowd.domain.page import Page
 from workflowd.store.paging import decode_token, encode_token
+from workflowd.store.sql import Dialect, marks
 
 T = TypeVar("T")
+
+
+class Reader(Protocol):
+    """A read-only connection inside a snapshot (one transaction) for the caller's reads."""
+
+    dialect: Dialect
+
+    async def fetch(self, sql: str, args: Sequence[object] = ()) -> list[Any]: ...
 
 
 class Select:
@@ -32,27 +40,27 @@ class Select:
     def where_in(self, column: str, values: Iterable[object]) -> Select:
         listed = list(values)
         if listed:
-            self.where(f"{column} IN ({', '.join('?' * len(listed))})", *listed)
+            self.where(f"{column} IN ({marks(len(listed))})", *listed)
         return self
 
-    def fetch(self, conn: sqlite3.Connection, order: str, limit: int) -> list[sqlite3.Row]:
+    async def fetch(self, reader: Reader, order: str, limit: int) -> list[Any]:
         sql = f"SELECT * FROM {self._table} WHERE {' AND '.join(self._clauses)}"
-        sql += f" ORDER BY {order} LIMIT ?"
-        return conn.execute(sql, (*self._args, limit)).fetchall()
+        return await reader.fetch(f"{sql} ORDER BY {order} LIMIT ?", (*self._args, limit))
 
 
-def keyset_page(
-    conn: sqlite3.Connection,
+async def keyset_page(
+    reader: Reader,
     select: Select,
     size: int,
     token: str,
     filter_key: str,
-    build: Callable[[Sequence[sqlite3.Row]], list[T]],
+    build: Callable[[Sequence[Any]], Awaitable[list[T]]],
 ) -> Page[T]:
     """Newest first by `seq`, continuing below the token's `seq`; `build` turns the page's rows
     into items in one go (so related rows load in one query, not one per item)."""
     after = decode_token(token, filter_key)
     select.where_if(after is not None, "seq < ?", after)
-    rows = select.fetch(conn, "seq DESC", size + 1)
+    rows = await select.fetch(reader, "seq DESC", size + 1)
     kept = rows[:size]
-    return Page(build(kept), [encode_token(r["seq"], filter_key) for r in kept], len(rows) > size)
+    items = await build(kept)
+    return Page(items, [encode_token(r["seq"], filter_key) for r in kept], len(rows) > size)

@@ -7,7 +7,6 @@ all in the caller's transaction. `close()` returns the events, to publish after 
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +25,7 @@ from workflowd.domain.run import (
     transition_task,
 )
 from workflowd.store.codec import dump, ts
+from workflowd.store.sql import Conn
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class _EventFields:
 
 
 class RunTx:
-    def __init__(self, conn: sqlite3.Connection, run_id: str, now: datetime) -> None:
+    def __init__(self, conn: Conn, run_id: str, now: datetime) -> None:
         row = conn.execute(
             "SELECT company, workflow_id, namespace, status, last_seq FROM runs WHERE id = ?",
             (run_id,),
@@ -155,8 +155,8 @@ class RunTx:
         """Remember a job that may still run although its task ended: it is cancelled in the
         background until the jobs system confirms, across restarts."""
         self._conn.execute(
-            "INSERT OR IGNORE INTO jobs_to_cancel (job_id, run_id, task_index, since)"
-            " VALUES (?, ?, ?, ?)",
+            "INSERT INTO jobs_to_cancel (job_id, run_id, task_index, since)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (job_id, self._run_id, index, ts(self._now)),
         )
 
@@ -196,7 +196,7 @@ class RunTx:
         cur = self._conn.execute(
             "INSERT INTO run_events (run_id, seq, company, workflow_id, namespace, type, time,"
             " run_status, task_index, task_name, task_status, job_id, error, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_seq",
             (
                 self._run_id, self._seq, self._company, self._workflow_id, self._namespace,
                 kind.value, ts(self._now), self.run_status.value, fields.task_index,
@@ -208,7 +208,7 @@ class RunTx:
             RunEvent(
                 run_id=self._run_id,
                 seq=self._seq,
-                global_seq=int(cur.lastrowid or 0),
+                global_seq=int(cur.fetchone()["global_seq"]),
                 type=kind,
                 time=self._now,
                 company=self._company,

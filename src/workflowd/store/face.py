@@ -1,0 +1,218 @@
+"""The store as the engine sees it (the ports of `engine/ports.py`): writes go to the
+group-committing writer as change functions, reads to a pooled reader. A write that produces
+something to show (a run, a workflow, a schedule) is read back after its commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from workflowd.domain.json import Json
+from workflowd.domain.page import Page
+from workflowd.domain.run import NewRun, Run, RunEvent, RunFilter, WatchFilter
+from workflowd.domain.schedule import (
+    Activation,
+    FireDecision,
+    FireRequest,
+    FireResult,
+    NextFire,
+    WorkflowSchedule,
+)
+from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
+from workflowd.store import reads, runs, schedules, workflows
+from workflowd.store.paging import page_size
+from workflowd.store.query import Reader
+from workflowd.store.runtx import RunTx
+from workflowd.store.sql import Conn
+from workflowd.store.writer import GroupWriter
+
+T = TypeVar("T")
+
+
+class Backend(Protocol):
+    writer: GroupWriter
+
+    def reader(self) -> AbstractAsyncContextManager[Reader]: ...
+
+    async def open(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Store:
+    def __init__(self, backend: Backend) -> None:
+        self.db = backend
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def aclose(self) -> None:
+        await self.db.aclose()
+
+    async def _read(self, query: Callable[[Reader], Awaitable[T]]) -> T:
+        async with self.db.reader() as reader:
+            return await query(reader)
+
+    async def _write(self, op: Callable[[Conn], T]) -> T:
+        return await self.db.writer.submit(op)
+
+    # --- workflows ----------------------------------------------------------------------------
+
+    async def save_version(
+        self, new: NewWorkflowVersion, next_fire: NextFire
+    ) -> tuple[Workflow, bool]:
+        def op(conn: Conn) -> workflows.Saved:
+            saved = workflows.save_version(conn, new)
+            if saved.created and saved.current:
+                schedules.follow_version(
+                    conn, saved.workflow_id, new.version, new.schedule, new.now, next_fire
+                )
+            return saved
+
+        saved = await self._write(op)
+        workflow = await self._read(
+            lambda r: reads.get_workflow(r, new.company, saved.workflow_id, saved.version)
+        )
+        return workflow, saved.created
+
+    async def get_workflow(
+        self,
+        company: str,
+        *,
+        workflow_id: str = "",
+        namespace: str = "",
+        name: str = "",
+        version: str = "",
+    ) -> Workflow:
+        async def query(reader: Reader) -> Workflow:
+            wid = workflow_id or await reads.find_workflow_id(reader, company, namespace, name)
+            return await reads.get_workflow(reader, company, wid, version or None)
+
+        return await self._read(query)
+
+    async def list_workflows(
+        self, company: str, filt: WorkflowFilter, size: int, token: str
+    ) -> Page[Workflow]:
+        n = page_size(size)
+        return await self._read(lambda r: reads.list_workflows(r, company, filt, n, token))
+
+    async def archive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow:
+        def op(conn: Conn) -> None:
+            workflows.archive(conn, company, workflow_id, now)
+            schedules.deactivate(conn, workflow_id, now, "the workflow was archived")
+
+        await self._write(op)
+        return await self._read(lambda r: reads.get_workflow(r, company, workflow_id))
+
+    # --- schedules ----------------------------------------------------------------------------
+
+    async def activate_schedule(
+        self, activation: Activation, next_fire: NextFire
+    ) -> WorkflowSchedule:
+        await self._write(lambda conn: schedules.activate(conn, activation, next_fire))
+        return await self.get_schedule(activation.company, activation.workflow_id)
+
+    async def deactivate_schedule(
+        self, company: str, workflow_id: str, now: datetime, reason: str
+    ) -> WorkflowSchedule:
+        await self.get_schedule(company, workflow_id)  # NOT_FOUND for another company's
+        await self._write(lambda conn: schedules.deactivate(conn, workflow_id, now, reason))
+        return await self.get_schedule(company, workflow_id)
+
+    async def get_schedule(self, company: str, workflow_id: str) -> WorkflowSchedule:
+        return await self._read(lambda r: reads.get_schedule(r, company, workflow_id))
+
+    async def schedule_of(self, workflow_id: str) -> WorkflowSchedule | None:
+        return await self._read(lambda r: reads.schedule_of(r, workflow_id))
+
+    async def list_schedules(
+        self, company: str, namespace: str, size: int, token: str
+    ) -> Page[WorkflowSchedule]:
+        n = page_size(size)
+        return await self._read(lambda r: reads.list_schedules(r, company, namespace, n, token))
+
+    async def due_schedules(self) -> list[tuple[str, datetime]]:
+        return await self._read(reads.due_schedules)
+
+    async def fire(
+        self, request: FireRequest, next_at: datetime | None
+    ) -> tuple[FireResult, Run | None]:
+        """The fire's result, and the run it created (read back after the commit)."""
+        result = await self._write(lambda conn: schedules.fire(conn, request, next_at))
+        if not result.run_id:
+            return result, None
+        return result, (await self._read(lambda r: reads.runs_by_id(r, [result.run_id])))[0]
+
+    async def record_decision(
+        self, workflow_id: str, decision: FireDecision, next_at: datetime | None
+    ) -> None:
+        await self._write(
+            lambda conn: schedules.record_decision(conn, workflow_id, decision, next_at)
+        )
+
+    async def create_backfill(
+        self, news: list[NewRun], sequential: bool
+    ) -> list[tuple[Run, list[RunEvent], bool]]:
+        made = await self._write(lambda conn: schedules.create_backfill(conn, news, sequential))
+        found = await self._read(lambda r: reads.runs_by_id(r, [run_id for run_id, _, _ in made]))
+        return [
+            (run, events, created) for run, (_, events, created) in zip(found, made, strict=True)
+        ]
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    async def create_run(self, new: NewRun) -> tuple[Run, list[RunEvent], bool]:
+        run_id, events, created = await self._write(lambda conn: runs.create_run(conn, new))
+        return await self.get_run(new.company, run_id), events, created
+
+    async def get_run(self, company: str, run_id: str) -> Run:
+        return await self._read(lambda r: reads.get_run(r, company, run_id))
+
+    async def runs_by_id(self, run_ids: list[str]) -> list[Run]:
+        return await self._read(lambda r: reads.runs_by_id(r, run_ids))
+
+    async def list_runs(self, company: str, filt: RunFilter, size: int, token: str) -> Page[Run]:
+        n = page_size(size)
+        return await self._read(lambda r: reads.list_runs(r, company, filt, n, token))
+
+    def update_run(
+        self, run_id: str, now: datetime, change: Callable[[RunTx], None]
+    ) -> asyncio.Future[list[RunEvent]]:
+        """Queue `change` to run in a transaction (in commit order) and return the future of
+        the events it appended, resolved once they are durable."""
+
+        def op(conn: Conn) -> list[RunEvent]:
+            tx = RunTx(conn, run_id, now)
+            change(tx)
+            return tx.close()
+
+        return self.db.writer.submit(op)
+
+    async def jobs_to_cancel(self) -> list[tuple[str, str]]:
+        """(job id, company) of every job still to be cancelled."""
+        return await self._read(reads.jobs_to_cancel)
+
+    async def job_cancel_confirmed(self, job_id: str) -> None:
+        await self._write(lambda conn: runs.forget_job_to_cancel(conn, job_id))
+
+    async def job_request(self, run_id: str, index: int) -> Json:
+        return await self._read(lambda r: reads.job_request(r, run_id, index))
+
+    async def active_runs(self) -> list[str]:
+        return await self._read(reads.active_runs)
+
+    async def events_after(
+        self, company: str, run_id: str, after_seq: int, limit: int
+    ) -> list[RunEvent]:
+        return await self._read(lambda r: reads.events_after(r, company, run_id, after_seq, limit))
+
+    async def events_after_global(
+        self, company: str, filt: WatchFilter, after: int, limit: int
+    ) -> list[RunEvent]:
+        return await self._read(lambda r: reads.events_after_global(r, company, filt, after, limit))
+
+    async def last_global_seq(self) -> int:
+        return await self._read(reads.last_global_seq)

@@ -1,0 +1,91 @@
+"""What the store's SQL runs on: a connection with one `execute`, rows read by column name, and
+the few fragments that differ between SQLite and PostgreSQL.
+
+Every statement is written once, with `?` placeholders; a dialect turns them into its own
+(psycopg takes `%s`). Only our own column names and clauses are ever spelled into SQL text;
+every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Row(Protocol):
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    placeholder: str
+    # `EXISTS (…)` true when the JSON array of tags in `workflows.tags` holds the bound value.
+    has_tag: str
+    # How the migrations' SQLite column types read in this dialect, longest first.
+    types: tuple[tuple[str, str], ...] = ()
+
+    def sql(self, text: str) -> str:
+        if self.placeholder == "?":
+            return text
+        return text.replace("%", "%%").replace("?", self.placeholder)
+
+    def ddl(self, text: str) -> str:
+        """A migration statement, written for SQLite, in this dialect."""
+        for sqlite_type, own in self.types:
+            text = text.replace(sqlite_type, own)
+        return text
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    placeholder="?",
+    has_tag="EXISTS (SELECT 1 FROM json_each(workflows.tags) WHERE value = ?)",
+)
+POSTGRESQL = Dialect(
+    name="postgresql",
+    placeholder="%s",
+    has_tag=(
+        "EXISTS (SELECT 1 FROM jsonb_array_elements_text(workflows.tags::jsonb) AS t(tag)"
+        " WHERE t.tag = ?)"
+    ),
+    # Sequences and counters outgrow 32 bits; REAL is single precision there.
+    types=(
+        ("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY"),
+        ("INTEGER", "BIGINT"),
+        ("REAL", "DOUBLE PRECISION"),
+    ),
+)
+
+
+class Conn(Protocol):
+    """One connection inside a transaction the caller owns."""
+
+    dialect: Dialect
+
+    def execute(self, sql: str, args: Sequence[object] = ()) -> Cursor: ...
+
+
+class SqliteConn:
+    """The standard library's connection, seen as a `Conn` (its `?` placeholders are ours)."""
+
+    dialect = SQLITE
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, args: Sequence[object] = ()) -> Cursor:
+        return self.raw.execute(sql, tuple(args))
+
+
+def marks(count: int) -> str:
+    """`?, ?, …` for an IN list of `count` values."""
+    return ", ".join("?" * count)

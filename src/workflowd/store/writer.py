@@ -1,0 +1,158 @@
+"""The group-committing writer: one thread, one connection, one transaction per batch.
+
+Every change queued while the writer was busy runs in the next transaction, each inside its
+own SAVEPOINT (a change that raises is rolled back alone; the batch goes on), and each caller's
+future resolves only once that transaction committed. Durability then costs one commit per
+batch, not one per change. The thread runs the store's synchronous change functions as they
+are (a `Conn` from `sql.py`), for SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from workflowd.domain.errors import Unavailable
+from workflowd.store.sql import Conn
+
+T = TypeVar("T")
+Op = Callable[[Conn], T]
+
+log = logging.getLogger("workflowd.store")
+
+MAX_BATCH = 512
+
+
+class WriterConn(Conn, Protocol):
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Pending:
+    op: Op[Any]
+    future: asyncio.Future[Any]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """An op that raised: its own changes were rolled back to its savepoint, the batch goes on."""
+
+    exc: Exception
+
+
+class GroupWriter:
+    def __init__(self, connect: Callable[[], WriterConn], begin: str, name: str) -> None:
+        self._connect = connect
+        self._begin = begin
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"workflowd-{name}-writer")
+        self._conn: WriterConn | None = None
+        self._queue: asyncio.Queue[_Pending | None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._commits = 0
+
+    async def run_once(self, op: Op[T]) -> T:
+        """Run `op` on the writer's thread and connection outside any batch (migrations)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: op(self._connection()))
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("the writer is already started")
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._loop(), name="store-writer")
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since `start` (one per batch, however many writes it
+        held): with the number of writes, how well commits are shared."""
+        return self._commits
+
+    def submit(self, op: Op[T]) -> asyncio.Future[T]:
+        """Queue a write now (keeping its place in commit order) and return its future."""
+        if self._closed or self._queue is None:
+            raise Unavailable("the store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(op, future))
+        return future
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None and self._queue is not None:
+            # The sentinel lets every write queued before the close commit and answer its caller.
+            self._queue.put_nowait(None)
+            await self._task
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._close_connection)
+        self._pool.shutdown(wait=True)
+
+    def _connection(self) -> WriterConn:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            batch: list[_Pending] = []
+            item = await self._queue.get()
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= MAX_BATCH or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            stopping = item is None
+            live = [p for p in batch if not p.future.cancelled()]
+            if not live:
+                continue
+            try:
+                outcomes = await loop.run_in_executor(self._pool, self._run_batch, live)
+            except Exception as exc:
+                log.exception("store batch failed")
+                outcomes = [exc] * len(live)
+            for pending, outcome in zip(live, outcomes, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(outcome, _Failure):
+                    pending.future.set_exception(outcome.exc)
+                elif isinstance(outcome, Exception):
+                    pending.future.set_exception(Unavailable(f"store write failed: {outcome}"))
+                else:
+                    pending.future.set_result(outcome)
+
+    def _run_batch(self, batch: list[_Pending]) -> list[Any]:
+        conn = self._connection()
+        conn.execute(self._begin)
+        results: list[Any] = []
+        try:
+            for pending in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append(pending.op(conn))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO SAVEPOINT op")
+                    results.append(_Failure(exc))
+                conn.execute("RELEASE SAVEPOINT op")
+            conn.execute("COMMIT")
+            self._commits += 1  # only the writer thread writes it; readers see a whole int
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                # The connection is unusable (e.g. the server went away): start afresh.
+                self._close_connection()
+            raise
+        return results
