@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from workflowd.cli import datasets, runs, schedules, serve, workflows
+from workflowd.cli import dataplane, datasets, runs, schedules, serve, workflows
 from workflowd.cli.common import CliError
+
+# When the reader of stdout goes away (`workflowd runs list | head -1`), exit as a C tool
+# killed by SIGPIPE does: shells report 128 + SIGPIPE = 141, scripts that run pipelines under
+# `set -o pipefail` already expect it, and it is not mistaken for 1 (an error, or `trigger
+# --watch`'s failed run). Python ignores SIGPIPE, so the closed pipe arrives as BrokenPipeError.
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Workflow orchestration daemon for data pipelines.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, workflows, runs, schedules, datasets):
+    for module in (serve, workflows, runs, schedules, datasets, dataplane):
         module.register(sub)
     return parser
 
@@ -25,12 +32,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe must surface here, not at interpreter exit
     except CliError as exc:
         print(f"workflowd: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        print("workflowd: interrupted", file=sys.stderr)
+        return runs.EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     return code
+
+
+def _discard_stdout() -> None:
+    """Python's recipe for a closed stdout: what is still buffered goes to /dev/null, or the
+    flush at exit would fail again and print a traceback of its own."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

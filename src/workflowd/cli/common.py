@@ -1,4 +1,4 @@
-"""What every subcommand shares: the error type, output format, and address options."""
+"""What every subcommand shares: the error type, output formats, and address options."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -27,12 +28,32 @@ def add_output_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_address_option(parser: argparse.ArgumentParser) -> None:
+def add_token_option(parser: argparse.ArgumentParser) -> None:
+    # A token is read from a file or the environment, never from the command line, where
+    # every user of the machine could read it in the process list.
     parser.add_argument(
-        "--address",
-        default=os.environ.get("WORKFLOWD_ADDRESS", "127.0.0.1:50051"),
-        help="workflowd gRPC address (env WORKFLOWD_ADDRESS, default 127.0.0.1:50051)",
+        "--token-file",
+        type=Path,
+        default=os.environ.get("WORKFLOWD_TOKEN_FILE"),
+        help="file holding the bearer token (env WORKFLOWD_TOKEN_FILE; or env WORKFLOWD_TOKEN)",
     )
+
+
+def token_of(args: argparse.Namespace) -> str:
+    """The company's bearer token ("" when none is given: a daemon without tokens)."""
+    if args.token_file is None:
+        return os.environ.get("WORKFLOWD_TOKEN", "").strip()
+    token = read_file(args.token_file, "--token-file").decode("utf-8", "replace").strip()
+    if not token:
+        raise CliError(f"--token-file {args.token_file}: the file is empty")
+    return token
+
+
+def read_file(path: Path, flag: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"{flag} {path}: {exc.strerror or exc}") from exc
 
 
 def add_dataplane_option(parser: argparse.ArgumentParser) -> None:
@@ -46,3 +67,18 @@ def add_dataplane_option(parser: argparse.ArgumentParser) -> None:
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
+
+
+def print_json_line(value: Any) -> None:
+    """One JSON Lines record, flushed: a stream's reader sees each event as it happens."""
+    sys.stdout.write(json.dumps(value, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [headers, *[["" if v is None else str(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        print(
+            "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
+        )

@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from workflowd.api.client import Client, to_dict
+from workflowd.api.client import to_dict
 from workflowd.cli import runs as runs_cli
-from workflowd.cli.common import CliError, add_address_option, add_output_option, print_json
-from workflowd.cli.refs import workflow_ref
+from workflowd.cli.common import CliError, add_output_option, print_json
+from workflowd.cli.connect import add_connection_options, call, client_of, workflow_id
 from workflowd.spec.fields import duration_seconds
 from workflowd.v1 import workflow_service_pb2 as pb
 
@@ -60,17 +60,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _common(parser: argparse.ArgumentParser, handler: Any) -> None:
-    add_address_option(parser)
+    add_connection_options(parser)
     add_output_option(parser)
     parser.set_defaults(handler=handler)
-
-
-async def _workflow_id(client: Client, ref: str) -> str:
-    fields = workflow_ref(ref)
-    if "id" in fields:
-        return fields["id"]
-    got = await runs_cli.call(client, "GetWorkflow", pb.GetWorkflowRequest(**fields))
-    return str(got.workflow.id)
 
 
 def _run(coro: Any) -> Any:
@@ -81,9 +73,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     window = _duration(args.catchup_window) if args.catchup_window else None
 
     async def go() -> Any:
-        async with Client(args.address) as client:
+        async with client_of(args) as client:
             request = pb.ScheduleWorkflowRequest(
-                workflow_id=await _workflow_id(client, args.ref),
+                workflow_id=await workflow_id(client, args.ref),
                 trigger_immediately=args.trigger_now,
             )
             if args.overlap:
@@ -95,7 +87,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 )
             if window is not None:
                 request.catchup_window.CopyFrom(window)
-            return await runs_cli.call(client, "ScheduleWorkflow", request)
+            return await call(client, "ScheduleWorkflow", request)
 
     response = _run(go())
     if args.output == "json":
@@ -109,9 +101,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_unschedule(args: argparse.Namespace) -> int:
     async def go() -> Any:
-        async with Client(args.address) as client:
-            request = pb.UnscheduleWorkflowRequest(workflow_id=await _workflow_id(client, args.ref))
-            return await runs_cli.call(client, "UnscheduleWorkflow", request)
+        async with client_of(args) as client:
+            request = pb.UnscheduleWorkflowRequest(workflow_id=await workflow_id(client, args.ref))
+            return await call(client, "UnscheduleWorkflow", request)
 
     response = _run(go())
     if args.output == "json":
@@ -124,11 +116,11 @@ def cmd_unschedule(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     async def go() -> Any:
-        async with Client(args.address) as client:
+        async with client_of(args) as client:
             request = pb.ListSchedulesRequest(
                 namespace=args.namespace, page_size=args.page_size, page_token=args.page_token
             )
-            return await runs_cli.call(client, "ListSchedules", request)
+            return await call(client, "ListSchedules", request)
 
     response = _run(go())
     if args.output == "json":
@@ -146,9 +138,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     async def go() -> Any:
-        async with Client(args.address) as client:
-            request = pb.GetScheduleRequest(workflow_id=await _workflow_id(client, args.ref))
-            return await runs_cli.call(client, "GetSchedule", request)
+        async with client_of(args) as client:
+            request = pb.GetScheduleRequest(workflow_id=await workflow_id(client, args.ref))
+            return await call(client, "GetSchedule", request)
 
     response = _run(go())
     if args.output == "json":
@@ -160,13 +152,13 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     async def go() -> int:
-        async with Client(args.address) as client:
+        async with client_of(args) as client:
             request = pb.BackfillWorkflowRequest(
-                workflow_id=await _workflow_id(client, args.ref), parallel=args.parallel
+                workflow_id=await workflow_id(client, args.ref), parallel=args.parallel
             )
             request.start_time.CopyFrom(_timestamp(args.start, "--start"))
             request.end_time.CopyFrom(_timestamp(args.end, "--end"))
-            response = await runs_cli.call(client, "BackfillWorkflow", request)
+            response = await call(client, "BackfillWorkflow", request)
             if args.output == "json":
                 print_json(to_dict(response))
             else:

@@ -29,6 +29,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dataplane-listen", help="embedded data plane address (default :50052)")
     p.add_argument("--dataplane-workers", type=int, help="data plane worker threads")
     p.add_argument(
+        "--dataplane-job-timeout-s",
+        type=float,
+        help="a local job running longer fails (default 3600)",
+    )
+    p.add_argument(
+        "--dataplane-memory-limit", help="DuckDB memory limit per company (default 1GiB)"
+    )
+    p.add_argument(
         "--jobs-ca", help="CA certificate (PEM) the jobs API's certificate must chain to"
     )
     p.add_argument("--tokens-file", help="TOML file of token hashes and their companies")
@@ -58,6 +66,8 @@ def settings_of(args: argparse.Namespace) -> Settings:
             "jobs_token",
             "dataplane_listen",
             "dataplane_workers",
+            "dataplane_job_timeout_s",
+            "dataplane_memory_limit",
             "jobs_ca",
             "tokens_file",
             "tls_cert",
@@ -103,8 +113,12 @@ async def _serve(app: App) -> None:
     try:
         await app.start()
         bound = Address.parse(settings.listen, "listen").with_port(app.grpc_port)
+        metrics = ""
+        if app.http is not None:
+            http = Address.parse(settings.http_listen, "http_listen").with_port(app.http.port)
+            metrics = f"metrics http://{http}/metrics, "
         print(
-            f"workflowd serving gRPC on {bound} (jobs API {app.jobs_url}, "
+            f"workflowd serving gRPC on {bound} (jobs API {app.jobs_url}, {metrics}"
             f"data in {settings.data_dir})",
             flush=True,
         )

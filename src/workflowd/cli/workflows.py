@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from workflowd.api.client import Client, ClientError, to_dict
+from workflowd.api.client import to_dict
 from workflowd.cli import runs as runs_cli
-from workflowd.cli.common import CliError, add_address_option, add_output_option, print_json
+from workflowd.cli.common import CliError, add_output_option, print_json
+from workflowd.cli.connect import add_connection_options, call, client_of, workflow_id
 from workflowd.cli.refs import parse_input, workflow_ref
 from workflowd.spec import validate
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--schedule", action="store_true", help="activate its schedule right after")
     p.add_argument("--input", help="run input as JSON (with --trigger)")
     p.add_argument("--watch", action="store_true", help="follow the run (with --trigger)")
-    add_address_option(p)
+    add_connection_options(p)
     add_output_option(p)
     p.set_defaults(handler=cmd_apply)
 
@@ -41,18 +42,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--status", choices=("active", "archived"))
     p.add_argument("--page-size", type=int, default=50)
     p.add_argument("--page-token", default="")
-    add_address_option(p)
+    add_connection_options(p)
     add_output_option(p)
     p.set_defaults(handler=cmd_list)
     p = wsub.add_parser("get", help="show a workflow (REF: id or namespace/name)")
     p.add_argument("ref")
     p.add_argument("--version", default="")
-    add_address_option(p)
+    add_connection_options(p)
     add_output_option(p)
     p.set_defaults(handler=cmd_get)
     p = wsub.add_parser("archive", help="archive a workflow (REF: id or namespace/name)")
     p.add_argument("ref")
-    add_address_option(p)
+    add_connection_options(p)
     add_output_option(p)
     p.set_defaults(handler=cmd_archive)
 
@@ -103,8 +104,8 @@ async def _apply(args: argparse.Namespace) -> int:
     )
     if args.input is not None:
         request.input.CopyFrom(parse_input(args.input))
-    async with Client(args.address) as client:
-        response = await _call(client, "CreateWorkflow", request, str(args.file))
+    async with client_of(args) as client:
+        response = await call(client, "CreateWorkflow", request, str(args.file))
         if args.output == "json":
             print_json(to_dict(response))
         else:
@@ -120,18 +121,6 @@ async def _apply(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _call(client: Client, rpc: str, request: Any, source: str = "") -> Any:
-    try:
-        return await client.call(rpc, request)
-    except ClientError as exc:
-        lines = [exc.message]
-        lines += [
-            f"  {source}{field.removeprefix('specification')}: {why}"
-            for field, why in exc.violations
-        ]
-        raise CliError("\n".join(lines)) from exc
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     status = {"active": pb.WORKFLOW_STATUS_ACTIVE, "archived": pb.WORKFLOW_STATUS_ARCHIVED}
     request = pb.ListWorkflowsRequest(
@@ -141,7 +130,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         page_size=args.page_size,
         page_token=args.page_token,
     )
-    response = asyncio.run(_once(args.address, "ListWorkflows", request))
+    response = asyncio.run(_once(args, "ListWorkflows", request))
     if args.output == "json":
         print_json(to_dict(response))
         return 0
@@ -154,14 +143,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _once(address: str, rpc: str, request: Any) -> Any:
-    async with Client(address) as client:
-        return await _call(client, rpc, request)
+async def _once(args: argparse.Namespace, rpc: str, request: Any) -> Any:
+    async with client_of(args) as client:
+        return await call(client, rpc, request)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
     request = pb.GetWorkflowRequest(version=args.version, **workflow_ref(args.ref))
-    response = asyncio.run(_once(args.address, "GetWorkflow", request))
+    response = asyncio.run(_once(args, "GetWorkflow", request))
     w = response.workflow
     if args.output == "json":
         print_json(to_dict(w))
@@ -178,12 +167,9 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_archive(args: argparse.Namespace) -> int:
     async def archive() -> Any:
-        async with Client(args.address) as client:
-            ref = workflow_ref(args.ref)
-            if "id" not in ref:
-                got = await _call(client, "GetWorkflow", pb.GetWorkflowRequest(**ref))
-                ref = {"id": got.workflow.id}
-            return await _call(client, "ArchiveWorkflow", pb.ArchiveWorkflowRequest(**ref))
+        async with client_of(args) as client:
+            request = pb.ArchiveWorkflowRequest(id=await workflow_id(client, args.ref))
+            return await call(client, "ArchiveWorkflow", request)
 
     response = asyncio.run(archive())
     if args.output == "json":
