@@ -12,6 +12,12 @@ from pathlib import Path
 from tests.conftest import REPO, venv_bin
 
 
+class ExitedBeforeReady(AssertionError):
+    def __init__(self, program: str, returncode: int | None, output: str) -> None:
+        super().__init__(f"{program} exited ({returncode}) before ready:\n{output}")
+        self.returncode = returncode
+
+
 class Process:
     def __init__(self, proc: asyncio.subprocess.Process, ready: re.Match[str]) -> None:
         self.proc = proc
@@ -34,7 +40,7 @@ class Process:
             while True:
                 line = (await proc.stdout.readline()).decode()
                 if not line:
-                    raise AssertionError(f"{argv[0]} exited before ready:\n{''.join(seen)}")
+                    raise ExitedBeforeReady(argv[0], await proc.wait(), "".join(seen))
                 seen.append(line)
                 match = re.search(ready, line)
                 if match:

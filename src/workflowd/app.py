@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import secrets
 from pathlib import Path
 
-from dataplane.app import DataPlane
 from workflowd import __version__
 from workflowd.address import Address
 from workflowd.api.auth import Authenticator
 from workflowd.api.server import GrpcServer, Tls
+from workflowd.api.tokens import TokenTable, load_tokens, sha256_hex
 from workflowd.datadir import DataDirLock
 from workflowd.domain.errors import InvalidRequest, WorkflowdError
 from workflowd.domain.json import JsonBounds
@@ -23,15 +24,17 @@ from workflowd.engine.orphans import OrphanJobs
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import ScheduleLimits, Schedules
 from workflowd.jobs import JobsClient, JobsClientConfig
+from workflowd.jobs.local import LocalDataPlane, LocalPlaneConfig
 from workflowd.observability import HttpEndpoint, LoopLagProbe
 from workflowd.scheduler.loop import SchedulerLoop
 from workflowd.settings import Settings
 from workflowd.spec import Limits
 from workflowd.spec.expressions import Evaluator
 from workflowd.store import SqliteStore
-from workflowd.tokens import load_tokens
 
 log = logging.getLogger("workflowd")
+
+DATAPLANE_TOKENS = "dataplane-tokens.toml"
 
 
 class App:
@@ -54,7 +57,9 @@ class App:
         self.evaluator = Evaluator()
         self.jobs_url = settings.jobs_url
         self.jobs: JobsClient | None = None
-        self.dataplane: DataPlaneHandle | None = None
+        self.dataplane: LocalDataPlane | None = None
+        # The daemon's own token for its embedded data plane, made afresh at each start.
+        self._service_token = secrets.token_urlsafe(32)
         self.grpc: GrpcServer | None = None
         self.http: HttpEndpoint | None = None
         self.orphans: OrphanJobs | None = None
@@ -78,21 +83,21 @@ class App:
         if s.tokens_file:
             self.authenticator.table = load_tokens(Path(s.tokens_file))
         await self.store.open()
+        jobs_token = s.jobs_token
         if s.embedded_dataplane:
-            self.dataplane = DataPlaneHandle(s.data_dir / "dataplane", s.dataplane_workers)
-            self.jobs_url = await self.dataplane.start(
-                Address.parse(s.dataplane_listen, "dataplane_listen")
-            )
+            jobs_token = await self._start_dataplane()
         self.jobs = JobsClient(
             JobsClientConfig(
                 base_url=self.jobs_url,
-                token=s.jobs_token or None,
+                token=jobs_token or None,
                 ca_file=s.jobs_ca or None,
                 retry_deadline_s=s.jobs_retry_deadline_s,
                 request_timeout_s=s.jobs_request_timeout_s,
             )
         )
         await self.jobs.start()
+        jobs = self.jobs
+        self.metrics.jobs_awaited.set_function(lambda: jobs.stats["awaited"])
         clock = self.clock
         self.definitions = definitions = Definitions(
             self.store, clock, Limits(s.max_spec_bytes, s.max_tasks)
@@ -142,8 +147,50 @@ class App:
             resumed,
         )
 
+    async def _start_dataplane(self) -> str:
+        """Start the local data plane in its own process; the token to call it with. With
+        companies configured it accepts each company's own token for that company's data,
+        and the daemon's service token for any company the daemon names."""
+        s = self.settings
+        address = Address.parse(s.dataplane_listen, "dataplane_listen")
+        tokens_file: Path | None = None
+        if self.authenticator.table is not None:
+            tokens_file = s.data_dir / DATAPLANE_TOKENS
+            self._write_dataplane_tokens(self.authenticator.table)
+        self.dataplane = LocalDataPlane(
+            LocalPlaneConfig(
+                data_dir=s.data_dir / "dataplane",
+                host=address.host,
+                port=address.port,
+                workers=s.dataplane_workers,
+                job_timeout_s=s.dataplane_job_timeout_s,
+                memory_limit=s.dataplane_memory_limit,
+                tokens_file=tokens_file,
+            )
+        )
+        self.jobs_url = await self.dataplane.start()
+        return "" if tokens_file is None else self._service_token
+
+    def _write_dataplane_tokens(self, table: TokenTable) -> None:
+        """The data plane's tokens file: the companies' token hashes, and the hash of the
+        daemon's service token (never the token itself), readable by this user only."""
+        lines = [
+            f'[[tokens]]\ncompany = "{p.company}"\nname = "{p.name}"\nsha256 = "{p.sha256}"\n'
+            for p in table.principals()
+        ]
+        taken = {p.name for p in table.principals()}
+        name = next(n for n in (f"workflowd-{i}" for i in range(len(taken) + 1)) if n not in taken)
+        digest = sha256_hex(self._service_token)
+        lines.append(f'[[service_tokens]]\nname = "{name}"\nsha256 = "{digest}"\n')
+        path = self.settings.data_dir / DATAPLANE_TOKENS
+        staged = path.with_suffix(".tmp")
+        staged.write_text("\n".join(lines))
+        staged.chmod(0o600)
+        staged.replace(path)  # the data plane never reads half a file
+
     def reload_tokens(self) -> None:
-        """SIGHUP: read the tokens file again; a bad file keeps the tokens in use."""
+        """SIGHUP: read the tokens file again (and hand it on to the embedded data plane); a
+        bad file keeps the tokens in use."""
         if not self.settings.tokens_file:
             return
         try:
@@ -152,6 +199,9 @@ class App:
             log.error("tokens not reloaded, the old ones stay in use: %s", exc.message)
             return
         self.authenticator.reload(table)
+        if self.dataplane is not None:
+            self._write_dataplane_tokens(table)
+            self.dataplane.reload()
 
     @property
     def drained(self) -> bool:
@@ -211,18 +261,3 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-
-
-class DataPlaneHandle:
-    """The embedded local data plane, served over HTTP on its own port so workflowd talks to
-    it exactly as to a remote jobs system."""
-
-    def __init__(self, data_dir: Path, workers: int) -> None:
-        self._plane = DataPlane(data_dir, workers=workers)
-
-    async def start(self, address: Address) -> str:
-        bound = await self._plane.start(address.host, address.port)
-        return f"http://{address.with_port(bound)}"
-
-    async def aclose(self) -> None:
-        await self._plane.aclose()

@@ -22,6 +22,8 @@ class Settings:
     http_listen: str = "127.0.0.1:9464"
     dataplane_listen: str = "127.0.0.1:50052"
     dataplane_workers: int = 2
+    dataplane_job_timeout_s: float = 3600.0
+    dataplane_memory_limit: str = "1GiB"
     jobs_url: str = ""
     jobs_token: str = ""
     jobs_retry_deadline_s: float = 300.0

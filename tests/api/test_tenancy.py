@@ -11,15 +11,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, eventually, subprocess_env, venv_bin
 from tests.engine.schedule_support import scheduled
-from workflowd.tokens import sha256_hex
+from workflowd.api.tokens import sha256_hex
 from workflowd.v1 import workflow_service_pb2 as pb
 
 TOKENS = {"tok-acme": ("acme", "acme-ci"), "tok-globex": ("globex", "globex-ci")}
@@ -224,3 +225,84 @@ async def test_a_revoked_token_stops_working_and_ends_its_open_streams(
             if response.event.run_id == still["run"]:
                 break
     others.cancel()
+
+
+async def plane_get(daemon: Daemon, path: str, token: str, **headers: str) -> tuple[int, Any]:
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession(daemon.jobs_url) as session,
+        session.get(path, headers={**auth, **headers}) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def test_each_company_has_its_own_data_in_the_embedded_data_plane(daemon: Daemon) -> None:
+    # Both companies build a dataset of the same name: each in its own database.
+    acme = await owned(daemon, ACME, "same-name")
+    globex = await owned(daemon, GLOBEX, "same-name")
+    for token, mine, theirs in (("tok-acme", acme, globex), ("tok-globex", globex, acme)):
+        status, jobs = await plane_get(daemon, "/jobs", token)
+        assert status == 200
+        runs = {job["metadata"]["workflow_run_id"] for job in jobs["records"]}
+        assert runs == {mine["run"]}, token
+        assert theirs["run"] not in runs
+        status, datasets = await plane_get(daemon, "/datasets", token)
+        assert status == 200
+        assert [d["dataset_name"] for d in datasets["records"]] == ["same_name"]
+    # A company's token cannot act for another company; no token gets nothing.
+    status, _ = await plane_get(daemon, "/jobs", "tok-acme", **{"X-Workflowd-Company": "globex"})
+    assert status == 403
+    status, _ = await plane_get(daemon, "/jobs", "")
+    assert status == 401
+
+
+async def test_a_token_revoked_by_reload_stops_working_on_the_data_plane(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    await owned(daemon, ACME, "acme-data")
+    assert (await plane_get(daemon, "/datasets", "tok-acme"))[0] == 200
+    tokens_file(tmp_path / "tokens.toml", {"tok-globex": TOKENS["tok-globex"]})
+    daemon.app.reload_tokens()  # what SIGHUP does; the data plane is told in turn
+
+    async def refused() -> bool:
+        return (await plane_get(daemon, "/datasets", "tok-acme"))[0] == 401
+
+    await eventually(refused)
+    # The daemon's own calls to the data plane go on, for the companies that remain.
+    still = await owned(daemon, GLOBEX, "globex-after")
+    got = await daemon.stub.GetRun(pb.GetRunRequest(run_id=still["run"]), metadata=GLOBEX)
+    assert got.run.status == pb.RUN_STATUS_COMPLETED
+
+
+async def test_the_cli_presents_its_token_from_the_environment_or_a_file(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    await owned(daemon, ACME, "acme-listed")
+    await owned(daemon, GLOBEX, "globex-unlisted")
+    token_file = tmp_path / "acme.token"
+    token_file.write_text("tok-acme\n")
+
+    async def workflows_list(*flags: str, **env: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            venv_bin("workflowd"), "workflows", "list", "--address", daemon.address, *flags,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=subprocess_env(**{"WORKFLOWD_TOKEN": "", **env}),
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    for flags, env in (
+        ((), {"WORKFLOWD_TOKEN": "tok-acme"}),
+        (("--token-file", str(token_file)), {}),
+    ):
+        code, out, err = await workflows_list(*flags, **env)
+        assert code == 0, err
+        assert "acme-listed" in out
+        assert "globex-unlisted" not in out
+    code, out, err = await workflows_list()
+    assert code == 1
+    assert out == ""
+    assert err.startswith("workflowd: UNAUTHENTICATED: ")
+    assert "Traceback" not in err

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from workflowd.api.tokens import Principal, TokenTable
 from workflowd.domain.errors import Unauthenticated
-from workflowd.tokens import Principal, TokenTable
 
 log = logging.getLogger("workflowd.api")
 

@@ -48,6 +48,9 @@ class TokenTable:
     def hashes(self) -> frozenset[str]:
         return frozenset(self._by_hash)
 
+    def principals(self) -> list[Principal]:
+        return list(self._by_hash.values())
+
     def principal(self, token: str) -> Principal | None:
         return self._by_hash.get(sha256_hex(token))
 

@@ -69,6 +69,11 @@ class EngineMetrics:
         self.active_schedules = Gauge(
             "workflowd_active_schedules", "Schedules the scheduler waits on", registry=self.registry
         )
+        self.jobs_awaited = Gauge(
+            "workflowd_jobs_awaited",
+            "Jobs whose end this process waits for (after a restart: the runs re-attached)",
+            registry=self.registry,
+        )
         self.jobs_api_errors = Counter(
             "workflowd_jobs_api_errors",
             "Jobs API calls that failed",
