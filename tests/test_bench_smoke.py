@@ -59,3 +59,27 @@ def test_scheduler_bench_reports_its_figures() -> None:
         value = result[key]
         assert isinstance(value, float), key
         assert value >= 0, key
+
+
+@pytest.mark.slow
+def test_recovery_bench_reports_its_figures() -> None:
+    result = last_json_line("recovery.py")
+    assert result["runs"] == result["in_flight_at_kill"] == 300
+    assert result["duplicate_jobs"] == 0
+    assert result["stuck_runs"] == 0
+    for key in ("serving_s", "reattached_s"):
+        value = result[key]
+        assert isinstance(value, float), key
+        assert value > 0, key
+
+
+@pytest.mark.slow
+def test_store_writes_bench_reports_its_figures() -> None:
+    result = last_json_line("store_writes.py")
+    for way in ("aiosqlite_per_change", "aiosqlite_grouped", "group_writer"):
+        figures = result[f"{way}_c1000"]
+        assert isinstance(figures, dict)
+        assert figures["changes_per_s"] > 0, way
+    batched = result["group_writer_c1000"]
+    assert isinstance(batched, dict)
+    assert batched["changes_per_commit"] > 1

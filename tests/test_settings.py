@@ -76,11 +76,21 @@ def test_unknown_key_in_the_file_is_refused(tmp_path: Path) -> None:
     assert "lisen" in info.value.message
 
 
-async def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flag", "setting"),
+    [
+        ("--listen", "listen"),
+        ("--http-listen", "http_listen"),
+        ("--dataplane-listen", "dataplane_listen"),
+    ],
+)
+async def test_serve_refuses_a_public_address_without_auth(
+    tmp_path: Path, flag: str, setting: str
+) -> None:
     proc = await asyncio.create_subprocess_exec(
         venv_bin("workflowd"),
         "serve",
-        "--listen",
+        flag,
         "0.0.0.0:0",
         "--data-dir",
         str(tmp_path),
@@ -89,6 +99,9 @@ async def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> No
     )
     _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 2
-    assert "not a loopback address" in err.decode()
-    assert "--insecure" in err.decode()
+    said = err.decode()
+    assert said.count("\n") == 1, said  # one sentence, no traceback
+    assert setting in said
+    assert "not a loopback address" in said
+    assert "--insecure" in said
     assert not (tmp_path / "workflowd.db").exists()

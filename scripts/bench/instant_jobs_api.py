@@ -134,6 +134,7 @@ class InstantJobsApi:
         app.router.add_get("/jobs/{job_id}", self._get)
         app.router.add_post("/jobs/{job_id}/cancel", self._cancel)
         app.router.add_get("/bench/timings", self._timings)
+        app.router.add_post("/bench/release", self._release)
         # The contract allows 500 ids in `GET /jobs?ids=`: ~18.5 KB of URL with UUIDs, more
         # than aiohttp's default 8190-byte request line (the data plane keeps that default).
         self._runner = web.AppRunner(
@@ -198,9 +199,19 @@ class InstantJobsApi:
             self._by_key[job.idempotency_key] = job
         self._publish(job)
         # One timer per job, not one task: ten thousand waiting jobs cost ten thousand handles.
-        loop = asyncio.get_running_loop()
-        job.timer = loop.call_later(self.delay_s, self._move, job, "completed")
+        # A negative delay holds every job until `POST /bench/release`.
+        if self.delay_s >= 0:
+            loop = asyncio.get_running_loop()
+            job.timer = loop.call_later(self.delay_s, self._move, job, "completed")
         return web.json_response(job.to_json(), status=201)
+
+    async def _release(self, _: web.Request) -> web.Response:
+        """Complete every held job now (with `--delay-s -1`), and from now on at once."""
+        self.delay_s = 0.0
+        held = [job for job in self.jobs.values() if job.state not in TERMINAL]
+        for job in held:
+            self._move(job, "completed")
+        return web.json_response({"released": len(held)})
 
     async def _get(self, request: web.Request) -> web.Response:
         job = self.jobs.get(request.match_info["job_id"])
@@ -403,7 +414,9 @@ async def _serve(host: str, port: int, delay_s: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT")
-    parser.add_argument("--delay-s", type=float, default=0.0, help="job duration")
+    parser.add_argument(
+        "--delay-s", type=float, default=0.0, help="job duration (negative: until released)"
+    )
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
     asyncio.run(_serve(host, int(port), args.delay_s))

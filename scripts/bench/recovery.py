@@ -1,16 +1,16 @@
 """workflowd restarted with many runs in flight: how soon it serves, how soon every run has
 re-attached to its job, and that no job was submitted twice and no run was left behind.
 
-`workflowd serve` (its own process) runs against the instant jobs API (its own process) whose
-jobs last `--delay-s` seconds. The bench triggers N runs of a one-task workflow, waits until the
-jobs API holds N jobs (every run is mid-job), kills the daemon with SIGKILL and starts it again
-on the same data directory. Then:
+`workflowd serve` (its own process) runs against the instant jobs API (its own process), which
+holds every job running until the bench releases them. The bench triggers N runs of a one-task
+workflow, waits until the jobs API holds N jobs (every run is mid-job), kills the daemon with
+SIGKILL and starts it again on the same data directory. Then:
 
 - serving_s: from the restart's exec to the daemon's ready line (printed once gRPC serves);
 - reattached_s: from the exec to the moment the daemon waits on all N jobs again
   (`workflowd_jobs_awaited` in /metrics, polled every 20 ms);
 - duplicate_jobs: jobs beyond one per (run, task), from the jobs API's own records;
-- stuck_runs: runs not COMPLETED once every job has ended and the daemon went idle.
+- stuck_runs: runs not COMPLETED once the jobs are released and the daemon went idle.
 
 Usage: `.venv/bin/python scripts/bench/recovery.py [--quick] [--runs 10000]`. The last line of
 output is one JSON object.
@@ -94,8 +94,8 @@ async def statuses(stub: pb_grpc.WorkflowServiceAsyncStub, workflow_id: str) -> 
             return found
 
 
-async def bench(runs: int, delay_s: float, work: Path) -> dict[str, Any]:
-    api, api_url = await spawn_instant_api(delay_s, work / "api.log")
+async def bench(runs: int, work: Path) -> dict[str, Any]:
+    api, api_url = await spawn_instant_api(-1.0, work / "api.log")
     data_dir = work / "workflowd"
     data_dir.mkdir()
     argv = workflowd_argv(data_dir, api_url)
@@ -127,11 +127,13 @@ async def bench(runs: int, delay_s: float, work: Path) -> dict[str, Any]:
 
                 await until(reattached, 120, "every run re-attached")
                 reattached_s = time.perf_counter() - started
+                async with session.post(f"{api_url}/bench/release") as resp:
+                    resp.raise_for_status()
 
                 async def idle() -> bool:
                     return await metric(session, metrics_url, "workflowd_active_runs") == 0
 
-                await until(idle, delay_s + 120, "every run ended")
+                await until(idle, 120, "every run ended")
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{second.ready.group(1)}") as ch:
                     ended = await statuses(pb_grpc.WorkflowServiceStub(ch), workflow_id)
             finally:
@@ -143,7 +145,6 @@ async def bench(runs: int, delay_s: float, work: Path) -> dict[str, Any]:
     return {
         "runs": runs,
         "in_flight_at_kill": in_flight,
-        "job_delay_s": delay_s,
         "trigger_s": round(trigger_s, 2),
         "serving_s": round(serving_s, 3),
         "reattached_s": round(reattached_s, 3),
@@ -170,18 +171,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (300 runs)")
     parser.add_argument("--runs", type=int, help="runs in flight (default 10000)")
-    parser.add_argument("--delay-s", type=float, help="job duration (default: by N)")
     parser.add_argument("--work-dir", type=Path, help="keep logs and databases here")
     args = parser.parse_args()
     runs = args.runs or (300 if args.quick else 10_000)
-    # Long enough that every job is still running when the restarted daemon re-attaches.
-    delay_s = args.delay_s or max(8.0, runs / 250)
     load_1m = os.getloadavg()[0]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="workflowd-recovery-") as tmp:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        figures = asyncio.run(bench(runs, delay_s, work))
+        figures = asyncio.run(bench(runs, work))
     figures["targets_met"] = {k: figures[k] <= limit for k, limit in TARGETS.items()}
     figures["load_avg_1m_at_start"] = round(load_1m, 2)
     figures["bench_seconds"] = round(time.perf_counter() - started, 1)

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -60,12 +62,14 @@ class Fleet:
     anchors: dict[str, float] = field(default_factory=dict)  # workflow id → epoch seconds
 
 
-async def bounded(calls: list[Any], limit: int = CONCURRENCY) -> list[Any]:
+async def bounded(calls: list[Callable[[], Any]], limit: int = CONCURRENCY) -> list[Any]:
+    """Make the calls, at most `limit` at a time (each is only started when its turn comes:
+    ten thousand started at once would flood the channel)."""
     slots = asyncio.Semaphore(limit)
 
-    async def one(call: Any) -> Any:
+    async def one(call: Callable[[], Any]) -> Any:
         async with slots:
-            return await call
+            return await call()
 
     return await asyncio.gather(*(one(c) for c in calls))
 
@@ -73,8 +77,9 @@ async def bounded(calls: list[Any], limit: int = CONCURRENCY) -> list[Any]:
 async def create_all(fleet: Fleet, count: int, version: str, every: str) -> None:
     responses = await bounded(
         [
-            fleet.stub.CreateWorkflow(
-                pb.CreateWorkflowRequest(specification=spec(i, version, every))
+            functools.partial(
+                fleet.stub.CreateWorkflow,
+                pb.CreateWorkflowRequest(specification=spec(i, version, every)),
             )
             for i in range(count)
         ]

@@ -119,7 +119,8 @@ class App:
         self.schedules = schedules = Schedules(
             deps, self.store, definitions, runs, ScheduleLimits(s.max_backfill_runs)
         )
-        # Before the API serves: no trigger or cancel can race the resumption of a stored run.
+        # Before the API serves, the launcher learns which runs it will resume (their executors
+        # start in the background): a cancel or a waiting run that arrives meanwhile is kept.
         resumed = await runs.recover()
         await self.orphans.resume()
         self.scheduler = SchedulerLoop(schedules, clock)

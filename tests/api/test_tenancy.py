@@ -274,7 +274,7 @@ async def test_a_token_revoked_by_reload_stops_working_on_the_data_plane(
     assert got.run.status == pb.RUN_STATUS_COMPLETED
 
 
-async def test_the_cli_presents_its_token_from_the_environment_or_a_file(
+async def test_the_cli_presents_its_token_from_the_environment_a_file_or_a_flag(
     daemon: Daemon, tmp_path: Path
 ) -> None:
     await owned(daemon, ACME, "acme-listed")
@@ -296,6 +296,7 @@ async def test_the_cli_presents_its_token_from_the_environment_or_a_file(
     for flags, env in (
         ((), {"WORKFLOWD_TOKEN": "tok-acme"}),
         (("--token-file", str(token_file)), {}),
+        (("--token", "tok-acme"), {}),
     ):
         code, out, err = await workflows_list(*flags, **env)
         assert code == 0, err

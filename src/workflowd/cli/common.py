@@ -29,18 +29,23 @@ def add_output_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_token_option(parser: argparse.ArgumentParser) -> None:
-    # A token is read from a file or the environment, never from the command line, where
-    # every user of the machine could read it in the process list.
+    parser.add_argument(
+        "--token",
+        help="bearer token; visible to every user of the machine in the process list, so "
+        "prefer env WORKFLOWD_TOKEN or --token-file",
+    )
     parser.add_argument(
         "--token-file",
         type=Path,
         default=os.environ.get("WORKFLOWD_TOKEN_FILE"),
-        help="file holding the bearer token (env WORKFLOWD_TOKEN_FILE; or env WORKFLOWD_TOKEN)",
+        help="file holding the bearer token (env WORKFLOWD_TOKEN_FILE)",
     )
 
 
 def token_of(args: argparse.Namespace) -> str:
     """The company's bearer token ("" when none is given: a daemon without tokens)."""
+    if args.token:
+        return str(args.token).strip()
     if args.token_file is None:
         return os.environ.get("WORKFLOWD_TOKEN", "").strip()
     token = read_file(args.token_file, "--token-file").decode("utf-8", "replace").strip()

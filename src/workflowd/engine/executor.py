@@ -59,7 +59,8 @@ class Intent:
     """A task whose exact job request is committed: the task is RUNNING in the store."""
 
     task: TaskDefinition
-    request: JobRequest
+    request: JobRequest | None
+    """None for an intent resumed with its job id known: nothing will be submitted for it."""
     task_input: Json
     started_at: datetime
     job_id: str = ""
@@ -183,11 +184,13 @@ class RunExecutor:
         self._task_began = asyncio.get_running_loop().time()
         stored = self._run.tasks[task.index]
         if stored.status == TaskStatus.RUNNING:
-            try:
-                request = await self._flow.stored_request(task)
-            except StepFailed as failure:
-                await self._end(task, stored.job_id, Ending.failed(failure, ""))
-                return None
+            request = None
+            if not stored.job_id:  # only a job that may not exist yet needs its request
+                try:
+                    request = await self._flow.stored_request(task)
+                except StepFailed as failure:
+                    await self._end(task, stored.job_id, Ending.failed(failure, ""))
+                    return None
             started = stored.started_at or self._deps.clock.now()
             return Intent(task, request, stored.input, started, stored.job_id, may_exist=True)
         if self._cancel.is_set():
@@ -232,16 +235,17 @@ class RunExecutor:
 
         After a cancel, nothing more is submitted: an intent an earlier process may have sent is
         looked up by its idempotency key instead (and then cancelled by `_wait`)."""
-        task = intent.task
+        task, request = intent.task, intent.request
+        assert request is not None, "an intent without a job id carries its request"
         if self._cancel.is_set():
-            key = intent.request.idempotency_key
+            key = request.idempotency_key
             found = await self._calls.find(task, key) if intent.may_exist else None
             if found is None:
                 return False
             intent.job_id = found.job_id
             return True
         self._deadlines.check_workflow(task, self._deps.clock.now())
-        info = await self._calls.submit(task, intent.request)
+        info = await self._calls.submit(task, request)
         self._deps.crash_point("after_submit")
         intent.job_id = info.job_id
         if not info.state.terminal:
@@ -536,6 +540,7 @@ def _log_event(event: RunEvent) -> None:
 
 def intent_recorder(intent: Intent) -> Callable[[RunTransaction], None]:
     """The change that commits a task's intent: RUNNING, with its input and exact request."""
+    assert intent.request is not None, "only a prepared intent is recorded"
     task, request = intent.task, intent.request.to_json()
 
     def record(tx: RunTransaction) -> None:

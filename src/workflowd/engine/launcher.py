@@ -28,6 +28,10 @@ class Launcher:
         self._waiters: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
         self._waiting: set[str] = set()
         self._releases: set[asyncio.Task[None]] = set()
+        # Runs found active at start whose executors are not started yet, and the cancels
+        # that arrived for them meanwhile.
+        self._expected: set[str] = set()
+        self._early_cancels: dict[str, str] = {}
         self._draining = False
 
     @property
@@ -37,16 +41,30 @@ class Launcher:
     def running(self, run_id: str) -> bool:
         return run_id in self._executors
 
+    def _live(self, run_id: str) -> bool:
+        """The run is executing, waiting to, or about to be resumed."""
+        return run_id in self._executors or run_id in self._waiting or run_id in self._expected
+
+    def expect(self, run_ids: list[str]) -> None:
+        """These runs will be started shortly (resumed after a restart)."""
+        self._expected.update(run_ids)
+
     def start(self, run: Run, definition: WorkflowDefinition) -> None:
         """Start the run's executor now, or once the run it waits for has ended."""
         if self._draining or run.id in self._executors or run.id in self._waiting:
             return  # a draining daemon leaves it stored as it is: the next start resumes it
+        self._expected.discard(run.id)
         after = run.after_run_id
-        if after and (after in self._executors or after in self._waiting):
+        if after and (
+            after in self._executors or after in self._waiting or after in self._expected
+        ):
             self._waiters[after].append((run.company, run.id))
             self._waiting.add(run.id)
             return
         executor = RunExecutor(self._deps, run, definition)
+        early = self._early_cancels.pop(run.id, None)
+        if early is not None:
+            executor.request_cancel(early)
         task = asyncio.create_task(executor.execute(), name=f"run-{run.id}")
         self._executors[run.id] = (executor, task)
         self._deps.metrics.active_runs.set(len(self._executors))
@@ -57,6 +75,8 @@ class Launcher:
         entry = self._executors.get(run_id)
         if entry is not None:
             entry[0].request_cancel(reason)
+        elif run_id in self._expected:
+            self._early_cancels[run_id] = reason
         elif run_id in self._waiting:
             for waiters in self._waiters.values():
                 for company, waiting_id in list(waiters):

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
-from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable
+from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable, WorkflowdError
 from workflowd.domain.json import Json
 from workflowd.domain.page import Page
 from workflowd.domain.run import (
@@ -56,6 +56,7 @@ class Runs:
         self._deps = deps
         self._definitions = definitions
         self.launcher = Launcher(deps, definitions)
+        self._resuming: asyncio.Task[None] | None = None
 
     async def trigger(self, company: str, request: TriggerRequest) -> Run:
         if self.launcher.draining:
@@ -151,31 +152,48 @@ class Runs:
         self.launcher.request_cancel(run_id, reason)
 
     async def recover(self) -> int:
-        """Resume every run that was active when the process last stopped (oldest first, so a
-        run that waits for another finds it already resumed). Runs are read in batches and each
-        workflow version once: a restart with many active runs serves again within seconds."""
+        """Resume every run that was active when the process last stopped; returns how many.
+
+        Only their ids are read before the API serves: the launcher then knows them, so a
+        cancel that arrives before a run's executor exists is kept for it, and a run created
+        to wait for one of them waits. The runs themselves are read in batches (oldest first,
+        each workflow version once) and started in the background, yielding to the API between
+        batches, so a restart with many runs in flight serves at once."""
         active = await self._deps.store.active_runs()
+        self.launcher.expect(active)
+        self._resuming = asyncio.create_task(self._resume(active), name="resume-runs")
+        return len(active)
+
+    async def _resume(self, active: Sequence[str]) -> None:
         definitions: dict[tuple[str, str], WorkflowDefinition] = {}
-        resumed = 0
         for start in range(0, len(active), _RECOVER_BATCH):
-            for run in await self._deps.store.runs_by_id(active[start : start + _RECOVER_BATCH]):
-                if self.launcher.running(run.id):
-                    continue
+            batch = [*active[start : start + _RECOVER_BATCH]]
+            for run in await self._deps.store.runs_by_id(batch):
                 key = (run.workflow_id, run.version)
-                if key not in definitions:
-                    workflow = await self._definitions.get(
-                        run.company, WorkflowRef(workflow_id=run.workflow_id, version=run.version)
-                    )
-                    definitions[key] = await self._definitions.definition(workflow)
+                try:
+                    if key not in definitions:
+                        ref = WorkflowRef(workflow_id=run.workflow_id, version=run.version)
+                        workflow = await self._definitions.get(run.company, ref)
+                        definitions[key] = await self._definitions.definition(workflow)
+                except WorkflowdError:
+                    log.exception("run %s cannot resume: its workflow cannot be read", run.id)
+                    continue
                 self.launcher.start(run, definitions[key])
-                resumed += 1
-        return resumed
+            await asyncio.sleep(0)  # let waiting API calls answer between batches
+
+    async def resumed(self) -> None:
+        """Wait until every run found at start has its executor (tests, benchmarks)."""
+        if self._resuming is not None:
+            await self._resuming
 
     def refuse_new(self) -> None:
         self.launcher.refuse_new()
 
     async def drain(self) -> None:
         """Stop every executor without touching stored state: a restart resumes them."""
+        if self._resuming is not None:
+            self._resuming.cancel("workflowd is draining")
+            await asyncio.gather(self._resuming, return_exceptions=True)
         await self.launcher.drain()
 
     async def watch(
@@ -187,6 +205,8 @@ class Runs:
             seen = await self._deps.store.events_after(company, run_id, after_seq - 1, 1)
             if not seen or seen[0].seq != after_seq:
                 raise InvalidRequest("after_seq", f"run {run_id} has no event {after_seq} yet")
+            if seen[0].terminal:
+                return  # the watcher has seen the end already
         sub = self._subscribe(lambda: self._deps.hub.subscribe_run(run_id))
         try:
             if on_subscribed is not None:
@@ -201,12 +221,9 @@ class Runs:
                         return
                 if len(replay) == _REPLAY_BATCH:
                     continue
-                if (await self.get(company, run_id)).status.terminal:
-                    # Everything up to the end is committed: one last read finishes the story
-                    # (empty when the watcher had already seen the terminal event).
-                    async for event in self._replay_to_end(company, run_id, last):
-                        yield event
-                    return
+                # Subscribed before the replay read: an event committed after that read is
+                # published after it, so it arrives live; without a terminal event so far the
+                # run had not ended, and its end will come live too.
                 async for event in self._live(sub, lambda e: e.seq, last):
                     yield event
                     last = event.seq
@@ -215,17 +232,6 @@ class Runs:
         finally:
             self._deps.hub.unsubscribe(sub, run_id)
             self._deps.metrics.watchers.set(self._deps.hub.watchers)
-
-    async def _replay_to_end(
-        self, company: str, run_id: str, after_seq: int
-    ) -> AsyncIterator[RunEvent]:
-        while True:
-            replay = await self._deps.store.events_after(company, run_id, after_seq, _REPLAY_BATCH)
-            for event in replay:
-                yield event
-                after_seq = event.seq
-            if len(replay) < _REPLAY_BATCH:
-                return
 
     async def watch_many(
         self, company: str, filt: WatchFilter, on_subscribed: Ready = None

@@ -49,8 +49,8 @@ class _AioReader:
         self._conn = conn
 
     async def fetch(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
-        async with self._conn.execute(sql, tuple(args)) as cursor:
-            return list(await cursor.fetchall())
+        # One trip to the connection's thread (execute, fetch and close there together).
+        return list(await self._conn.execute_fetchall(sql, tuple(args)))
 
 
 class SqliteDatabase:
@@ -89,22 +89,27 @@ class SqliteDatabase:
         return conn
 
     @asynccontextmanager
-    async def reader(self) -> AsyncIterator[Reader]:
-        """A pooled connection inside one read transaction (one consistent snapshot)."""
+    async def reader(self, snapshot: bool = True) -> AsyncIterator[Reader]:
+        """A pooled connection; with `snapshot`, inside one read transaction (one consistent
+        view for a read of several statements)."""
         if self._closed or self._idle is None:
             raise Unavailable("the store is closed")
         conn = await self._idle.get()
-        begin = asyncio.ensure_future(conn.execute("BEGIN"))
+        begin = asyncio.ensure_future(conn.execute("BEGIN")) if snapshot else None
         try:
-            await asyncio.shield(begin)
+            if begin is not None:
+                await asyncio.shield(begin)
             yield _AioReader(conn)
         finally:
-            # Statements run on the connection's own thread in the order they were sent, even
-            # those of a caller cancelled meanwhile (a watcher that went away): the transaction
-            # is ended after them, before anyone else gets the connection.
-            ending = asyncio.create_task(self._end_read(conn, begin))
-            self._ending.add(ending)
-            ending.add_done_callback(self._ending.discard)
+            if begin is None:
+                self._idle.put_nowait(conn)
+            else:
+                # Statements run on the connection's own thread in the order they were sent,
+                # even those of a caller cancelled meanwhile (a watcher that went away): the
+                # transaction is ended after them, before anyone else gets the connection.
+                ending = asyncio.create_task(self._end_read(conn, begin))
+                self._ending.add(ending)
+                ending.add_done_callback(self._ending.discard)
 
     async def _end_read(self, conn: aiosqlite.Connection, begin: asyncio.Future[Any]) -> None:
         assert self._idle is not None

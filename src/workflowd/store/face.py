@@ -1,6 +1,7 @@
 """The store as the engine sees it (the ports of `engine/ports.py`): writes go to the
-group-committing writer as change functions, reads to a pooled reader. A write that produces
-something to show (a run, a workflow, a schedule) is read back after its commit."""
+group-committing writer as change functions, reads to a pooled reader. A write that creates a
+run answers with it from inside its own transaction; a workflow or a schedule is read back
+through the pool after its commit."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ T = TypeVar("T")
 class Backend(Protocol):
     writer: GroupWriter
 
-    def reader(self) -> AbstractAsyncContextManager[Reader]: ...
+    def reader(self, snapshot: bool = True) -> AbstractAsyncContextManager[Reader]: ...
 
     async def open(self) -> None: ...
 
@@ -52,8 +53,10 @@ class Store:
     async def aclose(self) -> None:
         await self.db.aclose()
 
-    async def _read(self, query: Callable[[Reader], Awaitable[T]]) -> T:
-        async with self.db.reader() as reader:
+    async def _read(self, query: Callable[[Reader], Awaitable[T]], snapshot: bool = True) -> T:
+        """`query` on a pooled reader; `snapshot=False` for a read of one statement, which is
+        consistent by itself and then costs one trip to the reader's thread, not three."""
+        async with self.db.reader(snapshot) as reader:
             return await query(reader)
 
     async def _write(self, op: Callable[[Conn], T]) -> T:
@@ -135,16 +138,18 @@ class Store:
         return await self._read(lambda r: reads.list_schedules(r, company, namespace, n, token))
 
     async def due_schedules(self) -> list[tuple[str, datetime]]:
-        return await self._read(reads.due_schedules)
+        return await self._read(reads.due_schedules, snapshot=False)
 
     async def fire(
         self, request: FireRequest, next_at: datetime | None
     ) -> tuple[FireResult, Run | None]:
-        """The fire's result, and the run it created (read back after the commit)."""
-        result = await self._write(lambda conn: schedules.fire(conn, request, next_at))
-        if not result.run_id:
-            return result, None
-        return result, (await self._read(lambda r: reads.runs_by_id(r, [result.run_id])))[0]
+        """The fire's result, and the run it created."""
+
+        def op(conn: Conn) -> tuple[FireResult, Run | None]:
+            result = schedules.fire(conn, request, next_at)
+            return result, runs.written_run(conn, result.run_id) if result.run_id else None
+
+        return await self._write(op)
 
     async def record_decision(
         self, workflow_id: str, decision: FireDecision, next_at: datetime | None
@@ -156,17 +161,20 @@ class Store:
     async def create_backfill(
         self, news: list[NewRun], sequential: bool
     ) -> list[tuple[Run, list[RunEvent], bool]]:
-        made = await self._write(lambda conn: schedules.create_backfill(conn, news, sequential))
-        found = await self._read(lambda r: reads.runs_by_id(r, [run_id for run_id, _, _ in made]))
-        return [
-            (run, events, created) for run, (_, events, created) in zip(found, made, strict=True)
-        ]
+        def op(conn: Conn) -> list[tuple[Run, list[RunEvent], bool]]:
+            made = schedules.create_backfill(conn, news, sequential)
+            return [(runs.written_run(conn, run_id), events, new) for run_id, events, new in made]
+
+        return await self._write(op)
 
     # --- runs ---------------------------------------------------------------------------------
 
     async def create_run(self, new: NewRun) -> tuple[Run, list[RunEvent], bool]:
-        run_id, events, created = await self._write(lambda conn: runs.create_run(conn, new))
-        return await self.get_run(new.company, run_id), events, created
+        def op(conn: Conn) -> tuple[Run, list[RunEvent], bool]:
+            run_id, events, created = runs.create_run(conn, new)
+            return runs.written_run(conn, run_id), events, created
+
+        return await self._write(op)
 
     async def get_run(self, company: str, run_id: str) -> Run:
         return await self._read(lambda r: reads.get_run(r, company, run_id))
@@ -193,26 +201,30 @@ class Store:
 
     async def jobs_to_cancel(self) -> list[tuple[str, str]]:
         """(job id, company) of every job still to be cancelled."""
-        return await self._read(reads.jobs_to_cancel)
+        return await self._read(reads.jobs_to_cancel, snapshot=False)
 
     async def job_cancel_confirmed(self, job_id: str) -> None:
         await self._write(lambda conn: runs.forget_job_to_cancel(conn, job_id))
 
     async def job_request(self, run_id: str, index: int) -> Json:
-        return await self._read(lambda r: reads.job_request(r, run_id, index))
+        return await self._read(lambda r: reads.job_request(r, run_id, index), snapshot=False)
 
     async def active_runs(self) -> list[str]:
-        return await self._read(reads.active_runs)
+        return await self._read(reads.active_runs, snapshot=False)
 
     async def events_after(
         self, company: str, run_id: str, after_seq: int, limit: int
     ) -> list[RunEvent]:
-        return await self._read(lambda r: reads.events_after(r, company, run_id, after_seq, limit))
+        return await self._read(
+            lambda r: reads.events_after(r, company, run_id, after_seq, limit), snapshot=False
+        )
 
     async def events_after_global(
         self, company: str, filt: WatchFilter, after: int, limit: int
     ) -> list[RunEvent]:
-        return await self._read(lambda r: reads.events_after_global(r, company, filt, after, limit))
+        return await self._read(
+            lambda r: reads.events_after_global(r, company, filt, after, limit), snapshot=False
+        )
 
     async def last_global_seq(self) -> int:
-        return await self._read(reads.last_global_seq)
+        return await self._read(reads.last_global_seq, snapshot=False)

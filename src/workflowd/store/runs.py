@@ -8,7 +8,8 @@ transaction. Reads are in `reads.py`.
 from __future__ import annotations
 
 from workflowd.domain.errors import AlreadyExists
-from workflowd.domain.run import NewRun, RunEvent, RunStatus, TaskStatus
+from workflowd.domain.run import NewRun, Run, RunEvent, RunStatus, TaskStatus
+from workflowd.store import rows
 from workflowd.store.codec import dump, load, ts
 from workflowd.store.runtx import RunTx
 from workflowd.store.sql import Conn
@@ -31,6 +32,14 @@ def create_run(conn: Conn, new: NewRun) -> tuple[str, list[RunEvent], bool]:
                 )
             return str(row["id"]), [], False
     return new.id, insert_run(conn, new), True
+
+
+def written_run(conn: Conn, run_id: str) -> Run:
+    """The run as this transaction leaves it: a write that creates a run answers with it
+    without another trip to a reader."""
+    row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    tasks = conn.execute("SELECT * FROM tasks WHERE run_id = ? ORDER BY idx", (run_id,))
+    return rows.run(row, tasks.fetchall())
 
 
 def insert_run(conn: Conn, new: NewRun) -> list[RunEvent]:
