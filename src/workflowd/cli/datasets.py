@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workflowd.cli.common import (
     CliError,
@@ -18,7 +18,9 @@ from workflowd.cli.common import (
     token_of,
 )
 from workflowd.domain.errors import WorkflowdError
-from workflowd.jobs.datasets import DatasetsClient
+
+if TYPE_CHECKING:
+    from workflowd.jobs.datasets import DatasetsClient
 
 JsonObject = dict[str, Any]
 
@@ -48,6 +50,8 @@ def _common(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespa
 
 
 def _call(args: argparse.Namespace, action: Callable[[DatasetsClient], Awaitable[Any]]) -> Any:
+    from workflowd.jobs.datasets import DatasetsClient  # the HTTP client loads only when used
+
     async def run() -> Any:
         async with DatasetsClient(args.dataplane_url, token=token_of(args)) as client:
             return await action(client)

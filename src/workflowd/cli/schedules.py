@@ -15,7 +15,6 @@ from workflowd.api.client import to_dict
 from workflowd.cli import runs as runs_cli
 from workflowd.cli.common import CliError, add_output_option, print_json
 from workflowd.cli.connect import add_connection_options, call, client_of, workflow_id
-from workflowd.spec.fields import duration_seconds
 from workflowd.v1 import workflow_service_pb2 as pb
 
 _OVERLAP = ("skip", "buffer-one", "allow-all", "cancel-other")
@@ -209,6 +208,8 @@ def _utc(value: timestamp_pb2.Timestamp) -> str:
 
 
 def _duration(text: str) -> duration_pb2.Duration:
+    from workflowd.spec.fields import duration_seconds  # the language loads only when used
+
     match = _SHORT_DURATION.match(text)
     seconds = (
         int(match.group(1)) * _UNIT_S[match.group(2)] if match else duration_seconds(text.upper())

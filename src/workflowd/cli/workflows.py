@@ -13,7 +13,6 @@ from workflowd.cli import runs as runs_cli
 from workflowd.cli.common import CliError, add_output_option, print_json
 from workflowd.cli.connect import add_connection_options, call, client_of, workflow_id
 from workflowd.cli.refs import parse_input, workflow_ref
-from workflowd.spec import validate
 from workflowd.v1 import workflow_service_pb2 as pb
 
 
@@ -66,6 +65,8 @@ def _read(path: Path) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from workflowd.spec import validate  # the language loads only for the command that needs it
+
     result = validate(_read(args.file))
     if args.output == "json":
         print_json(
