@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import re
 import signal
@@ -22,7 +23,8 @@ class Process:
     def __init__(self, proc: asyncio.subprocess.Process, ready: re.Match[str]) -> None:
         self.proc = proc
         self.ready = ready
-        self._drain = asyncio.create_task(self._discard_output())
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=50)
+        self._drain = asyncio.create_task(self._read_output())
 
     @classmethod
     async def start(
@@ -47,11 +49,17 @@ class Process:
                     break
         return cls(proc, match)
 
-    async def _discard_output(self) -> None:
-        # Keep reading so a chatty child never blocks on a full pipe.
+    async def _read_output(self) -> None:
+        # Keep reading so a chatty child never blocks on a full pipe; the last lines stay.
         assert self.proc.stdout is not None
-        while await self.proc.stdout.read(65536):
-            pass
+        while True:
+            try:
+                line = await self.proc.stdout.readline()
+            except ValueError:  # a line beyond the stream's limit: keep a piece of it
+                line = await self.proc.stdout.read(65536)
+            if not line:
+                return
+            self.last_lines.append(line.decode(errors="replace"))
 
     async def wait(self, timeout_s: float = 60) -> int:
         async with asyncio.timeout(timeout_s):
@@ -91,13 +99,17 @@ async def start_dataplane(data_dir: Path) -> tuple[Process, str]:
 
 
 async def start_workflowd(
-    data_dir: Path, jobs_url: str, crash_point: str = "", listen: str = "127.0.0.1:0"
+    data_dir: Path,
+    jobs_url: str,
+    crash_point: str = "",
+    listen: str = "127.0.0.1:0",
+    extra: tuple[str, ...] = (),
 ) -> tuple[Process, str]:
-    """`workflowd serve` as a subprocess; with `crash_point`, the tests' own entry point that
-    makes it kill itself there."""
+    """`workflowd serve` as a subprocess (with `extra` flags); with `crash_point`, the tests'
+    own entry point that makes it kill itself there."""
     flags = [
         "--listen", listen, "--http-listen", "127.0.0.1:0", "--data-dir", str(data_dir),
-        "--jobs-url", jobs_url,
+        "--jobs-url", jobs_url, *extra,
     ]  # fmt: skip
     if crash_point:
         argv = [sys.executable, "-m", "tests.crashing_daemon", crash_point, *flags]

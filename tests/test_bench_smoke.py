@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tests.postgres import require_server
 
 BENCH = REPO / "scripts" / "bench"
 
@@ -83,3 +84,16 @@ def test_store_writes_bench_reports_its_figures() -> None:
     batched = result["group_writer_c1000"]
     assert isinstance(batched, dict)
     assert batched["changes_per_commit"] > 1
+
+
+@pytest.mark.slow
+def test_replicas_bench_reports_its_figures() -> None:
+    require_server()
+    result = last_json_line("replicas.py")
+    rates = result["runs_per_s"]
+    assert isinstance(rates, dict)
+    assert set(rates) == {"1", "2"}
+    assert all(isinstance(rate, float) and rate > 0 for rate in rates.values())
+    assert result["duplicate_jobs"] == 0
+    assert isinstance(result["adoption_s"], float)
+    assert result["adoption_s"] > 0

@@ -31,6 +31,8 @@ OWNED = {
     "grpc_reflection": {"api"},
     "sqlite3": {"store"},
     "aiosqlite": {"store"},
+    "psycopg": {"store"},
+    "psycopg_pool": {"store"},
     "duckdb": set(),
 }
 

@@ -105,3 +105,42 @@ async def test_serve_refuses_a_public_address_without_auth(
     assert "not a loopback address" in said
     assert "--insecure" in said
     assert not (tmp_path / "workflowd.db").exists()
+
+
+@pytest.mark.parametrize(
+    "store",
+    ["mysql://db/w", "/var/lib/workflowd.db", "sqlite://relative.db", "sqlite:relative.db"],
+)
+def test_a_store_url_must_be_sqlite_with_an_absolute_path_or_postgresql(store: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        Settings.load({"store": store}, {})
+    assert info.value.field == "store"
+    assert "sqlite:///ABSOLUTE/PATH or postgresql://" in info.value.message
+
+
+def test_the_store_url_from_flag_or_environment(tmp_path: Path) -> None:
+    assert Settings.load({}, {}).store == ""  # the SQLite file in the data directory
+    env = {"WORKFLOWD_STORE": "postgresql://u@db:5432/w"}
+    assert Settings.load({}, env).store == "postgresql://u@db:5432/w"
+    flags = {"store": f"sqlite://{tmp_path}/w.db"}
+    assert Settings.load(flags, env).store == f"sqlite://{tmp_path}/w.db"
+
+
+async def test_serve_refuses_an_unknown_store_scheme_in_one_sentence(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        venv_bin("workflowd"),
+        "serve",
+        "--store",
+        "mysql://admin:s3cret@db/w",
+        "--data-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 2
+    said = err.decode()
+    assert said.count("\n") == 1, said  # one sentence, no traceback
+    assert said.startswith("workflowd: store: mysql scheme is not a store")
+    assert "s3cret" not in said
+    assert not (tmp_path / "workflowd.db").exists()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import secrets
+import uuid
 from pathlib import Path
 
 from workflowd import __version__
@@ -21,6 +23,7 @@ from workflowd.engine.deps import EngineDeps, RunLimits
 from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
 from workflowd.engine.orphans import OrphanJobs
+from workflowd.engine.replicas import Replica, ReplicaSettings
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import ScheduleLimits, Schedules
 from workflowd.jobs import JobsClient, JobsClientConfig
@@ -30,7 +33,7 @@ from workflowd.scheduler.loop import SchedulerLoop
 from workflowd.settings import Settings
 from workflowd.spec import Limits
 from workflowd.spec.expressions import Evaluator
-from workflowd.store import SqliteStore
+from workflowd.store import make_store
 
 log = logging.getLogger("workflowd")
 
@@ -50,7 +53,7 @@ class App:
         self.clock = clock or SystemClock()
         self.crash_points = crash_points
         self.lock = DataDirLock(settings.data_dir)
-        self.store = SqliteStore(settings.data_dir / "workflowd.db")
+        self.store = make_store(settings.store, settings.data_dir / "workflowd.db")
         self.metrics = EngineMetrics()
         self.lag_probe = LoopLagProbe(self.metrics.loop_lag.observe)
         self.hub = EventHub()
@@ -68,6 +71,10 @@ class App:
         self.runs: Runs | None = None
         self.schedules: Schedules | None = None
         self.scheduler: SchedulerLoop | None = None
+        self.replica: Replica | None = None
+        # Set by a signal, or when this replica must stop (`failure` then says why).
+        self.stop = asyncio.Event()
+        self.failure = ""
         self.authenticator = Authenticator()
         self.grpc_port = 0
         self._serving = False
@@ -121,7 +128,25 @@ class App:
         )
         # Before the API serves, the launcher learns which runs it will resume (their executors
         # start in the background): a cancel or a waiting run that arrives meanwhile is kept.
-        resumed = await runs.recover()
+        # Alone on its store the daemon takes every active run; a replica those no live
+        # replica holds.
+        shared_log = self.store.shared_log()
+        if shared_log is not None:
+            self.replica = Replica(
+                deps,
+                runs,
+                ReplicaSettings(lease_s=s.replica_lease_s),
+                shared_log,
+                self._refresh_schedules,
+                self._stop_replica,
+            )
+            resumed = await self.replica.start()
+        else:
+            # The only daemon on its store (the data-directory lock): it takes every active
+            # run, under an identity of its own like a replica's, without a lease to renew.
+            now = clock.now()
+            await self.store.join(str(uuid.uuid4()), now, now)
+            resumed = await runs.recover(takeover=True)
         await self.orphans.resume()
         self.scheduler = SchedulerLoop(schedules, clock)
         schedules.attach(self.scheduler)
@@ -147,6 +172,15 @@ class App:
             self.jobs_url,
             resumed,
         )
+
+    async def _refresh_schedules(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.refresh()
+
+    def _stop_replica(self, reason: str) -> None:
+        log.critical("%s; stopping", reason)
+        self.failure = reason
+        self.stop.set()
 
     async def _start_dataplane(self) -> str:
         """Start the local data plane in its own process; the token to call it with. With
@@ -220,11 +254,15 @@ class App:
             await self.grpc.not_serving()
         if self.scheduler is not None:
             await self.scheduler.aclose()
+        if self.replica is not None:
+            await self.replica.aclose()
         if self.runs is not None:
             self.runs.refuse_new()
         self.hub.close()
         if self.runs is not None:
             await self.runs.drain()
+        if self.replica is not None and not self.failure:
+            await self.replica.leave()
         if self.orphans is not None:
             await self.orphans.aclose()
         if self.grpc is not None:

@@ -8,17 +8,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from workflowd.address import Address
 from workflowd.domain.errors import InvalidRequest
 
 _ENV_PREFIX = "WORKFLOWD_"
+_STORE_URLS = "sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DATABASE"
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     listen: str = "127.0.0.1:50051"
     data_dir: Path = Path(".workflowd")
+    # Empty: the SQLite file in the data directory.
+    store: str = ""
+    # Replicas on a shared (PostgreSQL) store: a replica that has not renewed its lease for
+    # this long is taken for dead, and its runs are adopted by the others.
+    replica_lease_s: float = 15.0
     http_listen: str = "127.0.0.1:9464"
     dataplane_listen: str = "127.0.0.1:50052"
     dataplane_workers: int = 2
@@ -61,6 +68,9 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        self._check_store()
+        if not 1.0 <= self.replica_lease_s <= 3600.0:
+            raise InvalidRequest("replica_lease_s", "must be between 1 and 3600 seconds")
         if self.log_format not in ("text", "json"):
             raise InvalidRequest("log_format", "must be text or json")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -76,6 +86,21 @@ class Settings:
                     "127.0.0.1, give --tokens-file, or pass --insecure to serve without "
                     "authentication",
                 )
+
+    def _check_store(self) -> None:
+        if not self.store:
+            return
+        # Named by its scheme only: the URL may hold a password.
+        parts = urlsplit(self.store)
+        if parts.scheme in ("postgresql", "postgres"):
+            return
+        if parts.scheme != "sqlite":
+            scheme = parts.scheme or "no"
+            raise InvalidRequest("store", f"{scheme} scheme is not a store: give {_STORE_URLS}")
+        if parts.netloc or not parts.path.startswith("/"):
+            raise InvalidRequest(
+                "store", f"a SQLite store needs an absolute path: give {_STORE_URLS}"
+            )
 
     @property
     def authenticated(self) -> bool:

@@ -2,7 +2,8 @@
 transaction (one COMMIT), and a write that fails inside that transaction is rolled back alone.
 
 The writer is held busy by a first write whose op blocks on a `threading.Event` inside the
-writer thread; everything submitted meanwhile queues up and must land in the next batch."""
+writer thread; everything submitted meanwhile queues up and must land in the next batch. Each
+test runs on each backend (`store_url`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from workflowd.store.db import SqliteDatabase as Database
+from workflowd.store import make_store
+from workflowd.store.face import Backend as Database
 from workflowd.store.sql import Conn
 from workflowd.store.writer import MAX_BATCH
 
@@ -54,16 +57,20 @@ class Blocker:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "w.db")
-    await database.open()
+async def db(store_url: str, tmp_path: Path) -> AsyncIterator[Database]:
+    store = make_store(store_url, tmp_path / "unused.db")
+    await store.open()
+    database = store.db
     await database.writer.submit(
         lambda conn: conn.execute(
-            "CREATE TABLE probe (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)"
+            conn.dialect.ddl(
+                "CREATE TABLE probe (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " name TEXT NOT NULL UNIQUE)"
+            )
         )
     )
     yield database
-    await database.aclose()
+    await store.aclose()
 
 
 async def test_writes_queued_while_the_writer_is_busy_share_one_commit(db: Database) -> None:
@@ -110,7 +117,7 @@ async def test_a_failing_change_in_a_batch_is_rolled_back_alone(db: Database) ->
         db.writer.submit(insert("a")),
         db.writer.submit(fails_after_writing),
         db.writer.submit(insert("b")),
-        db.writer.submit(insert("a")),  # UNIQUE violation: fails in SQLite itself
+        db.writer.submit(insert("a")),  # UNIQUE violation: fails in the database itself
         db.writer.submit(insert("c")),
     ]
     blocker.release.set()
@@ -121,7 +128,7 @@ async def test_a_failing_change_in_a_batch_is_rolled_back_alone(db: Database) ->
     assert isinstance(results[1], ValueError)
     assert "gives up" in str(results[1])
     assert results[2] == "b"
-    assert isinstance(results[3], sqlite3.IntegrityError)
+    assert isinstance(results[3], (sqlite3.IntegrityError, psycopg.IntegrityError))
     assert results[4] == "c"
     # The failures did not cost the batch its single commit, nor leave half their changes.
     assert db.writer.commits == before + 2

@@ -1,16 +1,18 @@
-"""The SQLite store on a real file: migrations, group commit, checked transitions."""
+"""The store on each backend (a SQLite file, a PostgreSQL schema): migrations, group commit,
+checked transitions, time order."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from tests.postgres import fresh_schema
 from workflowd.domain.definition import Schedule
-from workflowd.domain.errors import WorkflowdError
+from workflowd.domain.errors import InvalidRequest, WorkflowdError
 from workflowd.domain.run import (
     IllegalTransition,
     NewRun,
@@ -20,9 +22,10 @@ from workflowd.domain.run import (
     TaskStatus,
 )
 from workflowd.domain.workflow import NewWorkflowVersion
-from workflowd.store import SqliteStore
+from workflowd.store import Store, make_store
 from workflowd.store.migrations import MIGRATIONS
 from workflowd.store.runtx import RunTx
+from workflowd.store.sql import Conn
 
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 
@@ -32,13 +35,13 @@ def never_fires(spec: Schedule, anchor: datetime, after: datetime) -> datetime |
     raise AssertionError("no schedule to compute")
 
 
-async def open_store(path: Path) -> SqliteStore:
-    store = SqliteStore(path)
+async def open_store(url: str) -> Store:
+    store = make_store(url, Path("/nonexistent/unused.db"))
     await store.open()
     return store
 
 
-async def new_run(store: SqliteStore, run_id: str) -> None:
+async def new_run(store: Store, run_id: str) -> None:
     workflow, _ = await store.save_version(
         NewWorkflowVersion("local", "ns", "wf", "1.0.0", "spec", (), NOW), never_fires
     )
@@ -58,26 +61,83 @@ async def new_run(store: SqliteStore, run_id: str) -> None:
     )
 
 
-async def test_migrations_apply_once_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "w.db"
-    store = await open_store(path)
+async def test_migrations_apply_once_and_a_newer_schema_is_refused(store_url: str) -> None:
+    store = await open_store(store_url)
     await store.aclose()
-    store = await open_store(path)
+    store = await open_store(store_url)
+    async with store.db.reader() as reader:
+        found = await reader.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    assert [row["version"] for row in found] == list(range(1, len(MIGRATIONS) + 1))
+    await store.db.writer.submit(
+        lambda conn: conn.execute("INSERT INTO schema_migrations (version) VALUES (999)")
+    )
     await store.aclose()
-    with sqlite3.connect(path) as conn:
-        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
-        assert versions == list(range(1, len(MIGRATIONS) + 1))
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        conn.execute("INSERT INTO schema_migrations (version) VALUES (999)")
     with pytest.raises(WorkflowdError) as info:
-        await open_store(path)
+        await open_store(store_url)
     assert "newer than this workflowd knows" in info.value.message
 
 
+def test_a_store_url_of_another_kind_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        make_store("mysql://db/w", tmp_path / "w.db")
+    assert info.value.field == "store"
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite://{tmp_path}/w.db")
+    await store.aclose()
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_timestamps_compare_in_time_order(store_url: str) -> None:
+    """Timestamps are ISO-8601 text compared as strings: that is time order only byte-wise,
+    whatever the database's own collation."""
+    store = await open_store(store_url)
+    stamps = [
+        "2026-11-24T06:00:00.000000+00:00",
+        "2026-11-24T06:00:00.000001+00:00",
+        "2026-11-24T16:00:00.000000+00:00",
+        "2026-11-24T6:00:00.000000+00:00",  # not ours, but shows the collation in use
+        "2026-11-24Z",
+        "2026-11-24a",
+        "2026-11-24_",
+    ]
+
+    def write(conn: Conn) -> None:
+        conn.execute(conn.dialect.ddl("CREATE TABLE stamps (at TEXT NOT NULL)"))
+        for stamp in stamps:
+            conn.execute("INSERT INTO stamps (at) VALUES (?)", (stamp,))
+
+    await store.db.writer.submit(write)
+    async with store.db.reader() as reader:
+        ordered = [row["at"] for row in await reader.fetch("SELECT at FROM stamps ORDER BY at")]
+        due = await reader.fetch(
+            "SELECT at FROM stamps WHERE at <= ? ORDER BY at", ("2026-11-24T06:00:00.000001+00:00",)
+        )
+    await store.aclose()
+    assert ordered == sorted(stamps, key=str.encode)
+    assert [row["at"] for row in due] == stamps[:2]
+
+
+async def test_postgres_text_columns_compare_byte_wise() -> None:
+    """A database created with a linguistic collation (en_US…) must not reorder timestamps."""
+    with fresh_schema() as url:
+        store = await open_store(url)
+        async with store.db.reader() as reader:
+            found = await reader.fetch(
+                "SELECT table_name, column_name, collation_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND data_type = 'text'"
+            )
+        await store.aclose()
+    assert found
+    assert [r for r in found if r["collation_name"] != "C"] == []
+
+
 async def test_concurrent_writes_group_commit_and_a_failing_one_is_isolated(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
-    store = await open_store(tmp_path / "w.db")
+    store = await open_store(store_url)
     await new_run(store, "r1")
 
     def start(tx: RunTx) -> None:
@@ -104,16 +164,16 @@ async def test_concurrent_writes_group_commit_and_a_failing_one_is_isolated(
     await store.aclose()
 
 
-async def test_writes_survive_reopening_and_other_companies_see_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "w.db"
-    store = await open_store(path)
+async def test_writes_survive_reopening_and_other_companies_see_nothing(store_url: str) -> None:
+    store = await open_store(store_url)
     await new_run(store, "r1")
     await store.aclose()
-    store = await open_store(path)
+    store = await open_store(store_url)
     assert (await store.get_run("local", "r1")).status == RunStatus.PENDING
     with pytest.raises(WorkflowdError):
         await store.get_run("another-company", "r1")
-    assert await store.active_runs() == ["r1"]
+    await store.join("replica-a", NOW, NOW + timedelta(minutes=1))
+    assert await store.claim_runs(NOW, takeover=True, limit=10) == ["r1"]
     await store.aclose()
     with pytest.raises(WorkflowdError):
         await store.get_run("local", "r1")

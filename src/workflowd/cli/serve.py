@@ -24,6 +24,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--listen", help="gRPC address (default 127.0.0.1:50051)")
     p.add_argument("--data-dir", type=Path, help="state directory (default ./.workflowd)")
     p.add_argument("--config", type=Path, help="TOML settings file")
+    p.add_argument(
+        "--store",
+        help="sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DATABASE "
+        "(default: workflowd.db in the data directory)",
+    )
+    p.add_argument(
+        "--replica-lease-s",
+        type=float,
+        help="replicas on PostgreSQL: seconds before a silent replica's runs are adopted "
+        "(default 15)",
+    )
     p.add_argument("--http-listen", help="metrics and /healthz address (default 127.0.0.1:9464)")
     p.add_argument("--jobs-url", help="a remote jobs API; without it the local data plane runs")
     p.add_argument("--jobs-token", help="bearer token for the jobs API")
@@ -62,6 +73,8 @@ def settings_of(args: argparse.Namespace) -> Settings:
         for name in (
             "listen",
             "data_dir",
+            "store",
+            "replica_lease_s",
             "http_listen",
             "jobs_url",
             "jobs_token",
@@ -99,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(app: App) -> None:
-    """Run `app` until SIGTERM or SIGINT, then drain it."""
+    """Run `app` until SIGTERM or SIGINT (or until it must stop), then drain it."""
     try:
         asyncio.run(_serve(app))
     except DataDirInUse as exc:
@@ -108,14 +121,15 @@ def serve(app: App) -> None:
         raise CliError(exc.message, exit_code=2) from exc
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from exc
+    if app.failure:
+        raise CliError(app.failure)
 
 
 async def _serve(app: App) -> None:
     settings = app.settings
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, app.stop.set)
     loop.add_signal_handler(signal.SIGHUP, app.reload_tokens)
     try:
         await app.start()
@@ -129,6 +143,6 @@ async def _serve(app: App) -> None:
             f"data in {settings.data_dir})",
             flush=True,
         )
-        await stop.wait()
+        await app.stop.wait()
     finally:
         await app.drain()

@@ -3,6 +3,10 @@
 Each subscriber has a bounded queue. One that falls behind is marked lagging and stops receiving;
 its watcher then reads what it missed from the store, so a slow client never slows the engine or
 grows memory without bound.
+
+Alone on its store, the daemon publishes the events it commits as it commits them. Among
+replicas sharing a store, events are delivered only by the follower of the shared event log
+(`engine/replicas.py`), this replica's included: one order for every watcher, the log's.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class Subscription:
 class EventHub:
     def __init__(self, capacity: int = 1000) -> None:
         self._capacity = capacity
+        self._follows_log = False
         self._by_run: dict[str, set[Subscription]] = defaultdict(set)
         self._global: set[Subscription] = set()
         self._closed = False
@@ -97,7 +102,16 @@ class EventHub:
             if not subs:
                 del self._by_run[run_id]
 
+    def follow_log(self) -> None:
+        """From now on only `deliver` fans events out (replicas: the log's order for all)."""
+        self._follows_log = True
+
     def publish(self, events: Iterable[RunEvent]) -> None:
+        """Events this process has just committed."""
+        if not self._follows_log:
+            self.deliver(events)
+
+    def deliver(self, events: Iterable[RunEvent]) -> None:
         for event in events:
             for sub in self._by_run.get(event.run_id, ()):
                 sub.offer(event)

@@ -2,7 +2,9 @@
 
 A run created with `after_run_id` (a buffered or cancel-other fire, a backfill chain) waits
 until that run's executor has ended, then starts; it is read again from the store at that
-moment, since it may have been cancelled while it waited.
+moment, since it may have been cancelled while it waited. Among replicas, the run it waits
+for may execute on another one: it then waits until the store or the shared event log says
+that run has ended (`ended`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class Launcher:
         self._expected: set[str] = set()
         self._early_cancels: dict[str, str] = {}
         self._draining = False
+        self._shared = False
+        self._checks: set[asyncio.Task[None]] = set()
+
+    def share(self) -> None:
+        """Other replicas execute runs on the same store: a run may wait for one of theirs."""
+        self._shared = True
 
     @property
     def draining(self) -> bool:
@@ -49,17 +57,18 @@ class Launcher:
         """These runs will be started shortly (resumed after a restart)."""
         self._expected.update(run_ids)
 
-    def start(self, run: Run, definition: WorkflowDefinition) -> None:
-        """Start the run's executor now, or once the run it waits for has ended."""
+    def start(self, run: Run, definition: WorkflowDefinition, waited: bool = False) -> None:
+        """Start the run's executor now, or once the run it waits for has ended (`waited`: it
+        has)."""
         if self._draining or run.id in self._executors or run.id in self._waiting:
             return  # a draining daemon leaves it stored as it is: the next start resumes it
         self._expected.discard(run.id)
         after = run.after_run_id
-        if after and (
-            after in self._executors or after in self._waiting or after in self._expected
-        ):
+        if after and not waited and (self._shared or self._live(after)):
             self._waiters[after].append((run.company, run.id))
             self._waiting.add(run.id)
+            if not self._live(after):
+                self._check_ended(after)
             return
         executor = RunExecutor(self._deps, run, definition)
         early = self._early_cancels.pop(run.id, None)
@@ -84,13 +93,35 @@ class Launcher:
                         waiters.remove((company, waiting_id))
                         self._release_one(company, run_id)
 
+    def ended(self, run_id: str) -> None:
+        """The run has ended (here or on another replica): start the runs waiting for it."""
+        for company, waiting_id in self._waiters.pop(run_id, []):
+            self._release_one(company, waiting_id)
+
+    def _check_ended(self, run_id: str) -> None:
+        """Registered as waiting first, then read: an end the log delivers meanwhile is kept."""
+
+        async def check() -> None:
+            try:
+                found = await self._deps.store.runs_by_id([run_id])
+            except Exception:
+                log.exception("could not read run %s, which another run waits for", run_id)
+                return
+            if not found or found[0].status.terminal:
+                self.ended(run_id)
+
+        task = asyncio.create_task(check(), name=f"check-{run_id}")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
     def refuse_new(self) -> None:
         self._draining = True
 
     async def drain(self) -> None:
         """Stop every executor without touching stored state: a restart resumes them."""
         self.refuse_new()
-        tasks = [task for _, task in self._executors.values()] + list(self._releases)
+        tasks = [task for _, task in self._executors.values()]
+        tasks += [*self._releases, *self._checks]
         for task in tasks:
             task.cancel("workflowd is draining")
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -106,8 +137,7 @@ class Launcher:
                 "run %s stopped on an unexpected error", run_id, exc_info=exc,
                 extra={"run_id": run_id},
             )  # fmt: skip
-        for company, waiting_id in self._waiters.pop(run_id, []):
-            self._release_one(company, waiting_id)
+        self.ended(run_id)
 
     def _release_one(self, company: str, run_id: str) -> None:
         self._waiting.discard(run_id)
@@ -126,4 +156,4 @@ class Launcher:
             log.exception("run %s could not start after the run it waited for", run_id)
             return
         if not run.status.terminal:
-            self.start(run, definition)
+            self.start(run, definition, waited=True)

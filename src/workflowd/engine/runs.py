@@ -39,6 +39,7 @@ Ready = Callable[[], Awaitable[None]] | None
 
 _REPLAY_BATCH = 500
 _RECOVER_BATCH = 500
+_CLAIM_BATCH = 10_000
 MAX_REASON_CHARS = 500
 
 
@@ -56,7 +57,7 @@ class Runs:
         self._deps = deps
         self._definitions = definitions
         self.launcher = Launcher(deps, definitions)
-        self._resuming: asyncio.Task[None] | None = None
+        self._resuming: set[asyncio.Task[None]] = set()
 
     async def trigger(self, company: str, request: TriggerRequest) -> Run:
         if self.launcher.draining:
@@ -151,18 +152,29 @@ class Runs:
         self._deps.hub.publish(events)
         self.launcher.request_cancel(run_id, reason)
 
-    async def recover(self) -> int:
-        """Resume every run that was active when the process last stopped; returns how many.
+    async def recover(self, *, takeover: bool) -> int:
+        """Claim and resume the active runs this process is to execute; returns how many: with
+        `takeover` (the only daemon on its store) every one, else those of replicas whose lease
+        ran out.
 
-        Only their ids are read before the API serves: the launcher then knows them, so a
+        Only their ids are claimed before the API serves: the launcher then knows them, so a
         cancel that arrives before a run's executor exists is kept for it, and a run created
         to wait for one of them waits. The runs themselves are read in batches (oldest first,
         each workflow version once) and started in the background, yielding to the API between
         batches, so a restart with many runs in flight serves at once."""
-        active = await self._deps.store.active_runs()
-        self.launcher.expect(active)
-        self._resuming = asyncio.create_task(self._resume(active), name="resume-runs")
-        return len(active)
+        claimed = 0
+        while True:
+            ids = await self._deps.store.claim_runs(
+                self._deps.clock.now(), takeover=takeover, limit=_CLAIM_BATCH
+            )
+            claimed += len(ids)
+            if ids:
+                self.launcher.expect(ids)
+                task = asyncio.create_task(self._resume(ids), name="resume-runs")
+                self._resuming.add(task)
+                task.add_done_callback(self._resuming.discard)
+            if len(ids) < _CLAIM_BATCH:
+                return claimed
 
     async def _resume(self, active: Sequence[str]) -> None:
         definitions: dict[tuple[str, str], WorkflowDefinition] = {}
@@ -182,18 +194,18 @@ class Runs:
             await asyncio.sleep(0)  # let waiting API calls answer between batches
 
     async def resumed(self) -> None:
-        """Wait until every run found at start has its executor (tests, benchmarks)."""
-        if self._resuming is not None:
-            await self._resuming
+        """Wait until every run claimed so far has its executor (tests, benchmarks)."""
+        await asyncio.gather(*self._resuming)
 
     def refuse_new(self) -> None:
         self.launcher.refuse_new()
 
     async def drain(self) -> None:
         """Stop every executor without touching stored state: a restart resumes them."""
-        if self._resuming is not None:
-            self._resuming.cancel("workflowd is draining")
-            await asyncio.gather(self._resuming, return_exceptions=True)
+        resuming = [*self._resuming]
+        for task in resuming:
+            task.cancel("workflowd is draining")
+        await asyncio.gather(*resuming, return_exceptions=True)
         await self.launcher.drain()
 
     async def watch(

@@ -59,6 +59,14 @@ class SchedulerLoop:
             self.set(workflow_id, instant)
         self._task = asyncio.create_task(self._run(), name="scheduler")
 
+    async def refresh(self) -> None:
+        """Read every active schedule again (replicas: schedules activated, moved on or fired
+        by another replica, or left due by one that died mid-fire). A schedule another replica
+        fires as well is decided once: the store keeps one decision per instant."""
+        for workflow_id, instant in await self._target.due():
+            if self._next.get(workflow_id) != instant:
+                self.set(workflow_id, instant)
+
     def set(
         self, workflow_id: str, instant: datetime | None, wake_at: datetime | None = None
     ) -> None:

@@ -23,7 +23,7 @@ from workflowd.domain.schedule import (
     WorkflowSchedule,
 )
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
-from workflowd.store import reads, runs, schedules, workflows
+from workflowd.store import reads, replicas, runs, schedules, workflows
 from workflowd.store.paging import page_size
 from workflowd.store.query import Reader
 from workflowd.store.runtx import RunTx
@@ -46,9 +46,16 @@ class Backend(Protocol):
 class Store:
     def __init__(self, backend: Backend) -> None:
         self.db = backend
+        # The replica this process is (see `join`): the runs it creates are its own.
+        self.replica = ""
 
     async def open(self) -> None:
         await self.db.open()
+
+    def shared_log(self) -> Callable[[float], Awaitable[None]] | None:
+        """Where other processes may write this store too (replicas): a wait, bounded by its
+        argument in seconds, for their next commit; None for a store of one process."""
+        return None
 
     async def aclose(self) -> None:
         await self.db.aclose()
@@ -147,7 +154,10 @@ class Store:
 
         def op(conn: Conn) -> tuple[FireResult, Run | None]:
             result = schedules.fire(conn, request, next_at)
-            return result, runs.written_run(conn, result.run_id) if result.run_id else None
+            if not result.run_id:
+                return result, None
+            replicas.own(conn, [result.run_id], self.replica)
+            return result, runs.written_run(conn, result.run_id)
 
         return await self._write(op)
 
@@ -163,6 +173,7 @@ class Store:
     ) -> list[tuple[Run, list[RunEvent], bool]]:
         def op(conn: Conn) -> list[tuple[Run, list[RunEvent], bool]]:
             made = schedules.create_backfill(conn, news, sequential)
+            replicas.own(conn, [run_id for run_id, _, new in made if new], self.replica)
             return [(runs.written_run(conn, run_id), events, new) for run_id, events, new in made]
 
         return await self._write(op)
@@ -172,6 +183,8 @@ class Store:
     async def create_run(self, new: NewRun) -> tuple[Run, list[RunEvent], bool]:
         def op(conn: Conn) -> tuple[Run, list[RunEvent], bool]:
             run_id, events, created = runs.create_run(conn, new)
+            if created:
+                replicas.own(conn, [run_id], self.replica)
             return runs.written_run(conn, run_id), events, created
 
         return await self._write(op)
@@ -209,8 +222,26 @@ class Store:
     async def job_request(self, run_id: str, index: int) -> Json:
         return await self._read(lambda r: reads.job_request(r, run_id, index), snapshot=False)
 
-    async def active_runs(self) -> list[str]:
-        return await self._read(reads.active_runs, snapshot=False)
+    # --- replicas ------------------------------------------------------------------------------
+
+    async def join(self, replica: str, now: datetime, until: datetime) -> None:
+        await self._write(lambda conn: replicas.join(conn, replica, now, until))
+        self.replica = replica
+
+    async def renew(self, now: datetime, until: datetime) -> bool:
+        return await self._write(lambda conn: replicas.renew(conn, self.replica, now, until))
+
+    async def leave(self, now: datetime) -> None:
+        await self._write(lambda conn: replicas.leave(conn, self.replica, now))
+
+    async def claim_runs(self, now: datetime, *, takeover: bool, limit: int) -> list[str]:
+        return await self._write(
+            lambda conn: replicas.claim(conn, self.replica, now, takeover=takeover, limit=limit)
+        )
+
+    async def events_since(self, after: int, limit: int) -> list[RunEvent]:
+        """Every company's events after `after`, in log order (a replica's follower)."""
+        return await self._read(lambda r: reads.events_since(r, after, limit), snapshot=False)
 
     async def events_after(
         self, company: str, run_id: str, after_seq: int, limit: int

@@ -164,4 +164,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        # Replicas sharing one store: each holds a lease it renews while it lives, and a run
+        # belongs to the replica executing it; a run whose owner's lease ran out is adopted.
+        """
+        CREATE TABLE replicas (
+            id TEXT PRIMARY KEY,
+            lease_until TEXT NOT NULL,
+            started_at TEXT NOT NULL
+        )
+        """,
+        "ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+    ),
 )

@@ -11,7 +11,7 @@ from typing import Any
 from workflowd.domain.errors import NotFound
 from workflowd.domain.json import Json
 from workflowd.domain.page import Page
-from workflowd.domain.run import ACTIVE_RUN_STATUSES, Run, RunEvent, RunFilter, WatchFilter
+from workflowd.domain.run import Run, RunEvent, RunFilter, WatchFilter
 from workflowd.domain.schedule import FireDecision, WorkflowSchedule
 from workflowd.domain.workflow import Workflow, WorkflowFilter
 from workflowd.store import rows
@@ -99,14 +99,6 @@ async def job_request(reader: Reader, run_id: str, index: int) -> Json:
     return load(found[0]["job_request"]) if found else None
 
 
-async def active_runs(reader: Reader) -> list[str]:
-    active = [s.value for s in ACTIVE_RUN_STATUSES]
-    found = await reader.fetch(
-        f"SELECT id FROM runs WHERE status IN ({marks(len(active))}) ORDER BY seq", active
-    )
-    return [row["id"] for row in found]
-
-
 async def jobs_to_cancel(reader: Reader) -> list[tuple[str, str]]:
     """(job id, company) of every job still to be cancelled."""
     found = await reader.fetch(
@@ -137,6 +129,14 @@ async def events_after_global(
         .where_in("run_status", (s.value for s in filt.statuses))
     )
     return [rows.event(row) for row in await select.fetch(reader, "global_seq", limit)]
+
+
+async def events_since(reader: Reader, after: int, limit: int) -> list[RunEvent]:
+    found = await reader.fetch(
+        "SELECT * FROM run_events WHERE global_seq > ? ORDER BY global_seq LIMIT ?",
+        (after, limit),
+    )
+    return [rows.event(row) for row in found]
 
 
 async def last_global_seq(reader: Reader) -> int:

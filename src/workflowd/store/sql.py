@@ -8,6 +8,7 @@ every value is a bound parameter.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +31,11 @@ class Dialect:
     placeholder: str
     # `EXISTS (…)` true when the JSON array of tags in `workflows.tags` holds the bound value.
     has_tag: str
-    # How the migrations' SQLite column types read in this dialect, longest first.
+    # How the migrations' SQLite column types read in this dialect.
     types: tuple[tuple[str, str], ...] = ()
+    # Ends a SELECT whose rows a write then takes, so concurrent writers skip each other's rows
+    # instead of waiting (SQLite has one writer at a time and no such clause).
+    lock_rows: str = ""
 
     def sql(self, text: str) -> str:
         if self.placeholder == "?":
@@ -40,9 +44,14 @@ class Dialect:
 
     def ddl(self, text: str) -> str:
         """A migration statement, written for SQLite, in this dialect."""
-        for sqlite_type, own in self.types:
-            text = text.replace(sqlite_type, own)
-        return text
+        if not self.types:
+            return text
+        own = dict(self.types)
+        # One pass over whole words, longest type first: a replacement is never rewritten
+        # (`TEXT COLLATE "C"`, `BIGINT`) and no column name that contains a type is touched.
+        names = sorted(own, key=len, reverse=True)
+        pattern = r"\b(?:" + "|".join(re.escape(name) for name in names) + r")\b"
+        return re.sub(pattern, lambda found: own[found.group(0)], text)
 
 
 SQLITE = Dialect(
@@ -57,12 +66,16 @@ POSTGRESQL = Dialect(
         "EXISTS (SELECT 1 FROM jsonb_array_elements_text(workflows.tags::jsonb) AS t(tag)"
         " WHERE t.tag = ?)"
     ),
-    # Sequences and counters outgrow 32 bits; REAL is single precision there.
+    # Sequences and counters outgrow 32 bits; REAL is single precision there. Timestamps are
+    # ISO-8601 text compared as strings (`next_fire_at <= ?`), which is time order only
+    # byte-wise: a database's linguistic collation (en_US…) would not keep it.
     types=(
         ("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY"),
         ("INTEGER", "BIGINT"),
         ("REAL", "DOUBLE PRECISION"),
+        ("TEXT", 'TEXT COLLATE "C"'),
     ),
+    lock_rows=" FOR UPDATE SKIP LOCKED",
 )
 
 

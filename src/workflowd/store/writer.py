@@ -45,9 +45,18 @@ class _Failure:
 
 
 class GroupWriter:
-    def __init__(self, connect: Callable[[], WriterConn], begin: str, name: str) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], WriterConn],
+        begin: str,
+        name: str,
+        before_commit: str = "",
+    ) -> None:
         self._connect = connect
         self._begin = begin
+        # A statement that ends every batch before its COMMIT (PostgreSQL: tell the other
+        # replicas that the log has grown).
+        self._before_commit = before_commit
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"workflowd-{name}-writer")
         self._conn: WriterConn | None = None
         self._queue: asyncio.Queue[_Pending | None] | None = None
@@ -135,7 +144,13 @@ class GroupWriter:
 
     def _run_batch(self, batch: list[_Pending]) -> list[Any]:
         conn = self._connection()
-        conn.execute(self._begin)
+        try:
+            conn.execute(self._begin)
+        except Exception:
+            # The connection may be gone (a database server restarted): the next batch starts
+            # on a new one rather than failing on this one forever.
+            self._close_connection()
+            raise
         results: list[Any] = []
         try:
             for pending in batch:
@@ -146,6 +161,8 @@ class GroupWriter:
                     conn.execute("ROLLBACK TO SAVEPOINT op")
                     results.append(_Failure(exc))
                 conn.execute("RELEASE SAVEPOINT op")
+            if self._before_commit:
+                conn.execute(self._before_commit)
             conn.execute("COMMIT")
             self._commits += 1  # only the writer thread writes it; readers see a whole int
         except BaseException:

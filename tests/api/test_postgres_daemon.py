@@ -1,0 +1,87 @@
+"""A real daemon on PostgreSQL (`--store postgresql://…`): a workflow runs end to end through
+the gRPC API, and what it stored is in the database, not in a SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import Daemon, venv_bin
+from tests.engine.support import apply, finished, trigger, workflow
+from tests.postgres import fresh_schema
+from workflowd.v1 import workflow_service_pb2 as pb
+
+TWO_TASKS = workflow(
+    "on-postgres",
+    """\
+  - build:
+      call: CreateMaterializedViewIfNotExists
+      with: {nql: SELECT 1 AS one, datasetName: pg_one}
+      export: {as: '$context + {built: .datasetId}'}
+  - buildMore:
+      call: CreateMaterializedViewIfNotExists
+      with: {nql: SELECT 2 AS two, datasetName: pg_two}
+""",
+)
+
+
+@pytest.fixture
+async def store_url() -> AsyncIterator[str]:
+    with fresh_schema() as url:
+        yield url
+
+
+# `store_url` first: its schema is dropped after the daemon has drained, not before.
+async def test_a_daemon_on_postgresql_runs_a_workflow(
+    store_url: str, start_daemon: Callable[..., Awaitable[Daemon]]
+) -> None:
+    daemon = await start_daemon(store=store_url)
+    wf = await apply(daemon, TWO_TASKS)
+    run = await finished(daemon, (await trigger(daemon, wf.id)).id)
+
+    assert run.status == pb.RUN_STATUS_COMPLETED, run.error
+    assert [t.status for t in run.tasks] == [pb.TASK_STATUS_COMPLETED] * 2
+    assert "built" in dict(run.context)
+    with psycopg.connect(store_url) as conn:
+        stored = conn.execute("SELECT status FROM runs WHERE id = %s", (run.id,)).fetchone()
+        events = conn.execute(
+            "SELECT type FROM run_events WHERE run_id = %s ORDER BY global_seq", (run.id,)
+        ).fetchall()
+    assert stored == ("completed",)
+    assert events[0] == ("run_created",)
+    assert events[-1] == ("run_completed",)
+    assert not (daemon.data_dir / "workflowd.db").exists()
+
+
+async def serve_fails(tmp_path: Path, store: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        venv_bin("workflowd"),
+        "serve",
+        "--store",
+        store,
+        "--data-dir",
+        str(tmp_path),
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--dataplane-listen",
+        "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 2
+    said = err.decode()
+    assert said.count("\n") == 1, said  # one sentence, no traceback
+    return said
+
+
+async def test_serve_refuses_an_unreachable_server_in_one_sentence(tmp_path: Path) -> None:
+    said = await serve_fails(tmp_path, "postgresql://someone:s3cret@127.0.0.1:1/w")
+    assert "127.0.0.1:1" in said
+    assert "s3cret" not in said
