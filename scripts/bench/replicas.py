@@ -7,6 +7,8 @@ jobs API (its own process). Then:
 
 - runs_per_s: N one-task runs triggered round-robin across the replicas (64 calls in flight),
   from the first trigger until a watcher on one replica has seen every run end;
+- cpu_<N>: where the CPU went meanwhile, in CPU milliseconds per run (the replicas, PostgreSQL's
+  processes, the jobs API) and how busy the machine's cores were: what bounds the scaling;
 - adoption_s: two replicas; the first holds runs whose jobs the jobs API keeps running; it is
   killed with SIGKILL, and the figure is the time until the survivor waits on every one of
   those jobs again (`workflowd_jobs_awaited` in its /metrics), for a lease of `--lease-s`.
@@ -96,7 +98,62 @@ def stub_of(child: Child, stack: AsyncExitStack) -> pb_grpc.WorkflowServiceAsync
     return pb_grpc.WorkflowServiceStub(channel)
 
 
-async def throughput(work: Path, server: str, count: int, runs: int, lease_s: float) -> float:
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by every PostgreSQL server process of this machine."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # the process ended meanwhile
+        if text[text.index("(") + 1 : text.rindex(")")] == "postgres":
+            fields = text.rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the whole machine since boot (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait
+    return sum(values) - idle, sum(values)
+
+
+class CpuWindow:
+    """CPU used by each part between `start` and `stop`."""
+
+    def __init__(self, replicas: Sequence[Child], api: Child) -> None:
+        self._replicas = replicas
+        self._api = api
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float, float, float, tuple[int, int]]:
+        return (
+            sum(child.cpu_s() for child in self._replicas),
+            postgres_cpu_s(),
+            self._api.cpu_s(),
+            time.process_time(),  # this bench: the triggers and the watch
+            machine_ticks(),
+        )
+
+    def per_run(self, runs: int) -> dict[str, float]:
+        end = self._read()
+        replicas, postgres, api, client = (
+            1000 * (b - a) / runs for a, b in zip(self._start[:4], end[:4], strict=True)
+        )
+        busy = (end[4][0] - self._start[4][0]) / max(1, end[4][1] - self._start[4][1])
+        return {
+            "replicas_ms_per_run": round(replicas, 2),
+            "postgres_ms_per_run": round(postgres, 2),
+            "jobs_api_ms_per_run": round(api, 2),
+            "bench_client_ms_per_run": round(client, 2),
+            "cores_busy_pct": round(100 * busy, 1),
+        }
+
+
+async def throughput(
+    work: Path, server: str, count: int, runs: int, lease_s: float
+) -> tuple[float, dict[str, float]]:
     api, api_url = await spawn_instant_api(0.0, work / f"api-{count}.log")
     try:
         async with (
@@ -131,13 +188,15 @@ async def throughput(work: Path, server: str, count: int, runs: int, lease_s: fl
                         return
 
             counting = asyncio.create_task(count_ends())
+            cpu = CpuWindow(children, api)
             started = time.perf_counter()
             share = [runs // count + (1 if i < runs % count else 0) for i in range(count)]
             await asyncio.gather(
                 *(trigger(stub, workflow_id, n) for stub, n in zip(stubs, share, strict=True))
             )
             await asyncio.wait_for(counting, timeout=600)
-            return runs / (time.perf_counter() - started)
+            rate = runs / (time.perf_counter() - started)
+            return rate, cpu.per_run(runs)
     finally:
         await api.stop()
 
@@ -187,8 +246,13 @@ async def adoption(work: Path, server: str, runs: int, lease_s: float) -> dict[s
 async def bench(
     work: Path, server: str, counts: Sequence[int], runs: int, adopt_runs: int, lease_s: float
 ) -> dict[str, Any]:
-    rates = {str(n): round(await throughput(work, server, n, runs, lease_s), 1) for n in counts}
+    rates: dict[str, float] = {}
     figures: dict[str, Any] = {"runs": runs, "runs_per_s": rates}
+    for n in counts:
+        rate, cpu = await throughput(work, server, n, runs, lease_s)
+        rates[str(n)] = round(rate, 1)
+        figures[f"cpu_{n}"] = cpu
+        print(f"{n} replica(s): {rate:.1f} runs/s; CPU {cpu}", flush=True)
     if "1" in rates and "2" in rates:
         figures["scaling_1_to_2"] = round(rates["2"] / rates["1"], 2)
         figures["target_met"] = figures["scaling_1_to_2"] >= TARGET_SCALING

@@ -7,6 +7,7 @@ import gc
 import logging
 import secrets
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from workflowd import __version__
@@ -145,7 +146,7 @@ class App:
             # The only daemon on its store (the data-directory lock): it takes every active
             # run, under an identity of its own like a replica's, without a lease to renew.
             now = clock.now()
-            await self.store.join(str(uuid.uuid4()), now, now)
+            await self.store.join(str(uuid.uuid4()), now, timedelta(0))
             resumed = await runs.recover(takeover=True)
         await self.orphans.resume()
         self.scheduler = SchedulerLoop(schedules, clock)

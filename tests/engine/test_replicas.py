@@ -10,15 +10,16 @@ import itertools
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
 import pytest
 
 from tests.conftest import eventually
-from tests.engine.support import workflow
+from tests.engine.support import SLOW_NQL, workflow
 from tests.engine.test_dataplane_process import all_jobs
 from tests.postgres import fresh_schema
 from tests.procs import Process, start_dataplane, start_workflowd
@@ -236,3 +237,152 @@ async def test_a_replica_whose_lease_ran_out_stops_and_says_why(tmp_path: Path) 
             assert "Traceback" not in said
         finally:
             await plane.stop()
+
+
+async def job_of(plane_url: str, run_id: str) -> dict[str, Any] | None:
+    jobs = [j for j in await all_jobs(plane_url) if j["metadata"]["workflow_run_id"] == run_id]
+    assert len(jobs) <= 1, jobs
+    return jobs[0] if jobs else None
+
+
+async def test_a_cancel_asked_of_one_replica_stops_a_run_executing_on_another(
+    tmp_path: Path,
+) -> None:
+    slow = (
+        "  - slow:\n"
+        "      call: CreateMaterializedViewIfNotExists\n"
+        f"      with: {{nql: '{SLOW_NQL}', datasetName: slow}}\n"
+    )
+    async with cluster(tmp_path, 2) as (replicas, plane_url):
+        executing, asked = replicas
+        created = await executing.stub.CreateWorkflow(
+            pb.CreateWorkflowRequest(specification=workflow("stoppable", slow))
+        )
+        run = (
+            await executing.stub.TriggerWorkflow(
+                pb.TriggerWorkflowRequest(workflow_id=created.workflow.id)
+            )
+        ).run
+        # Opened on the replica that is asked to cancel, which executes nothing of the run:
+        # what it sees comes from the shared log.
+        watch = asked.stub.WatchRun(pb.WatchRunRequest(run_id=run.id))
+        seen: list[pb.RunEvent] = []
+        subscribed = asyncio.Event()
+
+        async def follow() -> None:
+            async for response in watch:
+                seen.append(response.event)
+                subscribed.set()  # an event arrived: the watch subscribed before reading any
+
+        watching = asyncio.create_task(follow())
+        async with asyncio.timeout(30):
+            await subscribed.wait()
+
+        async def job_running() -> bool:
+            job = await job_of(plane_url, run.id)
+            return job is not None and job["state"] == "running"
+
+        await eventually(job_running, timeout_s=30, interval_s=0.05)
+        await asked.stub.CancelRun(pb.CancelRunRequest(run_id=run.id, reason="enough"))
+
+        async def cancelled_on_both() -> bool:
+            ran = [(await r.stub.GetRun(pb.GetRunRequest(run_id=run.id))).run for r in replicas]
+            return all(r.status == pb.RUN_STATUS_CANCELLED for r in ran)
+
+        # The query runs for many minutes: only a cancel reaching the executor ends it.
+        await eventually(cancelled_on_both, timeout_s=45, interval_s=0.1)
+        async with asyncio.timeout(30):
+            await watching
+
+        for replica in replicas:
+            ended = (await replica.stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
+            assert ended.cancel_reason == "cancelled on request: enough"
+            assert not ended.HasField("error")
+
+        async def job_cancelled() -> bool:
+            job = await job_of(plane_url, run.id)
+            assert job is not None
+            return job["state"] == "cancelled"
+
+        await eventually(job_cancelled, timeout_s=30, interval_s=0.1)
+
+        kinds = [e.type for e in seen]
+        assert kinds.count(pb.RUN_EVENT_TYPE_RUN_CANCELLING) == 1, kinds
+        assert kinds.count(pb.RUN_EVENT_TYPE_RUN_CANCELLED) == 1, kinds
+        assert kinds.index(pb.RUN_EVENT_TYPE_RUN_CANCELLING) < kinds.index(
+            pb.RUN_EVENT_TYPE_RUN_CANCELLED
+        )
+        assert kinds[-1] == pb.RUN_EVENT_TYPE_RUN_CANCELLED
+        assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+
+
+async def test_a_backfill_chain_of_a_killed_replica_is_adopted_and_runs_in_order(
+    tmp_path: Path,
+) -> None:
+    # Long enough (some 10 s here) to still run when the survivor adopts the first run: if the runs
+    # that wait for it started at adoption, they would start before it ended.
+    long = (
+        "  - long:\n"
+        "      call: CreateMaterializedViewIfNotExists\n"
+        "      with:\n"
+        "        nql: 'SELECT a.range AS x, sum(hash(a.range * b.range)) AS h"
+        " FROM range(25000) a, range(25000) b GROUP BY a.range'\n"
+        "        datasetName: long\n"
+        "  - short:\n"
+        "      call: CreateMaterializedViewIfNotExists\n"
+        "      with: {nql: 'SELECT 1 AS one', datasetName: one}\n"
+    )
+    async with cluster(tmp_path, 2) as (replicas, plane_url):
+        first, survivor = replicas
+        created = await first.stub.CreateWorkflow(
+            pb.CreateWorkflowRequest(
+                specification=workflow("chained", long, extra="schedule: {cron: '@hourly'}\n")
+            )
+        )
+        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
+        request = pb.BackfillWorkflowRequest(workflow_id=created.workflow.id)
+        request.start_time.FromDatetime(start)
+        request.end_time.FromDatetime(start + timedelta(hours=2, minutes=1))
+        backfill = await first.stub.BackfillWorkflow(request)
+        run_ids = list(backfill.run_ids)
+        assert backfill.created == 3
+
+        async def first_run_mid_job() -> bool:
+            job = await job_of(plane_url, run_ids[0])
+            return job is not None and job["state"] == "running"
+
+        await eventually(first_run_mid_job, timeout_s=30, interval_s=0.05)
+        await first.proc.kill9()
+
+        async def runs() -> list[pb.Run]:
+            return [(await survivor.stub.GetRun(pb.GetRunRequest(run_id=r))).run for r in run_ids]
+
+        def in_order(chain: list[pb.Run]) -> None:
+            for previous, following in itertools.pairwise(chain):
+                if not following.HasField("started_at"):
+                    continue
+                if not previous.HasField("ended_at") or (
+                    following.started_at.ToDatetime() < previous.ended_at.ToDatetime()
+                ):
+                    pytest.fail(f"run {following.id} started before {previous.id} ended")
+
+        async def all_completed() -> bool:
+            chain = await runs()
+            in_order(chain)  # checked all along: a run started too early fails at once
+            statuses = [run.status for run in chain]
+            assert pb.RUN_STATUS_FAILED not in statuses
+            assert pb.RUN_STATUS_CANCELLED not in statuses
+            return statuses == [pb.RUN_STATUS_COMPLETED] * 3
+
+        await eventually(all_completed, timeout_s=60, interval_s=0.2)
+        ended = await runs()
+        assert [r.after_run_id for r in ended] == ["", *run_ids[:-1]]
+        in_order(ended)
+
+        jobs = [j for j in await all_jobs(plane_url) if j["metadata"]["workflow_run_id"] in run_ids]
+        per_task = Counter(
+            (j["metadata"]["workflow_run_id"], j["metadata"]["task_name"]) for j in jobs
+        )
+        assert set(per_task) == {(r, task) for r in run_ids for task in ("long", "short")}
+        assert set(per_task.values()) == {1}
+        assert {job["state"] for job in jobs} == {"completed"}

@@ -17,6 +17,7 @@ from workflowd.domain.run import (
     IllegalTransition,
     NewRun,
     RunStatus,
+    RunTaken,
     RunTrigger,
     TaskRun,
     TaskStatus,
@@ -172,8 +173,40 @@ async def test_writes_survive_reopening_and_other_companies_see_nothing(store_ur
     assert (await store.get_run("local", "r1")).status == RunStatus.PENDING
     with pytest.raises(WorkflowdError):
         await store.get_run("another-company", "r1")
-    await store.join("replica-a", NOW, NOW + timedelta(minutes=1))
+    await store.join("replica-a", NOW, timedelta(minutes=1))
     assert await store.claim_runs(NOW, takeover=True, limit=10) == ["r1"]
     await store.aclose()
     with pytest.raises(WorkflowdError):
         await store.get_run("local", "r1")
+
+
+async def test_a_run_adopted_elsewhere_takes_no_more_changes_from_its_old_owner(
+    store_url: str,
+) -> None:
+    old = await open_store(store_url)
+    adopter = await open_store(store_url)
+    try:
+        await old.join("replica-old", NOW, timedelta(0))  # its lease has run out already
+        await new_run(old, "r1")
+        await adopter.join("replica-new", NOW, timedelta(minutes=1))
+        assert await adopter.claim_runs(NOW, takeover=False, limit=10) == ["r1"]
+        assert await adopter.claim_runs(NOW, takeover=False, limit=10) == []
+        assert not await old.renew(NOW, timedelta(minutes=1))
+
+        def start(tx: RunTx) -> None:
+            tx.start_run(NOW)
+
+        with pytest.raises(RunTaken):
+            await old.update_run("r1", NOW, start)
+        assert (await old.get_run("local", "r1")).status == RunStatus.PENDING
+        # A cancel may be asked of any replica; the owner's executor carries it out.
+        await old.update_run("r1", NOW, lambda tx: tx.request_cancel("stop"), owned=False)
+
+        def end(tx: RunTx) -> None:
+            tx.end_run(RunStatus.CANCELLED, NOW, reason="stop")
+
+        await adopter.update_run("r1", NOW, end)
+        assert (await adopter.get_run("local", "r1")).status == RunStatus.CANCELLED
+    finally:
+        await old.aclose()
+        await adopter.aclose()

@@ -74,6 +74,11 @@ class IllegalTransition(FailedPrecondition):
     (the object is no longer in a state that allows the request), never INTERNAL."""
 
 
+class RunTaken(Exception):
+    """Another replica owns the run now (this one's lease ran out and the run was adopted): the
+    write was refused, and this replica's executor of the run must stop without a word more."""
+
+
 def transition_run(current: RunStatus, new: RunStatus) -> RunStatus:
     if new not in RUN_TRANSITIONS[current]:
         raise IllegalTransition(f"run cannot go from {current} to {new}")

@@ -37,6 +37,7 @@ from workflowd.domain.run import (
     RunEvent,
     RunEventType,
     RunStatus,
+    RunTaken,
     TaskStatus,
 )
 from workflowd.engine import problems
@@ -114,6 +115,7 @@ class RunExecutor:
         self._job_id_record: asyncio.Future[list[RunEvent]] | None = None
         self._task_began = 0.0
         self._calls = JobCalls(deps, run.id, run.company)
+        self.taken = False
 
     @property
     def run_id(self) -> str:
@@ -128,6 +130,11 @@ class RunExecutor:
             await self._execute()
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
+        except RunTaken as exc:
+            # Adopted by another replica while this one's lease had run out: the run goes on
+            # there, and nothing more is written or cancelled from here.
+            log.warning("run %s: %s; stopping here", self.run_id, exc, extra=self._log())
+            self.taken = True
         except Exception as exc:
             # A bug must not leave the run active forever, nor its job running unwatched.
             log.exception("run %s failed on an internal error", self.run_id, extra=self._log())

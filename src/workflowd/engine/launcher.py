@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 
 from workflowd.domain.definition import WorkflowDefinition
-from workflowd.domain.run import Run
+from workflowd.domain.run import Run, RunStatus
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.executor import RunExecutor
@@ -29,6 +29,8 @@ class Launcher:
         self._executors: dict[str, tuple[RunExecutor, asyncio.Task[None]]] = {}
         self._waiters: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
         self._waiting: set[str] = set()
+        # Released from waiting, being read again before they start.
+        self._releasing: set[str] = set()
         self._releases: set[asyncio.Task[None]] = set()
         # Runs found active at start whose executors are not started yet, and the cancels
         # that arrived for them meanwhile.
@@ -64,7 +66,9 @@ class Launcher:
             return  # a draining daemon leaves it stored as it is: the next start resumes it
         self._expected.discard(run.id)
         after = run.after_run_id
-        if after and not waited and (self._shared or self._live(after)):
+        stopping = run.status == RunStatus.CANCELLING or run.id in self._early_cancels
+        # A run asked to stop does not wait: it starts at once, to end CANCELLED.
+        if after and not waited and not stopping and (self._shared or self._live(after)):
             self._waiters[after].append((run.company, run.id))
             self._waiting.add(run.id)
             if not self._live(after):
@@ -84,7 +88,7 @@ class Launcher:
         entry = self._executors.get(run_id)
         if entry is not None:
             entry[0].request_cancel(reason)
-        elif run_id in self._expected:
+        elif run_id in self._expected or run_id in self._releasing:
             self._early_cancels[run_id] = reason
         elif run_id in self._waiting:
             for waiters in self._waiters.values():
@@ -127,10 +131,12 @@ class Launcher:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _reap(self, run_id: str, task: asyncio.Task[None]) -> None:
-        self._executors.pop(run_id, None)
+        entry = self._executors.pop(run_id, None)
         self._deps.metrics.active_runs.set(len(self._executors))
         if task.cancelled():
             return  # drained: the waiters stay stored and resume with it after a restart
+        if entry is not None and entry[0].taken:
+            return  # it goes on with another replica, whose end releases the waiters
         exc = task.exception()
         if exc is not None:
             log.error(
@@ -141,6 +147,7 @@ class Launcher:
 
     def _release_one(self, company: str, run_id: str) -> None:
         self._waiting.discard(run_id)
+        self._releasing.add(run_id)
         task = asyncio.create_task(self._release(company, run_id), name=f"release-{run_id}")
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
@@ -154,6 +161,11 @@ class Launcher:
             definition = await self._definitions.definition(workflow)
         except Exception:
             log.exception("run %s could not start after the run it waited for", run_id)
+            self._releasing.discard(run_id)
+            self._early_cancels.pop(run_id, None)
             return
-        if not run.status.terminal:
+        self._releasing.discard(run_id)
+        if run.status.terminal:
+            self._early_cancels.pop(run_id, None)
+        else:
             self.start(run, definition, waited=True)

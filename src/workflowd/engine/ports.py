@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from workflowd.domain.jobs import JobInfo, JobRequest
@@ -114,7 +114,12 @@ class RunStore(Protocol):
     ) -> Page[Run]: ...
 
     def update_run(
-        self, run_id: str, now: datetime, change: Callable[[RunTransaction], None]
+        self,
+        run_id: str,
+        now: datetime,
+        change: Callable[[RunTransaction], None],
+        *,
+        owned: bool = True,
     ) -> asyncio.Future[list[RunEvent]]: ...
 
     async def job_request(self, run_id: str, index: int) -> Json: ...
@@ -128,9 +133,9 @@ class RunStore(Protocol):
         active run (the only daemon on its store), else those whose owner's lease ran out."""
         ...
 
-    async def join(self, replica: str, now: datetime, until: datetime) -> None: ...
+    async def join(self, replica: str, now: datetime, lease: timedelta) -> None: ...
 
-    async def renew(self, now: datetime, until: datetime) -> bool: ...
+    async def renew(self, now: datetime, lease: timedelta) -> bool: ...
 
     async def leave(self, now: datetime) -> None: ...
 

@@ -70,7 +70,7 @@ class Replica:
         """Join, claim the runs no live replica owns, and follow the log; returns how many runs
         were claimed."""
         now = self._deps.clock.now()
-        await self._deps.store.join(self.id, now, now + self._lease)
+        await self._deps.store.join(self.id, now, self._lease)
         self._joined = True
         # The log is followed from here, before anything is claimed: no event is missed.
         self._last_seq = await self._deps.store.last_global_seq()
@@ -108,7 +108,7 @@ class Replica:
             await asyncio.sleep(every)
             now = self._deps.clock.now()
             try:
-                held = await self._deps.store.renew(now, now + self._lease)
+                held = await self._deps.store.renew(now, self._lease)
             except Exception as exc:
                 if now - renewed < self._lease:
                     log.warning("replica %s could not renew its lease: %s", self.id, exc)
@@ -123,6 +123,9 @@ class Replica:
             renewed = now
             try:
                 await self._runs.recover(takeover=False)
+                # Cancels a dead replica had not seen confirmed are carried on here (a job
+                # cancelled twice is cancelled once).
+                await self._deps.orphans.resume()
                 await self._refresh_schedules()
             except Exception:
                 log.exception("replica %s could not adopt runs or read schedules", self.id)

@@ -148,7 +148,10 @@ class Runs:
         def change(tx: RunTransaction) -> None:
             tx.request_cancel(reason)
 
-        events = await self._deps.store.update_run(run_id, self._deps.clock.now(), change)
+        # Any replica may ask; the run's owner hears of it from the shared log.
+        events = await self._deps.store.update_run(
+            run_id, self._deps.clock.now(), change, owned=False
+        )
         self._deps.hub.publish(events)
         self.launcher.request_cancel(run_id, reason)
 

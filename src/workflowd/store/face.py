@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from workflowd.domain.json import Json
@@ -200,13 +200,16 @@ class Store:
         return await self._read(lambda r: reads.list_runs(r, company, filt, n, token))
 
     def update_run(
-        self, run_id: str, now: datetime, change: Callable[[RunTx], None]
+        self, run_id: str, now: datetime, change: Callable[[RunTx], None], *, owned: bool = True
     ) -> asyncio.Future[list[RunEvent]]:
         """Queue `change` to run in a transaction (in commit order) and return the future of
-        the events it appended, resolved once they are durable."""
+        the events it appended, resolved once they are durable. `owned`: only while this
+        replica owns the run (an executor's changes), else `RunTaken`; a cancel request may
+        come from any replica."""
+        owner = self.replica if owned else None
 
         def op(conn: Conn) -> list[RunEvent]:
-            tx = RunTx(conn, run_id, now)
+            tx = RunTx(conn, run_id, now, owner)
             change(tx)
             return tx.close()
 
@@ -224,12 +227,12 @@ class Store:
 
     # --- replicas ------------------------------------------------------------------------------
 
-    async def join(self, replica: str, now: datetime, until: datetime) -> None:
-        await self._write(lambda conn: replicas.join(conn, replica, now, until))
+    async def join(self, replica: str, now: datetime, lease: timedelta) -> None:
+        await self._write(lambda conn: replicas.join(conn, replica, now, lease))
         self.replica = replica
 
-    async def renew(self, now: datetime, until: datetime) -> bool:
-        return await self._write(lambda conn: replicas.renew(conn, self.replica, now, until))
+    async def renew(self, now: datetime, lease: timedelta) -> bool:
+        return await self._write(lambda conn: replicas.renew(conn, self.replica, now, lease))
 
     async def leave(self, now: datetime) -> None:
         await self._write(lambda conn: replicas.leave(conn, self.replica, now))

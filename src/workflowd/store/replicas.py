@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
 from workflowd.domain.run import ACTIVE_RUN_STATUSES
 from workflowd.store.codec import ts
@@ -20,25 +21,37 @@ from workflowd.store.sql import Conn, marks
 _FORGET_AFTER = timedelta(days=1)
 
 
-def join(conn: Conn, replica: str, now: datetime, until: datetime) -> None:
+def _clock(conn: Conn, now: datetime) -> datetime:
+    """The database's clock where replicas share it, so that leases never depend on how far
+    apart the replicas' own clocks are; `now` (the caller's) for a store of one process."""
+    if not conn.dialect.clock:
+        return now
+    return cast(datetime, conn.execute(conn.dialect.clock).fetchone()["now"])
+
+
+def join(conn: Conn, replica: str, now: datetime, lease: timedelta) -> None:
+    now = _clock(conn, now)
     conn.execute("DELETE FROM replicas WHERE lease_until < ?", (ts(now - _FORGET_AFTER),))
     conn.execute(
         "INSERT INTO replicas (id, lease_until, started_at) VALUES (?, ?, ?)",
-        (replica, ts(until), ts(now)),
+        (replica, ts(now + lease), ts(now)),
     )
 
 
-def renew(conn: Conn, replica: str, now: datetime, until: datetime) -> bool:
-    """Extend the lease; False when it had already run out (its runs may have been adopted)."""
+def renew(conn: Conn, replica: str, now: datetime, lease: timedelta) -> bool:
+    """Extend the lease; False when it had already run out by the time of this write (its
+    runs may have been adopted)."""
+    now = _clock(conn, now)
     row = conn.execute(
         "UPDATE replicas SET lease_until = ? WHERE id = ? AND lease_until > ? RETURNING id",
-        (ts(until), replica, ts(now)),
+        (ts(now + lease), replica, ts(now)),
     ).fetchone()
     return row is not None
 
 
 def leave(conn: Conn, replica: str, now: datetime) -> None:
     """End the lease now: another replica adopts the runs at once, without waiting for it."""
+    now = _clock(conn, now)
     conn.execute("UPDATE replicas SET lease_until = ? WHERE id = ?", (ts(now), replica))
 
 
@@ -56,6 +69,7 @@ def claim(conn: Conn, replica: str, now: datetime, *, takeover: bool, limit: int
     daemon on its store, at start) every active run it does not own yet, else the runs whose
     owner holds no live lease."""
     active = [s.value for s in ACTIVE_RUN_STATUSES]
+    now = _clock(conn, now)
     free = "" if takeover else " AND owner NOT IN (SELECT id FROM replicas WHERE lease_until > ?)"
     args: list[object] = [replica, *active, replica]
     if not takeover:

@@ -20,6 +20,7 @@ from workflowd.domain.run import (
     RunEvent,
     RunEventType,
     RunStatus,
+    RunTaken,
     TaskStatus,
     transition_run,
     transition_task,
@@ -39,13 +40,19 @@ class _EventFields:
 
 
 class RunTx:
-    def __init__(self, conn: Conn, run_id: str, now: datetime) -> None:
+    """The run's changes in one transaction. With `owner`, only while that replica owns the run:
+    an executor whose run was adopted elsewhere can change nothing more (fencing)."""
+
+    def __init__(self, conn: Conn, run_id: str, now: datetime, owner: str | None = None) -> None:
         row = conn.execute(
-            "SELECT company, workflow_id, namespace, status, last_seq FROM runs WHERE id = ?",
+            "SELECT company, workflow_id, namespace, status, last_seq, owner FROM runs"
+            " WHERE id = ?",
             (run_id,),
         ).fetchone()
         if row is None:
             raise NotFound(f"run {run_id} not found")
+        if owner is not None and row["owner"] != owner:
+            raise RunTaken(f"run {run_id} belongs to replica {row['owner']} now")
         self._conn = conn
         self._run_id = run_id
         self._now = now

@@ -165,9 +165,12 @@ def record_decision(
     schedule on."""
     if not _decided(conn, workflow_id, decision.instant):
         _decide(conn, workflow_id, decision)
+    # Never backwards: another scheduler (a replica) may have moved the schedule past this
+    # instant already.
     conn.execute(
-        "UPDATE schedules SET next_fire_at = ?, updated_at = ? WHERE workflow_id = ?",
-        (ts(next_at), ts(decision.decided_at), workflow_id),
+        "UPDATE schedules SET next_fire_at = ?, updated_at = ? WHERE workflow_id = ?"
+        " AND (next_fire_at IS NULL OR next_fire_at <= ?)",
+        (ts(next_at), ts(decision.decided_at), workflow_id, ts(decision.instant)),
     )
 
 

@@ -36,6 +36,9 @@ class Dialect:
     # Ends a SELECT whose rows a write then takes, so concurrent writers skip each other's rows
     # instead of waiting (SQLite has one writer at a time and no such clause).
     lock_rows: str = ""
+    # A query of the database's own clock (column `now`, a datetime with its zone), where
+    # several processes share the store; empty where one process has it to itself.
+    clock: str = ""
 
     def sql(self, text: str) -> str:
         if self.placeholder == "?":
@@ -76,6 +79,7 @@ POSTGRESQL = Dialect(
         ("TEXT", 'TEXT COLLATE "C"'),
     ),
     lock_rows=" FOR UPDATE SKIP LOCKED",
+    clock="SELECT clock_timestamp() AS now",
 )
 
 
