@@ -8,8 +8,10 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 
+from tests.conftest import eventually
 from tests.postgres import fresh_schema
 from workflowd.domain.errors import Unavailable
 from workflowd.store.postgres import READERS, PostgresDatabase, redact
@@ -20,6 +22,15 @@ from workflowd.store.sql import Conn
 async def url() -> AsyncIterator[str]:
     with fresh_schema() as schema_url:
         yield schema_url
+
+
+async def sessions_where(url: str, condition: str) -> int:
+    """How many server sessions match `condition` (pg_locks / pg_stat_activity), seen from a
+    connection of its own."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute(f"SELECT count(*) {condition}")  # our own SQL text only
+        found = await cursor.fetchone()
+        return int(found[0]) if found else 0
 
 
 async def opened(url: str) -> PostgresDatabase:
@@ -55,7 +66,14 @@ async def test_sequence_order_is_commit_order_across_processes(url: str) -> None
     first_seq = first.writer.submit(held)
     assert await asyncio.to_thread(entered.wait, 30)
     second_seq = second.writer.submit(other)
-    await asyncio.sleep(0.3)
+
+    async def second_waits_for_the_lock() -> bool:
+        return (
+            await sessions_where(url, "FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            == 1
+        )
+
+    await eventually(second_waits_for_the_lock)
     async with first.reader() as reader:
         assert await reader.fetch("SELECT * FROM probe") == []
     assert not second_seq.done()  # waiting for the first transaction to end
@@ -86,23 +104,38 @@ async def test_a_cancelled_read_leaves_no_connection_inside_a_transaction(url: s
         async with db.reader() as reader:
             await reader.fetch("SELECT pg_sleep(30)")
 
+    holding = asyncio.Semaphore(0)
+
     async def slow_caller() -> None:
         async with db.reader() as reader:
             await reader.fetch("SELECT 1 AS one")
-            await asyncio.sleep(30)
+            holding.release()
+            await asyncio.Event().wait()  # holds its transaction until it is cancelled
 
     tasks = [asyncio.create_task(slow_statement()) for _ in range(2)]
     tasks += [asyncio.create_task(slow_caller()) for _ in range(READERS - 2)]
-    await asyncio.sleep(0.5)
+    for _ in range(READERS - 2):
+        await holding.acquire()
+
+    async def both_statements_running() -> bool:
+        active = (
+            "FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(30)%'"
+            " AND pid <> pg_backend_pid()"
+        )
+        return await sessions_where(url, active) == 2
+
+    await eventually(both_statements_running)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+    all_held = asyncio.Barrier(READERS)
 
     async def fresh() -> bool:
         # The first statement of a transaction: its start is the statement's own.
         async with db.reader(snapshot=False) as reader:
             found = await reader.fetch("SELECT now() = statement_timestamp() AS fresh")
-            await asyncio.sleep(0.05)  # hold it, so every pooled connection is asked
+            await all_held.wait()  # every pooled connection is asked, each by one caller
             return bool(found[0]["fresh"])
 
     assert await asyncio.gather(*(fresh() for _ in range(READERS))) == [True] * READERS
