@@ -128,6 +128,25 @@ def venv_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+async def serve_refused(data_dir: Path, *flags: str) -> str:
+    """`workflowd serve FLAGS` that must refuse to start: exit code 2 and one line on stderr,
+    no traceback; that line."""
+    proc = await asyncio.create_subprocess_exec(
+        venv_bin("workflowd"),
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    said = err.decode()
+    assert proc.returncode == 2, said
+    assert said.count("\n") == 1, said
+    return said
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import venv_bin
+from tests.conftest import serve_refused
 from workflowd.domain.errors import InvalidRequest
 from workflowd.settings import Settings
 
@@ -87,20 +86,7 @@ def test_unknown_key_in_the_file_is_refused(tmp_path: Path) -> None:
 async def test_serve_refuses_a_public_address_without_auth(
     tmp_path: Path, flag: str, setting: str
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        venv_bin("workflowd"),
-        "serve",
-        flag,
-        "0.0.0.0:0",
-        "--data-dir",
-        str(tmp_path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 2
-    said = err.decode()
-    assert said.count("\n") == 1, said  # one sentence, no traceback
+    said = await serve_refused(tmp_path, flag, "0.0.0.0:0")
     assert setting in said
     assert "not a loopback address" in said
     assert "--insecure" in said
@@ -127,20 +113,7 @@ def test_the_store_url_from_flag_or_environment(tmp_path: Path) -> None:
 
 
 async def test_serve_refuses_an_unknown_store_scheme_in_one_sentence(tmp_path: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        venv_bin("workflowd"),
-        "serve",
-        "--store",
-        "mysql://admin:s3cret@db/w",
-        "--data-dir",
-        str(tmp_path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 2
-    said = err.decode()
-    assert said.count("\n") == 1, said  # one sentence, no traceback
+    said = await serve_refused(tmp_path, "--store", "mysql://admin:s3cret@db/w")
     assert said.startswith("workflowd: store: mysql scheme is not a store")
     assert "s3cret" not in said
     assert not (tmp_path / "workflowd.db").exists()

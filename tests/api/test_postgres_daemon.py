@@ -3,14 +3,13 @@ the gRPC API, and what it stored is in the database, not in a SQLite file."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import Daemon, venv_bin
+from tests.conftest import Daemon, serve_refused
 from tests.engine.support import apply, finished, trigger, workflow
 from tests.postgres import fresh_schema
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -58,27 +57,11 @@ async def test_a_daemon_on_postgresql_runs_a_workflow(
 
 
 async def serve_fails(tmp_path: Path, store: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        venv_bin("workflowd"),
-        "serve",
-        "--store",
-        store,
-        "--data-dir",
-        str(tmp_path),
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--dataplane-listen",
-        "127.0.0.1:0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 2
-    said = err.decode()
-    assert said.count("\n") == 1, said  # one sentence, no traceback
-    return said
+    return await serve_refused(
+        tmp_path,
+        "--store", store, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+        "--dataplane-listen", "127.0.0.1:0",
+    )  # fmt: skip
 
 
 async def test_serve_refuses_an_unreachable_server_in_one_sentence(tmp_path: Path) -> None:
