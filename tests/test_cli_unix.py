@@ -193,7 +193,8 @@ def test_a_table_taller_than_the_terminal_shows_the_tasks_around_the_current_one
     run = pb.Run(id="r", status=pb.RUN_STATUS_RUNNING)
     for i in range(30):
         done = pb.TASK_STATUS_COMPLETED if i < 20 else pb.TASK_STATUS_PENDING
-        run.tasks.add(name=f"t{i}", status=pb.TASK_STATUS_RUNNING if i == 20 else done)
+        status = pb.TASK_STATUS_RUNNING if i == 20 else done
+        run.tasks.add(name=f"t{i}", key=f"/do/{i}/t{i}", status=status)
     lines = TaskTable(run).lines(height=10)
     assert len(lines) == 9  # one line left free for the cursor
     names = [line.split()[0] for line in lines[2:]]

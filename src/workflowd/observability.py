@@ -16,7 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from workflowd.address import Address
 
-_CONTEXT_FIELDS = ("run_id", "task", "job_id", "workflow_id")
+_CONTEXT_FIELDS = ("run_id", "task", "task_ref", "job_id", "workflow_id")
 
 log = logging.getLogger("workflowd.http")
 

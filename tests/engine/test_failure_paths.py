@@ -122,7 +122,7 @@ async def test_a_cancelled_run_carries_its_reason_and_no_error(daemon: Daemon) -
     assert not done.HasField("error")
     assert done.cancel_reason == "cancelled on request: wrong day"
     assert not done.tasks[0].HasField("error")
-    assert [t.status for t in done.tasks] == [pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_SKIPPED]
+    assert [t.status for t in done.tasks] == [pb.TASK_STATUS_CANCELLED]
     reasons = {e.type: e.reason for e in events}
     assert reasons[pb.RUN_EVENT_TYPE_RUN_CANCELLING] == "cancelled on request: wrong day"
     assert reasons[pb.RUN_EVENT_TYPE_RUN_CANCELLED] == "cancelled on request: wrong day"
@@ -158,18 +158,20 @@ async def test_no_job_is_submitted_once_the_workflow_timeout_has_passed(
     run = await trigger(daemon, (await apply(daemon, QUICK_THEN_LOG)).id)
     await wait_for_event(daemon, run.id, pb.RUN_EVENT_TYPE_TASK_JOB_SUBMITTED, 0)
     clock.advance(timedelta(hours=2))  # the run's hour is over while its first job waits
-    async with plane.session.post(f"/jobs/{blocker}/cancel") as resp:
-        assert resp.status == 200
 
     done = await finished(daemon, run.id)
     assert done.status == pb.RUN_STATUS_FAILED
     assert done.error.type.endswith("/errors/timeout")
     assert done.error.title == "the workflow timed out after 3600 s"
-    assert done.tasks[0].status == pb.TASK_STATUS_COMPLETED
-    assert done.tasks[1].status == pb.TASK_STATUS_FAILED
-    assert done.tasks[1].job_id == ""
+    # The first task failed with the run, its job cancelled; the second never started.
+    [quick] = done.tasks
+    assert quick.status == pb.TASK_STATUS_FAILED
+    assert quick.error.title == done.error.title
+    assert f"its job {quick.job_id} was cancelled" in quick.error.detail
     jobs = await plane.jobs_for_run(run.id)
     assert [j["metadata"]["task_name"] for j in jobs] == ["quick"]
+    async with plane.session.post(f"/jobs/{blocker}/cancel") as resp:
+        assert resp.status == 200
     await plane.aclose()
 
 
@@ -183,11 +185,11 @@ async def test_a_job_id_survives_a_failed_side_commit(
     failed: list[str] = []
     record_job = RunTx.record_job
 
-    def failing_once(self: RunTx, index: int, name: str, job_id: str) -> None:
+    def failing_once(self: RunTx, key: str, job_id: str) -> None:
         if not failed:
             failed.append(job_id)
             raise OSError("disk full (injected)")
-        record_job(self, index, name, job_id)
+        record_job(self, key, job_id)
 
     monkeypatch.setattr(RunTx, "record_job", failing_once)
     text = workflow(

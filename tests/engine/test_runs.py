@@ -98,17 +98,14 @@ async def test_fail_fast_skips_later_tasks_without_jobs(daemon: Daemon, plane: P
     wf = await apply(daemon, text)
     run = await finished(daemon, (await trigger(daemon, wf.id)).id)
     assert run.status == pb.RUN_STATUS_FAILED
-    assert [t.status for t in run.tasks] == [
-        pb.TASK_STATUS_COMPLETED,
-        pb.TASK_STATUS_FAILED,
-        pb.TASK_STATUS_SKIPPED,
-    ]
+    # `never` never started: it has no instance, and no job.
+    assert [t.status for t in run.tasks] == [pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_FAILED]
+    assert [t.name for t in run.tasks] == ["first", "broken"]
     assert run.error.instance == "/do/1/broken"
     assert "broken" in run.error.title
     assert "no_such_table" in run.error.detail
     assert run.error.type.endswith("/errors/runtime")
     assert run.tasks[1].error.detail == run.error.detail
-    assert run.tasks[2].job_id == ""
     jobs = await plane.jobs_for_run(run.id)
     assert sorted(j["metadata"]["task_name"] for j in jobs) == ["broken", "first"]
 
@@ -132,7 +129,7 @@ async def test_cancel_mid_job_cancels_the_job(daemon: Daemon, plane: Plane) -> N
     assert cancelled.status in (pb.RUN_STATUS_CANCELLING, pb.RUN_STATUS_CANCELLED)
     run = await finished(daemon, run.id)
     assert run.status == pb.RUN_STATUS_CANCELLED
-    assert [t.status for t in run.tasks] == [pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_SKIPPED]
+    assert [t.status for t in run.tasks] == [pb.TASK_STATUS_CANCELLED]
     job = await plane.job(submitted.job_id)
     assert job["state"] == "cancelled"
     again = (await daemon.stub.CancelRun(pb.CancelRunRequest(run_id=run.id))).run
@@ -158,7 +155,7 @@ async def test_task_timeout_cancels_the_job_and_fails_the_run(daemon: Daemon, pl
     assert run.error.type.endswith("/errors/timeout")
     assert run.error.status == 408
     assert run.error.instance == "/do/0/slow"
-    assert [t.status for t in run.tasks] == [pb.TASK_STATUS_FAILED, pb.TASK_STATUS_SKIPPED]
+    assert [t.status for t in run.tasks] == [pb.TASK_STATUS_FAILED]
     assert (await plane.job(run.tasks[0].job_id))["state"] == "cancelled"
 
 

@@ -61,7 +61,7 @@ CASES = [
     # top level
     Case("missing-do", HEAD, "", 1, "`do`"),
     Case("missing-document", "do:\n" + CALL, "", 1, "`document`"),
-    Case("use", HEAD + "use: {functions: {}}\ndo:\n" + CALL, "/use", 2, "`use`"),
+    Case("use", HEAD + "use: {functions: {}}\ndo:\n" + CALL, "/use/functions", 2, "use.functions"),
     Case("evaluate", HEAD + "evaluate: {language: jq}\ndo:\n" + CALL, "/evaluate", 2, "evaluate"),
     Case("unknown-top-key", HEAD + "extra: 1\ndo:\n" + CALL, "/extra", 2, "unknown key"),
     Case("on-is-a-key", HEAD + "on: 1\ndo:\n" + CALL, "/on", 2, "'on'"),
@@ -239,40 +239,112 @@ CASES = [
         2,
         "syntax error",
     ),
-    # unsupported task constructs
+    # task constructs workflowd does not run, and malformed control flow
     *[
         Case(f"task-{kind}", task(f"{kind}: {{}}"), f"/do/0/t/{kind}", 4, f"`{kind}`")
-        for kind in (
-            "switch",
-            "for",
-            "fork",
-            "try",
-            "set",
-            "raise",
-            "wait",
-            "listen",
-            "emit",
-            "run",
-            "do",
-        )
+        for kind in ("listen", "emit", "run")
     ],
+    Case("switch-empty", task("switch: []"), "/do/0/t/switch", 4, "at least one case"),
+    Case(
+        "switch-then-nowhere",
+        task("switch:\n  - a: {when: .x, then: nowhere}"),
+        "/do/0/t/switch/0/a/then",
+        5,
+        "names no task",
+    ),
+    Case(
+        "switch-two-defaults",
+        task("switch:\n  - a: {then: exit}\n  - b: {then: end}"),
+        "/do/0/t/switch",
+        4,
+        "at most one default",
+    ),
+    Case("for-without-in", task("for: {}\ndo:\n  - a: {set: {}}"), "/do/0/t/for", 4, "`in`"),
+    Case(
+        "for-bad-variable",
+        task("for: {in: .x, each: '1x'}\ndo:\n  - a: {set: {}}"),
+        "/do/0/t/for/each",
+        4,
+        "not a variable name",
+    ),
+    Case(
+        "for-unknown-variable",
+        task("for: {in: .x}\ndo:\n  - a: {set: {v: '${ $color }'}}"),
+        "/do/0/t/do/0/a/set/v",
+        6,
+        "unknown variable $color",
+    ),
+    Case("fork-without-branches", task("fork: {}"), "/do/0/t/fork", 4, "`branches`"),
+    Case(
+        "fork-branch-jumps",
+        task("fork:\n  branches:\n    - a: {set: {}, then: b}\n    - b: {set: {}}"),
+        "/do/0/t/fork/branches/0/a/then",
+        6,
+        "side by side",
+    ),
+    Case("try-without-catch", task("try:\n  - a: {set: {}}"), "/do/0/t", 3, "`catch`"),
+    Case("try-not-list", task("try: {}\ncatch: {}"), "/do/0/t/try", 4, "must be a list"),
+    Case(
+        "retry-unknown",
+        task("try:\n  - a: {set: {}}\ncatch: {retry: often}"),
+        "/do/0/t/catch/retry",
+        6,
+        "use.retries",
+    ),
+    Case(
+        "retry-too-many",
+        task("try:\n  - a: {set: {}}\ncatch: {retry: {limit: {attempt: {count: 1000}}}}"),
+        "/do/0/t/catch/retry/limit/attempt/count",
+        6,
+        "max_attempts",
+    ),
+    Case(
+        "retry-backoff",
+        task("try:\n  - a: {set: {}}\ncatch: {retry: {backoff: {quadratic: {}}}}"),
+        "/do/0/t/catch/retry/backoff",
+        6,
+        "exponential",
+    ),
+    Case("set-literal-string", task("set: hello"), "/do/0/t/set", 4, "`${ … }`"),
+    Case("raise-without-error", task("raise: {}"), "/do/0/t/raise", 4, "`error`"),
+    Case(
+        "raise-without-status",
+        task("raise: {error: {type: https://example.com/e}}"),
+        "/do/0/t/raise/error",
+        4,
+        "`status`",
+    ),
+    Case(
+        "raise-unknown-error", task("raise: {error: late}"), "/do/0/t/raise/error", 4, "use.errors"
+    ),
+    Case("wait-not-duration", task("wait: soon"), "/do/0/t/wait", 4, "duration"),
+    Case("wait-too-long", task("wait: P30D"), "/do/0/t/wait", 4, "max_wait_s"),
+    Case("do-not-list", task("do: {}"), "/do/0/t/do", 4, "must be a list"),
+    Case("two-kinds", task("set: {}\nwait: PT1S"), "/do/0/t", 3, "one kind"),
     *[
         Case(f"call-{kind}", task(f"call: {kind}\nwith: {{}}"), "/do/0/t/call", 4, f"call: {kind}")
         for kind in ("http", "grpc", "openapi", "asyncapi", "a2a", "mcp")
     ],
     Case(
-        "if",
-        task("call: RefreshMaterializedView\nwith: {datasetName: v}\nif: .go"),
+        "if-not-expression",
+        task("call: RefreshMaterializedView\nwith: {datasetName: v}\nif: 3"),
         "/do/0/t/if",
         6,
-        "`if`",
+        "jq expression",
     ),
     Case(
-        "then",
-        task("call: RefreshMaterializedView\nwith: {datasetName: v}\nthen: end"),
+        "if-bad-jq",
+        task("call: RefreshMaterializedView\nwith: {datasetName: v}\nif: '.go |'"),
+        "/do/0/t/if",
+        6,
+        "syntax error",
+    ),
+    Case(
+        "then-nowhere",
+        task("call: RefreshMaterializedView\nwith: {datasetName: v}\nthen: elsewhere"),
         "/do/0/t/then",
         6,
-        "`then`",
+        "names no task",
     ),
     Case(
         "input-schema-on-task",
@@ -556,16 +628,16 @@ def test_table_is_large_enough() -> None:
 
 
 def test_parse_raises_invalid_specification_with_every_diagnostic() -> None:
-    text = HEAD + "use: {}\ndo:\n  - t:\n      switch: []\n"
+    text = HEAD + "use: {secrets: []}\ndo:\n  - t:\n      switch: []\n"
     with pytest.raises(InvalidSpecification) as raised:
         parse(text)
-    assert [d.pointer for d in raised.value.diagnostics] == ["/use", "/do/0/t/switch"]
+    assert [d.pointer for d in raised.value.diagnostics] == ["/use/secrets", "/do/0/t/switch"]
 
 
 def test_diagnostics_are_all_collected() -> None:
-    text = HEAD.replace("ns", "n_s") + "use: {}\ndo:\n" + CALL + CALL
+    text = HEAD.replace("ns", "n_s") + "use: {secrets: []}\ndo:\n" + CALL + CALL
     pointers = {d.pointer for d in validate(text).diagnostics}
-    assert pointers == {"/document/namespace", "/use", "/do/1/t"}
+    assert pointers == {"/document/namespace", "/use/secrets", "/do/1/t"}
 
 
 def test_alias_bomb_fails_fast() -> None:

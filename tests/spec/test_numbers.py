@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from workflowd.domain.definition import CallBody
 from workflowd.domain.json import Json
 from workflowd.spec import parse, validate
 from workflowd.spec.fields import check_timeout, duration_seconds
@@ -25,7 +26,9 @@ def with_dataset_id(literal: str) -> str:
     [("9007199254740991", 2**53 - 1), ("0x1FFFFFFFFFFFFF", 2**53 - 1), ("0o7", 7), ("007", 7)],
 )
 def test_integers_up_to_2_53_minus_1_are_kept_exactly(literal: str, value: int) -> None:
-    assert parse(with_dataset_id(literal)).tasks[0].with_ == {"datasetId": value}
+    body = parse(with_dataset_id(literal)).do.tasks[0].body
+    assert isinstance(body, CallBody)
+    assert body.with_ == {"datasetId": value}
 
 
 @pytest.mark.parametrize(

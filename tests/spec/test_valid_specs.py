@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import pytest
 
-from workflowd.domain.definition import Schedule
+from workflowd.domain.definition import CallBody, Schedule, Task
 from workflowd.spec import parse, validate
 
 from .official_schema import EXAMPLES, assert_valid_under_official_schema, load_yaml_12
@@ -102,19 +103,20 @@ def test_design_example_parses_into_its_definition() -> None:
         "1.0.0",
     )
     assert definition.schedule == Schedule("0 6 * * *", "UTC")
-    assert [t.name for t in definition.tasks] == ["buildActive", "refresh", "log"]
-    assert [t.reference for t in definition.tasks] == [
+    tasks = definition.do.tasks
+    assert [t.name for t in tasks] == ["buildActive", "refresh", "log"]
+    assert [t.reference for t in tasks] == [
         "/do/0/buildActive",
         "/do/1/refresh",
         "/do/2/log",
     ]
-    first, second, third = definition.tasks
+    first, second, third = tasks
     assert first.call == "CreateMaterializedViewIfNotExists"
-    assert first.with_["datasetName"] == "active_users"
+    assert with_of(first)["datasetName"] == "active_users"
     assert first.export_as == "$context + {activeId: .datasetId}"
-    assert second.with_ == {"datasetName": "active_users"}
-    assert str(third.with_["nql"]).startswith("${ ")
-    assert (third.index, third.input_from, third.output_as, third.timeout_s) == (
+    assert with_of(second) == {"datasetName": "active_users"}
+    assert str(with_of(third)["nql"]).startswith("${ ")
+    assert (third.position, third.input_from, third.output_as, third.timeout_s) == (
         2,
         None,
         None,
@@ -135,13 +137,18 @@ def test_full_spec_parses_every_option() -> None:
     assert definition.input_from == "${ {day: .day} }"
     assert definition.output_as == ".datasetId"
     assert definition.timeout_s == 1800
-    create = definition.tasks[0]
+    create = definition.do.tasks[0]
     assert create.timeout_s == 90
     assert create.input_from == "."
     assert create.output_as == {"id": "${ .datasetId }", "fixed": "literal"}
     assert create.metadata == {"note": "first"}
-    assert create.with_["executionCluster"] == "dedicated"
-    assert definition.tasks[1].with_ == {"datasetId": "${ $context.daily }"}
+    assert with_of(create)["executionCluster"] == "dedicated"
+    assert with_of(definition.do.tasks[1]) == {"datasetId": "${ $context.daily }"}
+
+
+def with_of(task: Task) -> Mapping[str, object]:
+    assert isinstance(task.body, CallBody)
+    return task.body.with_
 
 
 def test_yaml_12_booleans_and_scalars() -> None:

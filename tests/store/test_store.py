@@ -19,8 +19,6 @@ from workflowd.domain.run import (
     RunStatus,
     RunTaken,
     RunTrigger,
-    TaskRun,
-    TaskStatus,
 )
 from workflowd.domain.workflow import NewWorkflowVersion
 from workflowd.store import Store, make_store
@@ -56,7 +54,6 @@ async def new_run(store: Store, run_id: str) -> None:
             version="1.0.0",
             trigger=RunTrigger.MANUAL,
             input={},
-            tasks=(TaskRun(0, "a", "ExecuteDml", "/do/0/a"),),
             created_at=NOW,
         )
     )
@@ -145,8 +142,8 @@ async def test_concurrent_writes_group_commit_and_a_failing_one_is_isolated(
         tx.start_run(NOW)
 
     def illegal(tx: RunTx) -> None:
-        # PENDING → COMPLETED is not allowed
-        tx.complete_task(0, "a", output=None, job_id="", at=NOW)
+        # a run never goes back to PENDING
+        tx.end_run(RunStatus.PENDING, NOW)
 
     def set_context(value: int) -> object:
         return lambda tx: tx.set_context({"n": value})
@@ -158,7 +155,7 @@ async def test_concurrent_writes_group_commit_and_a_failing_one_is_isolated(
     assert [e.type.value for e in results[0]] == ["run_started"]  # type: ignore[union-attr]
     run = await store.get_run("local", "r1")
     assert run.status == RunStatus.RUNNING
-    assert run.tasks[0].status == TaskStatus.PENDING
+    assert run.tasks == ()
     assert run.context == {"n": 199}
     events = await store.events_after("local", "r1", 0, 100)
     assert [e.seq for e in events] == [1, 2]

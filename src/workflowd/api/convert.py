@@ -208,9 +208,9 @@ def problem(p: Problem | None) -> pb.Problem | None:
 
 def task_run(t: TaskRun) -> pb.TaskRun:
     return pb.TaskRun(
-        name=t.name,
+        name=text(t.name),
         call=t.call,
-        reference=t.reference,
+        reference=text(t.reference),
         status=TASK_STATUS[t.status],
         job_id=t.job_id,
         input=value(t.input) if t.input is not None else None,
@@ -218,6 +218,15 @@ def task_run(t: TaskRun) -> pb.TaskRun:
         error=problem(t.error),
         started_at=timestamp(t.started_at),
         ended_at=timestamp(t.ended_at),
+        key=text(t.key),
+        kind=t.kind,
+        iteration=t.iteration,
+        attempt=t.attempt,
+        parent=text(t.parent),
+        reason=text(t.reason),
+        wake_at=timestamp(t.wake_at),
+        order=t.order,
+        position=t.position,
     )
 
 
@@ -254,11 +263,16 @@ def run_event(e: RunEvent) -> pb.RunEvent:
         workflow_id=e.workflow_id,
         run_status=RUN_STATUS[e.run_status],
         task_index=e.task_index,
-        task_name=e.task_name,
+        task_name=text(e.task_name),
         task_status=(
             TASK_STATUS[e.task_status] if e.task_status is not None else pb.TASK_STATUS_UNSPECIFIED
         ),
         job_id=e.job_id,
         error=problem(e.error),
         reason=text(e.reason),
+        task_key=text(e.task_key),
+        task_reference=text(e.task_reference),
+        iteration=e.iteration,
+        attempt=e.attempt,
+        until=timestamp(e.until),
     )

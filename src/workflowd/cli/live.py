@@ -13,7 +13,7 @@ from typing import TextIO
 
 from workflowd.api.client import ClientError
 from workflowd.cli.common import CliError
-from workflowd.cli.show import duration, instant, status, task_status, when
+from workflowd.cli.show import depths, duration, instant, label, status, task_status, when
 from workflowd.v1 import workflow_service_pb2 as pb
 
 TICK_S = 1.0  # elapsed times on a terminal move on between events at this pace
@@ -23,58 +23,91 @@ _ACTIVE = (pb.TASK_STATUS_RUNNING, pb.TASK_STATUS_PENDING)
 
 @dataclass
 class _Row:
-    name: str
+    label: str
+    depth: int
+    reference: str
+    iteration: tuple[int, ...]
     status: pb.TaskStatus.ValueType
     job_id: str
     started: datetime | None
     ended: datetime | None
+    waiting: datetime | None = None
 
 
 class TaskTable:
-    """The run's tasks with status, job id and elapsed time, updated from events."""
+    """The run's task instances (nested under their loop, branch or try) with status, job id
+    and elapsed time, updated from events."""
 
     def __init__(self, run: pb.Run) -> None:
         self.run_id = run.id
         self.status = run.status
-        self.rows = [
-            _Row(
-                t.name,
+        nesting = depths(list(run.tasks))
+        self.rows: dict[str, _Row] = {
+            t.key: _Row(
+                label(t),
+                nesting[t.key],
+                t.reference,
+                tuple(t.iteration),
                 t.status,
                 t.job_id,
                 when(t.started_at, t.HasField("started_at")),
                 when(t.ended_at, t.HasField("ended_at")),
+                when(t.wake_at, t.HasField("wake_at")),
             )
             for t in run.tasks
-        ]
+        }
 
     def apply(self, event: pb.RunEvent) -> None:
         self.status = event.run_status
-        if event.task_index < 0 or event.task_index >= len(self.rows):
+        if not event.task_key:
             return
-        row = self.rows[event.task_index]
+        moment = event.time.ToDatetime(tzinfo=UTC)
+        row = self.rows.get(event.task_key)
+        if row is None:
+            row = self.rows[event.task_key] = self._new_row(event, moment)
         row.status = event.task_status
         row.job_id = event.job_id or row.job_id
-        moment = event.time.ToDatetime(tzinfo=UTC)
-        if event.type == pb.RUN_EVENT_TYPE_TASK_STARTED:
-            row.started = moment
+        if event.type in (pb.RUN_EVENT_TYPE_TASK_WAITING, pb.RUN_EVENT_TYPE_TASK_RETRYING):
+            row.waiting = event.until.ToDatetime(tzinfo=UTC)
         elif event.task_status not in _ACTIVE:
-            row.ended = moment
+            row.ended, row.waiting = moment, None
+
+    def _new_row(self, event: pb.RunEvent, moment: datetime) -> _Row:
+        """An instance that started: nested under the innermost row whose task holds it."""
+        iteration = tuple(event.iteration)
+        holders = [
+            r
+            for r in self.rows.values()
+            if event.task_reference.startswith(r.reference + "/")
+            and iteration[: len(r.iteration)] == r.iteration
+        ]
+        depth = max((r.depth + 1 for r in holders), default=0)
+        return _Row(label(event), depth, event.task_reference, iteration, event.task_status,
+                    event.job_id, moment, None)  # fmt: skip
 
     def lines(self, height: int) -> list[str]:
         """The table in at most `height` lines: a long run shows the tasks around its current
         one, since the cursor cannot move back above the top of the screen."""
-        width = max([4, *(len(r.name) for r in self.rows)])
-        rows = [
-            f"  {r.name:{width}}  {task_status(r.status):10}  {r.job_id or '-':36}  "
+        rows = list(self.rows.values())
+        names = ["  " * r.depth + r.label for r in rows]
+        width = max([4, *(len(n) for n in names)])
+        lines = [
+            f"  {name:{width}}  {_state(r):10}  {r.job_id or '-':36}  "
             f"{'' if r.started is None else duration(r.started, r.ended):>8}".rstrip()
-            for r in self.rows
+            for name, r in zip(names, rows, strict=True)
         ]
-        current = next((i for i, r in enumerate(self.rows) if r.status in _ACTIVE), len(rows))
+        current = next((i for i, r in enumerate(rows) if r.status in _ACTIVE), len(lines))
         head = [
             f"run {self.run_id}  {status(self.status)}",
             f"  {'TASK':{width}}  {'STATUS':10}  {'JOB':36}  {'ELAPSED':>8}",
         ]
-        return head + _window(rows, current, max(height - len(head) - 1, 3))
+        return head + _window(lines, current, max(height - len(head) - 1, 3))
+
+
+def _state(row: _Row) -> str:
+    if row.status in _ACTIVE and row.waiting is not None:
+        return f"waiting until {instant(row.waiting, row.waiting.date())}"
+    return task_status(row.status)
 
 
 def _window(rows: list[str], focus: int, room: int) -> list[str]:
@@ -126,18 +159,21 @@ async def ticking(redraw: Callable[[], None]) -> AsyncIterator[None]:
 
 
 def event_line(event: pb.RunEvent) -> str:
-    """One event of a run being followed: `#4 task_job_submitted build job J (run running)`."""
-    task = f" {event.task_name}" if event.task_name else ""
+    """One event of a run being followed: `#4 task_job_submitted build[2] job J (run running)`."""
+    task = f" {label(event)}" if event.task_name else ""
     job = f" job {event.job_id}" if event.job_id else ""
-    return f"#{event.seq} {_kind(event)}{task}{job} (run {status(event.run_status)})"
+    until = ""
+    if event.HasField("until"):
+        until = f" until {instant(event.until.ToDatetime(tzinfo=UTC))}"
+    return f"#{event.seq} {_kind(event)}{task}{job}{until} (run {status(event.run_status)})"
 
 
 def watch_line(event: pb.RunEvent) -> str:
     """One event among many runs: time (UTC), run, event, task, status, job."""
     moment = instant(event.time.ToDatetime(tzinfo=UTC))
-    is_task = event.task_index >= 0
+    is_task = bool(event.task_key)
     state = task_status(event.task_status) if is_task else status(event.run_status)
-    task = event.task_name if is_task else "-"
+    task = label(event) if is_task else "-"
     return (
         f"{moment}  {event.run_id}  {_kind(event):18}  {task:20}  {state:10}  {event.job_id or '-'}"
     ).rstrip()

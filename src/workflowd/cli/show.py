@@ -54,17 +54,44 @@ def compact(value: Any) -> str:
 
 
 def show_run(run: pb.Run) -> None:
-    """Everything `runs get` knows: times, input and output, each task, the error in full."""
+    """Everything `runs get` knows: times, input and output, each task instance (nested under
+    its loop, branch or try), the error in full."""
     data = to_dict(run)  # Values with integral numbers as ints
     day = _run_header(run, data)
     print()
     _task_table(run, day)
     for task, task_data in zip(run.tasks, data.get("tasks", []), strict=True):
         if "output" in task_data:
-            print(f"output of {task.name}: {compact(task_data['output'])}")
+            print(f"output of {label(task)}: {compact(task_data['output'])}")
         if task.HasField("error") and task.error != run.error:
-            show_problem(f"error of {task.name}", task.error)
+            show_problem(f"error of {label(task)}", task.error)
     show_problem("error", run.error if run.HasField("error") else None)
+
+
+def label(task: pb.TaskRun | pb.RunEvent) -> str:
+    """A task instance for people: its name, the loop iterations it runs in, its attempt."""
+    if isinstance(task, pb.TaskRun):
+        name, iteration, attempt = task.name, list(task.iteration), task.attempt
+    else:
+        name, iteration, attempt = task.task_name, list(task.iteration), task.attempt
+    where = "".join(f"[{i}]" for i in iteration)
+    again = f" (attempt {attempt})" if attempt > 1 else ""
+    return f"{name}{where}{again}"
+
+
+def depths(tasks: list[pb.TaskRun]) -> dict[str, int]:
+    """How deep each instance is nested (0 at the top), from the parents' keys."""
+    found: dict[str, int] = {}
+    for task in tasks:
+        found[task.key] = found.get(task.parent, -1) + 1 if task.parent else 0
+    return found
+
+
+def task_state(task: pb.TaskRun, day: date | None) -> str:
+    """A running instance that waits says until when."""
+    if task.status == pb.TASK_STATUS_RUNNING and task.HasField("wake_at"):
+        return f"waiting until {instant(task.wake_at.ToDatetime(tzinfo=UTC), day)}"
+    return task_status(task.status)
 
 
 def _run_header(run: pb.Run, data: dict[str, Any]) -> date | None:
@@ -89,13 +116,14 @@ def _run_header(run: pb.Run, data: dict[str, Any]) -> date | None:
 
 def _task_table(run: pb.Run, day: date | None) -> None:
     rows = []
+    nesting = depths(list(run.tasks))
     for t in run.tasks:
         started = when(t.started_at, t.HasField("started_at"))
         ended = when(t.ended_at, t.HasField("ended_at"))
         rows.append(
             [
-                t.name,
-                task_status(t.status),
+                "  " * nesting[t.key] + label(t),
+                task_state(t, day),
                 t.job_id or "-",
                 instant(started, day),
                 instant(ended, day),

@@ -56,11 +56,14 @@ RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
 }
 
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
-    # A task whose parameters cannot be resolved fails without ever running.
+    # Only the tasks of runs started before task instances were created PENDING; an instance
+    # starts RUNNING, and is SKIPPED when its `if` is false.
     TaskStatus.PENDING: frozenset(
         {TaskStatus.RUNNING, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED}
     ),
-    TaskStatus.RUNNING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+    TaskStatus.RUNNING: frozenset(
+        {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.SKIPPED}
+    ),
     TaskStatus.COMPLETED: frozenset(),
     TaskStatus.FAILED: frozenset(),
     TaskStatus.CANCELLED: frozenset(),
@@ -167,17 +170,50 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class TaskRun:
-    index: int
+    """One task instance: one execution of the task at `reference`, in the loop iterations
+    `iteration` (outermost first) and the retry `attempt`; `key` names it within its run."""
+
+    key: str
+    order: int
+    """Its place in the run's execution order (1, 2, …)."""
     name: str
+    kind: str
     call: str
     reference: str
-    status: TaskStatus = TaskStatus.PENDING
+    position: int = -1
+    """The task's index in its own list."""
+    iteration: tuple[int, ...] = ()
+    attempt: int = 1
+    parent: str = ""
+    """The key of the instance it runs inside (a loop, a branch, a try), "" at the top."""
+    status: TaskStatus = TaskStatus.RUNNING
     job_id: str = ""
     input: Json = None
     output: Json = None
     error: Problem | None = None
+    reason: str = ""
+    """Why it was cancelled."""
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    wake_at: datetime | None = None
+    """When a waiting instance (a `wait`, a `try` between attempts) goes on."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    """A task instance that starts."""
+
+    key: str
+    order: int
+    name: str
+    kind: str
+    call: str
+    reference: str
+    position: int
+    iteration: tuple[int, ...]
+    attempt: int
+    parent: str
+    started_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +240,9 @@ class Run:
     """A run that waits for another to end before it starts (a buffered fire, a backfill)."""
     cancel_reason: str = ""
     """Who or what cancelled the run (a request, a schedule's policy, the jobs system)."""
+    cursor: JsonObject | None = None
+    """Where the interpretation stands (None before the run started, and for runs started
+    before task instances, whose cursor is rebuilt from their tasks)."""
 
 
 class RunEventType(StrEnum):
@@ -215,6 +254,9 @@ class RunEventType(StrEnum):
     TASK_FAILED = "task_failed"
     TASK_CANCELLED = "task_cancelled"
     TASK_SKIPPED = "task_skipped"
+    TASK_WAITING = "task_waiting"
+    TASK_RETRYING = "task_retrying"
+    TASK_ERROR_CAUGHT = "task_error_caught"
     RUN_CANCELLING = "run_cancelling"
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"
@@ -235,12 +277,21 @@ class RunEvent:
     namespace: str
     run_status: RunStatus
     task_index: int = -1
+    """The task's index in its own list; -1 for the run's own events."""
     task_name: str = ""
     task_status: TaskStatus | None = None
     job_id: str = ""
     error: Problem | None = None
     reason: str = ""
-    """Why the run is being cancelled or was (on RUN_CANCELLING and RUN_CANCELLED)."""
+    """Why the run is being cancelled or was (on RUN_CANCELLING and RUN_CANCELLED), or why a
+    task instance was."""
+    task_key: str = ""
+    """The task instance concerned (its `TaskRun.key`)."""
+    task_reference: str = ""
+    iteration: tuple[int, ...] = ()
+    attempt: int = 0
+    until: datetime | None = None
+    """When a waiting task goes on (TASK_WAITING), or the next attempt starts (TASK_RETRYING)."""
 
     @property
     def terminal(self) -> bool:
@@ -270,7 +321,8 @@ TASK_EVENT_FOR: Mapping[TaskStatus, RunEventType] = {
 
 @dataclass(frozen=True, slots=True)
 class NewRun:
-    """A run to create: its tasks start PENDING, the run PENDING, with a RUN_CREATED event."""
+    """A run to create, PENDING, with a RUN_CREATED event (its task instances are created as
+    they start)."""
 
     id: str
     company: str
@@ -280,7 +332,6 @@ class NewRun:
     version: str
     trigger: RunTrigger
     input: Json
-    tasks: tuple[TaskRun, ...]
     created_at: datetime
     idempotency_key: str = ""
     scheduled_at: datetime | None = None

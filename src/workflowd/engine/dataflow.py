@@ -1,53 +1,57 @@
-"""What data each task of one run receives and gives: the expression arguments, a task's input
-and job request, its output and the context it exports, and the run's own input and output.
+"""The data of one run: its expressions' variables and values, each call's job request and
+output, and the budget every stored value is charged to, so nothing stored is unreadable.
 
-Every value that will be stored passes the run's `ValueBudget`, so nothing stored is unreadable.
+The interpreter says what to evaluate and with which of the frame's variables; this adds the
+run's constants (`$workflow`, `$runtime`), evaluates off the event loop, and checks what comes
+back before it may be stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable
 from datetime import datetime
 
-from workflowd.domain.definition import TaskDefinition, WorkflowDefinition
+from workflowd.domain.definition import CallBody, Task, WorkflowDefinition
 from workflowd.domain.jobs import JobInfo, JobRequest
 from workflowd.domain.json import Json, JsonObject
-from workflowd.domain.run import ErrorType, Problem, Run, TaskStatus
+from workflowd.domain.run import ErrorType, Problem, Run
 from workflowd.engine.budget import OverBudget, ValueBudget
 from workflowd.engine.deps import EngineDeps
+from workflowd.engine.flow import CallStep, Evaluate, Purpose
 from workflowd.engine.problems import StepFailed
 from workflowd.spec.expressions import ExpressionError
 from workflowd.spec.operations import OPERATIONS
 
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a run stands: the next task to run, its raw input, and the context."""
-
-    index: int
-    raw_input: Json
-    context: JsonObject
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    """A task's input (after `input.from`) and the exact job request its `with` resolved to."""
-
-    task_input: Json
-    request: JobRequest
+# The values of these purposes are stored (a task's input or output, the context, the run's
+# output): they are charged to the run's budget, not only checked against the bounds.
+_STORED = frozenset({Purpose.INPUT, Purpose.OUTPUT, Purpose.SET, Purpose.RUN_OUTPUT})
+_MAX_KEY_CHARS = 200
 
 
 def iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def _owner(pointer: str) -> str:
-    """The task (or workflow) an expression's pointer belongs to: its error's `instance`."""
-    for suffix in ("/with", "/input/from", "/output/as", "/export/as"):
-        if pointer.endswith(suffix):
-            return pointer[: -len(suffix)] or "/"
-    return pointer
+def idempotency_key(run_id: str, key: str) -> str:
+    """The jobs API's idempotency key of a task instance's job: readable while short enough
+    for any jobs system, hashed past that."""
+    readable = f"{run_id}:{key}"
+    if len(readable) <= _MAX_KEY_CHARS:
+        return readable
+    return f"{run_id}:{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+
+def stores_input(task: Task) -> bool:
+    """A call's input is stored (it is what its job was made of), and so is what `input.from`
+    computed; any other task's input is the previous one's output, stored already."""
+    return isinstance(task.body, CallBody) or task.input_from is not None
+
+
+def stores_output(task: Task) -> bool:
+    """What a task computed is stored: a call's result, a `set`, an `output.as`. A control-flow
+    task's output is its inner tasks' (stored with them), so it is not stored twice."""
+    return task.kind.value in ("call", "set") or task.output_as is not None
 
 
 class DataFlow:
@@ -56,13 +60,9 @@ class DataFlow:
     ) -> None:
         self._deps = deps
         self._run = run
-        self._definition = definition
         limits = deps.limits
         self._budget = ValueBudget(limits.values, limits.max_run_value_bytes, run)
-        self._task_started: dict[int, datetime] = {
-            t.index: t.started_at for t in run.tasks if t.started_at is not None
-        }
-        self._workflow: JsonObject = {
+        workflow: JsonObject = {
             "id": run.workflow_id,
             "runId": run.id,
             "definition": {
@@ -74,63 +74,82 @@ class DataFlow:
             "startedAt": iso(started_at),
         }
         if run.scheduled_at is not None:
-            self._workflow["scheduledAt"] = iso(run.scheduled_at)
+            workflow["scheduledAt"] = iso(run.scheduled_at)
+        self._constants: JsonObject = {
+            "workflow": workflow,
+            "runtime": {"name": "workflowd", "version": deps.runtime_version},
+        }
 
-    # --- where a run starts or resumes --------------------------------------------------------
+    async def evaluate(self, step: Evaluate) -> Json:
+        """The expression's value, checked (and charged, when it will be stored)."""
+        variables = {**step.variables, **self._constants}
+        evaluator = self._deps.evaluator
+        owner = _owner(step.where)
+        try:
+            if step.template:
+                value = await evaluator.evaluate(step.expr, step.subject, variables)
+            else:
+                value = await evaluator.evaluate_field(step.expr, step.subject, variables)
+        except ExpressionError as exc:
+            title = f"cannot evaluate {step.where}"
+            problem = Problem.of(ErrorType.EXPRESSION, title, str(exc), owner)
+            raise StepFailed(problem) from exc
+        if step.purpose in _STORED:
+            self._store(self._budget.charge, value, f"{step.where}'s value", owner)
+        elif step.purpose == Purpose.EXPORT:
+            self._store(self._budget.replace_context, value, "the exported context", owner)
+        else:
+            self._store(self._budget.check, value, f"{step.where}'s value", owner)
+        return value
 
-    async def resume_point(self) -> Position:
-        """After the last completed task; before the first task, the run's input after the
-        workflow's `input.from`."""
-        context = dict(self._run.context)
-        done = [t for t in self._run.tasks if t.status == TaskStatus.COMPLETED]
-        if done:
-            return Position(done[-1].index + 1, done[-1].output, context)
-        raw: Json = self._run.input
-        if self._definition.input_from is not None:
-            variables = self._variables(context, None)
-            raw = await self._evaluate(self._definition.input_from, raw, variables, "/input/from")
-        return Position(0, raw, context)
+    def charge_input(self, task: Task, value: Json) -> None:
+        self._store(self._budget.charge, value, f"task {task.name}'s input", task.reference)
 
-    # --- a task -------------------------------------------------------------------------------
-
-    async def resolve(self, task: TaskDefinition, position: Position, now: datetime) -> Resolved:
-        """The task's input and job request: `input.from`, then `with`, then the operation's
-        own checks of the evaluated parameters."""
-        self._task_started[task.index] = now
-        task_input = position.raw_input
-        if task.input_from is not None:
-            variables = self._variables(position.context, task)
-            where = f"{task.reference}/input/from"
-            task_input = await self._evaluate(task.input_from, task_input, variables, where)
-        self._store(self._budget.charge, task_input, f"task {task.name}'s input", task.reference)
-        variables = self._variables(position.context, task, input=task_input)
-        resolved = await self._evaluate(
-            dict(task.with_), task_input, variables, f"{task.reference}/with", template=True
-        )
-        operation = OPERATIONS[task.call]
+    async def request(self, step: CallStep) -> JobRequest:
+        """The job a call's `with` resolves to, checked by its operation."""
+        task = step.task
+        body = task.body
+        assert isinstance(body, CallBody)
+        evaluate = Evaluate(
+            step.key, Purpose.SET, dict(body.with_), step.input, step.variables,
+            f"{task.reference}/with", template=True,
+        )  # fmt: skip
+        resolved = await self._evaluate_unstored(evaluate)
+        operation = OPERATIONS[body.call]
         params = resolved if isinstance(resolved, dict) else {}
         problems = operation.check_resolved(params, f"{task.reference}/with")
         if problems:
             detail = "; ".join(f"{d.pointer}: {d.message}" for d in problems)
             title = f"task {task.name} has invalid parameters after evaluation"
             raise StepFailed(Problem.of(ErrorType.VALIDATION, title, detail, task.reference))
-        request = JobRequest(
+        return JobRequest(
             type=operation.job_type,
             input=operation.to_job_input(params),
-            idempotency_key=f"{self._run.id}:{task.index}",
+            idempotency_key=idempotency_key(self._run.id, step.key),
             # The jobs client adds workflowd's own tag (its config owns the one constant).
             metadata={
                 "workflow_id": self._run.workflow_id,
                 "workflow_run_id": self._run.id,
                 "task_name": task.name,
+                "task_reference": task.reference,
             },
         )
-        return Resolved(task_input, request)
 
-    async def stored_request(self, task: TaskDefinition) -> JobRequest:
+    async def _evaluate_unstored(self, step: Evaluate) -> Json:
+        variables = {**step.variables, **self._constants}
+        try:
+            value = await self._deps.evaluator.evaluate(step.expr, step.subject, variables)
+        except ExpressionError as exc:
+            title = f"cannot evaluate {step.where}"
+            owner = _owner(step.where)
+            raise StepFailed(Problem.of(ErrorType.EXPRESSION, title, str(exc), owner)) from exc
+        self._store(self._budget.check, value, f"{step.where}'s value", _owner(step.where))
+        return value
+
+    async def stored_request(self, task: Task, key: str) -> JobRequest:
         """The intent committed by an earlier process: re-sent unchanged, never re-evaluated
         (expressions such as `$task.startedAt` would differ and the jobs API would answer 409)."""
-        stored = await self._deps.store.job_request(self._run.id, task.index)
+        stored = await self._deps.store.job_request(self._run.id, key)
         if not isinstance(stored, dict):
             problem = Problem.of(
                 ErrorType.RUNTIME, "the task's stored job request is missing", "", task.reference
@@ -138,92 +157,14 @@ class DataFlow:
             raise StepFailed(problem)
         return JobRequest.from_json(stored)
 
-    async def output(
-        self, task: TaskDefinition, info: JobInfo, task_input: Json, context: JsonObject
-    ) -> Position:
-        """Where the run stands after the task: its output (after `output.as`) is the next
-        task's raw input, and `export.as` gives the new context."""
-        output: Json = OPERATIONS[task.call].output_from_result(info.result or {})
+    def output(self, task: Task, info: JobInfo) -> Json:
+        """The operation's output of a completed job, charged to the run's budget."""
+        body = task.body
+        assert isinstance(body, CallBody)
+        output: Json = OPERATIONS[body.call].output_from_result(info.result or {})
         what = f"task {task.name}'s job {info.job_id} result"
-        self._store(self._budget.check, output, what, task.reference)
-        if task.output_as is not None:
-            variables = self._variables(context, task, input=task_input)
-            where = f"{task.reference}/output/as"
-            output = await self._evaluate(task.output_as, output, variables, where)
-        self._store(self._budget.charge, output, f"task {task.name}'s output", task.reference)
-        if task.export_as is None:
-            return Position(task.index + 1, output, context)
-        variables = self._variables(context, task, input=task_input, output=output)
-        where = f"{task.reference}/export/as"
-        exported = await self._evaluate(task.export_as, output, variables, where)
-        if not isinstance(exported, dict):
-            raise StepFailed(
-                Problem.of(
-                    ErrorType.VALIDATION,
-                    f"task {task.name}'s export.as must yield an object",
-                    f"it yielded {type(exported).__name__}",
-                    task.reference,
-                )
-            )
-        what = f"task {task.name}'s exported context"
-        self._store(self._budget.replace_context, exported, what, task.reference)
-        return Position(task.index + 1, output, exported)
-
-    # --- the run's output ---------------------------------------------------------------------
-
-    async def run_output(self, position: Position) -> Json:
-        if self._definition.output_as is None:
-            return position.raw_input
-        variables = self._variables(position.context, None)
-        output = await self._evaluate(
-            self._definition.output_as, position.raw_input, variables, "/output/as"
-        )
-        self._store(self._budget.charge, output, "the run's output", "/output/as")
+        self._store(self._budget.charge, output, what, task.reference)
         return output
-
-    # --- helpers ------------------------------------------------------------------------------
-
-    def _variables(
-        self, context: JsonObject, task: TaskDefinition | None, **extra: Json
-    ) -> dict[str, Json]:
-        variables: dict[str, Json] = {
-            "context": context,
-            "workflow": self._workflow,
-            "runtime": {"name": "workflowd", "version": self._deps.runtime_version},
-            **extra,
-        }
-        if task is not None:
-            started = self._task_started.get(task.index)
-            variables["task"] = {
-                "name": task.name,
-                "reference": task.reference,
-                "startedAt": iso(started) if started else None,
-            }
-        return variables
-
-    async def _evaluate(
-        self,
-        expr: Json,
-        subject: Json,
-        variables: Mapping[str, Json],
-        where: str,
-        template: bool = False,
-    ) -> Json:
-        """`template`: `expr` is a value whose `${ … }` leaves are evaluated (`with`); otherwise
-        it is a data-flow field, where a bare string is jq too."""
-        evaluator = self._deps.evaluator
-        try:
-            if template:
-                value = await evaluator.evaluate(expr, subject, variables)
-            else:
-                value = await evaluator.evaluate_field(expr, subject, variables)
-        except ExpressionError as exc:
-            title = f"cannot evaluate {where}"
-            raise StepFailed(
-                Problem.of(ErrorType.EXPRESSION, title, str(exc), _owner(where))
-            ) from exc
-        self._store(self._budget.check, value, f"{where}'s value", _owner(where))
-        return value
 
     @staticmethod
     def _store(account: Callable[[Json], None], value: Json, what: str, instance: str) -> None:
@@ -233,3 +174,20 @@ class DataFlow:
         except OverBudget as exc:
             title = f"{what} cannot be stored"
             raise StepFailed(Problem.of(ErrorType.VALIDATION, title, str(exc), instance)) from exc
+
+
+_SUFFIXES = (
+    "/with", "/input/from", "/output/as", "/export/as", "/if", "/set", "/while", "/for/in",
+    "/wait", "/raise/error", "/catch/when", "/catch/exceptWhen", "/catch/retry/when",
+    "/catch/retry/exceptWhen",
+)  # fmt: skip
+
+
+def _owner(pointer: str) -> str:
+    """The task (or workflow) an expression's pointer belongs to: its error's `instance`."""
+    for suffix in _SUFFIXES:
+        if pointer.endswith(suffix):
+            return pointer[: -len(suffix)] or "/"
+    if "/switch/" in pointer:
+        return pointer.rsplit("/switch/", 1)[0]
+    return pointer

@@ -6,6 +6,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 
+from workflowd.domain.definition import FlowLimits
 from workflowd.domain.json import JsonBounds
 from workflowd.engine.clock import Clock
 from workflowd.engine.hub import EventHub
@@ -23,6 +24,7 @@ class RunLimits:
     # All of them together, so that one run always fits one API response (gRPC clients
     # receive 4 MiB by default; the rest is the run's own fields and its tasks').
     max_run_value_bytes: int = 3 * 1024 * 1024
+    flow: FlowLimits = field(default_factory=FlowLimits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,21 +1,25 @@
-"""The life of one run, read top down (docs/architecture.md draws it):
+"""The life of one run: the interpreter decides, the executor does (docs/architecture.md).
 
-    execute ─ start the run ─ resume point ─┬─ for each task: begin ─ run its job ─ complete ─┐
-                                             └─────────────── complete the run ◄──────────────┘
+    execute ─ start or resume ─┬─ await the next outcome ─ advance the cursor ─ apply ─┐
+                                └──────────────────── until the run's end ◄─────────────┘
 
-- *begin* commits the task's intent (its exact job request) before anything is submitted;
-- *run its job* submits it (or re-attaches to it after a restart) and waits for its end, a
-  cancel request or a timeout;
-- *complete* commits the task's completion, its exported context and, in the same transaction,
-  the next task's intent: one commit between a job's end and the next job's submission.
+The interpreter (`interpreter.py`) is a pure function of the cursor and a step's outcome. The
+executor runs the steps it asks for, concurrently (expressions in the evaluator's workers,
+calls' jobs in the jobs system, sleeps on the clock), feeds each outcome back, and commits the
+task instances' changes with the cursor:
 
-A task that cannot complete *ends* instead: its end, the skipping of every later task and the
-run's end are one commit. If its job may still be running then, the job is cancelled first and
-the task's problem says whether the jobs system confirmed it; an unconfirmed cancel is stored
-and retried in the background (`OrphanJobs`), across restarts.
+- a call's intent (its exact job request) is committed before the job is submitted, with every
+  change before it: between one job's end and the next job's submission there is one commit;
+- a sleep's wake-up instant is committed before the sleep begins;
+- when no step but jobs and sleeps is in flight, what was decided meanwhile is committed;
+- the run's end is one commit with its last changes.
 
-The executor is the only writer of its run's task states. Each commit also appends the run's
-events, published to watchers once the commit is durable.
+The cursor is never committed ahead of the changes that brought it there: a restart resumes
+from the last committed cursor, starts its expressions again, re-attaches to its jobs (or
+submits a committed intent again under its idempotency key, finding the job that may exist),
+and keeps its sleeps' instants. A step the interpreter cancels has its job cancelled first, and
+its instance says whether the jobs system confirmed it; an unconfirmed cancel is committed into
+`jobs_to_cancel` and retried in the background (`OrphanJobs`), across restarts.
 """
 
 from __future__ import annotations
@@ -23,82 +27,64 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
-from workflowd.domain.definition import TaskDefinition, WorkflowDefinition
-from workflowd.domain.jobs import JobInfo, JobRequest, JobState
-from workflowd.domain.json import Json
+from workflowd.domain.definition import WorkflowDefinition
+from workflowd.domain.errors import Unavailable
+from workflowd.domain.retry import Backoff
 from workflowd.domain.run import (
     ErrorType,
     Problem,
     Run,
     RunEvent,
-    RunEventType,
     RunStatus,
     RunTaken,
     TaskStatus,
 )
-from workflowd.engine import problems
-from workflowd.engine.dataflow import DataFlow, Position
-from workflowd.engine.deadlines import Deadlines
+from workflowd.engine import records
+from workflowd.engine.calls import JOB_ID_RECORD_DELAY_S, CallRunner, CallState
+from workflowd.engine.cursor import Cursor, from_json, to_json
+from workflowd.engine.dataflow import DataFlow
 from workflowd.engine.deps import EngineDeps
-from workflowd.engine.jobcalls import JobCalls
+from workflowd.engine.flow import (
+    Advance,
+    CallStep,
+    Ended,
+    Evaluate,
+    Evaluated,
+    Faulted,
+    Outcome,
+    Record,
+    RunEnd,
+    Sleep,
+    Started,
+    Step,
+    Stopped,
+    TimedOut,
+    Woke,
+)
+from workflowd.engine.interpreter import Interpreter
+from workflowd.engine.legacy import legacy_cursor
 from workflowd.engine.ports import RunTransaction
-from workflowd.engine.problems import StepFailed
+from workflowd.engine.problems import StepFailed, with_note
 
 log = logging.getLogger("workflowd.engine")
 
-# A job that ends this soon after its submission has its id recorded with its end (one commit);
-# a longer one has it recorded on the side, for watchers.
-_JOB_ID_RECORD_DELAY_S = 0.02
+# A store that refuses writes (a full disk, a database restarting) is tried again with this
+# backoff until it takes them: a run goes on once the store does, it never gives up.
+_STORE_BACKOFF = Backoff(0.1, max_delay_s=10.0, spread=0.5)
 
 
 @dataclass(slots=True)
-class Intent:
-    """A task whose exact job request is committed: the task is RUNNING in the store."""
-
-    task: TaskDefinition
-    request: JobRequest | None
-    """None for an intent resumed with its job id known: nothing will be submitted for it."""
-    task_input: Json
-    started_at: datetime
-    job_id: str = ""
-    may_exist: bool = False
-    """Whether a job may exist although its id is unknown (an earlier process committed the
-    intent and may have submitted it before it stopped)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ending:
-    """How a task that does not complete ends, and with it the run."""
-
-    task_status: TaskStatus
-    problem: Problem | None
-    run_status: RunStatus
-    reason: str = ""
-    """Who or what cancelled the run."""
-    job_may_run: bool = False
-
-    @classmethod
-    def failed(cls, failure: StepFailed, reason: str) -> Ending:
-        if failure.task_status == TaskStatus.CANCELLED:
-            return cls(
-                TaskStatus.CANCELLED, failure.problem, RunStatus.CANCELLED, reason,
-                failure.job_may_run,
-            )  # fmt: skip
-        return cls(
-            TaskStatus.FAILED, failure.problem, RunStatus.FAILED, job_may_run=failure.job_may_run
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Completed:
-    """A task completed: where the run stands, and the next task if its intent rode along."""
-
-    position: Position
-    next_intent: Intent | None
+class _Running:
+    step: Step
+    task: asyncio.Task[None]
+    settled: bool
+    """Nothing more is decided until it ends (a job submitted, a sleep): when every step in
+    flight is settled, what was decided meanwhile is committed."""
 
 
 class RunExecutor:
@@ -106,15 +92,22 @@ class RunExecutor:
         self._deps = deps
         self._run = run
         self._definition = definition
-        self._cancel = asyncio.Event()
+        self._interpreter = Interpreter(definition, deps.limits.flow)
+        self._outcomes: asyncio.Queue[Outcome | _Settled | _Broken] = asyncio.Queue()
         self._cancel_reason = run.cancel_reason or "cancelled on request"
-        if run.status == RunStatus.CANCELLING:
-            self._cancel.set()
-        self._current: Intent | None = None
-        self._job_id_timer: asyncio.TimerHandle | None = None
-        self._job_id_record: asyncio.Future[list[RunEvent]] | None = None
-        self._task_began = 0.0
-        self._calls = JobCalls(deps, run.id, run.company)
+        self._cancel_requested = run.status == RunStatus.CANCELLING
+        self._cursor: Cursor | None = None
+        self._pending: list[Record] = []
+        self._intents: list[CallState] = []
+        self._running: dict[str, _Running] = {}
+        self._gate = asyncio.Lock()
+        self._deadline: asyncio.Task[None] | None = None
+        self._deadline_at: tuple[Any, datetime] | None = None
+        self._calls: CallRunner | None = None
+        self._side_commits: set[asyncio.Future[list[RunEvent]]] = set()
+        self._started: dict[str, datetime] = {
+            t.key: t.started_at for t in run.tasks if t.started_at is not None
+        }
         self.taken = False
 
     @property
@@ -122,8 +115,13 @@ class RunExecutor:
         return self._run.id
 
     def request_cancel(self, reason: str) -> None:
+        if self._cancel_requested:
+            return
+        self._cancel_requested = True
         self._cancel_reason = reason
-        self._cancel.set()
+        if self._calls is not None:
+            self._calls.stopping = True
+        self._outcomes.put_nowait(Stopped(reason))
 
     async def execute(self) -> None:
         try:
@@ -136,424 +134,349 @@ class RunExecutor:
             log.warning("run %s: %s; stopping here", self.run_id, exc, extra=self._log())
             self.taken = True
         except Exception as exc:
-            # A bug must not leave the run active forever, nor its job running unwatched.
+            # A bug must not leave the run active forever, nor its jobs running unwatched.
             log.exception("run %s failed on an internal error", self.run_id, extra=self._log())
-            await self._end_on_internal_error(exc)
+            await self._abort(exc)
+        finally:
+            await self._stop_steps()
 
-    # --- the run, top down --------------------------------------------------------------------
+    # --- start, resume, loop ------------------------------------------------------------------
 
     async def _execute(self) -> None:
         started_at = await self._start_run()
         if started_at is None:
             return
-        self._flow = DataFlow(self._deps, self._run, self._definition, started_at)
-        self._deadlines = Deadlines(self._definition, started_at)
-        try:
-            position = await self._flow.resume_point()
-        except StepFailed as failure:
-            await self._end_before(self._definition.tasks[0], Ending.failed(failure, ""))
+        flow = DataFlow(self._deps, self._run, self._definition, started_at)
+        self._calls = CallRunner(self._deps, self._run.id, self._run.company, flow)
+        self._calls.stopping = self._cancel_requested
+        self._flow = flow
+        advance = self._resume()
+        if self._cancel_requested:
+            self._outcomes.put_nowait(Stopped(self._cancel_reason))
+        if await self._apply(advance):
             return
-        intent: Intent | None = None
-        for task in self._definition.tasks[position.index :]:
-            intent = intent or await self._begin(task, position)
-            if intent is None:
+        while True:
+            await self._commit_if_settled()
+            outcome = await self._outcomes.get()
+            if isinstance(outcome, _Settled):
+                continue
+            if isinstance(outcome, _Broken):
+                raise outcome.exc
+            assert self._cursor is not None
+            advance = self._interpreter.advance(self._cursor, outcome, self._deps.clock.now())
+            # A run or a task that must stop waits (a while) for its jobs to stop, so that
+            # CANCELLED or a timeout means they did; branches that lost only cancel theirs.
+            grace = (
+                self._deps.limits.cancel_grace_s if isinstance(outcome, Stopped | TimedOut) else 0.0
+            )
+            if await self._apply(advance, grace):
                 return
-            self._current = intent
-            outcome = await self._run_job(intent)
-            if isinstance(outcome, Ending):
-                await self._end(task, intent.job_id, outcome)
-                return
-            completed = await self._complete(intent, outcome, position)
-            if completed is None:
-                return
-            position, intent = completed.position, completed.next_intent
-        await self._complete_run(position)
 
     async def _start_run(self) -> datetime | None:
         """The run's start instant (recorded now unless an earlier process did); None when it
         was cancelled before it ever started."""
         if self._run.started_at is not None:
             return self._run.started_at
-        if self._cancel.is_set():
-            await self._end_cancelled_before(0)
+        now = self._deps.clock.now()
+        if self._cancel_requested:
+            reason = self._cancel_reason
+            await self._commit(lambda tx: tx.end_run(RunStatus.CANCELLED, now, reason=reason))
             return None
-        at = self._deps.clock.now()
 
         def start(tx: RunTransaction) -> None:
             if tx.run_status == RunStatus.PENDING:
-                tx.start_run(at)
+                tx.start_run(now)
 
         await self._commit(start)
-        return at
+        return now
 
-    async def _begin(self, task: TaskDefinition, position: Position) -> Intent | None:
-        """The task's committed intent; None when the run ended instead."""
-        self._task_began = asyncio.get_running_loop().time()
-        stored = self._run.tasks[task.index]
-        if stored.status == TaskStatus.RUNNING:
-            request = None
-            if not stored.job_id:  # only a job that may not exist yet needs its request
-                try:
-                    request = await self._flow.stored_request(task)
-                except StepFailed as failure:
-                    await self._end(task, stored.job_id, Ending.failed(failure, ""))
-                    return None
-            started = stored.started_at or self._deps.clock.now()
-            return Intent(task, request, stored.input, started, stored.job_id, may_exist=True)
-        if self._cancel.is_set():
-            await self._end_cancelled_before(task.index)
-            return None
-        try:
-            intent = await self._prepare(task, position)
-        except StepFailed as failure:
-            await self._end_before(task, Ending.failed(failure, self._cancel_reason))
-            return None
-        await self._commit(intent_recorder(intent))
-        self._deps.crash_point("after_intent_commit")
-        return intent
-
-    async def _prepare(self, task: TaskDefinition, position: Position) -> Intent:
-        """Resolve the task's input and job request (nothing is written yet)."""
+    def _resume(self) -> Advance:
+        """Where the run starts: its committed cursor and the steps it awaits, a cursor rebuilt
+        for a run started before task instances, or the beginning."""
+        assert self._calls is not None
         now = self._deps.clock.now()
-        self._deadlines.check_workflow(task, now)
-        resolved = await self._flow.resolve(task, position, now)
-        return Intent(task, resolved.request, resolved.task_input, now)
+        for task_run in self._run.tasks:
+            if task_run.status == TaskStatus.RUNNING and task_run.kind == "call":
+                task = self._definition.task(task_run.reference)
+                state = self._calls.state(task_run.key, task)
+                state.job_id, state.resumed = task_run.job_id, True
+                state.job_recorded = bool(task_run.job_id)
+        if self._run.cursor is not None:
+            cursor = from_json(self._run.cursor)
+            return Advance(cursor, steps=self._interpreter.in_flight(cursor))
+        if self._run.tasks:
+            return self._interpreter.enter(legacy_cursor(self._run, self._definition), now)
+        return self._interpreter.start(self._run.input, now)
 
-    async def _run_job(self, intent: Intent) -> JobInfo | Ending:
-        """Submit the job (or find the one already submitted) and wait for its end."""
-        try:
-            if not intent.job_id and not await self._submit(intent):
-                return Ending(TaskStatus.CANCELLED, None, RunStatus.CANCELLED, self._cancel_reason)
-            info = await self._wait(intent)
-        except StepFailed as failure:
-            return Ending.failed(failure, self._cancel_reason)
-        self._deps.crash_point("after_job_completed")
-        if info.state == JobState.COMPLETED:
-            return info
-        if info.state == JobState.CANCELLED and self._cancel.is_set():
-            return Ending(TaskStatus.CANCELLED, None, RunStatus.CANCELLED, self._cancel_reason)
-        problem = problems.job_failed(intent.task, info)
-        if info.state == JobState.CANCELLED:
-            return Ending(TaskStatus.CANCELLED, problem, RunStatus.CANCELLED, problem.title)
-        return Ending(TaskStatus.FAILED, problem, RunStatus.FAILED)
+    async def _apply(self, advance: Advance, grace_s: float = 0.0) -> bool:
+        """Carry out a decision; True when the run has ended."""
+        async with self._gate:
+            self._cursor = advance.cursor
+            found = advance.records
+            if advance.cancels:
+                found = await self._cancel_steps(advance.cancels, found, grace_s)
+            self._pending += found
+            for step in advance.steps:
+                self._launch(step)
+            if advance.end is not None:
+                await self._end(advance.end)
+                return True
+        self._arm_deadline()
+        return False
 
-    async def _submit(self, intent: Intent) -> bool:
-        """Give the intent a job; False when the run was cancelled before one existed.
+    # --- steps --------------------------------------------------------------------------------
 
-        After a cancel, nothing more is submitted: an intent an earlier process may have sent is
-        looked up by its idempotency key instead (and then cancelled by `_wait`)."""
-        task, request = intent.task, intent.request
-        assert request is not None, "an intent without a job id carries its request"
-        if self._cancel.is_set():
-            key = request.idempotency_key
-            found = await self._calls.find(task, key) if intent.may_exist else None
-            if found is None:
-                return False
-            intent.job_id = found.job_id
-            return True
-        self._deadlines.check_workflow(task, self._deps.clock.now())
-        info = await self._calls.submit(task, request)
-        self._deps.crash_point("after_submit")
-        intent.job_id = info.job_id
-        if not info.state.terminal:
-            self._record_job_id_soon(intent)
-        return True
-
-    async def _wait(self, intent: Intent) -> JobInfo:
-        """The job's terminal state; on a cancel request or a timeout the job is cancelled
-        first, and a job that will not stop fails the task with its job possibly running."""
-        task, job_id = intent.task, intent.job_id
-        began = asyncio.get_running_loop().time()
-        waiter = asyncio.ensure_future(self._calls.wait(task, job_id))
-        cancelled = asyncio.ensure_future(self._cancel.wait())
-        try:
-            limit = self._deadlines.wait_limit(task, intent.started_at, self._deps.clock.now())
-            done, _ = await asyncio.wait(
-                {waiter, cancelled}, timeout=limit.seconds, return_when=asyncio.FIRST_COMPLETED
-            )
-            if waiter in done:
-                return waiter.result()
-            timed_out = cancelled not in done
-            await self._calls.cancel(task, job_id)
-            info = await self._wait_after_cancel(task, waiter, timed_out, limit.task_expires)
-            if timed_out and info.state == JobState.CANCELLED:
-                timeout = problems.timeout(task, self._definition, limit.task_expires)
-                raise StepFailed(timeout)
-            return info
-        finally:
-            waiter.cancel()
-            cancelled.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StepFailed):
-                await waiter
-            waited = asyncio.get_running_loop().time() - began
-            self._deps.metrics.job_wait.labels(task.call).observe(waited)
-
-    async def _wait_after_cancel(
-        self,
-        task: TaskDefinition,
-        waiter: asyncio.Future[JobInfo],
-        timed_out: bool,
-        task_expired: bool,
-    ) -> JobInfo:
-        grace = self._deps.limits.cancel_grace_s
-        try:
-            async with asyncio.timeout(grace):
-                return await asyncio.shield(waiter)
-        except TimeoutError as exc:
-            if timed_out:  # a timeout stays a timeout, even when the job ignores the cancel
-                problem = problems.timeout(task, self._definition, task_expired)
-                raise StepFailed(problem, job_may_run=True) from exc
-            title = f"task {task.name}'s job did not stop within {grace:g} s of its cancellation"
-            problem = Problem.of(ErrorType.RUNTIME, title, "", task.reference)
-            raise StepFailed(problem, TaskStatus.CANCELLED, job_may_run=True) from exc
-        except StepFailed as failure:
-            if not timed_out:
-                raise
-            problem = problems.timeout(task, self._definition, task_expired)
-            raise StepFailed(problem, job_may_run=failure.job_may_run) from failure
-
-    async def _complete(
-        self, intent: Intent, info: JobInfo, position: Position
-    ) -> _Completed | None:
-        """Record the task's completion and, in the same commit, the next task's intent (its
-        inputs are resolved first, so the next job's POST follows one commit after this job's
-        end). None when the run ended instead."""
-        task = intent.task
-        try:
-            after = await self._flow.output(task, info, intent.task_input, position.context)
-        except StepFailed as failure:
-            await self._end(task, intent.job_id, Ending.failed(failure, self._cancel_reason))
-            return None
-        # The end is stamped before the next task is prepared: its start is never earlier.
-        ended_at = self._deps.clock.now()
-        upcoming = self._next_task(task)
-        next_intent: Intent | None = None
-        unprepared: StepFailed | None = None
-        if upcoming is not None:
-            try:
-                next_intent = await self._prepare(upcoming, after)
-            except StepFailed as exc:
-                unprepared = exc
-        record_job_id = self._job_id_recorder()
-        output, job_id = after.raw_input, intent.job_id
-
-        def change(tx: RunTransaction) -> None:
-            record_job_id(tx)
-            tx.complete_task(task.index, task.name, output=output, job_id=job_id, at=ended_at)
-            tx.set_context(after.context)
-            if next_intent is not None:
-                intent_recorder(next_intent)(tx)
-
-        await self._commit(change)
-        self._observe_task(task, TaskStatus.COMPLETED)
-        if upcoming is not None and unprepared is not None:
-            self._current = None
-            await self._end_before(upcoming, Ending.failed(unprepared, self._cancel_reason))
-            return None
-        if next_intent is not None:
-            self._deps.crash_point("after_intent_commit")
-        return _Completed(after, next_intent)
-
-    async def _complete_run(self, position: Position) -> None:
-        try:
-            output = await self._flow.run_output(position)
-        except StepFailed as failure:
-            await self._end_run(RunStatus.FAILED, failure.problem)
-            return
-        now = self._deps.clock.now()
-        await self._commit(lambda tx: tx.end_run(RunStatus.COMPLETED, now, output=output))
-
-    # --- endings ------------------------------------------------------------------------------
-
-    async def _end(self, task: TaskDefinition, job_id: str, ending: Ending) -> None:
-        """A running task ends without completing, and with it the run (one commit)."""
-        problem = ending.problem
-        confirmed = True
-        if ending.job_may_run and job_id:
-            outcome = await self._calls.cancel(task, job_id)
-            confirmed = outcome.confirmed
-            if problem is not None:
-                problem = problems.with_note(problem, outcome.note)
-        now = self._deps.clock.now()
-        record_job_id = self._job_id_recorder()
-        status = ending.task_status
-
-        def change(tx: RunTransaction) -> None:
-            record_job_id(tx)
-            tx.end_task(task.index, task.name, status, problem=problem, job_id=job_id, at=now)
-            if not confirmed:
-                tx.cancel_job_later(job_id, task.index)
-            self._end_run_in(tx, task.index + 1, ending, problem, now)
-
-        await self._commit(change)
-        if not confirmed:
-            self._deps.orphans.keep_cancelling(job_id, self._run.company)
-        self._observe_task(task, status)
-
-    async def _end_before(self, task: TaskDefinition, ending: Ending) -> None:
-        """A task that never started (its inputs could not be resolved) ends the run."""
-        now = self._deps.clock.now()
-        status, problem = ending.task_status, ending.problem
-
-        def change(tx: RunTransaction) -> None:
-            if tx.task_status(task.index) == TaskStatus.PENDING:
-                tx.end_task(task.index, task.name, status, problem=problem, job_id="", at=now)
-            self._end_run_in(tx, task.index + 1, ending, problem, now)
-
-        await self._commit(change)
-
-    async def _end_cancelled_before(self, index: int) -> None:
-        """Cancelled before the task at `index` started: nothing of it ran, nothing to stop."""
-        ending = Ending(TaskStatus.CANCELLED, None, RunStatus.CANCELLED, self._cancel_reason)
-        now = self._deps.clock.now()
-        await self._commit(lambda tx: self._end_run_in(tx, index, ending, None, now))
-
-    async def _end_run(self, status: RunStatus, problem: Problem | None) -> None:
-        now = self._deps.clock.now()
-        await self._commit(lambda tx: tx.end_run(status, now, problem=problem))
-
-    def _end_run_in(
-        self,
-        tx: RunTransaction,
-        first_skipped: int,
-        ending: Ending,
-        problem: Problem | None,
-        now: datetime,
-    ) -> None:
-        """Skip every later task that has not started, and end the run: FAILED with the
-        problem, or CANCELLED with its reason and no problem (a cancel is not an error)."""
-        for later in self._definition.tasks[first_skipped:]:
-            if tx.task_status(later.index) == TaskStatus.PENDING:
-                tx.skip_task(later.index, later.name)
-        if tx.run_status.terminal:
-            return
-        if ending.run_status == RunStatus.CANCELLED:
-            tx.end_run(RunStatus.CANCELLED, now, reason=ending.reason or self._cancel_reason)
+    def _launch(self, step: Step) -> None:
+        if isinstance(step, Evaluate):
+            work: Coroutine[Any, Any, Outcome] = self._evaluate(step)
+        elif isinstance(step, CallStep):
+            work = self._call(step)
         else:
-            tx.end_run(ending.run_status, now, problem=problem)
+            work = self._sleep(step)
+        task = asyncio.create_task(self._report(step.key, work), name=f"step-{step.key}")
+        self._running[step.key] = _Running(step, task, settled=False)
 
-    async def _end_on_internal_error(self, exc: Exception) -> None:
-        problem = Problem.of(
-            ErrorType.RUNTIME, "workflowd hit an internal error", f"{type(exc).__name__}: {exc}"
-        )
-        ending = Ending(TaskStatus.FAILED, problem, RunStatus.FAILED, job_may_run=True)
-        intent = self._current
+    async def _report(self, key: str, work: Coroutine[Any, Any, Outcome]) -> None:
+        """The step's outcome, into the loop's queue; an exception a step must not raise (a
+        bug, the run taken by another replica) is raised by the loop."""
+        outcome: Outcome | _Broken
         try:
-            if intent is not None:
-                await self._end(intent.task, intent.job_id, ending)
-            else:
-                await self._end_run(RunStatus.FAILED, problem)
-        except Exception:
-            log.exception("run %s: recording the internal error failed too", self.run_id)
+            outcome = await work
+        except Exception as exc:
+            outcome = _Broken(exc)
+        finally:
+            self._running.pop(key, None)
+        self._outcomes.put_nowait(outcome)
 
-    # --- helpers ------------------------------------------------------------------------------
+    async def _evaluate(self, step: Evaluate) -> Outcome:
+        try:
+            value = await self._flow.evaluate(step)
+        except StepFailed as failure:
+            return Faulted(step.key, failure.problem)
+        return Evaluated(step.key, step.purpose, value)
 
-    def _next_task(self, task: TaskDefinition) -> TaskDefinition | None:
-        following = self._definition.tasks[task.index + 1 :]
-        return following[0] if following and not self._cancel.is_set() else None
+    async def _call(self, step: CallStep) -> Outcome:
+        assert self._calls is not None
+        return await self._calls.run(step, self._commit_intent, self._submitted)
 
-    def _record_job_id_soon(self, intent: Intent) -> None:
-        """Record the job id on the side shortly after the POST (for watchers); a job that
-        ends first has it recorded with its end instead, and a failed side commit is made good
-        by the end's commit, which always carries the job id."""
-        task, job_id = intent.task, intent.job_id
+    async def _commit_intent(self, state: CallState) -> None:
+        async with self._gate:
+            self._intents.append(state)
+            await self._commit_pending()
+
+    def _submitted(self, state: CallState) -> None:
+        """The call's job exists: its id is recorded on the side shortly (for watchers), unless
+        its end comes first and carries it; and the step now only waits."""
+        key, job_id = state.key, state.job_id
 
         def record() -> None:
-            self._job_id_record = self._commit_nowait(
-                lambda tx: tx.record_job(task.index, task.name, job_id)
+            if state.job_recorded or key not in self._running:
+                return
+            state.job_recorded = True
+            future = self._deps.store.update_run(
+                self.run_id, self._deps.clock.now(), lambda tx: tx.record_job(key, job_id)
             )
+            future.add_done_callback(self._published)
+            self._side_commits.add(future)
+            future.add_done_callback(self._side_commits.discard)
 
-        self._job_id_timer = asyncio.get_running_loop().call_later(_JOB_ID_RECORD_DELAY_S, record)
+        asyncio.get_running_loop().call_later(JOB_ID_RECORD_DELAY_S, record)
+        self._settle(key)
 
-    def _job_id_recorder(self) -> Callable[[RunTransaction], None]:
-        """A change that records the current job's id (if the side commit did not already),
-        so that the TASK_JOB_SUBMITTED event always precedes the task's end."""
-        if self._job_id_timer is not None:
-            self._job_id_timer.cancel()
-            self._job_id_timer = None
-        intent = self._current
-        if intent is None or not intent.job_id:
-            return lambda tx: None
-        task, job_id = intent.task, intent.job_id
-        return lambda tx: tx.record_job(task.index, task.name, job_id)
+    async def _sleep(self, step: Sleep) -> Outcome:
+        """Until the instant, which is committed first: a restart neither starts the wait again
+        nor ends it early."""
+        async with self._gate:
+            await self._commit_pending()
+        self._settle(step.key)
+        clock = self._deps.clock
+        while clock.now() < step.until:
+            await clock.sleep_until(step.until)
+        return Woke(step.key)
 
-    def _observe_task(self, task: TaskDefinition, status: TaskStatus) -> None:
-        took = asyncio.get_running_loop().time() - self._task_began
-        self._deps.metrics.task_duration.labels(task.call, status.value).observe(took)
-        self._task_began = asyncio.get_running_loop().time()
+    def _settle(self, key: str) -> None:
+        running = self._running.get(key)
+        if running is not None:
+            running.settled = True
+            self._outcomes.put_nowait(_Settled())
 
-    def _log(self) -> dict[str, str]:
-        intent = self._current
-        fields = {"run_id": self.run_id}
-        if intent is not None:
-            fields.update(task=intent.task.name, job_id=intent.job_id)
-        return fields
+    async def _cancel_steps(
+        self, keys: list[str], found: list[Record], grace_s: float
+    ) -> list[Record]:
+        """Stop these steps; a call's job is cancelled and its instance's record says so."""
+        assert self._calls is not None
+        notes = await asyncio.gather(*(self._cancel_step(key, grace_s) for key in keys))
+        said = {key: note for key, note in zip(keys, notes, strict=True) if note}
+        return [
+            _noted(r, said[r.key]) if isinstance(r, Ended) and r.key in said else r for r in found
+        ]
 
-    def _commit_nowait(
-        self, change: Callable[[RunTransaction], None]
-    ) -> asyncio.Future[list[RunEvent]]:
-        future = self._deps.store.update_run(self.run_id, self._deps.clock.now(), change)
-        future.add_done_callback(self._publish)
-        return future
+    async def _cancel_step(self, key: str, grace_s: float) -> str:
+        running = self._running.pop(key, None)
+        if running is not None:
+            running.task.cancel()
+            await asyncio.gather(running.task, return_exceptions=True)
+        assert self._calls is not None
+        state = self._calls.states.get(key)
+        return "" if state is None else await self._calls.cancel_job(state, grace_s)
+
+    async def _stop_steps(self) -> None:
+        """Whatever still runs stops, leaving the stored state as it is (a drain)."""
+        tasks = [running.task for running in self._running.values()]
+        if self._deadline is not None:
+            tasks.append(self._deadline)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _arm_deadline(self) -> None:
+        """One timer, on the clock, for the deadline that comes first."""
+        assert self._cursor is not None
+        found = self._interpreter.next_deadline(self._cursor)
+        at = None if found is None else self._interpreter.deadline_of(self._cursor, found)
+        wanted = None if found is None or at is None else (found, at)
+        if wanted == self._deadline_at:
+            return
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._deadline_at = wanted
+        if wanted is not None:
+            self._deadline = asyncio.create_task(self._timer(*wanted), name="deadline")
+
+    async def _timer(self, outcome: TimedOut, at: datetime) -> None:
+        clock = self._deps.clock
+        while clock.now() < at:
+            await clock.sleep_until(at)
+        self._deadline_at = None
+        self._outcomes.put_nowait(outcome)
+
+    # --- commits ------------------------------------------------------------------------------
+
+    async def _commit_if_settled(self) -> None:
+        if (self._pending or self._intents) and all(r.settled for r in self._running.values()):
+            async with self._gate:
+                await self._commit_pending()
+
+    async def _commit_pending(self, end: RunEnd | None = None) -> None:
+        """Commit what was decided, with the cursor (the gate is held)."""
+        assert self._cursor is not None
+        assert self._calls is not None
+        found, self._pending = self._pending, []
+        intents, self._intents = self._intents, []
+        change = records.change(
+            found, intents, self._calls.states, to_json(self._cursor), end, self._deps.clock.now()
+        )
+        try:
+            await self._commit(change)
+        except BaseException:
+            self._pending[:0], self._intents[:0] = found, intents
+            raise
+        for state in self._calls.states.values():
+            if state.unconfirmed and state.job_id:
+                state.unconfirmed = False
+                self._deps.orphans.keep_cancelling(state.job_id, self._run.company)
+        self._observe(found)
+
+    def _observe(self, found: list[Record]) -> None:
+        """Each task instance's time, from its start to its end, by operation (or kind)."""
+        for record in found:
+            if isinstance(record, Started):
+                self._started[record.key] = record.at
+            elif isinstance(record, Ended) and record.key in self._started:
+                took = (record.at - self._started.pop(record.key)).total_seconds()
+                labels = (record.task.call, record.status.value)
+                self._deps.metrics.task_duration.labels(*labels).observe(max(took, 0.0))
+
+    async def _end(self, end: RunEnd) -> None:
+        await self._commit_pending(end)
+        if end.status == RunStatus.FAILED and end.problem is not None:
+            log.warning(
+                "run %s of %s/%s failed at %s: %s", self.run_id, self._run.namespace,
+                self._run.name, end.problem.instance or "/", end.problem.title, extra=self._log(),
+            )  # fmt: skip
 
     async def _commit(self, change: Callable[[RunTransaction], None]) -> None:
-        await self._commit_nowait(change)
+        """One commit, tried again while the store refuses writes (a full disk …)."""
+        delays = _STORE_BACKOFF.delays()
+        warned = False
+        while True:
+            future = self._deps.store.update_run(self.run_id, self._deps.clock.now(), change)
+            future.add_done_callback(self._published)
+            try:
+                await asyncio.shield(future)
+                return
+            except Unavailable as exc:
+                if not warned:
+                    log.warning(
+                        "run %s: the store refused a change (%s); trying again until it takes it",
+                        self.run_id, exc, extra=self._log(),
+                    )  # fmt: skip
+                    warned = True
+            await asyncio.sleep(delays.next())  # ok: backoff while the store refuses writes
 
-    def _publish(self, future: asyncio.Future[list[RunEvent]]) -> None:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            log.error(
-                "run %s: a state change failed to commit: %s", self.run_id, error,
-                extra=self._log(),
-            )  # fmt: skip
+    def _published(self, future: asyncio.Future[list[RunEvent]]) -> None:
+        if future.cancelled() or future.exception() is not None:
             return
         events = future.result()
         self._deps.hub.publish(events)
         self._deps.metrics.observe_events(events)
-        for event in events:
-            if event.type in _LOGGED:
-                _log_event(event)
+        records.log_events(events)
+
+    async def _abort(self, exc: Exception) -> None:
+        """An internal error ends the run FAILED: every job in flight is cancelled, and every
+        instance still running fails with the problem."""
+        await self._stop_steps()
+        problem = Problem.of(
+            ErrorType.RUNTIME, "workflowd hit an internal error", f"{type(exc).__name__}: {exc}"
+        )
+        calls = self._calls
+        notes: list[str] = []
+        if calls is not None:
+            for state in calls.states.values():
+                with contextlib.suppress(Exception):
+                    if note := await calls.cancel_job(state):
+                        notes.append(note)
+        if notes:
+            problem = with_note(problem, "; ".join(notes))
+        now = self._deps.clock.now()
+        states = [] if calls is None else list(calls.states.values())
+        jobs = [(state.job_id, state.key) for state in states if state.unconfirmed]
+        job_ids = {state.key: state.job_id for state in states if state.job_id}
+
+        def change(tx: RunTransaction) -> None:
+            for job_id, key in jobs:
+                tx.cancel_job_later(job_id, key)
+            tx.fail_running_instances(now, problem, job_ids)
+            if not tx.run_status.terminal:
+                tx.end_run(RunStatus.FAILED, now, problem=problem)
+
+        try:
+            await self._commit(change)
+        except Exception:
+            log.exception("run %s: recording the internal error failed too", self.run_id)
+            return
+        for job_id, _ in jobs:
+            self._deps.orphans.keep_cancelling(job_id, self._run.company)
+
+    def _log(self) -> dict[str, str]:
+        return {"run_id": self.run_id}
 
 
-_LOGGED = frozenset(
-    {
-        RunEventType.TASK_COMPLETED,
-        RunEventType.TASK_FAILED,
-        RunEventType.TASK_CANCELLED,
-        RunEventType.RUN_COMPLETED,
-        RunEventType.RUN_FAILED,
-        RunEventType.RUN_CANCELLED,
-    }
-)
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """Not an outcome: wakes the loop so that it commits once every step is settled."""
 
 
-def _log_event(event: RunEvent) -> None:
-    """One line per task end and per run end, with the run, task and job as fields."""
-    fields = {"run_id": event.run_id, "task": event.task_name, "job_id": event.job_id}
-    what = event.type.value.replace("_", " ")
-    if event.task_name:
-        detail = f" (job {event.job_id})" if event.job_id else ""
-        message = f"run {event.run_id}: task {event.task_name} {what.split()[-1]}{detail}"
-    else:
-        message = f"run {event.run_id} {what.split()[-1]}"
-    if event.error is not None:
-        message += f": {event.error.title}"
-    elif event.reason:
-        message += f": {event.reason}"
-    log.info(message, extra=fields)
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    """Not an outcome: a step raised what no step may (a bug, or `RunTaken`)."""
+
+    exc: Exception
 
 
-def intent_recorder(intent: Intent) -> Callable[[RunTransaction], None]:
-    """The change that commits a task's intent: RUNNING, with its input and exact request."""
-    assert intent.request is not None, "only a prepared intent is recorded"
-    task, request = intent.task, intent.request.to_json()
-
-    def record(tx: RunTransaction) -> None:
-        tx.start_task(
-            task.index, task.name, task_input=intent.task_input, request=request,
-            at=intent.started_at,
-        )  # fmt: skip
-
-    return record
+def _noted(record: Ended, note: str) -> Ended:
+    if record.problem is not None and record.status == TaskStatus.FAILED:
+        return replace(record, problem=with_note(record.problem, note))
+    reason = f"{record.reason}; {note}" if record.reason else note
+    return replace(record, reason=reason)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from workflowd.domain.definition import TaskDefinition
+from workflowd.domain.definition import Task
 from workflowd.domain.jobs import (
     IdempotencyConflict,
     JobInfo,
@@ -42,7 +42,7 @@ class JobCalls:
         self._run_id = run_id
         self._company = company
 
-    async def submit(self, task: TaskDefinition, request: JobRequest) -> JobInfo:
+    async def submit(self, task: Task, request: JobRequest) -> JobInfo:
         try:
             return await self._deps.jobs.submit(request, self._company)
         except JobRejected as exc:
@@ -55,7 +55,7 @@ class JobCalls:
             title = f"cannot reach the jobs system for task {task.name}"
             raise self._failure(task, exc, "communication", title) from exc
 
-    async def wait(self, task: TaskDefinition, job_id: str) -> JobInfo:
+    async def wait(self, task: Task, job_id: str) -> JobInfo:
         """The job's terminal state. A failure to learn it leaves the job possibly running."""
         try:
             return await self._deps.jobs.wait(job_id, self._company)
@@ -69,7 +69,7 @@ class JobCalls:
             title = f"cannot reach the jobs system for task {task.name}"
             raise self._failure(task, exc, "communication", title, job_may_run=True) from exc
 
-    async def cancel(self, task: TaskDefinition, job_id: str) -> CancelOutcome:
+    async def cancel(self, task: Task, job_id: str) -> CancelOutcome:
         """Ask the job to stop, for at most `CANCEL_NOW_S`, and say how that went."""
         try:
             info = await self._deps.jobs.cancel(
@@ -91,7 +91,7 @@ class JobCalls:
             return CancelOutcome(True, f"its job {job_id} was cancelled")
         return CancelOutcome(True, f"its job {job_id} had already ended ({info.state})")
 
-    async def find(self, task: TaskDefinition, key: str) -> JobInfo | None:
+    async def find(self, task: Task, key: str) -> JobInfo | None:
         """The job an earlier process may have submitted under `key` (looked up, not created)."""
         try:
             return await self._deps.jobs.find(self._run_id, key, self._company)
@@ -101,7 +101,7 @@ class JobCalls:
 
     def _failure(
         self,
-        task: TaskDefinition,
+        task: Task,
         exc: JobsError,
         kind: str,
         title: str,

@@ -11,6 +11,7 @@ from workflowd.domain.jobs import JobInfo, JobRequest
 from workflowd.domain.json import Json, JsonObject
 from workflowd.domain.page import Page
 from workflowd.domain.run import (
+    NewInstance,
     NewRun,
     Problem,
     Run,
@@ -60,8 +61,6 @@ class RunTransaction(Protocol):
 
     run_status: RunStatus
 
-    def task_status(self, index: int) -> TaskStatus: ...
-
     def start_run(self, at: datetime) -> None: ...
 
     def request_cancel(self, reason: str) -> None: ...
@@ -78,30 +77,42 @@ class RunTransaction(Protocol):
 
     def set_context(self, context: JsonObject) -> None: ...
 
-    def start_task(
-        self, index: int, name: str, *, task_input: Json, request: JsonObject, at: datetime
-    ) -> None: ...
+    def set_cursor(self, cursor: JsonObject | None) -> None: ...
 
-    def record_job(self, index: int, name: str, job_id: str) -> None: ...
+    def start_instance(self, new: NewInstance) -> None: ...
 
-    def complete_task(
-        self, index: int, name: str, *, output: Json, job_id: str, at: datetime
-    ) -> None: ...
+    def set_input(self, key: str, task_input: Json) -> None: ...
 
-    def end_task(
+    def record_intent(self, key: str, request: JsonObject) -> None: ...
+
+    def record_job(self, key: str, job_id: str) -> None: ...
+
+    def end_instance(
         self,
-        index: int,
-        name: str,
+        key: str,
         status: TaskStatus,
-        *,
-        problem: Problem | None,
-        job_id: str,
         at: datetime,
+        *,
+        output: Json = None,
+        store_output: bool = False,
+        problem: Problem | None = None,
+        reason: str = "",
+        job_id: str = "",
     ) -> None: ...
 
-    def skip_task(self, index: int, name: str) -> None: ...
+    def instance_waits(self, key: str, until: datetime) -> None: ...
 
-    def cancel_job_later(self, job_id: str, index: int) -> None: ...
+    def instance_retries(
+        self, key: str, attempt: int, until: datetime, problem: Problem
+    ) -> None: ...
+
+    def error_caught(self, key: str, problem: Problem) -> None: ...
+
+    def fail_running_instances(
+        self, at: datetime, problem: Problem, job_ids: Mapping[str, str]
+    ) -> None: ...
+
+    def cancel_job_later(self, job_id: str, key: str) -> None: ...
 
 
 class RunStore(Protocol):
@@ -122,7 +133,7 @@ class RunStore(Protocol):
         owned: bool = True,
     ) -> asyncio.Future[list[RunEvent]]: ...
 
-    async def job_request(self, run_id: str, index: int) -> Json: ...
+    async def job_request(self, run_id: str, key: str) -> Json: ...
 
     async def jobs_to_cancel(self) -> list[tuple[str, str]]: ...
 

@@ -3,7 +3,7 @@ ends in, and whether its job may still be running (then it is cancelled before t
 
 from __future__ import annotations
 
-from workflowd.domain.definition import TaskDefinition, WorkflowDefinition
+from workflowd.domain.definition import Task
 from workflowd.domain.jobs import JobInfo, JobState
 from workflowd.domain.run import ErrorType, Problem, TaskStatus
 
@@ -22,15 +22,7 @@ class StepFailed(Exception):
         self.job_may_run = job_may_run
 
 
-def timeout(task: TaskDefinition, definition: WorkflowDefinition, task_expired: bool) -> Problem:
-    if task_expired and task.timeout_s is not None:
-        title = f"task {task.name} timed out after {task.timeout_s:g} s"
-    else:
-        title = f"the workflow timed out after {definition.timeout_s:g} s"
-    return Problem.of(ErrorType.TIMEOUT, title, "", task.reference)
-
-
-def job_failed(task: TaskDefinition, info: JobInfo) -> Problem:
+def job_failed(task: Task, info: JobInfo) -> Problem:
     detail = "; ".join(info.failure_messages) or f"job {info.job_id} ended {info.state}"
     if info.state == JobState.CANCELLED:
         title = f"the jobs system cancelled task {task.name}'s job {info.job_id} on its own"

@@ -22,10 +22,9 @@ from workflowd.domain.run import (
     RunFilter,
     RunStatus,
     RunTrigger,
-    TaskRun,
     WatchFilter,
 )
-from workflowd.domain.workflow import WorkflowStatus
+from workflowd.domain.workflow import Workflow, WorkflowStatus
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.hub import HubClosed, Subscription
@@ -52,6 +51,32 @@ class TriggerRequest:
     scheduled_at: datetime | None = None
 
 
+def new_run(
+    workflow: Workflow,
+    trigger: RunTrigger,
+    now: datetime,
+    *,
+    run_input: Json = None,
+    scheduled_at: datetime | None = None,
+    idempotency_key: str = "",
+) -> NewRun:
+    """A run of `workflow`'s version, to create (every new run is made here: a trigger, a
+    schedule's fire, a backfill); its task instances come as they start."""
+    return NewRun(
+        id=str(uuid.uuid4()),
+        company=workflow.company,
+        workflow_id=workflow.id,
+        namespace=workflow.namespace,
+        name=workflow.name,
+        version=workflow.version,
+        trigger=trigger,
+        input={} if run_input is None else run_input,
+        created_at=now,
+        idempotency_key=idempotency_key,
+        scheduled_at=scheduled_at,
+    )
+
+
 class Runs:
     def __init__(self, deps: EngineDeps, definitions: Definitions) -> None:
         self._deps = deps
@@ -70,22 +95,13 @@ class Runs:
         definition = await self._definitions.definition(workflow)
         run_input = {} if request.input is None else request.input
         await self._check_input(definition, run_input)
-        new = NewRun(
-            id=str(uuid.uuid4()),
-            company=company,
-            workflow_id=workflow.id,
-            namespace=workflow.namespace,
-            name=workflow.name,
-            version=workflow.version,
-            trigger=request.trigger,
-            input=run_input,
-            tasks=tuple(
-                TaskRun(index=t.index, name=t.name, call=t.call, reference=t.reference)
-                for t in definition.tasks
-            ),
-            created_at=self._deps.clock.now(),
-            idempotency_key=request.idempotency_key,
+        new = new_run(
+            workflow,
+            request.trigger,
+            self._deps.clock.now(),
+            run_input=run_input,
             scheduled_at=request.scheduled_at,
+            idempotency_key=request.idempotency_key,
         )
         # Shielded: once the run is committed it must start even if the caller goes away.
         return await asyncio.shield(self._create(new, definition))

@@ -9,7 +9,6 @@ instant); only then are runs started and events published.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -18,7 +17,7 @@ from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest
 from workflowd.domain.page import Page
-from workflowd.domain.run import NewRun, Run, RunTrigger, TaskRun
+from workflowd.domain.run import Run, RunTrigger
 from workflowd.domain.schedule import (
     Activation,
     CatchupPolicy,
@@ -35,7 +34,7 @@ from workflowd.engine import fires
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.ports import ScheduleStore
-from workflowd.engine.runs import Runs, TriggerRequest
+from workflowd.engine.runs import Runs, TriggerRequest, new_run
 from workflowd.spec import EvaluationLimitError, SchemaUnusableError
 
 log = logging.getLogger("workflowd.scheduler")
@@ -188,7 +187,7 @@ class Schedules:
                 f"the range holds more than {cap} instants of the schedule; backfill at most "
                 f"{cap} at a time (the {cap}th is {instants[cap - 1].isoformat()})",
             )
-        news = [self._new_run(workflow, definition, t, RunTrigger.BACKFILL, now) for t in instants]
+        news = [new_run(workflow, RunTrigger.BACKFILL, now, scheduled_at=t) for t in instants]
         created = await self._store.create_backfill(news, sequential)
         for run, events, is_new in created:
             self._deps.hub.publish(events)
@@ -261,7 +260,7 @@ class Schedules:
             await self._store.record_decision(schedule.workflow_id, decision, following)
             self._observe(decision, catching_up)
             return
-        new = self._new_run(workflow, definition, instant, RunTrigger.SCHEDULE, now)
+        new = new_run(workflow, RunTrigger.SCHEDULE, now, scheduled_at=instant)
         request = FireRequest(
             schedule.workflow_id, instant, schedule.version, catching_up, new, now
         )
@@ -305,31 +304,6 @@ class Schedules:
                 f"workflow {workflow.namespace}/{workflow.name} is archived: it has no schedule"
             )
         return workflow
-
-    def _new_run(
-        self,
-        workflow: Workflow,
-        definition: WorkflowDefinition,
-        instant: datetime,
-        trigger: RunTrigger,
-        now: datetime,
-    ) -> NewRun:
-        return NewRun(
-            id=str(uuid.uuid4()),
-            company=workflow.company,
-            workflow_id=workflow.id,
-            namespace=workflow.namespace,
-            name=workflow.name,
-            version=workflow.version,
-            trigger=trigger,
-            input={},
-            tasks=tuple(
-                TaskRun(index=t.index, name=t.name, call=t.call, reference=t.reference)
-                for t in definition.tasks
-            ),
-            created_at=now,
-            scheduled_at=instant,
-        )
 
     def _view(self, schedule: WorkflowSchedule) -> ScheduleView:
         if not schedule.active or schedule.next_fire_at is None:

@@ -8,8 +8,8 @@ nothing beyond the standard library and jq, so it starts fast (jsonschema is imp
 in-process, so the parent bounds wall time by killing this process; here we bound memory with
 RLIMIT_AS and, as a backstop should the parent vanish mid-evaluation, CPU time with RLIMIT_CPU.
 
-Requests: {"programs": [jq source, …], "data": [subject, $context, $input, $workflow, $task,
-          $runtime, $output], "max_output": bytes, "cpu_s": seconds}
+Requests: {"programs": [jq source, …], "data": [subject, {name: value, …}], "max_output": bytes,
+          "cpu_s": seconds} (the names are the variables the programs may use, without `$`)
           {"schema": JSON Schema, "instance": value, "cpu_s": seconds}
           {"prepare": "schema", "cpu_s": seconds}
 Replies:  {"ok": [value, …]} for programs; {"ok": null | {"message", "pointer"}} for a schema;
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import resource
 import sys
 from collections.abc import Callable, Iterable
@@ -29,7 +30,8 @@ from typing import Any
 import jq
 
 VARIABLES: tuple[str, ...] = ("context", "input", "workflow", "task", "runtime", "output")
-"""The named arguments every expression may use, without the `$`."""
+"""The named arguments every expression may use, without the `$`; loop variables and a caught
+error add their own names where they are in scope."""
 
 SANDBOXED: tuple[tuple[str, int], ...] = (
     ("env", 0),
@@ -58,6 +60,7 @@ REFUSAL = (
 _CACHE_SIZE = 512
 _MAX_MESSAGE = 1000
 _NOTHING = object()
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOO_DEEP = "expression output is nested too deeply to be stored"
 
 
@@ -66,20 +69,27 @@ def _refuse_at_run_time(name: str) -> str:
     return f"error({json.dumps(f'`{name}` is not available: {REFUSAL}')})"
 
 
-def sandboxed(source: str, body: Callable[[str], str] = _refuse_at_run_time) -> str:
+def sandboxed(
+    source: str,
+    body: Callable[[str], str] = _refuse_at_run_time,
+    names: Iterable[str] = VARIABLES,
+) -> str:
     """The complete program for the jq expression `source`.
 
     Every builtin of `SANDBOXED` is shadowed by a definition whose body is `body(name)`, and
     `$ENV` is bound to `{}`: jq resolves names lexically, so no spelling inside `source` reaches
     the originals. `import`/`include` are legal only at the start of a program, which the
-    definitions occupy. The named arguments are bound by destructuring one input array, so a
-    program compiles once and is reused for every evaluation (jq.compile's `args` would fix the
-    values at compile time). `source` starts on line 2, column 1, so jq's columns are the
-    user's; it is closed on a line of its own, so a trailing comment cannot swallow the `)`.
+    definitions occupy. The named arguments (`names`, identifiers) are bound by destructuring
+    one input, `[subject, {name: value}]`, so a program compiles once and is reused for every
+    evaluation (jq.compile's `args` would fix the values at compile time). `source` starts on
+    line 2, column 1, so jq's columns are the user's; it is closed on a line of its own, so a
+    trailing comment cannot swallow the `)`.
     """
     definitions = "".join(f"def {name}{'(f)' * arity}: {body(name)}; " for name, arity in SANDBOXED)
-    names = ", ".join(f"${name}" for name in VARIABLES)
-    return f"{definitions}{{}} as $ENV | . as [$__subject, {names}] | $__subject | (\n{source}\n)"
+    bound = ", ".join(f"${name}" for name in names)
+    return (
+        f"{definitions}{{}} as $ENV | . as [$__subject, {{{bound}}}] | $__subject | (\n{source}\n)"
+    )
 
 
 class _Refused(Exception):
@@ -88,23 +98,29 @@ class _Refused(Exception):
         self.stage = stage
 
 
-def _compiled(cache: dict[str, Any], source: str) -> Any:
-    program = cache.get(source)
+_Cache = dict[tuple[str, tuple[str, ...]], Any]
+
+
+def _compiled(cache: _Cache, source: str, names: tuple[str, ...]) -> Any:
+    program = cache.get((source, names))
     if program is None:
+        if not all(_NAME.fullmatch(name) for name in names):
+            raise _Refused("invalid variable name", "compile")
         try:
-            program = jq.compile(sandboxed(source))
+            program = jq.compile(sandboxed(source, names=names))
         except ValueError as exc:
             raise _Refused(str(exc), "compile") from exc
         if len(cache) >= _CACHE_SIZE:
             cache.pop(next(iter(cache)))
-        cache[source] = program
+        cache[(source, names)] = program
     return program
 
 
-def _evaluate(cache: dict[str, Any], source: str, data: list[Any]) -> Any:
+def _evaluate(cache: _Cache, source: str, data: list[Any]) -> Any:
     """The program's single value: none is null, a second one is an error. Only two values are
     ever pulled, so a generator such as `range(1e12)` stops at once."""
-    values = iter(_compiled(cache, source).input_value(data))
+    names = tuple(sorted(data[1]))
+    values = iter(_compiled(cache, source, names).input_value(data))
     try:
         first = next(values, None)
         if next(values, _NOTHING) is not _NOTHING:
@@ -116,7 +132,7 @@ def _evaluate(cache: dict[str, Any], source: str, data: list[Any]) -> Any:
     return first
 
 
-def _programs(request: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any]:
+def _programs(request: dict[str, Any], cache: _Cache) -> dict[str, Any]:
     results: list[Any] = []
     size = 0
     for index, source in enumerate(request["programs"]):
@@ -166,7 +182,7 @@ def _schema(schema: Any, instance: Any) -> dict[str, Any]:
     }
 
 
-def _serve(request: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any]:
+def _serve(request: dict[str, Any], cache: _Cache) -> dict[str, Any]:
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     budget = int(usage.ru_utime + usage.ru_stime) + int(request["cpu_s"]) + 2
@@ -182,7 +198,7 @@ def _serve(request: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     memory = int(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    cache: dict[str, Any] = {}
+    cache: _Cache = {}
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     for line in sys.stdin:

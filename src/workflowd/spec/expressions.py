@@ -169,12 +169,11 @@ class Evaluator:
 
 
 def _data(subject: Json, variables: Mapping[str, Json]) -> list[Json]:
-    names = {name.removeprefix("$") for name in variables}
-    unknown = names.difference(VARIABLES)
-    if unknown:
-        raise ValueError(f"unknown expression variables: {sorted(unknown)}")
-    values = {name.removeprefix("$"): value for name, value in variables.items()}
-    return [subject, *(values.get(name) for name in VARIABLES)]
+    """The worker's input: the subject, and every standard variable (null when absent) with
+    the scope's own (loop variables, a caught error)."""
+    values: dict[str, Json] = dict.fromkeys(VARIABLES)
+    values.update((name.removeprefix("$"), value) for name, value in variables.items())
+    return [subject, values]
 
 
 def _where(path: _Path) -> str:

@@ -114,21 +114,26 @@ def check_timeout(value: Json, pointer: str) -> tuple[float | None, list[Diagnos
     return seconds, out
 
 
-def check_flow_expression(value: Json, pointer: str, field: str) -> list[Diagnostic]:
-    """`input.from`, `output.as`, `export.as`: bare jq or `${ … }`, or an object template."""
+def check_flow_expression(
+    value: Json, pointer: str, field: str, names: frozenset[str] = frozenset()
+) -> list[Diagnostic]:
+    """`input.from`, `output.as`, `export.as` (and `if`, `when` …): bare jq or `${ … }`, or an
+    object template. `names`: the variables in scope besides the standard ones."""
     if isinstance(value, str):
-        found = check_expression(expression_source(value), pointer)
+        found = check_expression(expression_source(value), pointer, names)
         return [found] if found else []
     if isinstance(value, dict):
-        return check_template(value, pointer)
+        return check_template(value, pointer, names)
     message = f"{field} must be a jq expression (a string) or an object, not {type_name(value)}"
     return [Diagnostic(message, pointer)]
 
 
-def check_template(value: Json, pointer: str) -> list[Diagnostic]:
+def check_template(
+    value: Json, pointer: str, names: frozenset[str] = frozenset()
+) -> list[Diagnostic]:
     """Compile every `${ … }` leaf of a value."""
     if isinstance(value, str) and is_expression(value):
-        found = check_expression(expression_source(value), pointer)
+        found = check_expression(expression_source(value), pointer, names)
         return [found] if found else []
     if isinstance(value, dict):
         items: Iterable[tuple[str | int, Json]] = value.items()
@@ -136,4 +141,6 @@ def check_template(value: Json, pointer: str) -> list[Diagnostic]:
         items = enumerate(value)
     else:
         return []
-    return [d for key, item in items for d in check_template(item, pointer_join(pointer, key))]
+    return [
+        d for key, item in items for d in check_template(item, pointer_join(pointer, key), names)
+    ]

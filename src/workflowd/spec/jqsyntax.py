@@ -117,9 +117,10 @@ def _detect(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def compile_error(source: str) -> str | None:
-    """Why the program is refused (sandbox, syntax, unknown variable), or None. Cached: a jq
-    compilation costs about 1.5 ms, and workflows repeat their expressions."""
+def compile_error(source: str, names: frozenset[str] = frozenset()) -> str | None:
+    """Why the program is refused (sandbox, syntax, unknown variable), or None; `names` are the
+    variables in scope besides the standard ones. Cached: a jq compilation costs about 1.5 ms,
+    and workflows repeat their expressions."""
     if not source.strip():
         return "empty expression"
     tokens = list(_code(source, 0))
@@ -129,19 +130,19 @@ def compile_error(source: str) -> str | None:
     if any(t.kind == "stray" for t in tokens):
         return "jq: syntax error: a `)` closes no `(`"
     try:
-        jq.compile(sandboxed(source, _detect))
+        jq.compile(sandboxed(source, _detect, (*VARIABLES, *sorted(names))))
     except ValueError as exc:
-        return _describe_jq_error(str(exc), source)
+        return _describe_jq_error(str(exc), source, names)
     return None
 
 
-def _describe_jq_error(text: str, source: str) -> str:
+def _describe_jq_error(text: str, source: str, names: frozenset[str]) -> str:
     first = text.splitlines()[0] if text else "invalid jq program"
     first = first.removeprefix("jq: error: ")
     if match := _REFUSED_USE.match(first) or _MODULES.match(first):
         return _refusal([match.group(1)])
     if match := re.match(r"\$(\S+) is not defined", first):
-        known = ", ".join("$" + name for name in VARIABLES)
+        known = ", ".join("$" + name for name in (*VARIABLES, *sorted(names)))
         return f"unknown variable ${match.group(1)} (available: {known})"
     location = _LOCATION.search(first)
     if location is None:
@@ -154,7 +155,9 @@ def _describe_jq_error(text: str, source: str) -> str:
     return f"jq: {message} (line {line}{column})"
 
 
-def check_expression(source: str, pointer: str) -> Diagnostic | None:
+def check_expression(
+    source: str, pointer: str, names: frozenset[str] = frozenset()
+) -> Diagnostic | None:
     """Creation-time check of one jq program: sandbox refusals, then syntax and variables."""
-    error = compile_error(source)
+    error = compile_error(source, names)
     return None if error is None else Diagnostic(error, pointer)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workflowd.domain import ids
-from workflowd.domain.definition import WorkflowDefinition
+from workflowd.domain.definition import FlowLimits, TaskList, WorkflowDefinition
 from workflowd.domain.diagnostics import Diagnostic, Severity, pointer_join
 from workflowd.domain.errors import InvalidSpecification
 from workflowd.domain.json import Json
@@ -21,7 +21,8 @@ from workflowd.spec.fields import (
 )
 from workflowd.spec.inputschema import check_input_schema
 from workflowd.spec.schedule import check_schedule
-from workflowd.spec.tasks import build_tasks, check_do
+from workflowd.spec.tasks import Context, read_list
+from workflowd.spec.uses import read_use
 from workflowd.spec.yamlload import Positions, load
 
 # The DSL's own patterns (schema/workflow.yaml), so whatever we accept the official schema does.
@@ -31,10 +32,8 @@ SEMVER = re.compile(
     r"(?:\+[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*)?$"
 )
 
-_TOP_KEYS = ("document", "do", "schedule", "input", "output", "timeout")
+_TOP_KEYS = ("document", "do", "schedule", "input", "output", "timeout", "use")
 _TOP_REFUSED = {
-    "use": "`use` (reusable components: functions, secrets, authentications, …) is not "
-    "supported yet",
     "evaluate": "`evaluate` is not supported yet: expressions are always jq in strict mode",
 }
 _DOCUMENT_KEYS = ("dsl", "namespace", "name", "version", "title", "summary", "tags", "metadata")
@@ -44,7 +43,9 @@ _DOCUMENT_KEYS = ("dsl", "namespace", "name", "version", "title", "summary", "ta
 class Limits:
     max_spec_bytes: int = 256 * 1024
     max_tasks: int = 1000
+    """Tasks in the whole document, nested ones included."""
     max_yaml_nodes: int = 100_000  # after alias expansion: the alias-bomb guard
+    flow: FlowLimits = field(default_factory=FlowLimits)
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,11 @@ def _validate(text: str, limits: Limits) -> ValidationResult:
             f"not {type_name(document)}"
         )
         return ValidationResult(None, (Diagnostic(message, "", 1, 1),), document)
-    diagnostics += check_workflow(document, limits)
-    placed = tuple(_place(d, loaded.positions) for d in diagnostics)
-    if any(d.severity is Severity.ERROR for d in placed):
+    found, problems = check_workflow(document, limits)
+    placed = tuple(_place(d, loaded.positions) for d in diagnostics + problems)
+    if found is None or any(d.severity is Severity.ERROR for d in placed):
         return ValidationResult(None, placed, document)
-    return ValidationResult(build_definition(document), placed, document)
+    return ValidationResult(build_definition(document, found), placed, document)
 
 
 def parse(text: str, limits: Limits = Limits()) -> WorkflowDefinition:
@@ -109,14 +110,25 @@ def _place(diagnostic: Diagnostic, positions: Positions) -> Diagnostic:
     return dataclasses.replace(diagnostic, line=line, column=column)
 
 
-def check_workflow(document: Mapping[str, Json], limits: Limits) -> list[Diagnostic]:
+def check_workflow(
+    document: Mapping[str, Json], limits: Limits
+) -> tuple[TaskList | None, list[Diagnostic]]:
+    """Every diagnostic of the document, and its `do` list when that is valid."""
     out = closed(document, "", _TOP_KEYS, _TOP_REFUSED)
     for required in ("document", "do"):
         if required not in document:
             out.append(Diagnostic(f"missing required top-level key `{required}`", ""))
+    ctx = Context(limits.flow, limits.max_tasks)
+    if "use" in document:
+        errors, retries, problems = read_use(document["use"], ctx)
+        ctx = dataclasses.replace(ctx, errors=errors, retries=retries)
+        out += problems
+    tasks: TaskList | None = None
+    if "do" in document:
+        tasks, problems = read_list(document["do"], "/do", ctx)
+        out += problems
     checks: dict[str, Callable[[Json], list[Diagnostic]]] = {
         "document": _check_document,
-        "do": lambda do: check_do(do, limits.max_tasks),
         "schedule": lambda value: check_schedule(value)[1],
         "input": lambda value: _check_io(value, "/input", "from", "input.from"),
         "output": lambda value: _check_io(value, "/output", "as", "output.as"),
@@ -125,7 +137,7 @@ def check_workflow(document: Mapping[str, Json], limits: Limits) -> list[Diagnos
     for key, check in checks.items():
         if key in document:
             out += check(document[key])
-    return out
+    return tasks, out
 
 
 def _check_document(value: Json) -> list[Diagnostic]:
@@ -136,8 +148,8 @@ def _check_document(value: Json) -> list[Diagnostic]:
     for key in ("dsl", "namespace", "name", "version"):
         if key not in value:
             out.append(Diagnostic(f"document requires `{key}`", "/document"))
-    for key, field in value.items():
-        message = _document_field(key, field)
+    for key, item in value.items():
+        message = _document_field(key, item)
         if message:
             out.append(Diagnostic(message, pointer_join("/document", key)))
     return out
@@ -182,18 +194,17 @@ def _check_io(value: Json, pointer: str, field: str, name: str) -> list[Diagnost
     return out
 
 
-def build_definition(document: Mapping[str, Json]) -> WorkflowDefinition:
-    """The definition of a document that `check_workflow` accepted."""
-    head, do = document["document"], document["do"]
+def build_definition(document: Mapping[str, Json], tasks: TaskList) -> WorkflowDefinition:
+    """The definition of a document that `check_workflow` accepted, with its `do` list."""
+    head = document["document"]
     assert isinstance(head, dict)
-    assert isinstance(do, list)
     schema = _object(_object(document.get("input")).get("schema")).get("document")
     return WorkflowDefinition(
         dsl=str(head["dsl"]),
         namespace=str(head["namespace"]),
         name=str(head["name"]),
         version=str(head["version"]),
-        tasks=build_tasks(do),
+        do=tasks,
         title=_optional_str(head.get("title")),
         summary=_optional_str(head.get("summary")),
         input_schema=schema,

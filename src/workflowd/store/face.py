@@ -222,8 +222,8 @@ class Store:
     async def job_cancel_confirmed(self, job_id: str) -> None:
         await self._write(lambda conn: runs.forget_job_to_cancel(conn, job_id))
 
-    async def job_request(self, run_id: str, index: int) -> Json:
-        return await self._read(lambda r: reads.job_request(r, run_id, index), snapshot=False)
+    async def job_request(self, run_id: str, key: str) -> Json:
+        return await self._read(lambda r: reads.job_request(r, run_id, key), snapshot=False)
 
     # --- replicas ------------------------------------------------------------------------------
 

@@ -176,4 +176,64 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
     ),
+    (
+        # Task instances: a run is no longer a list of tasks numbered by position, but the
+        # executions of a definition tree (loops, branches, retries), each named by its key
+        # (reference + iteration/attempt path) and created when it starts. Old runs' started
+        # tasks become instances keyed by their reference (their jobs keep their idempotency
+        # keys, `run_id:index`, which their stored requests carry); their PENDING tasks go, as
+        # an instance exists only once it started. The cursor is where a run's interpretation
+        # stands.
+        """
+        CREATE TABLE task_instances (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            key TEXT NOT NULL,
+            ord INTEGER NOT NULL,
+            reference TEXT NOT NULL,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            call TEXT NOT NULL DEFAULT '',
+            position INTEGER NOT NULL DEFAULT -1,
+            iteration TEXT NOT NULL DEFAULT '[]',
+            attempt INTEGER NOT NULL DEFAULT 1,
+            parent TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            job_id TEXT NOT NULL DEFAULT '',
+            job_request TEXT,
+            input TEXT,
+            output TEXT,
+            error TEXT,
+            reason TEXT NOT NULL DEFAULT '',
+            started_at TEXT,
+            ended_at TEXT,
+            wake_at TEXT,
+            PRIMARY KEY (run_id, key)
+        )
+        """,
+        """
+        INSERT INTO task_instances (run_id, key, ord, reference, name, kind, call, position,
+            status, job_id, job_request, input, output, error, started_at, ended_at)
+        SELECT run_id, reference, idx + 1, reference, name, 'call', call, idx, status, job_id,
+            job_request, input, output, error, started_at, ended_at
+        FROM tasks WHERE status != 'pending'
+        """,
+        "ALTER TABLE run_events ADD COLUMN task_key TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE run_events ADD COLUMN task_ref TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE run_events ADD COLUMN iteration TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE run_events ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE run_events ADD COLUMN until TEXT",
+        """
+        UPDATE run_events SET task_ref = (
+            SELECT t.reference FROM tasks t
+            WHERE t.run_id = run_events.run_id AND t.idx = run_events.task_index
+        ), attempt = 1
+        WHERE task_index >= 0
+        """,
+        """
+        UPDATE run_events SET task_key = task_ref WHERE task_index >= 0
+        """,
+        "DROP TABLE tasks",
+        "ALTER TABLE runs ADD COLUMN cursor TEXT",
+        "ALTER TABLE jobs_to_cancel ADD COLUMN task_key TEXT NOT NULL DEFAULT ''",
+    ),
 )

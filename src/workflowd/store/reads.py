@@ -62,7 +62,7 @@ async def runs_of(reader: Reader, found: Sequence[Any]) -> list[Run]:
     ids = [row["id"] for row in found]
     tasks: dict[str, list[Any]] = {run_id: [] for run_id in ids}
     for task in await _in(
-        reader, "SELECT * FROM tasks WHERE run_id IN ({}) ORDER BY run_id, idx", ids
+        reader, "SELECT * FROM task_instances WHERE run_id IN ({}) ORDER BY run_id, ord", ids
     ):
         tasks[task["run_id"]].append(task)
     return [rows.run(row, tasks[row["id"]]) for row in found]
@@ -92,9 +92,9 @@ async def list_runs(
     )
 
 
-async def job_request(reader: Reader, run_id: str, index: int) -> Json:
+async def job_request(reader: Reader, run_id: str, key: str) -> Json:
     found = await reader.fetch(
-        "SELECT job_request FROM tasks WHERE run_id = ? AND idx = ?", (run_id, index)
+        "SELECT job_request FROM task_instances WHERE run_id = ? AND key = ?", (run_id, key)
     )
     return load(found[0]["job_request"]) if found else None
 

@@ -58,22 +58,36 @@ def run(row: Row, tasks: Sequence[Row]) -> Run:
         idempotency_key=row["idempotency_key"],
         after_run_id=row["after_run_id"],
         cancel_reason=row["cancel_reason"],
+        cursor=cursor if isinstance(cursor := load(row["cursor"]), dict) else None,
     )
+
+
+def _ints(raw: str) -> tuple[int, ...]:
+    value = load(raw) if raw else []
+    return tuple(i for i in value if isinstance(i, int)) if isinstance(value, list) else ()
 
 
 def task(row: Row) -> TaskRun:
     return TaskRun(
-        index=row["idx"],
+        key=row["key"],
+        order=row["ord"],
         name=row["name"],
+        kind=row["kind"],
         call=row["call"],
         reference=row["reference"],
+        position=row["position"],
+        iteration=_ints(row["iteration"]),
+        attempt=row["attempt"],
+        parent=row["parent"],
         status=TaskStatus(row["status"]),
         job_id=row["job_id"],
         input=load(row["input"]),
         output=load(row["output"]),
         error=problem(row["error"]),
+        reason=row["reason"],
         started_at=parse_ts(row["started_at"]),
         ended_at=parse_ts(row["ended_at"]),
+        wake_at=parse_ts(row["wake_at"]),
     )
 
 
@@ -94,6 +108,11 @@ def event(row: Row) -> RunEvent:
         job_id=row["job_id"],
         error=problem(row["error"]),
         reason=row["reason"],
+        task_key=row["task_key"],
+        task_reference=row["task_ref"],
+        iteration=_ints(row["iteration"]),
+        attempt=row["attempt"],
+        until=parse_ts(row["until"]),
     )
 
 

@@ -8,7 +8,7 @@ transaction. Reads are in `reads.py`.
 from __future__ import annotations
 
 from workflowd.domain.errors import AlreadyExists
-from workflowd.domain.run import NewRun, Run, RunEvent, RunStatus, TaskStatus
+from workflowd.domain.run import NewRun, Run, RunEvent, RunStatus
 from workflowd.store import rows
 from workflowd.store.codec import dump, load, ts
 from workflowd.store.runtx import RunTx
@@ -38,12 +38,12 @@ def written_run(conn: Conn, run_id: str) -> Run:
     """The run as this transaction leaves it: a write that creates a run answers with it
     without another trip to a reader."""
     row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-    tasks = conn.execute("SELECT * FROM tasks WHERE run_id = ? ORDER BY idx", (run_id,))
+    tasks = conn.execute("SELECT * FROM task_instances WHERE run_id = ? ORDER BY ord", (run_id,))
     return rows.run(row, tasks.fetchall())
 
 
 def insert_run(conn: Conn, new: NewRun) -> list[RunEvent]:
-    """The run, PENDING with its tasks, and its RUN_CREATED event."""
+    """The run, PENDING, and its RUN_CREATED event."""
     conn.execute(
         "INSERT INTO runs (id, company, workflow_id, namespace, name, version, status, trigger,"
         " input, created_at, scheduled_at, idempotency_key, after_run_id)"
@@ -54,12 +54,6 @@ def insert_run(conn: Conn, new: NewRun) -> list[RunEvent]:
             ts(new.scheduled_at), new.idempotency_key, new.after_run_id,
         ),
     )  # fmt: skip
-    for t in new.tasks:
-        conn.execute(
-            "INSERT INTO tasks (run_id, idx, name, call, reference, status)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (new.id, t.index, t.name, t.call, t.reference, TaskStatus.PENDING.value),
-        )
     tx = RunTx(conn, new.id, new.created_at)
     tx.created()
     return tx.close()

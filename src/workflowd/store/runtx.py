@@ -7,6 +7,7 @@ all in the caller's transaction. `close()` returns the events, to publish after 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from workflowd.domain.json import Json, JsonObject
 from workflowd.domain.run import (
     RUN_EVENT_FOR,
     TASK_EVENT_FOR,
+    NewInstance,
     Problem,
     RunEvent,
     RunEventType,
@@ -25,18 +27,30 @@ from workflowd.domain.run import (
     transition_run,
     transition_task,
 )
-from workflowd.store.codec import dump, ts
+from workflowd.store.codec import dump, load, ts
 from workflowd.store.sql import Conn
 
 
 @dataclass(frozen=True, slots=True)
+class _Instance:
+    """What an instance's events repeat about it."""
+
+    key: str = ""
+    name: str = ""
+    reference: str = ""
+    position: int = -1
+    iteration: tuple[int, ...] = ()
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class _EventFields:
-    task_index: int = -1
-    task_name: str = ""
+    task: _Instance = _Instance()
     task_status: TaskStatus | None = None
     job_id: str = ""
     error: Problem | None = None
     reason: str = ""
+    until: datetime | None = None
 
 
 class RunTx:
@@ -61,6 +75,7 @@ class RunTx:
         self._namespace = row["namespace"]
         self.run_status = RunStatus(row["status"])
         self._seq = int(row["last_seq"])
+        self._instances: dict[str, tuple[_Instance, TaskStatus]] = {}
         self.events: list[RunEvent] = []
 
     # --- the run ------------------------------------------------------------------------------
@@ -101,93 +116,158 @@ class RunTx:
     def set_context(self, context: JsonObject) -> None:
         self._update("runs", "id = ?", (self._run_id,), {"context": dump(context)})
 
-    # --- its tasks ----------------------------------------------------------------------------
+    def set_cursor(self, cursor: JsonObject | None) -> None:
+        """Where the interpretation stands, committed with the changes that brought it there."""
+        value = None if cursor is None else dump(cursor)
+        self._update("runs", "id = ?", (self._run_id,), {"cursor": value})
 
-    def task_status(self, index: int) -> TaskStatus:
-        row = self._conn.execute(
-            "SELECT status FROM tasks WHERE run_id = ? AND idx = ?", (self._run_id, index)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"run {self._run_id} has no task {index}")
-        return TaskStatus(row["status"])
+    # --- its task instances -------------------------------------------------------------------
 
-    def start_task(
-        self, index: int, name: str, *, task_input: Json, request: JsonObject, at: datetime
-    ) -> None:
-        """RUNNING, with the exact job request (the intent), before the job is submitted."""
-        columns = {"input": dump(task_input), "job_request": dump(request), "started_at": ts(at)}
-        self._task_status(index, name, TaskStatus.RUNNING, columns, _EventFields())
+    def start_instance(self, new: NewInstance) -> None:
+        """A task instance begins, RUNNING (TASK_STARTED)."""
+        self._conn.execute(
+            "INSERT INTO task_instances (run_id, key, ord, reference, name, kind, call,"
+            " position, iteration, attempt, parent, status, started_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self._run_id, new.key, new.order, new.reference, new.name, new.kind, new.call,
+                new.position, dump(list(new.iteration)), new.attempt, new.parent,
+                TaskStatus.RUNNING.value, ts(new.started_at),
+            ),
+        )  # fmt: skip
+        instance = _Instance(
+            new.key, new.name, new.reference, new.position, new.iteration, new.attempt
+        )
+        self._instances[new.key] = (instance, TaskStatus.RUNNING)
+        fields = _EventFields(instance, TaskStatus.RUNNING)
+        self._event(RunEventType.TASK_STARTED, fields)
 
-    def record_job(self, index: int, name: str, job_id: str) -> None:
+    def set_input(self, key: str, task_input: Json) -> None:
+        self._update_instance(key, {"input": dump(task_input)})
+
+    def record_intent(self, key: str, request: JsonObject) -> None:
+        """The exact job request, committed before the job is submitted."""
+        self._update_instance(key, {"job_request": dump(request)})
+
+    def record_job(self, key: str, job_id: str) -> None:
         """The submitted job's id (TASK_JOB_SUBMITTED), once; nothing once the task ended."""
         row = self._conn.execute(
-            "SELECT status, job_id FROM tasks WHERE run_id = ? AND idx = ?", (self._run_id, index)
+            "SELECT status, job_id FROM task_instances WHERE run_id = ? AND key = ?",
+            (self._run_id, key),
         ).fetchone()
         if row is None or row["status"] != TaskStatus.RUNNING or row["job_id"] == job_id:
             return
-        self._update("tasks", "run_id = ? AND idx = ?", (self._run_id, index), {"job_id": job_id})
-        fields = _EventFields(index, name, TaskStatus.RUNNING, job_id)
-        self._event(RunEventType.TASK_JOB_SUBMITTED, fields)
+        self._update_instance(key, {"job_id": job_id})
+        instance, _ = self._instance(key)
+        self._event(
+            RunEventType.TASK_JOB_SUBMITTED, _EventFields(instance, TaskStatus.RUNNING, job_id)
+        )
 
-    def complete_task(
-        self, index: int, name: str, *, output: Json, job_id: str, at: datetime
-    ) -> None:
-        columns = {"output": dump(output), "job_id": job_id, "ended_at": ts(at)}
-        fields = _EventFields(job_id=job_id)
-        self._task_status(index, name, TaskStatus.COMPLETED, columns, fields)
-
-    def end_task(
+    def end_instance(
         self,
-        index: int,
-        name: str,
+        key: str,
         status: TaskStatus,
-        *,
-        problem: Problem | None,
-        job_id: str,
         at: datetime,
+        *,
+        output: Json = None,
+        store_output: bool = False,
+        problem: Problem | None = None,
+        reason: str = "",
+        job_id: str = "",
     ) -> None:
-        """FAILED or CANCELLED; the job id is written too, so a job that exists is never lost."""
-        columns: dict[str, Any] = {"ended_at": ts(at)}
+        """COMPLETED, FAILED, CANCELLED or SKIPPED; the job id is written too, so a job that
+        exists is never lost."""
+        columns: dict[str, Any] = {"ended_at": ts(at), "wake_at": None}
+        if store_output:
+            columns["output"] = dump(output)
         if job_id:
             columns["job_id"] = job_id
         if problem is not None:
             columns["error"] = dump(problem.to_json())
-        fields = _EventFields(job_id=job_id, error=problem)
-        self._task_status(index, name, status, columns, fields)
+        if reason:
+            columns["reason"] = reason
+        instance, current = self._instance(key)
+        transition_task(current, status)
+        self._update_instance(key, {"status": status.value, **columns})
+        self._instances[key] = (instance, status)
+        fields = _EventFields(instance, status, job_id, problem, reason)
+        self._event(TASK_EVENT_FOR[status], fields)
 
-    def skip_task(self, index: int, name: str) -> None:
-        self._task_status(index, name, TaskStatus.SKIPPED, {}, _EventFields())
+    def instance_waits(self, key: str, until: datetime) -> None:
+        """A `wait` sleeps until `until` (TASK_WAITING)."""
+        self._update_instance(key, {"wake_at": ts(until)})
+        instance, status = self._instance(key)
+        self._event(RunEventType.TASK_WAITING, _EventFields(instance, status, until=until))
 
-    def cancel_job_later(self, job_id: str, index: int) -> None:
+    def instance_retries(self, key: str, attempt: int, until: datetime, problem: Problem) -> None:
+        """A `try` runs its block again as `attempt` at `until` (TASK_RETRYING)."""
+        self._update_instance(key, {"wake_at": ts(until)})
+        instance, status = self._instance(key)
+        fields = _EventFields(
+            _Instance(
+                instance.key, instance.name, instance.reference, instance.position,
+                instance.iteration, attempt,
+            ),
+            status, error=problem, until=until,
+        )  # fmt: skip
+        self._event(RunEventType.TASK_RETRYING, fields)
+
+    def error_caught(self, key: str, problem: Problem) -> None:
+        """A `try` caught an error (TASK_ERROR_CAUGHT)."""
+        instance, status = self._instance(key)
+        self._event(RunEventType.TASK_ERROR_CAUGHT, _EventFields(instance, status, error=problem))
+
+    def fail_running_instances(
+        self, at: datetime, problem: Problem, job_ids: Mapping[str, str]
+    ) -> None:
+        """Every instance still RUNNING fails with `problem`, with its job id if it has one (the
+        run ends on an internal error: whatever ran, nothing goes on)."""
+        found = self._conn.execute(
+            "SELECT key FROM task_instances WHERE run_id = ? AND status = ? ORDER BY ord DESC",
+            (self._run_id, TaskStatus.RUNNING.value),
+        ).fetchall()
+        for row in found:
+            job_id = job_ids.get(row["key"], "")
+            self.end_instance(row["key"], TaskStatus.FAILED, at, problem=problem, job_id=job_id)
+
+    def cancel_job_later(self, job_id: str, key: str) -> None:
         """Remember a job that may still run although its task ended: it is cancelled in the
         background until the jobs system confirms, across restarts."""
         self._conn.execute(
-            "INSERT INTO jobs_to_cancel (job_id, run_id, task_index, since)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (job_id, self._run_id, index, ts(self._now)),
+            "INSERT INTO jobs_to_cancel (job_id, run_id, task_index, task_key, since)"
+            " VALUES (?, ?, -1, ?, ?) ON CONFLICT DO NOTHING",
+            (job_id, self._run_id, key, ts(self._now)),
         )
 
     # --- writing ------------------------------------------------------------------------------
+
+    def _instance(self, key: str) -> tuple[_Instance, TaskStatus]:
+        known = self._instances.get(key)
+        if known is not None:
+            return known
+        row = self._conn.execute(
+            "SELECT name, reference, position, iteration, attempt, status FROM task_instances"
+            " WHERE run_id = ? AND key = ?",
+            (self._run_id, key),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"run {self._run_id} has no task instance {key}")
+        iteration = tuple(int(i) for i in _list(row["iteration"]))
+        instance = _Instance(
+            key, row["name"], row["reference"], row["position"], iteration, row["attempt"]
+        )
+        found = (instance, TaskStatus(row["status"]))
+        self._instances[key] = found
+        return found
+
+    def _update_instance(self, key: str, columns: dict[str, Any]) -> None:
+        self._update("task_instances", "run_id = ? AND key = ?", (self._run_id, key), columns)
 
     def _run_status(self, status: RunStatus, columns: dict[str, Any], fields: _EventFields) -> None:
         transition_run(self.run_status, status)
         self.run_status = status
         self._update("runs", "id = ?", (self._run_id,), {"status": status.value, **columns})
         self._event(RUN_EVENT_FOR[status], fields)
-
-    def _task_status(
-        self,
-        index: int,
-        name: str,
-        status: TaskStatus,
-        columns: dict[str, Any],
-        fields: _EventFields,
-    ) -> None:
-        transition_task(self.task_status(index), status)
-        where = "run_id = ? AND idx = ?"
-        self._update("tasks", where, (self._run_id, index), {"status": status.value, **columns})
-        task = _EventFields(index, name, status, fields.job_id, fields.error, fields.reason)
-        self._event(TASK_EVENT_FOR[status], task)
 
     def _update(
         self, table: str, where: str, key: tuple[Any, ...], columns: dict[str, Any]
@@ -199,16 +279,20 @@ class RunTx:
 
     def _event(self, kind: RunEventType, fields: _EventFields) -> None:
         self._seq += 1
-        error = fields.error
+        error, task = fields.error, fields.task
         cur = self._conn.execute(
             "INSERT INTO run_events (run_id, seq, company, workflow_id, namespace, type, time,"
-            " run_status, task_index, task_name, task_status, job_id, error, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_seq",
+            " run_status, task_index, task_name, task_status, job_id, error, reason, task_key,"
+            " task_ref, iteration, attempt, until)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING global_seq",
             (
                 self._run_id, self._seq, self._company, self._workflow_id, self._namespace,
-                kind.value, ts(self._now), self.run_status.value, fields.task_index,
-                fields.task_name, fields.task_status.value if fields.task_status else None,
+                kind.value, ts(self._now), self.run_status.value, task.position,
+                task.name, fields.task_status.value if fields.task_status else None,
                 fields.job_id, dump(error.to_json()) if error else None, fields.reason,
+                task.key, task.reference, dump(list(task.iteration)), task.attempt,
+                ts(fields.until),
             ),
         )  # fmt: skip
         self.events.append(
@@ -222,15 +306,25 @@ class RunTx:
                 workflow_id=self._workflow_id,
                 namespace=self._namespace,
                 run_status=self.run_status,
-                task_index=fields.task_index,
-                task_name=fields.task_name,
+                task_index=task.position,
+                task_name=task.name,
                 task_status=fields.task_status,
                 job_id=fields.job_id,
                 error=error,
                 reason=fields.reason,
+                task_key=task.key,
+                task_reference=task.reference,
+                iteration=task.iteration,
+                attempt=task.attempt,
+                until=fields.until,
             )
         )
 
     def close(self) -> list[RunEvent]:
         self._conn.execute("UPDATE runs SET last_seq = ? WHERE id = ?", (self._seq, self._run_id))
         return self.events
+
+
+def _list(raw: str) -> list[Any]:
+    value = load(raw) if raw else []
+    return value if isinstance(value, list) else []

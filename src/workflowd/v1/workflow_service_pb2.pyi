@@ -149,6 +149,12 @@ class _RunEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunEvent
     RUN_EVENT_TYPE_RUN_COMPLETED: _RunEventType.ValueType  # 10
     RUN_EVENT_TYPE_RUN_FAILED: _RunEventType.ValueType  # 11
     RUN_EVENT_TYPE_RUN_CANCELLED: _RunEventType.ValueType  # 12
+    RUN_EVENT_TYPE_TASK_WAITING: _RunEventType.ValueType  # 13
+    """A `wait` task sleeps until `until`."""
+    RUN_EVENT_TYPE_TASK_RETRYING: _RunEventType.ValueType  # 14
+    """A `try` caught an error (`error`) and runs its block again, as `attempt`, at `until`."""
+    RUN_EVENT_TYPE_TASK_ERROR_CAUGHT: _RunEventType.ValueType  # 15
+    """A `try` caught an error (`error`)."""
 
 class RunEventType(_RunEventType, metaclass=_RunEventTypeEnumTypeWrapper):
     """RunEventType names what changed."""
@@ -166,6 +172,12 @@ RUN_EVENT_TYPE_RUN_CANCELLING: RunEventType.ValueType  # 9
 RUN_EVENT_TYPE_RUN_COMPLETED: RunEventType.ValueType  # 10
 RUN_EVENT_TYPE_RUN_FAILED: RunEventType.ValueType  # 11
 RUN_EVENT_TYPE_RUN_CANCELLED: RunEventType.ValueType  # 12
+RUN_EVENT_TYPE_TASK_WAITING: RunEventType.ValueType  # 13
+"""A `wait` task sleeps until `until`."""
+RUN_EVENT_TYPE_TASK_RETRYING: RunEventType.ValueType  # 14
+"""A `try` caught an error (`error`) and runs its block again, as `attempt`, at `until`."""
+RUN_EVENT_TYPE_TASK_ERROR_CAUGHT: RunEventType.ValueType  # 15
+"""A `try` caught an error (`error`)."""
 Global___RunEventType: _TypeAlias = RunEventType  # noqa: Y015
 
 class _OverlapPolicy:
@@ -395,7 +407,10 @@ Global___Problem: _TypeAlias = Problem  # noqa: Y015
 
 @_typing.final
 class TaskRun(_message.Message):
-    """TaskRun is one task of a run."""
+    """TaskRun is one task instance of a run: one execution of the task at
+    `reference`, in the loop iterations `iteration` and the retry `attempt`.
+    A run lists its instances in execution order.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -409,22 +424,64 @@ class TaskRun(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    WAKE_AT_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     call: _builtins.str
+    """The operation of a `call` task; empty for the other kinds."""
     status: Global___TaskStatus.ValueType
     job_id: _builtins.str
     reference: _builtins.str
-    """JSON pointer of the task in its workflow, e.g. /do/1/refresh."""
+    """JSON pointer of the task in its workflow, e.g. /do/1/each/do/0/build."""
+    key: _builtins.str
+    """The instance within its run: the reference plus its loop iterations,
+    retry attempts and backward jumps, e.g. /do/1/each/do/0/build@i2.
+    """
+    kind: _builtins.str
+    """call, set, switch, do, for, fork, try, raise or wait."""
+    attempt: _builtins.int
+    """The attempt of the innermost enclosing `try` that retries (1, 2, ...)."""
+    parent: _builtins.str
+    """The key of the instance it runs inside (a loop, a branch, a try); empty
+    at the top.
+    """
+    reason: _builtins.str
+    """Why it was cancelled, and what became of its job."""
+    order: _builtins.int
+    """Its place in the run's execution order (1, 2, ...)."""
+    position: _builtins.int
+    """The task's index in its own list."""
     @_builtins.property
-    def input(self) -> _struct_pb2.Value: ...
+    def input(self) -> _struct_pb2.Value:
+        """Stored for a call, and where input.from computed it."""
+
     @_builtins.property
-    def output(self) -> _struct_pb2.Value: ...
+    def output(self) -> _struct_pb2.Value:
+        """Stored where the task computed it (a call, a set, an output.as); a
+        control-flow task's output is its inner tasks'.
+        """
+
     @_builtins.property
     def error(self) -> Global___Problem: ...
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def iteration(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The indexes of the enclosing `for` iterations, outermost first."""
+
+    @_builtins.property
+    def wake_at(self) -> _timestamp_pb2.Timestamp:
+        """When a waiting instance goes on (a `wait`, a `try` between attempts)."""
+
     def __init__(
         self,
         *,
@@ -438,10 +495,19 @@ class TaskRun(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         reference: _builtins.str = ...,
+        key: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        iteration: _abc.Iterable[_builtins.int] | None = ...,
+        attempt: _builtins.int = ...,
+        parent: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        wake_at: _timestamp_pb2.Timestamp | None = ...,
+        order: _builtins.int = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "input", b"input", "output", b"output", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "input", b"input", "output", b"output", "started_at", b"started_at", "wake_at", b"wake_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "ended_at", b"ended_at", "error", b"error", "input", b"input", "job_id", b"job_id", "name", b"name", "output", b"output", "reference", b"reference", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "call", b"call", "ended_at", b"ended_at", "error", b"error", "input", b"input", "iteration", b"iteration", "job_id", b"job_id", "key", b"key", "kind", b"kind", "name", b"name", "order", b"order", "output", b"output", "parent", b"parent", "position", b"position", "reason", b"reason", "reference", b"reference", "started_at", b"started_at", "status", b"status", "wake_at", b"wake_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -553,6 +619,11 @@ class RunEvent(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    TASK_REFERENCE_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    TASK_KEY_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     seq: _builtins.int
     """Per-run sequence: 1, 2, 3, ..."""
@@ -562,16 +633,36 @@ class RunEvent(_message.Message):
     workflow_id: _builtins.str
     run_status: Global___RunStatus.ValueType
     task_index: _builtins.int
-    """The task concerned; -1 for run-level events."""
+    """The task's index in its own list (for a plain list of calls, its
+    position in the workflow); -1 for run-level events.
+    """
     task_name: _builtins.str
     task_status: Global___TaskStatus.ValueType
     job_id: _builtins.str
     reason: _builtins.str
-    """Why the run is being cancelled or was (RUN_CANCELLING, RUN_CANCELLED)."""
+    """Why the run is being cancelled or was (RUN_CANCELLING, RUN_CANCELLED), or
+    why a task instance was.
+    """
+    task_reference: _builtins.str
+    """JSON pointer of the task concerned, e.g. /do/1/each/do/0/build."""
+    attempt: _builtins.int
+    """The task instance's attempt (on TASK_RETRYING: the attempt to come)."""
+    task_key: _builtins.str
+    """The task instance concerned (its TaskRun.key)."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def error(self) -> Global___Problem: ...
+    @_builtins.property
+    def iteration(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The task instance's loop iterations, outermost first."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """When a waiting task goes on (TASK_WAITING) or the next attempt starts
+        (TASK_RETRYING).
+        """
+
     def __init__(
         self,
         *,
@@ -588,10 +679,15 @@ class RunEvent(_message.Message):
         job_id: _builtins.str = ...,
         error: Global___Problem | None = ...,
         reason: _builtins.str = ...,
+        task_reference: _builtins.str = ...,
+        iteration: _abc.Iterable[_builtins.int] | None = ...,
+        attempt: _builtins.int = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        task_key: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "time", b"time", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "global_seq", b"global_seq", "job_id", b"job_id", "reason", b"reason", "run_id", b"run_id", "run_status", b"run_status", "seq", b"seq", "task_index", b"task_index", "task_name", b"task_name", "task_status", b"task_status", "time", b"time", "type", b"type", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "global_seq", b"global_seq", "iteration", b"iteration", "job_id", b"job_id", "reason", b"reason", "run_id", b"run_id", "run_status", b"run_status", "seq", b"seq", "task_index", b"task_index", "task_key", b"task_key", "task_name", b"task_name", "task_reference", b"task_reference", "task_status", b"task_status", "time", b"time", "type", b"type", "until", b"until", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
