@@ -1,28 +1,41 @@
 """`python -m dataplane serve --listen HOST:PORT --data-dir DIR [--workers N]
-[--tokens-file F] [--insecure] [--job-timeout-s S] [--memory-limit SIZE]`.
+[--tokens-file F] [--insecure] [--job-timeout-s S] [--memory-limit SIZE]
+[--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]`.
 
 Tokens come from `--tokens-file` (TOML, see `dataplane.auth`), re-read on SIGHUP; with none,
 every request is company `default`, which is only allowed on a loopback address unless
 `--insecure` is given. Exit status 2 means the configuration was refused.
+
+For a supervising parent (workflowd): `--listen-fd N` serves on a listening socket the parent
+bound and keeps, so that no other process can take the port while this one restarts; each
+reload answers on stdout, `dataplane tokens <sha256 of the file read> reloaded` or `… refused:
+<why>`, so the parent knows what is in force before it switches its own tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import ipaddress
 import logging
+import os
 import signal
+import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from dataplane.app import DataPlane
-from dataplane.auth import TokenTable, load_tokens
+from dataplane.auth import TokenTable, load_tokens, read_tokens
+from dataplane.http_common import ClientCerts
 
 log = logging.getLogger("dataplane")
 
 CONFIG_REFUSED = 2
+# Whatever this process creates (DuckDB files and their WAL, uploads) is its user's alone.
+PRIVATE_UMASK = 0o077
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -74,6 +87,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve a non-loopback address without tokens (every request is company default)",
     )
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS: certificate chain (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="require client certificates chained to this CA (PEM); /healthz needs none",
+    )
+    parser.add_argument(
+        "--service-tokens-need-no-client-cert",
+        action="store_true",
+        help=argparse.SUPPRESS,  # for workflowd's own child: its service token is per start
+    )
+    parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--stop-on-stdin-eof",
         action="store_true",
@@ -102,7 +128,35 @@ def _positive_seconds(value: str) -> float:
     return seconds
 
 
-async def serve(args: argparse.Namespace, tokens: TokenTable | None) -> None:
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server's TLS context from `--tls-*`, or None; a ValueError says what is wrong."""
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"cannot use the certificate {args.tls_cert} with the key {args.tls_key}: {exc}"
+        ) from exc
+    if args.tls_client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=args.tls_client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot use the client CA {args.tls_client_ca}: {exc}") from exc
+        # Asked for and checked in the handshake; the HTTP layer refuses a caller without one
+        # (http_common.ClientCerts), so that it hears why.
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+async def serve(
+    args: argparse.Namespace, tokens: TokenTable | None, tls: ssl.SSLContext | None
+) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down cleanly; SIGHUP re-reads the tokens."""
     plane = DataPlane(
         args.data_dir,
@@ -110,6 +164,10 @@ async def serve(args: argparse.Namespace, tokens: TokenTable | None) -> None:
         tokens=tokens,
         job_timeout_s=args.job_timeout_s,
         memory_limit=args.memory_limit,
+        client_certs=ClientCerts(
+            required=args.tls_client_ca is not None,
+            service_tokens_exempt=args.service_tokens_need_no_client_cert,
+        ),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -127,9 +185,11 @@ async def serve(args: argparse.Namespace, tokens: TokenTable | None) -> None:
     if args.stop_on_stdin_eof:
         await loop.connect_read_pipe(lambda: _StopOnEof(stop), sys.stdin)
     host, port = args.listen
+    sock = None if args.listen_fd is None else socket.socket(fileno=args.listen_fd)
     try:
-        bound = await plane.start(host, port)
-        print(f"dataplane listening on http://{host}:{bound}", flush=True)
+        bound = await plane.start(host, port, sock=sock, tls=tls)
+        scheme = "http" if tls is None else "https"
+        print(f"dataplane listening on {scheme}://{host}:{bound}", flush=True)
         await stop.wait()
     finally:
         await plane.aclose()
@@ -153,10 +213,16 @@ async def _reload_tokens(plane: DataPlane, path: Path | None, reloading: asyncio
         log.warning("SIGHUP: there is no --tokens-file to reload")
         return
     async with reloading:
+        sha256 = "-"
         try:
-            tokens = await asyncio.to_thread(load_tokens, path)
+            raw = await asyncio.to_thread(path.read_bytes)
+            sha256 = hashlib.sha256(raw).hexdigest()
+            tokens = read_tokens(raw, path)
+        except OSError as exc:
+            _answer_reload(sha256, f"cannot read the tokens file {path}: {exc}")
+            return
         except ValueError as exc:
-            log.error("tokens not reloaded, the previous ones stay in force: %s", exc)
+            _answer_reload(sha256, str(exc))
             return
         plane.set_tokens(tokens)
     log.info(
@@ -165,6 +231,16 @@ async def _reload_tokens(plane: DataPlane, path: Path | None, reloading: asyncio
         tokens.company_tokens,
         tokens.service_tokens,
     )
+    _answer_reload(sha256, None)
+
+
+def _answer_reload(sha256: str, refusal: str | None) -> None:
+    if refusal is None:
+        print(f"dataplane tokens {sha256} reloaded", flush=True)
+        return
+    log.error("tokens not reloaded, the previous ones stay in force: %s", refusal)
+    # One line whatever the reason holds: the parent reads it as one answer.
+    print(f"dataplane tokens {sha256} refused: {' '.join(refusal.split())}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,12 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    os.umask(PRIVATE_UMASK)
     try:
         tokens = load_tokens(args.tokens_file) if args.tokens_file is not None else None
         refusal = exposure_refusal(args.listen, tokens, args.insecure)
         if refusal:
             raise ValueError(refusal)
-        asyncio.run(serve(args, tokens))
+        asyncio.run(serve(args, tokens, tls_context(args)))
     except ValueError as exc:  # the tokens file, the listen address or a limit
         print(f"dataplane: {exc}", file=sys.stderr)
         return CONFIG_REFUSED

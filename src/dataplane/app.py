@@ -1,12 +1,19 @@
 """The data plane as one object: an aiohttp server over per-company DuckDB databases.
 
-`workflowd serve` runs it in-process on its own event loop; `python -m dataplane serve` runs
-it alone. Companies are opened at start (so interrupted jobs resume) or on first request.
+`python -m dataplane serve` runs it, alone or as the child of a workflowd daemon. Companies are
+opened at start (so interrupted jobs resume) or on first request.
+
+Its files are its companies' data: the data directory is made 0700 and every file in it 0600
+at start (files it creates later are private through the process's umask, see `__main__`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import ssl
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +23,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from dataplane.auth import TokenTable
 from dataplane.company import Company, Limits
 from dataplane.errors import BadRequest
-from dataplane.http_common import COMPANY_KEY, auth_middleware, problems_middleware
+from dataplane.http_common import COMPANY_KEY, ClientCerts, auth_middleware, problems_middleware
 from dataplane.http_datasets import DatasetRoutes
-from dataplane.http_events import EventRoutes
+from dataplane.http_events import EventRoutes, OpenStreams
 from dataplane.http_jobs import JobRoutes
 from dataplane.metrics import Load, PlaneMetrics
 from dataplane.model import COMPANY_RE
@@ -44,9 +51,12 @@ class DataPlane:
         memory_limit: str = "1GiB",
         max_batch: int = 32,
         batch_window_s: float = 0.05,
+        client_certs: ClientCerts | None = None,
     ) -> None:
         self._data_dir = data_dir
         self._tokens = tokens
+        self._client_certs = client_certs or ClientCerts()
+        self._streams = OpenStreams(lambda: self._tokens)
         self._keepalive_s = keepalive_s
         self._max_body_bytes = max_body_bytes
         self._max_upload_bytes = max_upload_bytes
@@ -68,13 +78,21 @@ class DataPlane:
         self._started = False
         self._closed = False
 
-    async def start(self, host: str, port: int) -> int:
-        """Opens the existing company databases, resumes their jobs, and serves HTTP.
-        Returns the bound port (useful with port 0)."""
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        sock: socket.socket | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> int:
+        """Opens the existing company databases, resumes their jobs, and serves HTTP (HTTPS
+        with `tls`) on `host:port`, or on `sock`, a listening socket bound by whoever started
+        this process. Returns the bound port (useful with port 0)."""
         if self._started:
             raise RuntimeError("DataPlane.start() was already called")
         self._started = True
-        self._data_dir.mkdir(parents=True, exist_ok=True)
+        _make_private(self._data_dir)
         for path in sorted(self._data_dir.glob(f"*{_DB_SUFFIX}")):
             if COMPANY_RE.fullmatch(path.stem):
                 await self.company(path.stem)
@@ -83,16 +101,23 @@ class DataPlane:
             self._build_app(), access_log=None, shutdown_timeout=2.0, max_line_size=32768
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site: web.BaseSite
+        if sock is None:
+            site = web.TCPSite(self._runner, host, port, ssl_context=tls)
+        else:
+            site = web.SockSite(self._runner, sock, ssl_context=tls)
         await site.start()
         return int(self._runner.addresses[0][1])
 
     def _build_app(self) -> web.Application:
         app = web.Application(
             client_max_size=self._max_body_bytes,
-            middlewares=[problems_middleware, auth_middleware(lambda: self._tokens)],
+            middlewares=[
+                problems_middleware,
+                auth_middleware(lambda: self._tokens, self._client_certs),
+            ],
         )
-        events = EventRoutes(self._company_of, self._keepalive_s)
+        events = EventRoutes(self._company_of, self._keepalive_s, self._streams)
         jobs = JobRoutes(self._company_of)
         upload_dir = self._data_dir / ".uploads"
         datasets = DatasetRoutes(self._company_of, upload_dir, self._max_upload_bytes)
@@ -104,8 +129,10 @@ class DataPlane:
 
     def set_tokens(self, tokens: TokenTable) -> None:
         """Replaces the tokens (e.g. reloaded on SIGHUP): a removed token stops working for
-        new requests; streams already open keep going."""
+        new requests, and the event streams it opened end; so do those of a token now given to
+        another company."""
         self._tokens = tokens
+        self._streams.revoke(tokens)
 
     async def _company_of(self, request: web.Request) -> Company:
         return await self.company(request[COMPANY_KEY])
@@ -161,3 +188,18 @@ class DataPlane:
         return web.Response(
             body=self._metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+
+def _make_private(data_dir: Path) -> None:
+    """The data directory 0700, every directory in it 0700 and every file 0600 (symbolic
+    links are left alone: their targets are not ours to change)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    for root, dirs, files in os.walk(data_dir):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISDIR(mode):
+                os.chmod(path, 0o700)
+            elif stat.S_ISREG(mode):
+                os.chmod(path, 0o600)

@@ -13,6 +13,10 @@ sha256 = "<64 hex>"
 Only SHA-256 digests are kept, so neither the file nor the process holds a token in clear. A
 presented token is hashed and looked up by its digest: the digest of a guess says nothing
 about the digests it missed, so the lookup needs no constant-time comparison.
+
+workflowd reads its own tokens file (`workflowd.api.tokens`) with exactly these rules, so a file
+one of them refuses the other refuses too (`tests/test_tokens_rules.py` feeds both the same
+hostile files); the two stay apart because the data plane never imports workflowd.
 """
 
 from __future__ import annotations
@@ -57,6 +61,13 @@ class TokenTable:
     def lookup(self, token: str) -> Principal | None:
         return self.by_digest.get(digest(token))
 
+    def grants(self, sha256: str, principal: Principal) -> bool:
+        """Whether the token of digest `sha256` still speaks for what `principal` said it did
+        (the same company, or a service still): a reload that removes the token or moves it to
+        another company ends what it had opened."""
+        now = self.by_digest.get(sha256)
+        return now is not None and now.company == principal.company
+
     @classmethod
     def of(
         cls,
@@ -86,8 +97,17 @@ def load_tokens(path: Path) -> TokenTable:
     """The tokens file at `path`; a ValueError says what is wrong with it, naming the entry and
     the field."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the tokens file {path}: {exc}") from exc
+    return read_tokens(raw, path)
+
+
+def read_tokens(raw: bytes, path: Path) -> TokenTable:
+    """The tokens file `path` whose bytes are `raw`."""
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
         raise ValueError(f"cannot read the tokens file {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"the tokens file {path} is not valid TOML: {exc}") from exc

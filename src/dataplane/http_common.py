@@ -6,22 +6,49 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from dataplane.auth import TokenTable
+from dataplane.auth import Principal, TokenTable, digest
 from dataplane.errors import BadRequest, DataPlaneError, Forbidden, Unauthorized, quote
 from dataplane.model import COMPANY_RE, MAX_INT64
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Whose token a request carried: its digest and what it spoke for then."""
+
+    sha256: str
+    principal: Principal
+
+
+@dataclass(frozen=True)
+class ClientCerts:
+    """Whether callers must present a TLS client certificate (verified against the client CA
+    during the handshake, which asks for one but lets a caller without one through to be
+    refused here, with a sentence instead of a broken handshake). `/healthz` never needs one.
+    `service_tokens_exempt`: a service token alone suffices, for the data plane a workflowd
+    daemon supervises, whose service token is made afresh for each start of this process and
+    never leaves the daemon."""
+
+    required: bool = False
+    service_tokens_exempt: bool = False
+
+
 COMPANY_KEY = web.RequestKey("company", str)
+CALLER_KEY = web.RequestKey("caller", Caller)
 DEFAULT_COMPANY = "default"
 PROBLEM_TYPE = "https://workflowd.dev/problems/"
 COMPANY_HEADER = "X-Workflowd-Company"
 # Endpoints for operators and probes, which carry no company token.
 OPEN_PATHS = ("/healthz", "/metrics")
+HEALTH_PATH = "/healthz"
+_NO_CERTIFICATE = "this data plane requires a TLS client certificate signed by its client CA"
 MAX_JSON_DEPTH = 32
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 _UNSTORABLE = re.compile("[\\ud800-\\udfff\\x00]")
@@ -56,7 +83,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
 
 
 def auth_middleware(
-    tokens: Callable[[], TokenTable | None],
+    tokens: Callable[[], TokenTable | None], certs: ClientCerts
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Sets the request's company from its bearer token. `tokens` is read per request, so a
     reloaded table takes effect for the next one; None means no tokens at all."""
@@ -64,24 +91,44 @@ def auth_middleware(
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         table = tokens()
-        if table is None or request.path in OPEN_PATHS:
+        caller = None
+        if table is not None and request.path not in OPEN_PATHS:
+            caller = caller_of(request, table)
+        if certs.required and request.path != HEALTH_PATH and not _has_certificate(request):
+            service = caller is not None and caller.principal.company is None
+            if not (service and certs.service_tokens_exempt):
+                raise Unauthorized(_NO_CERTIFICATE)
+        if caller is None:
             request[COMPANY_KEY] = DEFAULT_COMPANY
         else:
-            request[COMPANY_KEY] = company_of(request, table)
+            request[CALLER_KEY] = caller
+            request[COMPANY_KEY] = company_of(request, caller.principal)
         return await handler(request)
 
     return authenticate
 
 
-def company_of(request: web.Request, table: TokenTable) -> str:
-    """The company the request's token reaches: a company token its own, a service token the
-    one it names in `X-Workflowd-Company`."""
+def _has_certificate(request: web.Request) -> bool:
+    # Only a certificate that chained to the client CA gets this far: the handshake checks it.
+    transport = request.transport
+    return transport is not None and bool(transport.get_extra_info("peercert"))
+
+
+def caller_of(request: web.Request, table: TokenTable) -> Caller:
+    """Who the request's bearer token is (401 without one this data plane knows)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
-    principal = table.lookup(token.strip())
+    sha256 = digest(token.strip())
+    principal = table.by_digest.get(sha256)
     if principal is None:
         raise Unauthorized("the bearer token is not one this data plane knows")
+    return Caller(sha256, principal)
+
+
+def company_of(request: web.Request, principal: Principal) -> str:
+    """The company the request's token reaches: a company token its own, a service token the
+    one it names in `X-Workflowd-Company`."""
     named = request.headers.getall(COMPANY_HEADER, [])
     if len(named) > 1:
         raise BadRequest(f"{COMPANY_HEADER} must be given once, not {len(named)} times")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import secrets
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -14,8 +13,8 @@ from workflowd import __version__
 from workflowd.address import Address
 from workflowd.api.auth import Authenticator
 from workflowd.api.server import GrpcServer, Tls
-from workflowd.api.tokens import TokenTable, load_tokens, sha256_hex
-from workflowd.datadir import DataDirLock
+from workflowd.api.tokens import TokenTable, load_tokens
+from workflowd.datadir import DataDirLock, create_private, make_private
 from workflowd.domain.errors import InvalidRequest, WorkflowdError
 from workflowd.domain.json import JsonBounds
 from workflowd.engine.clock import Clock, SystemClock
@@ -28,7 +27,9 @@ from workflowd.engine.replicas import Replica, ReplicaSettings
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import ScheduleLimits, Schedules
 from workflowd.jobs import JobsClient, JobsClientConfig
+from workflowd.jobs.credential import Credential
 from workflowd.jobs.local import LocalDataPlane, LocalPlaneConfig
+from workflowd.jobs.local_trust import CompanyToken, PlaneTls
 from workflowd.observability import HttpEndpoint, LoopLagProbe
 from workflowd.scheduler.loop import SchedulerLoop
 from workflowd.settings import Settings
@@ -39,6 +40,7 @@ from workflowd.store import make_store
 log = logging.getLogger("workflowd")
 
 DATAPLANE_TOKENS = "dataplane-tokens.toml"
+STORE_FILE = "workflowd.db"
 
 
 class App:
@@ -54,7 +56,7 @@ class App:
         self.clock = clock or SystemClock()
         self.crash_points = crash_points
         self.lock = DataDirLock(settings.data_dir)
-        self.store = make_store(settings.store, settings.data_dir / "workflowd.db")
+        self.store = make_store(settings.store, settings.data_dir / STORE_FILE)
         self.metrics = EngineMetrics()
         self.lag_probe = LoopLagProbe(self.metrics.loop_lag.observe)
         self.hub = EventHub()
@@ -62,8 +64,8 @@ class App:
         self.jobs_url = settings.jobs_url
         self.jobs: JobsClient | None = None
         self.dataplane: LocalDataPlane | None = None
-        # The daemon's own token for its embedded data plane, made afresh at each start.
-        self._service_token = secrets.token_urlsafe(32)
+        self._reloading = asyncio.Lock()  # one SIGHUP's reload at a time, in order
+        self._reloads: set[asyncio.Task[bool]] = set()
         self.grpc: GrpcServer | None = None
         self.http: HttpEndpoint | None = None
         self.orphans: OrphanJobs | None = None
@@ -88,20 +90,27 @@ class App:
         self._started = True
         s = self.settings
         self.lock.acquire()
+        make_private(s.data_dir)
+        if not s.store:
+            create_private(s.data_dir / STORE_FILE)
         if s.tokens_file:
             self.authenticator.table = load_tokens(Path(s.tokens_file))
         await self.store.open()
-        jobs_token = s.jobs_token
+        credential: Credential | None = None
+        pin: bytes | None = None
         if s.embedded_dataplane:
-            jobs_token = await self._start_dataplane()
+            plane = await self._start_dataplane()
+            credential, pin = plane.credential, plane.pin
         self.jobs = JobsClient(
             JobsClientConfig(
                 base_url=self.jobs_url,
-                token=jobs_token or None,
+                token=s.jobs_token or None,
                 ca_file=s.jobs_ca or None,
+                pinned_sha256=pin,
                 retry_deadline_s=s.jobs_retry_deadline_s,
                 request_timeout_s=s.jobs_request_timeout_s,
-            )
+            ),
+            credential=credential,
         )
         await self.jobs.start()
         jobs = self.jobs
@@ -183,16 +192,17 @@ class App:
         self.failure = reason
         self.stop.set()
 
-    async def _start_dataplane(self) -> str:
-        """Start the local data plane in its own process; the token to call it with. With
-        companies configured it accepts each company's own token for that company's data,
-        and the daemon's service token for any company the daemon names."""
+    async def _start_dataplane(self) -> LocalDataPlane:
+        """Start the local data plane in its own process. With companies configured it
+        accepts each company's own token for that company's data, and the service token it
+        was started with (`plane.credential`) for any company the daemon names."""
         s = self.settings
         address = Address.parse(s.dataplane_listen, "dataplane_listen")
-        tokens_file: Path | None = None
-        if self.authenticator.table is not None:
-            tokens_file = s.data_dir / DATAPLANE_TOKENS
-            self._write_dataplane_tokens(self.authenticator.table)
+        table = self.authenticator.table
+        tls = None
+        if s.dataplane_tls_cert:
+            client_ca = Path(s.dataplane_tls_client_ca) if s.dataplane_tls_client_ca else None
+            tls = PlaneTls(Path(s.dataplane_tls_cert), Path(s.dataplane_tls_key), client_ca)
         self.dataplane = LocalDataPlane(
             LocalPlaneConfig(
                 data_dir=s.data_dir / "dataplane",
@@ -201,43 +211,44 @@ class App:
                 workers=s.dataplane_workers,
                 job_timeout_s=s.dataplane_job_timeout_s,
                 memory_limit=s.dataplane_memory_limit,
-                tokens_file=tokens_file,
-            )
+                tokens_file=None if table is None else s.data_dir / DATAPLANE_TOKENS,
+                tls=tls,
+            ),
+            () if table is None else _company_tokens(table),
         )
         self.jobs_url = await self.dataplane.start()
-        return "" if tokens_file is None else self._service_token
+        return self.dataplane
 
-    def _write_dataplane_tokens(self, table: TokenTable) -> None:
-        """The data plane's tokens file: the companies' token hashes, and the hash of the
-        daemon's service token (never the token itself), readable by this user only."""
-        lines = [
-            f'[[tokens]]\ncompany = "{p.company}"\nname = "{p.name}"\nsha256 = "{p.sha256}"\n'
-            for p in table.principals()
-        ]
-        taken = {p.name for p in table.principals()}
-        name = next(n for n in (f"workflowd-{i}" for i in range(len(taken) + 1)) if n not in taken)
-        digest = sha256_hex(self._service_token)
-        lines.append(f'[[service_tokens]]\nname = "{name}"\nsha256 = "{digest}"\n')
-        path = self.settings.data_dir / DATAPLANE_TOKENS
-        staged = path.with_suffix(".tmp")
-        staged.write_text("\n".join(lines))
-        staged.chmod(0o600)
-        staged.replace(path)  # the data plane never reads half a file
+    def request_reload(self) -> None:
+        """SIGHUP: `reload_tokens` in the background, in the order the signals came."""
+        task = asyncio.create_task(self.reload_tokens(), name="workflowd-reload-tokens")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
-    def reload_tokens(self) -> None:
-        """SIGHUP: read the tokens file again (and hand it on to the embedded data plane); a
-        bad file keeps the tokens in use."""
+    async def reload_tokens(self) -> bool:
+        """Read the tokens file again and put it in force everywhere or nowhere: a file
+        workflowd refuses changes nothing, and neither does one the embedded data plane
+        refuses, since gRPC switches only once the data plane has. The log says which, and
+        why; True when the new tokens are in force."""
         if not self.settings.tokens_file:
-            return
-        try:
-            table = load_tokens(Path(self.settings.tokens_file))
-        except WorkflowdError as exc:
-            log.error("tokens not reloaded, the old ones stay in use: %s", exc.message)
-            return
-        self.authenticator.reload(table)
-        if self.dataplane is not None:
-            self._write_dataplane_tokens(table)
-            self.dataplane.reload()
+            return False
+        async with self._reloading:
+            try:
+                table = load_tokens(Path(self.settings.tokens_file))
+            except WorkflowdError as exc:
+                log.error("tokens not reloaded, the old ones stay in force: %s", exc.message)
+                return False
+            if self.dataplane is not None:
+                refusal = await self.dataplane.reload(_company_tokens(table))
+                if refusal is not None:
+                    log.error(
+                        "tokens not reloaded, the old ones stay in force on gRPC and the data"
+                        " plane: %s",
+                        refusal,
+                    )
+                    return False
+            self.authenticator.reload(table)
+            return True
 
     @property
     def drained(self) -> bool:
@@ -259,6 +270,9 @@ class App:
             await self.replica.aclose()
         if self.runs is not None:
             self.runs.refuse_new()
+        for reload in list(self._reloads):
+            reload.cancel()
+        await asyncio.gather(*self._reloads, return_exceptions=True)
         self.hub.close()
         if self.runs is not None:
             await self.runs.drain()
@@ -278,6 +292,10 @@ class App:
             await self.dataplane.aclose()
         await self.store.aclose()
         self.lock.release()
+
+
+def _company_tokens(table: TokenTable) -> list[CompanyToken]:
+    return [CompanyToken(p.company, p.name, p.sha256) for p in table.principals()]
 
 
 def _tls(settings: Settings) -> Tls | None:

@@ -4,12 +4,16 @@ Two daemons on one directory would both write the store and both submit jobs for
 the store's single-writer group commit and the crash-recovery rules assume one owner. `flock`
 is released by the kernel when the process dies, kill -9 included, so a crash never leaves a
 stale lock behind; the PID written into the file is only there to name the owner in the error.
+
+The directory holds every company's runs and data: it is its user's alone (`make_private`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 LOCK_NAME = "workflowd.lock"
@@ -58,3 +62,27 @@ def _read_pid(fd: int) -> str:
     except OSError:
         return ""
     return text if text.isdigit() else ""
+
+
+def make_private(data_dir: Path) -> None:
+    """The data directory and every directory in it 0700, every file in it 0600: what an
+    earlier version, or another umask, left readable by others is closed at start. Symbolic
+    links are left alone (their targets are not ours to change)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    for root, dirs, files in os.walk(data_dir):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISDIR(mode):
+                os.chmod(path, 0o700)
+            elif stat.S_ISREG(mode):
+                os.chmod(path, 0o600)
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty with mode 0600 unless it exists. SQLite gives a database's -wal and
+    -shm files the database file's own mode, so creating it first keeps them private too,
+    whatever the process's umask."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))

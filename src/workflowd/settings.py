@@ -31,6 +31,10 @@ class Settings:
     dataplane_workers: int = 2
     dataplane_job_timeout_s: float = 3600.0
     dataplane_memory_limit: str = "1GiB"
+    # The embedded data plane over HTTPS, and the CA its callers' certificates must chain to.
+    dataplane_tls_cert: str = ""
+    dataplane_tls_key: str = ""
+    dataplane_tls_client_ca: str = ""
     jobs_url: str = ""
     jobs_token: str = ""
     jobs_retry_deadline_s: float = 300.0
@@ -77,6 +81,7 @@ class Settings:
             raise InvalidRequest("tls_cert", "--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:
             raise InvalidRequest("tls_client_ca", "client certificates need --tls-cert/--tls-key")
+        self._check_dataplane_tls()
         for name, text in self.listeners().items():
             address = Address.parse(text, name)
             if not self.insecure and not self.authenticated and not address.is_loopback:
@@ -86,6 +91,43 @@ class Settings:
                     "127.0.0.1, give --tokens-file, or pass --insecure to serve without "
                     "authentication",
                 )
+
+    def _check_dataplane_tls(self) -> None:
+        """The data plane's TLS settings hang together, and its listener is no weaker than
+        gRPC's: it serves the same companies' data (loopback is exempt: only this host
+        reaches it, as it reaches the data directory)."""
+        if bool(self.dataplane_tls_cert) != bool(self.dataplane_tls_key):
+            raise InvalidRequest(
+                "dataplane_tls_cert", "--dataplane-tls-cert and --dataplane-tls-key go together"
+            )
+        if self.dataplane_tls_client_ca and not self.dataplane_tls_cert:
+            raise InvalidRequest(
+                "dataplane_tls_client_ca",
+                "client certificates need --dataplane-tls-cert/--dataplane-tls-key",
+            )
+        if not self.embedded_dataplane:
+            if self.dataplane_tls_cert:
+                raise InvalidRequest(
+                    "dataplane_tls_cert",
+                    "the data plane's TLS settings are for the embedded data plane, which does"
+                    " not run with --jobs-url",
+                )
+            return
+        plane = Address.parse(self.dataplane_listen, "dataplane_listen")
+        if plane.is_loopback:
+            return
+        if self.tls_cert and not self.dataplane_tls_cert:
+            raise InvalidRequest(
+                "dataplane_listen",
+                f"gRPC serves TLS but the data plane would serve {plane} in plain HTTP: give "
+                "--dataplane-tls-cert and --dataplane-tls-key, or a loopback --dataplane-listen",
+            )
+        if self.tls_client_ca and not self.dataplane_tls_client_ca:
+            raise InvalidRequest(
+                "dataplane_listen",
+                f"gRPC requires client certificates but the data plane on {plane} would not: "
+                "give --dataplane-tls-client-ca, or a loopback --dataplane-listen",
+            )
 
     def _check_store(self) -> None:
         if not self.store:

@@ -209,7 +209,7 @@ async def test_a_revoked_token_stops_working_and_ends_its_open_streams(
     others = daemon.stub.WatchRuns(pb.WatchRunsRequest(), metadata=GLOBEX)
     await others.wait_for_connection()
     tokens_file(tmp_path / "tokens.toml", {"tok-globex": TOKENS["tok-globex"]})
-    daemon.app.reload_tokens()  # what SIGHUP does
+    assert await daemon.app.reload_tokens()  # what SIGHUP does
 
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await asyncio.wait_for(drain(watch), timeout=10)
@@ -262,7 +262,7 @@ async def test_a_token_revoked_by_reload_stops_working_on_the_data_plane(
     await owned(daemon, ACME, "acme-data")
     assert (await plane_get(daemon, "/datasets", "tok-acme"))[0] == 200
     tokens_file(tmp_path / "tokens.toml", {"tok-globex": TOKENS["tok-globex"]})
-    daemon.app.reload_tokens()  # what SIGHUP does; the data plane is told in turn
+    assert await daemon.app.reload_tokens()  # what SIGHUP does; the data plane is told in turn
 
     async def refused() -> bool:
         return (await plane_get(daemon, "/datasets", "tok-acme"))[0] == 401

@@ -197,7 +197,7 @@ async def dataplane_process(data_dir: Path, *args: str) -> AsyncIterator[Served]
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        match = re.search(r"http://[\d.]+:\d+", line)
+        match = re.search(r"https?://[\d.]+:\d+", line)
         assert match, (line, log.read_text())
         yield Served(process, match.group(0), log)
     finally:

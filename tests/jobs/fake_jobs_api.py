@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,10 @@ class FakeJobsApi:
     submitted_bodies: list[bytes] = field(default_factory=list)
     stream_connects: int = 0
     last_event_ids: list[str | None] = field(default_factory=list)  # header of each connect
+    authorizations: list[str] = field(default_factory=list)  # the header of each request
+    # Called with each request's path as it arrives, before it is answered (the world
+    # changing while the request was on its way).
+    on_request: Callable[[str], None] | None = None
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -180,6 +185,9 @@ class FakeJobsApi:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path_qs))
+        self.authorizations.append(request.headers.get("Authorization", ""))
+        if self.on_request is not None:
+            self.on_request(request.path)
         if self.token is not None and request.headers.get("Authorization") != (
             f"Bearer {self.token}"
         ):

@@ -3,7 +3,8 @@
 Without a tokens file the daemon serves one company (`local`), on loopback addresses only
 (see settings). With one, every WorkflowService call must carry a known token; health and
 reflection need none. Tokens are re-read on SIGHUP: a removed token stops working for new
-calls at once, and the watch streams it opened end with UNAUTHENTICATED.
+calls at once, and the watch streams it opened end with UNAUTHENTICATED; so do the streams of
+a token the new file gives to another company (they were opened for the old one).
 """
 
 from __future__ import annotations
@@ -63,16 +64,20 @@ class Authenticator:
                 raise
             if entry.task is not None:
                 entry.task.uncancel()
-            raise Unauthenticated("the token this stream was opened with was revoked") from None
+            raise Unauthenticated(
+                "the token this stream was opened with was revoked, or now belongs to another"
+                " company"
+            ) from None
         finally:
             self._streams.discard(entry)
 
     def reload(self, table: TokenTable) -> int:
-        """Use `table` from now on; end the streams of tokens it no longer holds."""
+        """Use `table` from now on; end the streams of tokens it no longer grants their
+        company."""
         self.table = table
         ended = 0
         for entry in list(self._streams):
-            if entry.principal.sha256 not in table.hashes and entry.task is not None:
+            if not table.grants(entry.principal) and entry.task is not None:
                 entry.revoked = True
                 entry.task.cancel("token revoked")
                 ended += 1

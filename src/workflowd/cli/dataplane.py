@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="serve a non-loopback address without tokens",
     )
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS: certificate chain (PEM)")
+    p.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    p.add_argument(
+        "--tls-client-ca", type=Path, help="require client certificates chained to this CA (PEM)"
+    )
     p.add_argument("--job-timeout-s", help="a job running longer fails (default 3600)")
     p.add_argument("--memory-limit", help="DuckDB memory limit per company (default 1GiB)")
     p.set_defaults(handler=cmd_serve)
@@ -39,6 +44,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         argv += ["--tokens-file", str(args.tokens_file)]
     if args.insecure:
         argv.append("--insecure")
+    for flag in ("tls_cert", "tls_key", "tls_client_ca"):
+        if getattr(args, flag) is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.job_timeout_s is not None:
         argv += ["--job-timeout-s", args.job_timeout_s]
     if args.memory_limit is not None:

@@ -18,6 +18,9 @@ from workflowd.settings import Settings
 if TYPE_CHECKING:
     from workflowd.app import App
 
+# Whatever the daemon creates (its store, the data plane's files) is its user's alone.
+PRIVATE_UMASK = 0o077
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the daemon (gRPC API, engine, embedded data plane)")
@@ -56,6 +59,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--tls-key", help="its private key (PEM)")
     p.add_argument("--tls-client-ca", help="require client certificates chained to this CA (PEM)")
     p.add_argument(
+        "--dataplane-tls-cert", help="serve the embedded data plane over HTTPS: certificate (PEM)"
+    )
+    p.add_argument("--dataplane-tls-key", help="its private key (PEM)")
+    p.add_argument(
+        "--dataplane-tls-client-ca",
+        help="require client certificates chained to this CA (PEM) at the data plane",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
         default=None,
@@ -87,6 +98,9 @@ def settings_of(args: argparse.Namespace) -> Settings:
             "tls_cert",
             "tls_key",
             "tls_client_ca",
+            "dataplane_tls_cert",
+            "dataplane_tls_key",
+            "dataplane_tls_client_ca",
             "insecure",
             "log_format",
             "log_level",
@@ -107,22 +121,31 @@ def run(args: argparse.Namespace) -> int:
     # `serve`, so every other subcommand starts in a fraction of the time.
     from workflowd.app import App
 
-    serve(App(settings_of(args)))
+    settings = settings_of(args)
+    os.umask(PRIVATE_UMASK)
+    serve(App(settings))
     return 0
 
 
 def serve(app: App) -> None:
-    """Run `app` until SIGTERM or SIGINT (or until it must stop), then drain it."""
+    """Run `app` until SIGTERM or SIGINT (or until it must stop), then drain it. A failure to
+    start is one line, `cannot start: <why>` (exit status 2 when workflowd refused what it
+    was given or found, 1 when the system failed it)."""
     try:
         asyncio.run(_serve(app))
     except DataDirInUse as exc:
         raise CliError(str(exc)) from exc
-    except WorkflowdError as exc:  # a bad tokens or TLS file, found as the daemon starts
-        raise CliError(exc.message, exit_code=2) from exc
+    except WorkflowdError as exc:  # a bad tokens or TLS file, a data plane that did not start
+        raise CliError(f"cannot start: {_reason(exc)}", exit_code=2) from exc
     except OSError as exc:
-        raise CliError(f"cannot start: {exc}") from exc
+        raise CliError(f"cannot start: {_reason(exc)}") from exc
     if app.failure:
         raise CliError(app.failure)
+
+
+def _reason(exc: BaseException) -> str:
+    """Never empty: an exception without a message is named by its type."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 async def _serve(app: App) -> None:
@@ -130,7 +153,7 @@ async def _serve(app: App) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app.reload_tokens)
+    loop.add_signal_handler(signal.SIGHUP, app.request_reload)
     try:
         await app.start()
         bound = Address.parse(settings.listen, "listen").with_port(app.grpc_port)

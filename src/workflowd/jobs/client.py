@@ -19,6 +19,7 @@ import aiohttp
 
 from workflowd.domain.jobs import JobInfo, JobRequest
 from workflowd.jobs.config import JobsClientConfig
+from workflowd.jobs.credential import Credential
 from workflowd.jobs.errors import JobRejected, JobsClientClosed, JobsCommunicationError
 from workflowd.jobs.parse import job_info_from_json, jobs_page_from_json
 from workflowd.jobs.registry import WaiterRegistry
@@ -41,11 +42,12 @@ class _Lane:
         session: aiohttp.ClientSession,
         stats: ClientStats,
         company: str,
+        credential: Credential,
     ) -> None:
         self._config = config
         self._session = session
         self._stats = stats
-        self.transport = Transport(config, session, stats, company)
+        self.transport = Transport(config, session, stats, company, credential)
         self.registry = WaiterRegistry()
         self.watcher: Watcher | None = None
         self._task: asyncio.Task[None] | None = None
@@ -91,9 +93,16 @@ class _Lane:
 
 class JobsClient:
     def __init__(
-        self, config: JobsClientConfig, *, session: aiohttp.ClientSession | None = None
+        self,
+        config: JobsClientConfig,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        credential: Credential | None = None,
     ) -> None:
+        """`credential`: a token its owner may replace (the local data plane's supervisor);
+        by default `config.token`, for good."""
         self._config = config
+        self._credential = credential or Credential(config.token)
         self._given_session = session
         self._session: aiohttp.ClientSession | None = None
         self._stats = ClientStats()
@@ -112,13 +121,10 @@ class JobsClient:
         if self._started:
             raise RuntimeError("JobsClient.start() called twice")
         self._started = True
-        trust = (
-            ssl.create_default_context(cafile=self._config.ca_file)
-            if self._config.ca_file
-            else None
-        )
         self._session = self._given_session or aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._config.max_connections, ssl=trust or True)
+            connector=aiohttp.TCPConnector(
+                limit=self._config.max_connections, ssl=server_trust(self._config)
+            )
         )
 
     async def submit(self, request: JobRequest, company: str = LOCAL_COMPANY) -> JobInfo:
@@ -240,5 +246,17 @@ class JobsClient:
             raise RuntimeError("JobsClient used before start()")
         lane = self._lanes.get(company)
         if lane is None:
-            lane = self._lanes[company] = _Lane(self._config, self._session, self._stats, company)
+            lane = self._lanes[company] = _Lane(
+                self._config, self._session, self._stats, company, self._credential
+            )
         return lane
+
+
+def server_trust(config: JobsClientConfig) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
+    """How the jobs API's certificate is checked: pinned (its exact certificate, whatever its
+    name or issuer: the local data plane's), chained to a given CA, or to the system's."""
+    if config.pinned_sha256 is not None:
+        return aiohttp.Fingerprint(config.pinned_sha256)
+    if config.ca_file:
+        return ssl.create_default_context(cafile=config.ca_file)
+    return True

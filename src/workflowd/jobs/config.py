@@ -12,6 +12,9 @@ class JobsClientConfig:
     # A CA certificate (PEM file) the jobs API's TLS certificate must chain to, instead of the
     # system's trust store.
     ca_file: str | None = None
+    # The SHA-256 of the one certificate the jobs API must present (the local data plane's):
+    # checked before any request is sent, instead of a CA and a host name.
+    pinned_sha256: bytes | None = None
     # Connecting, and each wait for the server's bytes, may take this long before it is a fault.
     request_timeout_s: float = 10.0
     # Transport faults are retried for this long, then the call fails with a communication error.

@@ -20,6 +20,7 @@ import yarl
 
 from workflowd.domain.json import JsonObject
 from workflowd.jobs.config import JobsClientConfig
+from workflowd.jobs.credential import Credential
 from workflowd.jobs.errors import (
     IdempotencyConflict,
     JobRejected,
@@ -38,6 +39,7 @@ COMPANY_HEADER = "X-Workflowd-Company"
 
 # Statuses that say "the server is there but not now": worth retrying.
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_STALE = "HTTP 401 to a token replaced since (the local data plane restarted)"
 
 
 class TransientFault(Exception):
@@ -77,10 +79,13 @@ class Transport:
         session: aiohttp.ClientSession,
         stats: ClientStats,
         company: str,
+        credential: Credential,
     ) -> None:
         self._config = config
         self._session = session
         self._stats = stats
+        self._company = company
+        self._credential = credential
         self._base = Base(config.base_url)
         # Bounds on the exchange itself (connecting, then each wait for bytes), not on the wait
         # for a pooled connection: a burst of calls queueing for the pool is not a fault.
@@ -89,12 +94,20 @@ class Transport:
             sock_connect=config.request_timeout_s,
             sock_read=config.request_timeout_s,
         )
+
+    def headers(self) -> tuple[dict[str, str], str | None]:
+        """The headers of a request now, and the token they carry (for `refused_stale`)."""
         # Every call acts for one company: a jobs system that trusts workflowd's (service)
         # token keeps each company's jobs apart by this header.
-        headers = {COMPANY_HEADER: company}
-        if config.token:
-            headers["Authorization"] = f"Bearer {config.token}"
-        self.headers: Mapping[str, str] = headers
+        headers = {COMPANY_HEADER: self._company}
+        token = self._credential.token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers, token
+
+    def refused_stale(self, status: int, sent: str | None) -> bool:
+        """A 401 to a request whose token was replaced since it was sent: worth a retry."""
+        return status == 401 and self._credential.replaced(sent)
 
     def url(self, path: str) -> yarl.URL:
         """`path` must be built with `urls.path`: it is placed under the base as encoded."""
@@ -150,13 +163,16 @@ class Transport:
     ) -> T:
         """One exchange: `parse` of the JSON of a 2xx, else `TransientFault` or a `JobsError`."""
         what = f"{method} {path}"
+        headers, sent = self.headers()
         try:
-            status, reason, data = await self._exchange(method, path, params, body)
+            status, reason, data = await self._exchange(method, path, params, body, headers)
             if 200 <= status < 300:
                 return self._parse(parse, data)
             detail = problem_detail(data, status, reason)
             if status in _RETRY_STATUSES:
                 raise TransientFault(f"HTTP {status}: {detail}")
+            if self.refused_stale(status, sent):
+                raise TransientFault(_STALE)
         except TransientFault as exc:
             self.note_fault(exc, what, job_id, idempotency_key)
             raise
@@ -184,6 +200,7 @@ class Transport:
         path: str,
         params: Mapping[str, str] | None,
         body: JsonObject | None,
+        headers: Mapping[str, str],
     ) -> tuple[int, str | None, bytes]:
         try:
             async with self._session.request(
@@ -191,7 +208,7 @@ class Transport:
                 self.url(path),
                 params=params,
                 json=body,
-                headers=self.headers,
+                headers=headers,
                 timeout=self._timeout,
                 raise_for_status=False,  # statuses are ours to map, whatever the session says
             ) as response:

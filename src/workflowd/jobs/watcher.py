@@ -112,7 +112,7 @@ class Watcher:
 
     async def _stream_once(self, backoff: Backoff) -> None:
         """One connection, until the server ends it; faults raise TransientFault."""
-        headers = dict(self._transport.headers)
+        headers, sent = self._transport.headers()
         headers["Accept"] = "text/event-stream"
         resumed = self._last_event_id is not None
         if self._last_event_id is not None:
@@ -127,7 +127,7 @@ class Watcher:
                     raise_for_status=False,
                 )
             async with response:
-                await self._check_stream_status(response)
+                await self._check_stream_status(response, sent)
                 self._stats.stream_connects += 1
                 self._on_success()
                 backoff.reset()
@@ -141,13 +141,16 @@ class Watcher:
         except _STREAM_FAULTS as exc:
             raise TransientFault(describe_fault(exc, self._config.request_timeout_s)) from exc
 
-    async def _check_stream_status(self, response: aiohttp.ClientResponse) -> None:
+    async def _check_stream_status(
+        self, response: aiohttp.ClientResponse, sent: str | None
+    ) -> None:
         if response.status == 200:
             return
         if response.status in _NO_STREAM_STATUSES:
             raise _StreamUnavailable
         detail = problem_detail(await response.read(), response.status, response.reason)
-        if 400 <= response.status < 500 and response.status != 429:
+        stale = self._transport.refused_stale(response.status, sent)
+        if 400 <= response.status < 500 and response.status != 429 and not stale:
             # e.g. a wrong token: no waiter can ever be resolved, so tell them all now.
             self._registry.fail_all(lambda: JobRejected(response.status, detail))
         raise TransientFault(f"event stream answered HTTP {response.status}: {detail}")
