@@ -76,6 +76,19 @@ class Submission:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class FailureKind(StrEnum):
+    """What a failed job's failure says about its cause (`value.kind`): the submitter's query
+    (its syntax, a missing table or column, a type, what the data plane does not allow), or
+    the job's conditions."""
+
+    QUERY = "query"
+    TIME_LIMIT = "time_limit"
+    INTERRUPTED = "interrupted"
+    CONFLICT = "conflict"
+    ENGINE = "engine"
+    INTERNAL = "internal"
+
+
 @dataclass(frozen=True)
 class Failure:
     message: str

@@ -37,12 +37,26 @@ from dataplane import effects, store
 from dataplane.catalog import IdAllocator
 from dataplane.errors import JobFailure, NotFound, readable
 from dataplane.journal import Journal, rollback
-from dataplane.model import Failure, Job, JobState, JsonObject, now_iso
+from dataplane.model import Failure, FailureKind, Job, JobState, JsonObject, now_iso
 from dataplane.tracking import Batch, Phase, Tracker
 
 log = logging.getLogger(__name__)
 
 _MAX_ATTEMPTS = 5  # DuckDB is optimistic: concurrent writers to one table can conflict
+# DuckDB's errors that say the query itself is wrong: its syntax, a name it uses, a type, a
+# constraint, something locked down.
+_QUERY_ERRORS = (
+    duckdb.ParserException,
+    duckdb.BinderException,
+    duckdb.CatalogException,
+    duckdb.ConversionException,
+    duckdb.ConstraintException,
+    duckdb.InvalidInputException,
+    duckdb.OutOfRangeException,
+    duckdb.TypeMismatchException,
+    duckdb.NotImplementedException,
+    duckdb.PermissionException,
+)
 
 
 @dataclass
@@ -189,7 +203,7 @@ class Runner:
                     if task.conflicts < _MAX_ATTEMPTS:
                         again.append(task)
                     else:
-                        self._fail(cur, task.job, str(exc))
+                        self._fail(cur, task.job, str(exc), FailureKind.CONFLICT)
                 self._again(tasks, again)
 
     def _after_error(
@@ -212,7 +226,7 @@ class Runner:
                 self._commit_cancelled(cur, [task.job])
                 tasks.popleft()
             elif marks.timed_out:
-                self._fail(cur, task.job, self._time_limit_message())
+                self._fail(cur, task.job, self._time_limit_message(), FailureKind.TIME_LIMIT)
                 tasks.popleft()
             elif txn.done:
                 # Speculative: the error may come from the uncommitted effects before it.
@@ -235,15 +249,17 @@ class Runner:
             log.debug("job %s conflicted (attempt %d): %s", task.job.job_id, task.conflicts, exc)
             if task.conflicts < _MAX_ATTEMPTS:
                 return False
-            message = str(exc)
+            message, kind = str(exc), FailureKind.CONFLICT
         elif isinstance(exc, duckdb.InterruptException):
-            message = "the query was interrupted"
-        elif isinstance(exc, JobFailure | duckdb.Error):
-            message = str(exc)
+            message, kind = "the query was interrupted", FailureKind.INTERRUPTED
+        elif isinstance(exc, JobFailure | _QUERY_ERRORS):
+            message, kind = str(exc), FailureKind.QUERY
+        elif isinstance(exc, duckdb.Error):
+            message, kind = str(exc), FailureKind.ENGINE
         else:
             log.error("job %s failed unexpectedly", task.job.job_id, exc_info=exc)
-            message = f"internal error: {exc}"
-        self._fail(cur, task.job, message)
+            message, kind = f"internal error: {exc}", FailureKind.INTERNAL
+        self._fail(cur, task.job, message, kind)
         return True
 
     def _hand_back(self, batch: Batch, tasks: deque[_Task]) -> None:
@@ -271,8 +287,10 @@ class Runner:
             cur, [current.get(job.job_id, job).moved_to(JobState.CANCELLED) for job in jobs]
         )
 
-    def _fail(self, cur: duckdb.DuckDBPyConnection, job: Job, message: str) -> None:
-        failure = Failure(message=readable(message), timestamp=now_iso(), value={})
+    def _fail(
+        self, cur: duckdb.DuckDBPyConnection, job: Job, message: str, kind: FailureKind
+    ) -> None:
+        failure = Failure(message=readable(message), timestamp=now_iso(), value={"kind": kind})
         self._journal.commit(cur, [job.moved_to(JobState.FAILED, failure=failure)])
 
     def _time_limit_message(self) -> str:

@@ -15,6 +15,7 @@ from workflowd.api.auth import Authenticator
 from workflowd.api.server import GrpcServer, Tls
 from workflowd.api.tokens import TokenTable, load_tokens
 from workflowd.datadir import DataDirLock, create_private, make_private
+from workflowd.domain.definition import FlowLimits
 from workflowd.domain.errors import InvalidRequest, WorkflowdError
 from workflowd.domain.json import JsonBounds
 from workflowd.engine.clock import Clock, SystemClock
@@ -116,8 +117,16 @@ class App:
         jobs = self.jobs
         self.metrics.jobs_awaited.set_function(lambda: jobs.stats["awaited"])
         clock = self.clock
+        flow = FlowLimits(
+            max_iterations=s.max_iterations,
+            max_fork_width=s.max_fork_width,
+            max_depth=s.max_depth,
+            max_instances=s.max_instances,
+            max_attempts=s.max_attempts,
+            max_wait_s=s.max_wait_s,
+        )
         self.definitions = definitions = Definitions(
-            self.store, clock, Limits(s.max_spec_bytes, s.max_tasks)
+            self.store, clock, Limits(s.max_spec_bytes, s.max_tasks, flow=flow)
         )
         self.orphans = OrphanJobs(self.store, self.jobs)
         self.deps = deps = EngineDeps(
@@ -128,7 +137,7 @@ class App:
             clock=clock,
             metrics=self.metrics,
             orphans=self.orphans,
-            limits=RunLimits(values=JsonBounds(s.max_value_depth, s.max_value_bytes)),
+            limits=RunLimits(values=JsonBounds(s.max_value_depth, s.max_value_bytes), flow=flow),
             runtime_version=__version__,
             crash_points=self.crash_points,
         )

@@ -50,6 +50,13 @@ class Settings:
     max_value_bytes: int = 1024 * 1024
     max_value_depth: int = 32
     max_backfill_runs: int = 1000
+    # Control flow's bounds (docs/workflow-language.md, "Bounds").
+    max_iterations: int = 1000
+    max_fork_width: int = 64
+    max_depth: int = 16
+    max_instances: int = 5000
+    max_attempts: int = 100
+    max_wait_s: float = 7 * 86400.0
     max_message_bytes: int = 8 * 1024 * 1024
     drain_grace_s: float = 1.0
     log_format: str = "text"
@@ -73,6 +80,13 @@ class Settings:
 
     def check(self) -> None:
         self._check_store()
+        for name in ("max_iterations", "max_fork_width", "max_depth", "max_instances"):
+            if getattr(self, name) < 1:
+                raise InvalidRequest(name, "must be at least 1")
+        if self.max_attempts < 1:
+            raise InvalidRequest("max_attempts", "must be at least 1 (one execution, no retry)")
+        if not 0 < self.max_wait_s <= 366 * 86400.0:
+            raise InvalidRequest("max_wait_s", "must be between 0 and 366 days")
         if not 1.0 <= self.replica_lease_s <= 3600.0:
             raise InvalidRequest("replica_lease_s", "must be between 1 and 3600 seconds")
         if self.log_format not in ("text", "json"):

@@ -71,6 +71,9 @@ class JobInfo:
     state: JobState
     result: JsonObject | None = None
     failure_messages: tuple[str, ...] = ()
+    query_refused: bool = False
+    """The jobs system says the job failed because of its query (a syntax error, a table or
+    column that does not exist …), not because of the system."""
     created_at: datetime | None = None
     ended_at: datetime | None = None
     idempotency_key: str | None = None

@@ -23,9 +23,14 @@ class StepFailed(Exception):
 
 
 def job_failed(task: Task, info: JobInfo) -> Problem:
+    """A job that did not complete. A query the jobs system refused is the user's to fix: its
+    status is 400 (the type stays `runtime`, as the DSL has no type for it)."""
     detail = "; ".join(info.failure_messages) or f"job {info.job_id} ended {info.state}"
     if info.state == JobState.CANCELLED:
         title = f"the jobs system cancelled task {task.name}'s job {info.job_id} on its own"
+    elif info.query_refused:
+        title = f"task {task.name} failed: the jobs system refused its query (job {info.job_id})"
+        return Problem(ErrorType.RUNTIME.uri, 400, title, detail, task.reference)
     else:
         title = f"task {task.name} failed: job {info.job_id} failed"
     return Problem.of(ErrorType.RUNTIME, title, detail, task.reference)

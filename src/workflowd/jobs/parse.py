@@ -29,6 +29,7 @@ def job_info_from_json(data: object) -> JobInfo:
         state=state,
         result=result,
         failure_messages=_failure_messages(data.get("failures")),
+        query_refused=_query_refused(data.get("failures")),
         created_at=_timestamp(data.get("created_at")),
         ended_at=_timestamp(data.get("ended_at")),
         idempotency_key=key if isinstance(key := data.get("idempotency_key"), str) else None,
@@ -76,6 +77,18 @@ def _failure_messages(failures: object) -> tuple[str, ...]:
         if message is not None:
             messages.append(str(message))
     return tuple(messages)
+
+
+def _query_refused(failures: object) -> bool:
+    """A failure whose `value.kind` is `query` (the local data plane's; a jobs system that says
+    nothing of the kind is taken for the system's failure)."""
+    if not isinstance(failures, list):
+        return False
+    for failure in failures:
+        value = failure.get("value") if isinstance(failure, dict) else None
+        if isinstance(value, dict) and value.get("kind") == "query":
+            return True
+    return False
 
 
 def _timestamp(value: object) -> datetime | None:

@@ -56,7 +56,9 @@ class _AioReader:
 class SqliteDatabase:
     def __init__(self, path: Path, readers: int = READERS) -> None:
         self.path = path
-        self.writer = GroupWriter(self._connect_writer, _BEGIN_WRITE, "sqlite")
+        self.writer = GroupWriter(
+            self._connect_writer, _BEGIN_WRITE, "sqlite", transient=(sqlite3.OperationalError,)
+        )
         self._readers = readers
         self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
         self._all: list[aiosqlite.Connection] = []

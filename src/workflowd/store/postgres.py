@@ -106,7 +106,10 @@ class PostgresDatabase:
     def __init__(self, url: str, readers: int = READERS) -> None:
         self._url = url
         self.where = redact(url)
-        self.writer = GroupWriter(self._connect_writer, _BEGIN_WRITE, "postgres", _NOTIFY)
+        self.writer = GroupWriter(
+            self._connect_writer, _BEGIN_WRITE, "postgres", _NOTIFY,
+            transient=(psycopg.OperationalError,),
+        )  # fmt: skip
         self.listener = _Listener(url, self.where)
         self._readers = readers
         self._pool: AsyncConnectionPool[AsyncConnection] | None = None

@@ -51,9 +51,13 @@ class GroupWriter:
         begin: str,
         name: str,
         before_commit: str = "",
+        transient: tuple[type[Exception], ...] = (),
     ) -> None:
         self._connect = connect
         self._begin = begin
+        # The driver's errors that say the store cannot take writes now (a full disk, a server
+        # gone): a change failing with one is `Unavailable`, which its caller may try again.
+        self._transient = transient
         # A statement that ends every batch before its COMMIT (PostgreSQL: tell the other
         # replicas that the log has grown).
         self._before_commit = before_commit
@@ -135,7 +139,10 @@ class GroupWriter:
             for pending, outcome in zip(live, outcomes, strict=True):
                 if pending.future.done():
                     continue
-                if isinstance(outcome, _Failure):
+                if isinstance(outcome, _Failure) and isinstance(outcome.exc, self._transient):
+                    failed = Unavailable(f"store write failed: {outcome.exc}")
+                    pending.future.set_exception(failed)
+                elif isinstance(outcome, _Failure):
                     pending.future.set_exception(outcome.exc)
                 elif isinstance(outcome, Exception):
                     pending.future.set_exception(Unavailable(f"store write failed: {outcome}"))
