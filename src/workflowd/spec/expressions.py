@@ -8,7 +8,8 @@ Semantics (strict mode, as the DSL's default):
   first would silently hide a mistake such as `.[]` where `.[0]` was meant).
 
 Evaluation happens in worker processes (`jqworkers`), bounded in wall time, memory and output
-size; values without any expression never reach a worker. The same workers check run inputs
+size; values without any expression never reach a worker, and a worker receives only the named
+arguments its programs use. The same workers check run inputs
 against a workflow's `input.schema` (`check_schema`): a schema's `pattern` runs Python's
 backtracking `re`, which only a process boundary can interrupt.
 """
@@ -29,6 +30,7 @@ from workflowd.spec.jqsyntax import (
     compile_error,
     expression_source,
     is_expression,
+    used_variables,
 )
 from workflowd.spec.jqworkers import EvaluationLimitError, PoolLimits, WorkerPool
 
@@ -133,7 +135,9 @@ class Evaluator:
             error = compile_error(source)
             if error is not None:
                 raise ExpressionError(_where(path) + error)
-        reply = await self._pool.run([source for _, source in found], _data(subject, variables))
+        sources = [source for _, source in found]
+        names, data = _bindings(sources, subject, variables)
+        reply = await self._pool.run(sources, names, data)
         if "ok" in reply:
             return {path: value for (path, _), value in zip(found, reply["ok"], strict=True)}
         raise ExpressionError(_failure(reply, found))
@@ -168,13 +172,19 @@ class Evaluator:
         await self.aclose()
 
 
-def _data(subject: Json, variables: Mapping[str, Json]) -> list[Json]:
-    names = {name.removeprefix("$") for name in variables}
-    unknown = names.difference(VARIABLES)
+def _bindings(
+    sources: list[str], subject: Json, variables: Mapping[str, Json]
+) -> tuple[list[str], list[Json]]:
+    """The named arguments the programs use, and the data to send: the subject, then their
+    values (null for one the caller did not give). A value no program reads is never encoded
+    nor sent: a run's large input costs nothing to expressions that do not read it."""
+    values = {name.removeprefix("$"): value for name, value in variables.items()}
+    unknown = set(values).difference(VARIABLES)
     if unknown:
         raise ValueError(f"unknown expression variables: {sorted(unknown)}")
-    values = {name.removeprefix("$"): value for name, value in variables.items()}
-    return [subject, *(values.get(name) for name in VARIABLES)]
+    used = frozenset[str]().union(*(used_variables(source) for source in sources))
+    names = [name for name in VARIABLES if name in used]
+    return names, [subject, *(values.get(name) for name in names)]
 
 
 def _where(path: _Path) -> str:

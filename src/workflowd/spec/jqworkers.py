@@ -57,9 +57,15 @@ class WorkerPool:
                 self._idle.put_nowait(_Slot())
         return self._idle
 
-    async def run(self, programs: list[str], data: list[Json]) -> dict[str, Any]:
-        """Evaluate `programs` against `data` in one exchange; return the worker's reply."""
-        request = {"programs": programs, "data": data, "max_output": self._limits.max_output_bytes}
+    async def run(self, programs: list[str], names: list[str], data: list[Json]) -> dict[str, Any]:
+        """Evaluate `programs` in one exchange, with `data` the subject and then the values of
+        the named arguments `names`; return the worker's reply."""
+        request = {
+            "programs": programs,
+            "names": names,
+            "data": data,
+            "max_output": self._limits.max_output_bytes,
+        }
         return await self._request(request, "expression evaluation")
 
     async def check_schema(self, schema: Json, instance: Json, what: str) -> dict[str, Any]:
