@@ -5,6 +5,7 @@ benches (`large_input.py`, `fairness.py`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import sys
@@ -72,10 +73,8 @@ class Latencies:
             started = time.perf_counter()
             await call()
             self.samples.append((time.perf_counter() - started) * 1000)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                pass
 
     def figures(self, prefix: str) -> dict[str, float | int]:
         return {
