@@ -17,6 +17,7 @@ from typing import Protocol
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest
+from workflowd.domain.fairness import acting_for
 from workflowd.domain.page import Page
 from workflowd.domain.run import NewRun, Run, RunTrigger, TaskRun
 from workflowd.domain.schedule import (
@@ -206,6 +207,7 @@ class Schedules:
         schedule = await self._store.schedule_of(workflow_id)
         if schedule is None or not schedule.active:
             return None
+        acting_for.set(schedule.company)  # each fire is a task of its own
         if schedule.next_fire_at != instant:
             return schedule.next_fire_at  # another scheduler, or a new version, moved it on
         now = self._deps.clock.now()

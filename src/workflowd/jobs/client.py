@@ -17,6 +17,7 @@ from dataclasses import asdict
 
 import aiohttp
 
+from workflowd.domain.fairness import FairSlots
 from workflowd.domain.jobs import JobInfo, JobRequest
 from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.errors import JobRejected, JobsClientClosed, JobsCommunicationError
@@ -41,11 +42,12 @@ class _Lane:
         session: aiohttp.ClientSession,
         stats: ClientStats,
         company: str,
+        turns: FairSlots,
     ) -> None:
         self._config = config
         self._session = session
         self._stats = stats
-        self.transport = Transport(config, session, stats, company)
+        self.transport = Transport(config, session, stats, company, turns)
         self.registry = WaiterRegistry()
         self.watcher: Watcher | None = None
         self._task: asyncio.Task[None] | None = None
@@ -98,6 +100,9 @@ class JobsClient:
         self._session: aiohttp.ClientSession | None = None
         self._stats = ClientStats()
         self._lanes: dict[str, _Lane] = {}
+        # Requests (not the lanes' event streams, which hold a connection each for as long as
+        # they last) take turns by company for the pool's connections.
+        self._turns = FairSlots(config.max_connections)
         self._started = False
         self._closed = False
 
@@ -240,5 +245,7 @@ class JobsClient:
             raise RuntimeError("JobsClient used before start()")
         lane = self._lanes.get(company)
         if lane is None:
-            lane = self._lanes[company] = _Lane(self._config, self._session, self._stats, company)
+            lane = self._lanes[company] = _Lane(
+                self._config, self._session, self._stats, company, self._turns
+            )
         return lane

@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from workflowd.domain.fairness import FairSlots, acting_for
 from workflowd.domain.json import Json
 from workflowd.domain.page import Page
 from workflowd.domain.run import NewRun, Run, RunEvent, RunFilter, WatchFilter
@@ -36,6 +37,9 @@ T = TypeVar("T")
 class Backend(Protocol):
     writer: GroupWriter
 
+    @property
+    def readers(self) -> int: ...
+
     def reader(self, snapshot: bool = True) -> AbstractAsyncContextManager[Reader]: ...
 
     async def open(self) -> None: ...
@@ -48,6 +52,9 @@ class Store:
         self.db = backend
         # The replica this process is (see `join`): the runs it creates are its own.
         self.replica = ""
+        # Reads wait for a pooled connection company by company in turn, so one company's
+        # many reads (its runs' executors) delay another's by one turn.
+        self._reads = FairSlots(backend.readers)
 
     async def open(self) -> None:
         await self.db.open()
@@ -63,7 +70,7 @@ class Store:
     async def _read(self, query: Callable[[Reader], Awaitable[T]], snapshot: bool = True) -> T:
         """`query` on a pooled reader; `snapshot=False` for a read of one statement, which is
         consistent by itself and then costs one trip to the reader's thread, not three."""
-        async with self.db.reader(snapshot) as reader:
+        async with self._reads.slot(acting_for.get()), self.db.reader(snapshot) as reader:
             return await query(reader)
 
     async def _write(self, op: Callable[[Conn], T]) -> T:

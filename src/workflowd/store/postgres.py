@@ -112,6 +112,11 @@ class PostgresDatabase:
         self._pool: AsyncConnectionPool[AsyncConnection] | None = None
         self._closed = False
 
+    @property
+    def readers(self) -> int:
+        """How many reads may run at once."""
+        return self._readers
+
     def _connect_writer(self) -> _WriterConn:
         try:
             # autocommit: the writer's own BEGIN, SAVEPOINT and COMMIT shape its transactions.
