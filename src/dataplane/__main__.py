@@ -1,5 +1,6 @@
 """`python -m dataplane serve --listen HOST:PORT --data-dir DIR [--workers N]
-[--tokens-file F] [--insecure] [--job-timeout-s S] [--memory-limit SIZE]`.
+[--tokens-file F] [--insecure] [--job-timeout-s S] [--memory-limit SIZE]
+[--quota-dataset-bytes B]`.
 
 Tokens come from `--tokens-file` (TOML, see `dataplane.auth`), re-read on SIGHUP; with none,
 every request is company `default`, which is only allowed on a loopback address unless
@@ -86,6 +87,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="a job running longer is interrupted and fails (default 3600)",
     )
     parser.add_argument(
+        "--quota-dataset-bytes",
+        type=_bytes,
+        default=0,
+        help="bytes of datasets each company may keep; 0 (the default) for no quota",
+    )
+    parser.add_argument(
         "--memory-limit",
         default="1GiB",
         help="DuckDB memory limit per company database, e.g. 1GiB or 50%% (default 1GiB)",
@@ -102,6 +109,12 @@ def _positive_seconds(value: str) -> float:
     return seconds
 
 
+def _bytes(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of bytes, got {value!r}")
+    return int(value)
+
+
 async def serve(args: argparse.Namespace, tokens: TokenTable | None) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down cleanly; SIGHUP re-reads the tokens."""
     plane = DataPlane(
@@ -110,6 +123,7 @@ async def serve(args: argparse.Namespace, tokens: TokenTable | None) -> None:
         tokens=tokens,
         job_timeout_s=args.job_timeout_s,
         memory_limit=args.memory_limit,
+        dataset_quota_bytes=args.quota_dataset_bytes,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

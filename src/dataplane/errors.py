@@ -6,6 +6,7 @@ DataPlaneError
 ├── Forbidden      a company token naming another company (403)
 ├── NotFound       no such job or dataset for this company (404)
 ├── Conflict       an idempotency key reused with a different body (409)
+├── QuotaExceeded  a load would take the company's datasets past its quota (413)
 ├── Overloaded     too many queued jobs for this company (503)
 └── JobFailure     the job ran and failed; its message becomes `failures[].message`
 """
@@ -50,6 +51,11 @@ class NotFound(DataPlaneError):
 class Conflict(DataPlaneError):
     status = 409
     title = "Conflict"
+
+
+class QuotaExceeded(DataPlaneError):
+    status = 413
+    title = "Quota exceeded"
 
 
 class Overloaded(DataPlaneError):

@@ -38,6 +38,7 @@ from dataplane.catalog import IdAllocator
 from dataplane.errors import JobFailure, NotFound, readable
 from dataplane.journal import Journal, rollback
 from dataplane.model import Failure, Job, JobState, JsonObject, now_iso
+from dataplane.quota import DatasetQuota
 from dataplane.tracking import Batch, Phase, Tracker
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Runner:
         timeout_s: float,
         window_s: float,
         requeue: Callable[[list[str]], None],
+        quota: DatasetQuota,
     ) -> None:
         self._journal = journal
         self._ids = ids
@@ -83,6 +85,7 @@ class Runner:
         self._timeout_s = timeout_s
         self._window_s = window_s
         self._requeue = requeue
+        self._quota = quota
         self.tracker = Tracker(timeout_s, window_s)
 
     def run(self, batch: Batch) -> None:
@@ -149,7 +152,9 @@ class Runner:
                 tasks.popleft()  # cancelled while it waited for its turn
                 continue
             try:
+                self._quota.check_job(cur, written=False)
                 result = effects.run(cur, task.job, self._ids)
+                self._quota.check_job(cur, written=True)
             except Exception as exc:
                 self.tracker.end_effect(batch, task.job.job_id, succeeded=False)
                 rollback(cur)

@@ -54,7 +54,8 @@ class App:
         self.clock = clock or SystemClock()
         self.crash_points = crash_points
         self.lock = DataDirLock(settings.data_dir)
-        self.store = make_store(settings.store, settings.data_dir / "workflowd.db")
+        self.quotas = settings.quotas()
+        self.store = make_store(settings.store, settings.data_dir / "workflowd.db", self.quotas)
         self.metrics = EngineMetrics()
         self.lag_probe = LoopLagProbe(self.metrics.loop_lag.observe)
         self.hub = EventHub()
@@ -108,7 +109,7 @@ class App:
         self.metrics.jobs_awaited.set_function(lambda: jobs.stats["awaited"])
         clock = self.clock
         self.definitions = definitions = Definitions(
-            self.store, clock, Limits(s.max_spec_bytes, s.max_tasks)
+            self.store, clock, Limits(s.max_spec_bytes, s.max_tasks), self.quotas
         )
         self.orphans = OrphanJobs(self.store, self.jobs)
         self.deps = deps = EngineDeps(
@@ -120,6 +121,7 @@ class App:
             metrics=self.metrics,
             orphans=self.orphans,
             limits=RunLimits(values=JsonBounds(s.max_value_depth, s.max_value_bytes)),
+            quotas=self.quotas,
             runtime_version=__version__,
             crash_points=self.crash_points,
         )
@@ -202,6 +204,7 @@ class App:
                 job_timeout_s=s.dataplane_job_timeout_s,
                 memory_limit=s.dataplane_memory_limit,
                 tokens_file=tokens_file,
+                dataset_quota_bytes=s.quota_dataset_bytes,
             )
         )
         self.jobs_url = await self.dataplane.start()

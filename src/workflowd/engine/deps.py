@@ -7,6 +7,7 @@ import signal
 from dataclasses import dataclass, field
 
 from workflowd.domain.json import JsonBounds
+from workflowd.domain.quotas import Quotas
 from workflowd.engine.clock import Clock
 from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
@@ -35,6 +36,8 @@ class EngineDeps:
     metrics: EngineMetrics
     orphans: OrphanJobs
     limits: RunLimits = field(default_factory=RunLimits)
+    # Per company; the store enforces those counted in its transactions by itself.
+    quotas: Quotas = field(default_factory=Quotas)
     runtime_version: str = "0"
     # Fault injection for the crash-recovery tests, which start the daemon through their own
     # entry point (tests/crashing_daemon.py): the process kills itself (SIGKILL, no cleanup)

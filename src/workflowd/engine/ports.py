@@ -10,6 +10,7 @@ from typing import Protocol
 from workflowd.domain.jobs import JobInfo, JobRequest
 from workflowd.domain.json import Json, JsonObject
 from workflowd.domain.page import Page
+from workflowd.domain.quotas import Quotas
 from workflowd.domain.run import (
     NewRun,
     Problem,
@@ -102,6 +103,11 @@ class RunTransaction(Protocol):
     def skip_task(self, index: int, name: str) -> None: ...
 
     def cancel_job_later(self, job_id: str, index: int) -> None: ...
+
+    def charge_values(self, added: int, quotas: Quotas | None = None) -> None:
+        """Count `added` bytes (negative: freed) of the run's stored values in its company's
+        total; with `quotas`, refuse (QuotaExceeded) a positive `added` past its quota."""
+        ...
 
 
 class RunStore(Protocol):

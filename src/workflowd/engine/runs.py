@@ -31,6 +31,7 @@ from workflowd.engine.deps import EngineDeps
 from workflowd.engine.hub import HubClosed, Subscription
 from workflowd.engine.launcher import Launcher
 from workflowd.engine.ports import RunTransaction
+from workflowd.engine.quotas import TriggerRate
 from workflowd.spec import EvaluationLimitError, SchemaUnusableError
 
 log = logging.getLogger("workflowd.engine")
@@ -58,10 +59,12 @@ class Runs:
         self._definitions = definitions
         self.launcher = Launcher(deps, definitions)
         self._resuming: set[asyncio.Task[None]] = set()
+        self._rate = TriggerRate(deps.quotas)
 
     async def trigger(self, company: str, request: TriggerRequest) -> Run:
         if self.launcher.draining:
             raise Unavailable("workflowd is shutting down and accepts no new runs; retry shortly")
+        self._rate.take(company)
         workflow = await self._definitions.get(company, request.ref)
         if workflow.status == WorkflowStatus.ARCHIVED:
             raise FailedPrecondition(

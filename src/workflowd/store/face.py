@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 from workflowd.domain.fairness import FairSlots, acting_for
 from workflowd.domain.json import Json
 from workflowd.domain.page import Page
+from workflowd.domain.quotas import Quotas
 from workflowd.domain.run import NewRun, Run, RunEvent, RunFilter, WatchFilter
 from workflowd.domain.schedule import (
     Activation,
@@ -24,7 +25,7 @@ from workflowd.domain.schedule import (
     WorkflowSchedule,
 )
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
-from workflowd.store import reads, replicas, runs, schedules, workflows
+from workflowd.store import reads, replicas, runs, schedules, usage, workflows
 from workflowd.store.paging import page_size
 from workflowd.store.query import Reader
 from workflowd.store.runtx import RunTx
@@ -48,8 +49,10 @@ class Backend(Protocol):
 
 
 class Store:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, quotas: Quotas | None = None) -> None:
         self.db = backend
+        # Checked inside the transactions that would pass them (`usage.py`).
+        self.quotas = quotas or Quotas()
         # The replica this process is (see `join`): the runs it creates are its own.
         self.replica = ""
         # Reads wait for a pooled connection company by company in turn, so one company's
@@ -85,7 +88,13 @@ class Store:
             saved = workflows.save_version(conn, new)
             if saved.created and saved.current:
                 schedules.follow_version(
-                    conn, saved.workflow_id, new.version, new.schedule, new.now, next_fire
+                    conn,
+                    saved.workflow_id,
+                    new.version,
+                    new.schedule,
+                    new.now,
+                    next_fire,
+                    self.quotas,
                 )
             return saved
 
@@ -129,15 +138,15 @@ class Store:
     async def activate_schedule(
         self, activation: Activation, next_fire: NextFire
     ) -> WorkflowSchedule:
-        await self._write(lambda conn: schedules.activate(conn, activation, next_fire))
+        await self._write(lambda conn: schedules.activate(conn, activation, next_fire, self.quotas))
         return await self.get_schedule(activation.company, activation.workflow_id)
 
     async def deactivate_schedule(
         self, company: str, workflow_id: str, now: datetime, reason: str
     ) -> WorkflowSchedule:
-        await self.get_schedule(company, workflow_id)  # NOT_FOUND for another company's
-        await self._write(lambda conn: schedules.deactivate(conn, workflow_id, now, reason))
-        return await self.get_schedule(company, workflow_id)
+        return await self.db.writer.submit(
+            lambda conn: schedules.stop(conn, company, workflow_id, now, reason), urgent=True
+        )
 
     async def get_schedule(self, company: str, workflow_id: str) -> WorkflowSchedule:
         return await self._read(lambda r: reads.get_schedule(r, company, workflow_id))
@@ -160,7 +169,7 @@ class Store:
         """The fire's result, and the run it created."""
 
         def op(conn: Conn) -> tuple[FireResult, Run | None]:
-            result = schedules.fire(conn, request, next_at)
+            result = schedules.fire(conn, request, next_at, self.quotas)
             if not result.run_id:
                 return result, None
             replicas.own(conn, [result.run_id], self.replica)
@@ -180,6 +189,9 @@ class Store:
     ) -> list[tuple[Run, list[RunEvent], bool]]:
         def op(conn: Conn) -> list[tuple[Run, list[RunEvent], bool]]:
             made = schedules.create_backfill(conn, news, sequential)
+            if news:
+                added = [news[i].input for i, (_, _, new) in enumerate(made) if new]
+                usage.admit_runs(conn, self.quotas, news[0].company, added, inserted=True)
             replicas.own(conn, [run_id for run_id, _, new in made if new], self.replica)
             return [(runs.written_run(conn, run_id), events, new) for run_id, events, new in made]
 
@@ -191,6 +203,7 @@ class Store:
         def op(conn: Conn) -> tuple[Run, list[RunEvent], bool]:
             run_id, events, created = runs.create_run(conn, new)
             if created:
+                usage.admit_runs(conn, self.quotas, new.company, [new.input], inserted=True)
                 replicas.own(conn, [run_id], self.replica)
             return runs.written_run(conn, run_id), events, created
 
@@ -220,7 +233,8 @@ class Store:
             change(tx)
             return tx.close()
 
-        return self.db.writer.submit(op)
+        # A cancel request stops work: it never waits behind the backlog it stops.
+        return self.db.writer.submit(op, urgent=not owned)
 
     async def jobs_to_cancel(self) -> list[tuple[str, str]]:
         """(job id, company) of every job still to be cancelled."""

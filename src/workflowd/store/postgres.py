@@ -19,6 +19,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from workflowd.domain.errors import Unavailable
+from workflowd.domain.quotas import Quotas
 from workflowd.store.face import Store
 from workflowd.store.migrate import migrate
 from workflowd.store.query import Reader
@@ -247,8 +248,8 @@ class PostgresStore(Store):
     """Workflows, runs and events in a PostgreSQL database (one group-committing writer per
     process, a pool of readers)."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(PostgresDatabase(url))
+    def __init__(self, url: str, quotas: Quotas | None = None) -> None:
+        super().__init__(PostgresDatabase(url), quotas)
         self.url = redact(url)
 
     def shared_log(self) -> Callable[[float], Awaitable[None]] | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from workflowd.domain.errors import NotFound
 from workflowd.domain.json import Json, JsonObject
+from workflowd.domain.quotas import Quotas
 from workflowd.domain.run import (
     RUN_EVENT_FOR,
     TASK_EVENT_FOR,
@@ -25,6 +26,7 @@ from workflowd.domain.run import (
     transition_run,
     transition_task,
 )
+from workflowd.store import usage
 from workflowd.store.codec import dump, ts
 from workflowd.store.sql import Conn
 
@@ -157,6 +159,13 @@ class RunTx:
 
     def skip_task(self, index: int, name: str) -> None:
         self._task_status(index, name, TaskStatus.SKIPPED, {}, _EventFields())
+
+    def charge_values(self, added: int, quotas: Quotas | None = None) -> None:
+        """Count `added` bytes (negative: a value shrank or went) of the run's stored values in
+        its company's total (`usage.py`), in this transaction. With `quotas`, a positive
+        `added` that would pass the company's stored-bytes quota raises QuotaExceeded and
+        counts nothing (the caller's change then rolls back)."""
+        usage.charge(self._conn, self._company, added, quotas)
 
     def cancel_job_later(self, job_id: str, index: int) -> None:
         """Remember a job that may still run although its task ended: it is cancelled in the

@@ -5,14 +5,17 @@ own SAVEPOINT (a change that raises is rolled back alone; the batch goes on), an
 future resolves only once that transaction committed. Durability then costs one commit per
 batch, not one per change. A batch takes at most `MAX_BATCH` changes, company by company in
 turn (`domain/fairness.py`): one company's thousands of queued changes delay another's by one
-batch, not by all of them. The thread runs the store's synchronous change functions as they
-are (a `Conn` from `sql.py`), for SQLite and PostgreSQL alike.
+batch, not by all of them. A change that stops work (an unschedule, a cancel request) is
+`urgent`: it goes first in the next batch, never behind the backlog it is meant to stop. The
+thread runs the store's synchronous change functions as they are (a `Conn` from `sql.py`),
+for SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,6 +66,7 @@ class GroupWriter:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"workflowd-{name}-writer")
         self._conn: WriterConn | None = None
         self._queue: TakeTurns[_Pending] = TakeTurns()
+        self._urgent: deque[_Pending] = deque()
         self._queued = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -79,18 +83,27 @@ class GroupWriter:
         self._task = asyncio.create_task(self._loop(), name="store-writer")
 
     @property
+    def queued(self) -> int:
+        """Changes waiting for a batch."""
+        return len(self._queue) + len(self._urgent)
+
+    @property
     def commits(self) -> int:
         """Write transactions committed since `start` (one per batch, however many writes it
         held): with the number of writes, how well commits are shared."""
         return self._commits
 
-    def submit(self, op: Op[T]) -> asyncio.Future[T]:
+    def submit(self, op: Op[T], *, urgent: bool = False) -> asyncio.Future[T]:
         """Queue a write now, in the line of the company the caller acts for (keeping its place
-        in that company's commit order), and return its future."""
+        in that company's commit order), or `urgent`, ahead of every line; return its future."""
         if self._closed or self._task is None:
             raise Unavailable("the store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.push(acting_for.get(), _Pending(op, future))
+        pending = _Pending(op, future)
+        if urgent:
+            self._urgent.append(pending)
+        else:
+            self._queue.push(acting_for.get(), pending)
         self._queued.set()
         return future
 
@@ -119,13 +132,16 @@ class GroupWriter:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
+            if not self._queue and not self._urgent:
                 if self._closed:
                     return
                 self._queued.clear()
                 await self._queued.wait()
                 continue
-            batch = [self._queue.pop() for _ in range(min(MAX_BATCH, len(self._queue)))]
+            batch = [self._urgent.popleft() for _ in range(min(MAX_BATCH, len(self._urgent)))]
+            batch += [
+                self._queue.pop() for _ in range(min(MAX_BATCH - len(batch), len(self._queue)))
+            ]
             live = [p for p in batch if not p.future.cancelled()]
             if not live:
                 continue
