@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import secrets
 import sys
 import time
@@ -76,10 +77,15 @@ class Latencies:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
 
-    def figures(self, prefix: str) -> dict[str, float | int]:
+    def figures(self, prefix: str) -> dict[str, float | int | None]:
         return {
-            f"{prefix}_ms_p50": round(percentile(self.samples, 50), 2),
-            f"{prefix}_ms_p99": round(percentile(self.samples, 99), 2),
-            f"{prefix}_ms_max": round(max(self.samples, default=float("nan")), 2),
+            f"{prefix}_ms_p50": rounded(percentile(self.samples, 50)),
+            f"{prefix}_ms_p99": rounded(percentile(self.samples, 99)),
+            f"{prefix}_ms_max": rounded(max(self.samples, default=float("nan"))),
             f"{prefix}_samples": len(self.samples),
         }
+
+
+def rounded(value: float) -> float | None:
+    """Two decimals; None for no sample (JSON has no NaN)."""
+    return None if math.isnan(value) else round(value, 2)
