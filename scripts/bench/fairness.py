@@ -2,9 +2,10 @@
 
 Company `noisy` creates `--schedules` workflows (300) with `schedule: {every: {seconds: 1}}` and
 activates each with the ALLOW_ALL overlap policy; company `quiet` triggers a one-task workflow
-every 100 ms, first alone (the baseline), then for `--seconds` (20) while the schedules fire.
-Then `noisy` unschedules its workflows one call at a time, as a script would; a run created
-after its workflow's UnscheduleWorkflow answered is a fire that came too late. The daemon
+every 100 ms, first alone (the baseline, half as long, at most 5 s), then for `--seconds` (20)
+while the schedules fire. Then `noisy` unschedules its workflows one call at a time, as a
+script would; a run created after its workflow's UnscheduleWorkflow answered is a fire that
+came too late. The daemon
 (`workflowd serve` with a tokens file) runs against the instant jobs API in its own process,
 whose jobs last `--job-s` (1 s), so runs pile up as they would on a busy jobs system.
 
@@ -40,7 +41,6 @@ from workflowd.v1 import workflow_service_pb2 as pb
 
 TRIGGER_INTERVAL_S = 0.1
 FLOOD_CALLERS = 32
-BASELINE_S = 5.0
 LIFTED = (
     *("--quota-min-every-s", "0", "--quota-active-schedules", "0"),
     *("--quota-active-runs", "0", "--quota-trigger-rate-per-s", "0"),
@@ -122,7 +122,7 @@ async def quiet_triggers(quiet: Client, workflow_id: str, seconds: float) -> Lat
 async def measure(tenants: Tenants, schedules: int, seconds: float) -> dict[str, Any]:
     noisy, quiet = tenants.clients["noisy"], tenants.clients["quiet"]
     mine = await quiet.call("CreateWorkflow", pb.CreateWorkflowRequest(specification=spec("mine")))
-    baseline = await quiet_triggers(quiet, mine.workflow.id, BASELINE_S)
+    baseline = await quiet_triggers(quiet, mine.workflow.id, min(5.0, seconds / 2))
     active, refused = await schedule_all(noisy, schedules)
     loaded = await quiet_triggers(quiet, mine.workflow.id, seconds)
     piled_up = len(await count_runs(noisy, ACTIVE))
@@ -163,7 +163,7 @@ async def measure_flood(tenants: Tenants, seconds: float) -> dict[str, Any]:
     noisy, quiet = tenants.clients["noisy"], tenants.clients["quiet"]
     mine = await quiet.call("CreateWorkflow", pb.CreateWorkflowRequest(specification=spec("mine")))
     theirs = await noisy.call("CreateWorkflow", pb.CreateWorkflowRequest(specification=spec("x")))
-    baseline = await quiet_triggers(quiet, mine.workflow.id, BASELINE_S)
+    baseline = await quiet_triggers(quiet, mine.workflow.id, min(5.0, seconds / 2))
     stop, tally = asyncio.Event(), Counter[str]()
     callers = [
         asyncio.create_task(flood(noisy, theirs.workflow.id, stop, tally))
@@ -195,12 +195,12 @@ async def case(work: Path, flags: tuple[str, ...], job_s: float, how: Measure) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small smoke run (30 schedules, 5 s)")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (30 schedules, 3 s)")
     parser.add_argument("--schedules", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--job-s", type=float, default=1.0)
     args = parser.parse_args()
-    schedules, seconds = (30, 5.0) if args.quick else (args.schedules, args.seconds)
+    schedules, seconds = (30, 3.0) if args.quick else (args.schedules, args.seconds)
     load_1m = os.getloadavg()[0]
     out: dict[str, Any] = {"schedules": schedules, "seconds": seconds, "job_s": args.job_s}
     with tempfile.TemporaryDirectory(prefix="workflowd-bench-") as tmp:
