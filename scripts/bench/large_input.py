@@ -3,7 +3,8 @@
 Company `noisy` triggers `--runs` runs at once (6) of a workflow of `--tasks` tasks (30), each
 with trivial expressions (`with` and `output.as`), and a run input of about 600 KB; company
 `quiet` calls GetWorkflow once every 5 ms (one call at a time), first alone (the baseline), then
-until the noisy runs have ended. The daemon (`workflowd serve` with a tokens file) runs
+until the noisy runs have ended; and the CPU time the daemon and its expression workers spent
+meanwhile. The daemon (`workflowd serve` with a tokens file) runs
 against the instant jobs API in its own process, so what is measured is workflowd's own cost.
 
 Usage: `.venv/bin/python scripts/bench/large_input.py [--quick]`. The last line of output is one
@@ -48,6 +49,19 @@ def spec(name: str, tasks: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def children_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by the live children of `pid` (the expression workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it ended meanwhile
+        if int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def large_input() -> struct_pb2.Value:
     rows = [{"id": i, "text": "x" * 90} for i in range(INPUT_BYTES // 110)]
     return json_format.ParseDict({"rows": rows}, struct_pb2.Value())
@@ -81,10 +95,13 @@ async def measure(tenants: Tenants, runs: int, tasks: int) -> dict[str, Any]:
     loaded, stop = Latencies(), asyncio.Event()
     probe = asyncio.create_task(loaded.probe(get_workflow, stop, PROBE_INTERVAL_S))
     started = time.perf_counter()
+    pid = tenants.child.proc.pid
+    daemon_cpu, workers_cpu = tenants.child.cpu_s(), children_cpu_s(pid)
     replies = await asyncio.gather(*(noisy.call("TriggerWorkflow", request) for _ in range(runs)))
     async with asyncio.timeout(RUN_TIMEOUT_S):
         ends = await asyncio.gather(*(follow(noisy, reply.run.id) for reply in replies))
     wall_s = time.perf_counter() - started
+    daemon_cpu, workers_cpu = tenants.child.cpu_s() - daemon_cpu, children_cpu_s(pid) - workers_cpu
     stop.set()
     await probe
     completed = sum(1 for end in ends if end == pb.RUN_EVENT_TYPE_RUN_COMPLETED)
@@ -94,6 +111,8 @@ async def measure(tenants: Tenants, runs: int, tasks: int) -> dict[str, Any]:
         "input_bytes": request.input.ByteSize(),
         "runs_completed": completed,
         "noisy_wall_s": round(wall_s, 2),
+        "noisy_daemon_cpu_s": round(daemon_cpu, 2),
+        "noisy_expression_workers_cpu_s": round(workers_cpu, 2),
         **baseline.figures("baseline_get_workflow"),
         **loaded.figures("loaded_get_workflow"),
     }
