@@ -1,4 +1,5 @@
-"""Per-company quotas on a real daemon over gRPC (issue 16, items 6 and 10): each refusal is
+"""Per-company quotas on a real daemon over gRPC (issue 16, items 6 and 10), on SQLite and
+PostgreSQL where the store counts (`store_url`): each refusal is
 RESOURCE_EXHAUSTED with one sentence naming the quota, its value and its setting, and a
 `google.rpc.QuotaFailure` detail naming the setting; another company is unaffected; a
 scheduled fire refused by a quota is recorded as a skipped decision saying why."""
@@ -20,6 +21,7 @@ from tests.api.test_tenancy import ACME, GLOBEX, TOKENS, tokens_file
 from tests.conftest import Daemon
 from tests.engine.schedule_support import SLOW_TASK, T0, at, decision_at, scheduled, ts
 from tests.engine.support import jv, workflow
+from tests.postgres import store_url
 from tests.scheduler.manual_clock import ManualClock
 from workflowd.v1 import workflow_service_pb2 as pb
 
@@ -33,6 +35,9 @@ TASK = (
 )
 MIB = 1024 * 1024
 Start = Callable[..., Awaitable[Daemon]]
+# `store_url` (each store-counted quota runs on both stores) comes first in a test's arguments:
+# its schema is dropped after the daemon has drained, not before.
+__all__ = ["store_url"]
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -76,8 +81,8 @@ async def trigger(daemon: Daemon, workflow_id: str, who: Metadata = (), **fields
     return str(reply.run.id)
 
 
-async def test_active_runs(start_daemon: Start, tmp_path: Path) -> None:
-    daemon = await companies(start_daemon, tmp_path, quota_active_runs=2)
+async def test_active_runs(store_url: str, start_daemon: Start, tmp_path: Path) -> None:
+    daemon = await companies(start_daemon, tmp_path, store=store_url, quota_active_runs=2)
     acme = await created(daemon, workflow("busy", SLOW_TASK), ACME)
     await trigger(daemon, acme, ACME)
     await trigger(daemon, acme, ACME)
@@ -108,8 +113,8 @@ async def ended(daemon: Daemon, run_id: str, who: Metadata) -> None:
         pass
 
 
-async def test_active_schedules(start_daemon: Start) -> None:
-    daemon = await start_daemon(quota_active_schedules=1)
+async def test_active_schedules(store_url: str, start_daemon: Start) -> None:
+    daemon = await start_daemon(store=store_url, quota_active_schedules=1)
     first = await created(daemon, scheduled("first", "{cron: '@daily'}"))
     second = await created(daemon, scheduled("second", "{cron: '@daily'}"))
     await daemon.stub.ScheduleWorkflow(pb.ScheduleWorkflowRequest(workflow_id=first))
@@ -125,8 +130,8 @@ async def test_active_schedules(start_daemon: Start) -> None:
     await daemon.stub.ScheduleWorkflow(pb.ScheduleWorkflowRequest(workflow_id=second))
 
 
-async def test_the_shortest_interval(start_daemon: Start) -> None:
-    daemon = await start_daemon()  # the default quota: 60 s
+async def test_the_shortest_interval(store_url: str, start_daemon: Start) -> None:
+    daemon = await start_daemon(store=store_url)  # the default quota: 60 s
     often = scheduled("often", "{every: {seconds: 10}}")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await daemon.stub.CreateWorkflow(
@@ -170,9 +175,9 @@ async def test_trigger_rate(start_daemon: Start, tmp_path: Path) -> None:
 
 
 async def test_stored_bytes_are_counted_exactly_and_survive_a_restart(
-    start_daemon: Start, tmp_path: Path
+    store_url: str, start_daemon: Start, tmp_path: Path
 ) -> None:
-    settings = {"quota_stored_bytes": 5000, **NOWHERE}
+    settings = {"store": store_url, "quota_stored_bytes": 5000, **NOWHERE}
     daemon = await companies(start_daemon, tmp_path, **settings)
     acme = await created(daemon, workflow("big", TASK), ACME)
     big = jv({"pad": "x" * 2000})
@@ -204,10 +209,10 @@ async def test_stored_bytes_are_counted_exactly_and_survive_a_restart(
 
 
 async def test_a_scheduled_fire_refused_by_a_quota_is_recorded_as_skipped(
-    start_daemon: Start,
+    store_url: str, start_daemon: Start
 ) -> None:
     clock = ManualClock(T0)
-    daemon = await start_daemon(clock=clock, quota_active_runs=1, **NOWHERE)
+    daemon = await start_daemon(clock=clock, store=store_url, quota_active_runs=1, **NOWHERE)
     workflow_id = await created(daemon, scheduled("minutely", "{cron: '* * * * *'}", TASK))
     await daemon.stub.ScheduleWorkflow(
         pb.ScheduleWorkflowRequest(
