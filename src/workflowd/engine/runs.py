@@ -151,9 +151,10 @@ class Runs:
         def change(tx: RunTransaction) -> None:
             tx.request_cancel(reason)
 
-        # Any replica may ask; the run's owner hears of it from the shared log.
+        # Any replica may ask; the run's owner hears of it from the shared log. Urgent: a cancel
+        # never waits behind the backlog of writes it is meant to stop.
         events = await self._deps.store.update_run(
-            run_id, self._deps.clock.now(), change, owned=False
+            run_id, self._deps.clock.now(), change, owned=False, urgent=True
         )
         self._deps.hub.publish(events)
         self.launcher.request_cancel(run_id, reason)

@@ -220,12 +220,19 @@ class Store:
         return await self._read(lambda r: reads.list_runs(r, company, filt, n, token))
 
     def update_run(
-        self, run_id: str, now: datetime, change: Callable[[RunTx], None], *, owned: bool = True
+        self,
+        run_id: str,
+        now: datetime,
+        change: Callable[[RunTx], None],
+        *,
+        owned: bool = True,
+        urgent: bool = False,
     ) -> asyncio.Future[list[RunEvent]]:
         """Queue `change` to run in a transaction (in commit order) and return the future of
         the events it appended, resolved once they are durable. `owned`: only while this
         replica owns the run (an executor's changes), else `RunTaken`; a cancel request may
-        come from any replica."""
+        come from any replica. `urgent`: ahead of every company's queued changes (a change
+        that stops work, such as a cancel request)."""
         owner = self.replica if owned else None
 
         def op(conn: Conn) -> list[RunEvent]:
@@ -233,8 +240,7 @@ class Store:
             change(tx)
             return tx.close()
 
-        # A cancel request stops work: it never waits behind the backlog it stops.
-        return self.db.writer.submit(op, urgent=not owned)
+        return self.db.writer.submit(op, urgent=urgent)
 
     async def jobs_to_cancel(self) -> list[tuple[str, str]]:
         """(job id, company) of every job still to be cancelled."""
