@@ -34,14 +34,14 @@ def load(
 ) -> JsonObject:
     """Loads the file as `company_data.<name>`, within the company's dataset quota; the caller
     has validated `name`."""
-    quota.check_load(cur, written=False)
+    before = quota.before_load(cur)
     with duckdb.connect() as source:
         columns = _open_file(source, path, file_format)
         cur.execute("BEGIN")
         try:
             dataset = _replace_table(cur, ids, source, columns, name, replace)
             catalog.record_snapshot(cur, dataset, ids)
-            quota.check_load(cur, written=True)
+            quota.after_load(cur, before)
             cur.execute("COMMIT")
         except duckdb.Error as exc:
             rollback(cur)

@@ -152,9 +152,9 @@ class Runner:
                 tasks.popleft()  # cancelled while it waited for its turn
                 continue
             try:
-                self._quota.check_job(cur, written=False)
+                before = self._quota.before_job(cur, task.job)
                 result = effects.run(cur, task.job, self._ids)
-                self._quota.check_job(cur, written=True)
+                self._quota.after_job(cur, before)
             except Exception as exc:
                 self.tracker.end_effect(batch, task.job.job_id, succeeded=False)
                 rollback(cur)

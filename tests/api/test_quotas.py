@@ -268,6 +268,14 @@ async def test_the_data_planes_dataset_bytes(start_daemon: Start) -> None:
     assert small.status == pb.RUN_STATUS_FAILED
     assert small.tasks[0].error.detail.startswith("the company's datasets already take ")
     assert f"the whole of its quota of {quota} bytes" in small.tasks[0].error.detail
+    # A DELETE still runs, to make room.
+    delete = (
+        "  - prune:\n"
+        "      call: ExecuteDml\n"
+        "      with: {nql: 'DELETE FROM company_data.medium WHERE x < 10'}\n"
+    )
+    pruned = await run_to_end(daemon, workflow("prune", delete))
+    assert pruned.status == pb.RUN_STATUS_COMPLETED, pruned.error
     async with aiohttp.ClientSession(daemon.jobs_url) as session:
         async with session.post(
             "/datasets/loaded/load", params={"format": "csv"}, data=b"x\n1\n"
