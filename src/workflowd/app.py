@@ -92,6 +92,8 @@ class App:
         if s.tokens_file:
             self.authenticator.table = load_tokens(Path(s.tokens_file))
         await self.store.open()
+        writer = self.store.db.writer
+        self.metrics.store_writes_queued.set_function(lambda: writer.queued)
         jobs_token = s.jobs_token
         if s.embedded_dataplane:
             jobs_token = await self._start_dataplane()
