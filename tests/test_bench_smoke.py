@@ -97,3 +97,31 @@ def test_replicas_bench_reports_its_figures() -> None:
     assert result["duplicate_jobs"] == 0
     assert isinstance(result["adoption_s"], float)
     assert result["adoption_s"] > 0
+
+
+@pytest.mark.slow
+def test_fairness_bench_reports_its_figures() -> None:
+    result = last_json_line("fairness.py")
+    for case in ("default", "lifted", "flood"):
+        figures = result[case]
+        assert isinstance(figures, dict), case
+        assert isinstance(figures["loaded_trigger_ms_p99"], float), case
+    lifted, default, flood = result["lifted"], result["default"], result["flood"]
+    assert isinstance(lifted, dict)
+    assert isinstance(default, dict)
+    assert isinstance(flood, dict)
+    assert lifted["schedules_active"] == 30
+    assert lifted["runs_created_after_unschedule"] == 0
+    assert default["activations_refused"] == {"RESOURCE_EXHAUSTED: quota_min_every_s": 30}
+    assert isinstance(flood["noisy_triggers"], dict)
+    assert flood["noisy_triggers"]["RESOURCE_EXHAUSTED"] > 0
+
+
+@pytest.mark.slow
+def test_large_input_bench_reports_its_figures() -> None:
+    result = last_json_line("large_input.py")
+    assert result["runs_completed"] == result["runs"] == 2
+    for key in ("baseline_get_workflow_ms_p50", "loaded_get_workflow_ms_p50"):
+        value = result[key]
+        assert isinstance(value, float), key
+        assert value > 0, key

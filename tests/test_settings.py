@@ -117,3 +117,35 @@ async def test_serve_refuses_an_unknown_store_scheme_in_one_sentence(tmp_path: P
     assert said.startswith("workflowd: store: mysql scheme is not a store")
     assert "s3cret" not in said
     assert not (tmp_path / "workflowd.db").exists()
+
+
+def test_quotas_from_flags_environment_and_file(tmp_path: Path) -> None:
+    config = tmp_path / "workflowd.toml"
+    config.write_text("[workflowd]\nquota_active_runs = 5\nquota_min_every_s = 300\n")
+    env = {"WORKFLOWD_QUOTA_STORED_BYTES": "1000", "WORKFLOWD_QUOTA_MIN_EVERY_S": "120"}
+    quotas = Settings.load({"quota_trigger_rate_per_s": 0}, env, config).quotas()
+    assert quotas.active_runs == 5
+    assert quotas.min_every_s == 120
+    assert quotas.stored_bytes == 1000
+    assert quotas.trigger_rate_per_s == 0  # off
+    assert quotas.active_schedules == Settings().quota_active_schedules
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        ({"quota_active_runs": -1}, "quota_active_runs"),
+        ({"quota_min_every_s": float("nan")}, "quota_min_every_s"),
+        ({"quota_stored_bytes": "lots"}, "quota_stored_bytes"),
+        ({"quota_trigger_burst": 0}, "quota_trigger_burst"),
+    ],
+)
+def test_bad_quotas_name_the_setting(flags: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        Settings.load(flags, {})
+    assert info.value.field == field
+
+
+async def test_serve_refuses_a_negative_quota_in_one_sentence(tmp_path: Path) -> None:
+    said = await serve_refused(tmp_path / "data", "--quota-dataset-bytes", "-5")
+    assert "quota_dataset_bytes: must be 0 (no quota) or a positive number" in said

@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 import grpc
 from instant_jobs_api import Child, percentile, spawn_instant_api
-from overhead import TERMINAL_EVENTS, chain_spec
+from overhead import NO_QUOTAS, TERMINAL_EVENTS, chain_spec
 
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
@@ -118,6 +118,7 @@ async def host(jobs_url: str, data_dir: Path, slow_callback_ms: float) -> None:
             "http_listen": "127.0.0.1:0",
             "data_dir": data_dir,
             "jobs_url": jobs_url,
+            **NO_QUOTAS,
         },
         os.environ,
     )

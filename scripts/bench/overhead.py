@@ -59,10 +59,24 @@ def chain_spec(name: str, prefix: str, tasks: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The benches measure capacity: the per-company quotas, which would refuse their load, are off.
+NO_QUOTAS = {
+    "quota_active_runs": 0,
+    "quota_active_schedules": 0,
+    "quota_min_every_s": 0,
+    "quota_trigger_rate_per_s": 0,
+}
+NO_QUOTA_FLAGS = [
+    part
+    for name, value in NO_QUOTAS.items()
+    for part in ("--" + name.replace("_", "-"), str(value))
+]
+
+
 def workflowd_argv(data_dir: Path, jobs_url: str | None) -> list[str]:
     exe = str(Path(sys.executable).parent / "workflowd")
     argv = [exe, "serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]
-    argv += ["--dataplane-listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
+    argv += ["--dataplane-listen", "127.0.0.1:0", "--data-dir", str(data_dir), *NO_QUOTA_FLAGS]
     return argv + (["--jobs-url", jobs_url] if jobs_url else [])
 
 

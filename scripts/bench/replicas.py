@@ -37,7 +37,7 @@ import aiohttp
 import grpc
 import psycopg
 from instant_jobs_api import Child, spawn_instant_api
-from overhead import chain_spec
+from overhead import NO_QUOTA_FLAGS, chain_spec
 from recovery import metric, trigger, until
 
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -74,7 +74,7 @@ def replica_argv(work: Path, index: int, store: str, jobs_url: str, lease_s: flo
         str(Path(sys.executable).parent / "workflowd"), "serve",
         "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
         "--data-dir", str(data_dir), "--jobs-url", jobs_url,
-        "--store", store, "--replica-lease-s", str(lease_s),
+        "--store", store, "--replica-lease-s", str(lease_s), *NO_QUOTA_FLAGS,
     ]  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """`python -m dataplane serve --listen HOST:PORT --data-dir DIR [--workers N]
 [--tokens-file F] [--insecure] [--job-timeout-s S] [--memory-limit SIZE]
-[--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]`.
+[--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]] [--quota-dataset-bytes B]`.
 
 Tokens come from `--tokens-file` (TOML, see `dataplane.auth`), re-read on SIGHUP; with none,
 every request is company `default`, which is only allowed on a loopback address unless
@@ -112,6 +112,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="a job running longer is interrupted and fails (default 3600)",
     )
     parser.add_argument(
+        "--quota-dataset-bytes",
+        type=_bytes,
+        default=0,
+        help="bytes of datasets each company may keep; 0 (the default) for no quota",
+    )
+    parser.add_argument(
         "--memory-limit",
         default="1GiB",
         help="DuckDB memory limit per company database, e.g. 1GiB or 50%% (default 1GiB)",
@@ -154,6 +160,12 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
+def _bytes(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of bytes, got {value!r}")
+    return int(value)
+
+
 async def serve(
     args: argparse.Namespace, tokens: TokenTable | None, tls: ssl.SSLContext | None
 ) -> None:
@@ -168,6 +180,7 @@ async def serve(
             required=args.tls_client_ca is not None,
             service_tokens_exempt=args.service_tokens_need_no_client_cert,
         ),
+        dataset_quota_bytes=args.quota_dataset_bytes,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -52,6 +52,7 @@ class DataPlane:
         max_batch: int = 32,
         batch_window_s: float = 0.05,
         client_certs: ClientCerts | None = None,
+        dataset_quota_bytes: int = 0,
     ) -> None:
         self._data_dir = data_dir
         self._tokens = tokens
@@ -70,6 +71,7 @@ class DataPlane:
             memory_limit=memory_limit,
             max_batch=max_batch,
             batch_window_s=batch_window_s,
+            dataset_quota_bytes=dataset_quota_bytes,
         )
         self._companies: dict[str, Company] = {}
         self._metrics = PlaneMetrics(self._loads)

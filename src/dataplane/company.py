@@ -30,6 +30,7 @@ from dataplane.hub import Event, Hub
 from dataplane.journal import Journal
 from dataplane.metrics import Load, PlaneMetrics
 from dataplane.model import Job, JobState, JsonObject, Submission
+from dataplane.quota import DatasetQuota
 from dataplane.runner import Runner
 from dataplane.store import JobFilter
 from dataplane.submissions import Submissions
@@ -68,6 +69,7 @@ class Limits:
     # wait that long (twice, at worst) for the jobs batched after it.
     max_batch: int = 32
     batch_window_s: float = 0.05
+    dataset_quota_bytes: int = 0  # 0: none
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -110,6 +112,7 @@ class Company:
         self._ids: IdAllocator | None = None
         self._runner: Runner | None = None
         self._submissions: Submissions | None = None
+        self._quota = DatasetQuota(limits.dataset_quota_bytes, Path(f"{path}.wal"))
 
     async def open(self) -> None:
         await self._call(self._open_database)
@@ -121,6 +124,7 @@ class Company:
             timeout_s=self._limits.job_timeout_s,
             window_s=self._limits.batch_window_s,
             requeue=self._requeue,
+            quota=self._quota,
         )
         self._submissions = Submissions(
             journal, self._cursor, lambda fn: self._call(fn), self._queue_jobs
@@ -295,7 +299,7 @@ class Company:
         return await self._call(
             lambda: loader.load(
                 self._cursor(), ids, path=path, file_format=file_format, name=name,
-                replace=replace,
+                replace=replace, quota=self._quota,
             )
         )  # fmt: skip
 

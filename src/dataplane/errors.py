@@ -6,6 +6,7 @@ DataPlaneError
 ├── Forbidden      a company token naming another company (403)
 ├── NotFound       no such job or dataset for this company (404)
 ├── Conflict       an idempotency key reused with a different body (409)
+├── QuotaExceeded  a load would take the company's datasets past its quota (413)
 ├── Overloaded     too many queued jobs for this company (503)
 └── JobFailure     the job ran and failed; its message becomes `failures[].message`
 """
@@ -52,16 +53,26 @@ class Conflict(DataPlaneError):
     title = "Conflict"
 
 
+class QuotaExceeded(DataPlaneError):
+    status = 413
+    title = "Quota exceeded"
+
+
 class Overloaded(DataPlaneError):
     status = 503
     title = "Overloaded"
 
 
 class JobFailure(DataPlaneError):
-    """Raised inside a job to fail it with a message meant for the job's submitter."""
+    """Raised inside a job to fail it with a message meant for the job's submitter: what is
+    wrong with its query (the default), or the `kind` of condition that stopped it."""
 
     status = 422
     title = "Job failed"
+
+    def __init__(self, detail: str, kind: str = "query") -> None:
+        super().__init__(detail)
+        self.kind = kind
 
 
 def quote(value: str, limit: int = QUOTE_LIMIT) -> str:

@@ -16,6 +16,7 @@ from dataplane.catalog import TABLE, Dataset, IdAllocator
 from dataplane.errors import BadRequest, Conflict, quote, readable
 from dataplane.journal import rollback
 from dataplane.model import JsonObject, now_iso
+from dataplane.quota import DatasetQuota
 
 FORMATS = ("csv", "parquet")
 _CHUNK_ROWS = 50_000
@@ -29,14 +30,18 @@ def load(
     file_format: str,
     name: str,
     replace: bool,
+    quota: DatasetQuota,
 ) -> JsonObject:
-    """Loads the file as `company_data.<name>`; the caller has validated `name`."""
+    """Loads the file as `company_data.<name>`, within the company's dataset quota; the caller
+    has validated `name`."""
+    before = quota.before_load(cur)
     with duckdb.connect() as source:
         columns = _open_file(source, path, file_format)
         cur.execute("BEGIN")
         try:
             dataset = _replace_table(cur, ids, source, columns, name, replace)
             catalog.record_snapshot(cur, dataset, ids)
+            quota.after_load(cur, before)
             cur.execute("COMMIT")
         except duckdb.Error as exc:
             rollback(cur)

@@ -82,6 +82,7 @@ class FailureKind(StrEnum):
     the job's conditions."""
 
     QUERY = "query"
+    QUOTA = "quota"
     TIME_LIMIT = "time_limit"
     INTERRUPTED = "interrupted"
     CONFLICT = "conflict"

@@ -38,6 +38,7 @@ from dataplane.catalog import IdAllocator
 from dataplane.errors import JobFailure, NotFound, readable
 from dataplane.journal import Journal, rollback
 from dataplane.model import Failure, FailureKind, Job, JobState, JsonObject, now_iso
+from dataplane.quota import DatasetQuota
 from dataplane.tracking import Batch, Phase, Tracker
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Runner:
         timeout_s: float,
         window_s: float,
         requeue: Callable[[list[str]], None],
+        quota: DatasetQuota,
     ) -> None:
         self._journal = journal
         self._ids = ids
@@ -97,6 +99,7 @@ class Runner:
         self._timeout_s = timeout_s
         self._window_s = window_s
         self._requeue = requeue
+        self._quota = quota
         self.tracker = Tracker(timeout_s, window_s)
 
     def run(self, batch: Batch) -> None:
@@ -163,7 +166,9 @@ class Runner:
                 tasks.popleft()  # cancelled while it waited for its turn
                 continue
             try:
+                before = self._quota.before_job(cur, task.job)
                 result = effects.run(cur, task.job, self._ids)
+                self._quota.after_job(cur, before)
             except Exception as exc:
                 self.tracker.end_effect(batch, task.job.job_id, succeeded=False)
                 rollback(cur)
@@ -252,7 +257,9 @@ class Runner:
             message, kind = str(exc), FailureKind.CONFLICT
         elif isinstance(exc, duckdb.InterruptException):
             message, kind = "the query was interrupted", FailureKind.INTERRUPTED
-        elif isinstance(exc, JobFailure | _QUERY_ERRORS):
+        elif isinstance(exc, JobFailure):
+            message, kind = str(exc), FailureKind(exc.kind)
+        elif isinstance(exc, _QUERY_ERRORS):
             message, kind = str(exc), FailureKind.QUERY
         elif isinstance(exc, duckdb.Error):
             message, kind = str(exc), FailureKind.ENGINE

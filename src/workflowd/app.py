@@ -57,7 +57,8 @@ class App:
         self.clock = clock or SystemClock()
         self.crash_points = crash_points
         self.lock = DataDirLock(settings.data_dir)
-        self.store = make_store(settings.store, settings.data_dir / STORE_FILE)
+        self.quotas = settings.quotas()
+        self.store = make_store(settings.store, settings.data_dir / STORE_FILE, self.quotas)
         self.metrics = EngineMetrics()
         self.lag_probe = LoopLagProbe(self.metrics.loop_lag.observe)
         self.hub = EventHub()
@@ -97,6 +98,8 @@ class App:
         if s.tokens_file:
             self.authenticator.table = load_tokens(Path(s.tokens_file))
         await self.store.open()
+        writer = self.store.db.writer
+        self.metrics.store_writes_queued.set_function(lambda: writer.queued)
         credential: Credential | None = None
         pin: bytes | None = None
         if s.embedded_dataplane:
@@ -126,7 +129,7 @@ class App:
             max_wait_s=s.max_wait_s,
         )
         self.definitions = definitions = Definitions(
-            self.store, clock, Limits(s.max_spec_bytes, s.max_tasks, flow=flow)
+            self.store, clock, Limits(s.max_spec_bytes, s.max_tasks, flow=flow), self.quotas
         )
         self.orphans = OrphanJobs(self.store, self.jobs)
         self.deps = deps = EngineDeps(
@@ -138,6 +141,7 @@ class App:
             metrics=self.metrics,
             orphans=self.orphans,
             limits=RunLimits(values=JsonBounds(s.max_value_depth, s.max_value_bytes), flow=flow),
+            quotas=self.quotas,
             runtime_version=__version__,
             crash_points=self.crash_points,
         )
@@ -222,6 +226,7 @@ class App:
                 memory_limit=s.dataplane_memory_limit,
                 tokens_file=None if table is None else s.data_dir / DATAPLANE_TOKENS,
                 tls=tls,
+                dataset_quota_bytes=s.quota_dataset_bytes,
             ),
             () if table is None else _company_tokens(table),
         )

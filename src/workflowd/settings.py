@@ -3,6 +3,7 @@ file over defaults."""
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -12,8 +13,10 @@ from urllib.parse import urlsplit
 
 from workflowd.address import Address
 from workflowd.domain.errors import InvalidRequest
+from workflowd.domain.quotas import GIB, Quotas
 
 _ENV_PREFIX = "WORKFLOWD_"
+_QUOTAS = Quotas()
 _STORE_URLS = "sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DATABASE"
 
 
@@ -58,6 +61,15 @@ class Settings:
     max_attempts: int = 100
     max_wait_s: float = 7 * 86400.0
     max_message_bytes: int = 8 * 1024 * 1024
+    # Per-company quotas (docs/operations.md, "Quotas"); 0 turns one off.
+    quota_active_runs: int = _QUOTAS.active_runs
+    quota_active_schedules: int = _QUOTAS.active_schedules
+    quota_min_every_s: float = _QUOTAS.min_every_s
+    quota_trigger_rate_per_s: float = _QUOTAS.trigger_rate_per_s
+    quota_trigger_burst: int = _QUOTAS.trigger_burst
+    quota_stored_bytes: int = _QUOTAS.stored_bytes
+    # The embedded data plane's (a remote jobs system has its own).
+    quota_dataset_bytes: int = 10 * GIB
     drain_grace_s: float = 1.0
     log_format: str = "text"
     log_level: str = "INFO"
@@ -80,6 +92,7 @@ class Settings:
 
     def check(self) -> None:
         self._check_store()
+        self._check_quotas()
         for name in ("max_iterations", "max_fork_width", "max_depth", "max_instances"):
             if getattr(self, name) < 1:
                 raise InvalidRequest(name, "must be at least 1")
@@ -142,6 +155,26 @@ class Settings:
                 f"gRPC requires client certificates but the data plane on {plane} would not: "
                 "give --dataplane-tls-client-ca, or a loopback --dataplane-listen",
             )
+
+    def _check_quotas(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.startswith("quota_") and not 0 <= value < math.inf:
+                raise InvalidRequest(f.name, "must be 0 (no quota) or a positive number")
+        if self.quota_trigger_rate_per_s and self.quota_trigger_burst < 1:
+            raise InvalidRequest(
+                "quota_trigger_burst", "must be at least 1 while quota_trigger_rate_per_s is set"
+            )
+
+    def quotas(self) -> Quotas:
+        return Quotas(
+            active_runs=self.quota_active_runs,
+            active_schedules=self.quota_active_schedules,
+            min_every_s=self.quota_min_every_s,
+            trigger_rate_per_s=self.quota_trigger_rate_per_s,
+            trigger_burst=self.quota_trigger_burst,
+            stored_bytes=self.quota_stored_bytes,
+        )
 
     def _check_store(self) -> None:
         if not self.store:

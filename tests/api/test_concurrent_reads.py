@@ -35,7 +35,11 @@ async def test_get_runs_do_not_wait_for_a_page_of_1000_runs(
 ) -> None:
     # No jobs system answers: each run's first task fails at once and the others never start,
     # which leaves 1,000 stored runs without running 20,000 jobs.
-    daemon = await start_daemon(jobs_url="http://127.0.0.1:9", jobs_retry_deadline_s=0.01)
+    daemon = await start_daemon(
+        jobs_url="http://127.0.0.1:9",
+        jobs_retry_deadline_s=0.01,
+        quota_trigger_burst=RUNS,  # all at once, more than the default burst
+    )
     stub = daemon.stub
     created = await stub.CreateWorkflow(
         pb.CreateWorkflowRequest(specification=spec(name="wide", tasks=_tasks(TASKS)))

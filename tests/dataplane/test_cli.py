@@ -114,6 +114,9 @@ def _serve_parser() -> argparse.ArgumentParser:
 def test_limit_flags_have_defaults_and_refuse_nonsense() -> None:
     defaults = _serve_parser().parse_args(["--data-dir", "d"])
     assert (defaults.job_timeout_s, defaults.memory_limit) == (3600.0, "1GiB")
+    assert defaults.quota_dataset_bytes == 0
+    with pytest.raises(argparse.ArgumentError, match="a number of bytes"):
+        _serve_parser().parse_args(["--data-dir", "d", "--quota-dataset-bytes", "-1"])
     assert (defaults.tokens_file, defaults.insecure) == (None, False)
     given = ["--data-dir", "d", "--job-timeout-s", "2.5", "--memory-limit", "512MiB"]
     parsed = _serve_parser().parse_args(given)
@@ -209,6 +212,30 @@ async def test_python_m_dataplane_serve_applies_the_job_time_limit(
         )
         assert job["state"] == "failed"
         assert "time limit of 0.5 s" in job["failures"][0]["message"]
+        served.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(served.process.wait(), 30) == 0
+
+
+@pytest.mark.slow
+async def test_python_m_dataplane_serve_applies_the_dataset_quota(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    quota = 4 * 1024 * 1024
+    async with dataplane_process(tmp_path / "d", "--quota-dataset-bytes", str(quota)) as served:
+        big = "SELECT range AS x, md5(range::VARCHAR) AS h FROM range(1000000)"
+        job = await Client(served.url, session).run(
+            "materialize-view", {"nql": big, "dataset_name": "big"}
+        )
+        assert job["state"] == "failed"
+        message = job["failures"][0]["message"]
+        assert message.startswith("the job would take the company's datasets to "), message
+        assert f"past its quota of {quota} bytes (the data plane's --quota-dataset-bytes)" in (
+            message
+        )
+        small = await Client(served.url, session).run(
+            "materialize-view", {"nql": "SELECT 1 AS one", "dataset_name": "small"}
+        )
+        assert small["state"] == "completed"  # nothing of the refused job stayed
         served.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(served.process.wait(), 30) == 0
 

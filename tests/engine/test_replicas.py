@@ -68,7 +68,11 @@ async def cluster(tmp_path: Path, count: int) -> AsyncIterator[tuple[list[Replic
                 proc, address = await start_workflowd(
                     tmp_path / f"replica-{i}",
                     plane_url,
-                    extra=("--store", store, "--replica-lease-s", str(LEASE_S)),
+                    # A schedule of one second, below the default quota's shortest interval.
+                    extra=(
+                        *("--store", store, "--replica-lease-s", str(LEASE_S)),
+                        *("--quota-min-every-s", "1"),
+                    ),
                 )
                 replica = Replica(proc, address)
                 stack.push_async_callback(replica.aclose)

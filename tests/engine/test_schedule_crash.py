@@ -27,7 +27,11 @@ async def test_a_kill_right_after_a_fire_neither_refires_nor_stops_the_schedule(
     plane_proc, plane_url = await start_dataplane(tmp_path / "plane")
     plane = Plane(plane_url)
     await plane.load_csv("audit", AUDIT_CSV)
-    daemon, address = await start_workflowd(tmp_path / "wf", plane_url, "after_fire_commit")
+    # A two-second schedule, below the default quota of the shortest interval.
+    quota = ("--quota-min-every-s", "1")
+    daemon, address = await start_workflowd(
+        tmp_path / "wf", plane_url, "after_fire_commit", extra=quota
+    )
     channel = grpc.aio.insecure_channel(address)
     try:
         stub = pb_grpc.WorkflowServiceStub(channel)
@@ -39,7 +43,7 @@ async def test_a_kill_right_after_a_fire_neither_refires_nor_stops_the_schedule(
         assert await daemon.wait() == -9  # killed itself right after committing the fire
         await channel.close()
 
-        daemon, address = await start_workflowd(tmp_path / "wf", plane_url)
+        daemon, address = await start_workflowd(tmp_path / "wf", plane_url, extra=quota)
         channel = grpc.aio.insecure_channel(address)
         stub = pb_grpc.WorkflowServiceStub(channel)
 

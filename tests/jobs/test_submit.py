@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
@@ -174,3 +175,19 @@ def test_errors_are_the_domain_classes_the_engine_catches() -> None:
     assert JobsCommunicationError is domain.JobsCommunicationError
     assert JobsError is domain.JobsError
     assert issubclass(JobsClientClosed, domain.JobsCommunicationError)
+
+
+async def test_companies_take_turns_for_the_connections(
+    make_client: ClientFactory, fake_api: FakeJobsApi
+) -> None:
+    """One company's burst of submissions delays another's by one turn (issue 16, item 10)."""
+    client = await make_client(max_connections=1)
+    burst = [
+        asyncio.create_task(client.submit(request(f"n{i}"), company="noisy")) for i in range(10)
+    ]
+    await asyncio.sleep(0)  # ok: yields the loop, no timing; the burst waits for the connection
+    other = asyncio.create_task(client.submit(request("q"), company="quiet"))
+    await asyncio.gather(*burst, other)
+    keys = [json.loads(body)["idempotency_key"] for body in fake_api.submitted_bodies]
+    assert keys.index("q") <= 2  # n0 on the connection, n1 first in line, then the other company
+    assert [key for key in keys if key != "q"] == [f"n{i}" for i in range(10)]

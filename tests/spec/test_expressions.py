@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import resource
 import time
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from workflowd.domain.fairness import acting_for
 from workflowd.domain.json import Json
 from workflowd.spec.expressions import (
     Evaluator,
@@ -248,3 +250,28 @@ async def test_aclose_is_idempotent_and_final() -> None:
     await ev.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await ev.evaluate_field(".", 1, {})
+
+
+async def test_companies_take_turns_for_the_workers() -> None:
+    """One company's backlog of evaluations delays another's by one turn (issue 16, item 10)."""
+    async with Evaluator(workers=1) as ev:
+        assert await ev.evaluate_field(".", 0, {}) == 0  # the worker is up
+        finished: list[str] = []
+
+        async def evaluate(label: str) -> None:
+            await ev.evaluate_field(". + 1", 1, {})
+            finished.append(label)
+
+        def start(company: str, label: str) -> asyncio.Task[None]:
+            context = contextvars.copy_context()
+            context.run(acting_for.set, company)
+            return asyncio.create_task(evaluate(label), context=context)
+
+        backlog = [start("noisy", f"n{i}") for i in range(10)]
+        for _ in range(3):  # every backlog task is now waiting for the worker
+            await asyncio.sleep(0)  # ok: yields the loop, no timing
+        other = start("quiet", "q")
+        await asyncio.gather(*backlog, other)
+        # n0 holds the worker, n1 waits first in line; then the quiet company's turn.
+        assert finished.index("q") <= 2
+        assert [label for label in finished if label != "q"] == [f"n{i}" for i in range(10)]

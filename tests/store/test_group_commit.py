@@ -8,6 +8,8 @@ test runs on each backend (`store_url`)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from workflowd.domain.fairness import acting_for
 from workflowd.store import make_store
 from workflowd.store.face import Backend as Database
 from workflowd.store.sql import Conn
@@ -133,3 +136,32 @@ async def test_a_failing_change_in_a_batch_is_rolled_back_alone(db: Database) ->
     # The failures did not cost the batch its single commit, nor leave half their changes.
     assert db.writer.commits == before + 2
     assert await names(db) == ["blocker", "a", "b", "c"]
+
+
+def as_company(company: str, submit: Callable[[], asyncio.Future[str]]) -> asyncio.Future[str]:
+    """`submit()` made while acting for `company`, as the API and each run's executor do."""
+    context = contextvars.copy_context()
+    context.run(acting_for.set, company)
+    return context.run(submit)
+
+
+async def test_one_companys_backlog_delays_anothers_write_by_one_batch(db: Database) -> None:
+    blocker = Blocker()
+    held = await blocker.hold(db)
+    backlog = [
+        as_company("noisy", functools.partial(db.writer.submit, insert(f"n{i}")))
+        for i in range(2 * MAX_BATCH)
+    ]
+    other = as_company("quiet", functools.partial(db.writer.submit, insert("q")))
+    blocker.release.set()
+    await held
+    await other
+    # The quiet company's write committed in the first batch after the blocker, with half of
+    # the noisy backlog still queued (in a single queue it would have waited for all of it).
+    assert not backlog[-1].done()
+    await asyncio.gather(*backlog)
+    order = await names(db)
+    assert order.index("q") <= MAX_BATCH + 1
+    assert [name for name in order if name.startswith("n")] == [
+        f"n{i}" for i in range(2 * MAX_BATCH)
+    ]

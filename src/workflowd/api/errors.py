@@ -22,6 +22,7 @@ from workflowd.domain.errors import (
     InvalidRequest,
     InvalidSpecification,
     NotFound,
+    QuotaExceeded,
     Unauthenticated,
     Unavailable,
     WorkflowdError,
@@ -35,6 +36,7 @@ _CODES: dict[type[WorkflowdError], int] = {
     NotFound: code_pb2.NOT_FOUND,
     AlreadyExists: code_pb2.ALREADY_EXISTS,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    QuotaExceeded: code_pb2.RESOURCE_EXHAUSTED,
     Unavailable: code_pb2.UNAVAILABLE,
     Unauthenticated: code_pb2.UNAUTHENTICATED,
 }
@@ -55,6 +57,18 @@ def to_status(exc: WorkflowdError) -> grpc.Status:
     if violations:
         detail = any_pb2.Any()
         detail.Pack(error_details_pb2.BadRequest(field_violations=violations))
+        status.details.append(detail)
+    if isinstance(exc, QuotaExceeded):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=exc.setting, description=status.message
+                    )
+                ]
+            )
+        )
         status.details.append(detail)
     converted: grpc.Status = rpc_status.to_status(status)
     return converted

@@ -11,6 +11,7 @@ from workflowd.api import convert
 from workflowd.api.auth import Authenticator
 from workflowd.api.errors import Ctx, streaming, unary
 from workflowd.domain.errors import InvalidRequest
+from workflowd.domain.fairness import acting_for
 from workflowd.domain.page import Page
 from workflowd.domain.run import RunFilter, RunStatus, WatchFilter
 from workflowd.domain.workflow import WorkflowFilter
@@ -44,7 +45,10 @@ def _run_statuses(values: Iterable[pb.RunStatus.ValueType]) -> tuple[RunStatus, 
 
 
 def _company(service: WorkflowService, context: Ctx) -> str:
-    return service.authenticator.company(context)
+    """The caller's company; the rest of the call acts for it (each call is a task of its own)."""
+    company = service.authenticator.company(context)
+    acting_for.set(company)
+    return company
 
 
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
@@ -191,6 +195,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         if request.after_seq < 0:
             raise InvalidRequest("after_seq", "must not be negative")
         async with self.authenticator.stream(context) as company:
+            acting_for.set(company)
             events = self._runs.watch(company, request.run_id, request.after_seq, _headers(context))
             async for event in events:
                 yield pb.WatchRunResponse(event=convert.run_event(event))
@@ -206,6 +211,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             after_global_seq=request.after_global_seq,
         )
         async with self.authenticator.stream(context) as company:
+            acting_for.set(company)
             async for event in self._runs.watch_many(company, filt, _headers(context)):
                 yield pb.WatchRunsResponse(event=convert.run_event(event))
 

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--job-timeout-s", help="a job running longer fails (default 3600)")
     p.add_argument("--memory-limit", help="DuckDB memory limit per company (default 1GiB)")
+    p.add_argument(
+        "--quota-dataset-bytes", help="bytes of datasets each company may keep (default: no quota)"
+    )
     p.set_defaults(handler=cmd_serve)
 
 
@@ -51,6 +54,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         argv += ["--job-timeout-s", args.job_timeout_s]
     if args.memory_limit is not None:
         argv += ["--memory-limit", args.memory_limit]
+    if args.quota_dataset_bytes is not None:
+        argv += ["--quota-dataset-bytes", args.quota_dataset_bytes]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
     return 0  # not reached: execv does not return

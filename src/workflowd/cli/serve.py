@@ -72,9 +72,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="allow a non-loopback address without authentication",
     )
+    _quota_arguments(p)
     p.add_argument("--log-format", choices=("text", "json"), help="log format (default text)")
     p.add_argument("--log-level", help="log level (default INFO)")
     p.set_defaults(handler=run)
+
+
+_QUOTAS = (
+    ("--quota-active-runs", int, "runs pending or running at once (default 1000)"),
+    ("--quota-active-schedules", int, "active schedules (default 100)"),
+    ("--quota-min-every-s", float, "shortest schedule.every, in seconds (default 60)"),
+    ("--quota-trigger-rate-per-s", float, "runs asked for per second, sustained (default 50)"),
+    ("--quota-trigger-burst", int, "runs asked for in one burst (default 500)"),
+    ("--quota-stored-bytes", int, "bytes of run values stored (default 10 GiB)"),
+    ("--quota-dataset-bytes", int, "bytes of datasets in the embedded data plane (10 GiB)"),
+)
+
+
+def _quota_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("per-company quotas (0 turns one off)")
+    for flag, kind, help_text in _QUOTAS:
+        group.add_argument(flag, type=kind, help=help_text)
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -104,6 +122,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
             "insecure",
             "log_format",
             "log_level",
+            *(flag.removeprefix("--").replace("-", "_") for flag, _, _ in _QUOTAS),
         )
     }
     try:

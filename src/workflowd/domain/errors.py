@@ -8,6 +8,7 @@ gRPC status codes in one table.
     ├── NotFound               no such workflow/run/schedule for this company
     ├── AlreadyExists          a different spec under an existing version
     ├── FailedPrecondition     the object is in a state that forbids the request
+    ├── QuotaExceeded          the company has used up one of its quotas (carries the setting)
     └── Unavailable            the daemon is draining or a dependency is down
 """
 
@@ -54,6 +55,14 @@ class AlreadyExists(WorkflowdError):
 
 class FailedPrecondition(WorkflowdError):
     pass
+
+
+class QuotaExceeded(WorkflowdError):
+    """A per-company quota refused the request; `setting` names the quota's setting."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class Unavailable(WorkflowdError):

@@ -10,6 +10,7 @@ from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest, InvalidSpecification
 from workflowd.domain.page import Page
+from workflowd.domain.quotas import Quotas
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
 from workflowd.engine import fires
 from workflowd.engine.clock import Clock
@@ -42,10 +43,13 @@ class WorkflowRef:
 
 
 class Definitions:
-    def __init__(self, store: WorkflowStore, clock: Clock, limits: Limits) -> None:
+    def __init__(
+        self, store: WorkflowStore, clock: Clock, limits: Limits, quotas: Quotas | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
         self._limits = limits
+        self._quotas = quotas or Quotas()
         self._parsed: OrderedDict[tuple[str, str], WorkflowDefinition] = OrderedDict()
 
     async def definition(self, workflow: Workflow) -> WorkflowDefinition:
@@ -80,6 +84,8 @@ class Definitions:
                 "the specification has no schedule block to activate: add schedule.cron or "
                 "schedule.every, or create it without schedule_immediately"
             )
+        if require_schedule and result.definition.schedule is not None:
+            self._quotas.check_every(result.definition.schedule.every_s)
         ids.check_tags("tags", tags)
         definition = result.definition
         new = NewWorkflowVersion(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from workflowd.domain.definition import FlowLimits
 from workflowd.domain.json import JsonBounds
+from workflowd.domain.quotas import Quotas
 from workflowd.engine.clock import Clock
 from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
@@ -37,6 +38,8 @@ class EngineDeps:
     metrics: EngineMetrics
     orphans: OrphanJobs
     limits: RunLimits = field(default_factory=RunLimits)
+    # Per company; the store enforces those counted in its transactions by itself.
+    quotas: Quotas = field(default_factory=Quotas)
     runtime_version: str = "0"
     # Fault injection for the crash-recovery tests, which start the daemon through their own
     # entry point (tests/crashing_daemon.py): the process kills itself (SIGKILL, no cleanup)

@@ -10,10 +10,12 @@ that run has ended (`ended`).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import defaultdict
 
 from workflowd.domain.definition import WorkflowDefinition
+from workflowd.domain.fairness import acting_for
 from workflowd.domain.run import Run, RunStatus
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.deps import EngineDeps
@@ -78,7 +80,10 @@ class Launcher:
         early = self._early_cancels.pop(run.id, None)
         if early is not None:
             executor.request_cancel(early)
-        task = asyncio.create_task(executor.execute(), name=f"run-{run.id}")
+        # The executor acts for the run's company wherever companies take turns.
+        context = contextvars.copy_context()
+        context.run(acting_for.set, run.company)
+        task = asyncio.create_task(executor.execute(), name=f"run-{run.id}", context=context)
         self._executors[run.id] = (executor, task)
         self._deps.metrics.active_runs.set(len(self._executors))
         task.add_done_callback(lambda t: self._reap(run.id, t))
@@ -153,6 +158,7 @@ class Launcher:
         task.add_done_callback(self._releases.discard)
 
     async def _release(self, company: str, run_id: str) -> None:
+        acting_for.set(company)
         try:
             run = await self._deps.store.get_run(company, run_id)
             workflow = await self._definitions.get(

@@ -69,6 +69,11 @@ class EngineMetrics:
         self.active_schedules = Gauge(
             "workflowd_active_schedules", "Schedules the scheduler waits on", registry=self.registry
         )
+        self.store_writes_queued = Gauge(
+            "workflowd_store_writes_queued",
+            "Store changes waiting for the writer's next batch (a backlog grows here)",
+            registry=self.registry,
+        )
         self.jobs_awaited = Gauge(
             "workflowd_jobs_awaited",
             "Jobs whose end this process waits for (after a restart: the runs re-attached)",

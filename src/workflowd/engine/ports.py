@@ -131,6 +131,7 @@ class RunStore(Protocol):
         change: Callable[[RunTransaction], None],
         *,
         owned: bool = True,
+        urgent: bool = False,
     ) -> asyncio.Future[list[RunEvent]]: ...
 
     async def job_request(self, run_id: str, key: str) -> Json: ...

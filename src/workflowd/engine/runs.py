@@ -30,6 +30,7 @@ from workflowd.engine.deps import EngineDeps
 from workflowd.engine.hub import HubClosed, Subscription
 from workflowd.engine.launcher import Launcher
 from workflowd.engine.ports import RunTransaction
+from workflowd.engine.quotas import TriggerRate
 from workflowd.spec import EvaluationLimitError, SchemaUnusableError
 
 log = logging.getLogger("workflowd.engine")
@@ -83,10 +84,12 @@ class Runs:
         self._definitions = definitions
         self.launcher = Launcher(deps, definitions)
         self._resuming: set[asyncio.Task[None]] = set()
+        self._rate = TriggerRate(deps.quotas)
 
     async def trigger(self, company: str, request: TriggerRequest) -> Run:
         if self.launcher.draining:
             raise Unavailable("workflowd is shutting down and accepts no new runs; retry shortly")
+        self._rate.take(company)
         workflow = await self._definitions.get(company, request.ref)
         if workflow.status == WorkflowStatus.ARCHIVED:
             raise FailedPrecondition(
@@ -164,9 +167,10 @@ class Runs:
         def change(tx: RunTransaction) -> None:
             tx.request_cancel(reason)
 
-        # Any replica may ask; the run's owner hears of it from the shared log.
+        # Any replica may ask; the run's owner hears of it from the shared log. Urgent: a cancel
+        # never waits behind the backlog of writes it is meant to stop.
         events = await self._deps.store.update_run(
-            run_id, self._deps.clock.now(), change, owned=False
+            run_id, self._deps.clock.now(), change, owned=False, urgent=True
         )
         self._deps.hub.publish(events)
         self.launcher.request_cancel(run_id, reason)

@@ -16,6 +16,7 @@ from typing import Protocol
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest
+from workflowd.domain.fairness import acting_for
 from workflowd.domain.page import Page
 from workflowd.domain.run import Run, RunTrigger
 from workflowd.domain.schedule import (
@@ -94,6 +95,9 @@ class Schedules:
         self._runs = runs
         self._limits = limits
         self._loop: LoopPort | None = None
+        # Whose each schedule the loop knows is: a fire acts for its company from its first
+        # read (see `domain/fairness.py`).
+        self._companies: dict[str, str] = {}
 
     def attach(self, loop: LoopPort) -> None:
         """The scheduler loop to tell when a schedule's next instant changes."""
@@ -202,9 +206,13 @@ class Schedules:
         return await self._store.due_schedules()
 
     async def fire(self, workflow_id: str, instant: datetime) -> datetime | None:
+        acting_for.set(self._companies.get(workflow_id, ""))  # each fire is a task of its own
         schedule = await self._store.schedule_of(workflow_id)
         if schedule is None or not schedule.active:
+            self._companies.pop(workflow_id, None)
             return None
+        self._companies[workflow_id] = schedule.company
+        acting_for.set(schedule.company)
         if schedule.next_fire_at != instant:
             return schedule.next_fire_at  # another scheduler, or a new version, moved it on
         now = self._deps.clock.now()
@@ -314,6 +322,10 @@ class Schedules:
         )
 
     def _tell_loop(self, schedule: WorkflowSchedule) -> None:
+        if schedule.active:
+            self._companies[schedule.workflow_id] = schedule.company
+        else:
+            self._companies.pop(schedule.workflow_id, None)
         if self._loop is not None:
             self._loop.set(schedule.workflow_id, schedule.next_fire_at if schedule.active else None)
             self._deps.metrics.active_schedules.set(self._loop.scheduled)

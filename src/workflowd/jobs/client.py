@@ -17,6 +17,7 @@ from dataclasses import asdict
 
 import aiohttp
 
+from workflowd.domain.fairness import FairSlots
 from workflowd.domain.jobs import JobInfo, JobRequest
 from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.credential import Credential
@@ -43,11 +44,12 @@ class _Lane:
         stats: ClientStats,
         company: str,
         credential: Credential,
+        turns: FairSlots,
     ) -> None:
         self._config = config
         self._session = session
         self._stats = stats
-        self.transport = Transport(config, session, stats, company, credential)
+        self.transport = Transport(config, session, stats, company, credential, turns)
         self.registry = WaiterRegistry()
         self.watcher: Watcher | None = None
         self._task: asyncio.Task[None] | None = None
@@ -107,6 +109,9 @@ class JobsClient:
         self._session: aiohttp.ClientSession | None = None
         self._stats = ClientStats()
         self._lanes: dict[str, _Lane] = {}
+        # Requests (not the lanes' event streams, which hold a connection each for as long as
+        # they last) take turns by company for the pool's connections.
+        self._turns = FairSlots(config.max_connections)
         self._started = False
         self._closed = False
 
@@ -247,7 +252,12 @@ class JobsClient:
         lane = self._lanes.get(company)
         if lane is None:
             lane = self._lanes[company] = _Lane(
-                self._config, self._session, self._stats, company, self._credential
+                self._config,
+                self._session,
+                self._stats,
+                company,
+                self._credential,
+                self._turns,
             )
         return lane
 

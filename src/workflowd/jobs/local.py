@@ -83,6 +83,8 @@ class LocalPlaneConfig:
     # Where the daemon writes the data plane's tokens file; None: no tokens at all.
     tokens_file: Path | None = None
     tls: PlaneTls | None = None
+    # Bytes of datasets each company may keep (0: no quota).
+    dataset_quota_bytes: int = 0
 
 
 class LocalDataPlane:
@@ -167,6 +169,7 @@ class LocalDataPlane:
         argv += ["--data-dir", str(c.data_dir), "--workers", str(c.workers)]
         argv += ["--job-timeout-s", str(c.job_timeout_s), "--memory-limit", c.memory_limit]
         argv += ["--stop-on-stdin-eof"]
+        argv += ["--quota-dataset-bytes", str(c.dataset_quota_bytes)]
         if c.tokens_file is not None:
             argv += ["--tokens-file", str(c.tokens_file)]
         if c.tls is not None:

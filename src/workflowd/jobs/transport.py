@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import aiohttp
 import yarl
 
+from workflowd.domain.fairness import FairSlots
 from workflowd.domain.json import JsonObject
 from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.credential import Credential
@@ -80,12 +81,16 @@ class Transport:
         stats: ClientStats,
         company: str,
         credential: Credential,
+        turns: FairSlots,
     ) -> None:
         self._config = config
         self._session = session
         self._stats = stats
         self._company = company
         self._credential = credential
+        # The pool's connections, shared by every company's lane: companies take turns, so
+        # one company's burst of calls delays another's call by one turn, not the whole burst.
+        self._turns = turns
         self._base = Base(config.base_url)
         # Bounds on the exchange itself (connecting, then each wait for bytes), not on the wait
         # for a pooled connection: a burst of calls queueing for the pool is not a fault.
@@ -203,15 +208,18 @@ class Transport:
         headers: Mapping[str, str],
     ) -> tuple[int, str | None, bytes]:
         try:
-            async with self._session.request(
-                method,
-                self.url(path),
-                params=params,
-                json=body,
-                headers=headers,
-                timeout=self._timeout,
-                raise_for_status=False,  # statuses are ours to map, whatever the session says
-            ) as response:
+            async with (
+                self._turns.slot(self._company),
+                self._session.request(
+                    method,
+                    self.url(path),
+                    params=params,
+                    json=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    raise_for_status=False,  # statuses are ours to map, whatever the session says
+                ) as response,
+            ):
                 return response.status, response.reason, await response.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise TransientFault(describe_fault(exc, self._config.request_timeout_s)) from exc

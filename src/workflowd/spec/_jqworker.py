@@ -8,8 +8,8 @@ nothing beyond the standard library and jq, so it starts fast (jsonschema is imp
 in-process, so the parent bounds wall time by killing this process; here we bound memory with
 RLIMIT_AS and, as a backstop should the parent vanish mid-evaluation, CPU time with RLIMIT_CPU.
 
-Requests: {"programs": [jq source, …], "data": [subject, {name: value, …}], "max_output": bytes,
-          "cpu_s": seconds} (the names are the variables the programs may use, without `$`)
+Requests: {"programs": [jq source, …], "names": [variable name, …], "data": [subject, the value
+          of each name in order], "max_output": bytes, "cpu_s": seconds}
           {"schema": JSON Schema, "instance": value, "cpu_s": seconds}
           {"prepare": "schema", "cpu_s": seconds}
 Replies:  {"ok": [value, …]} for programs; {"ok": null | {"message", "pointer"}} for a schema;
@@ -24,14 +24,16 @@ import json
 import re
 import resource
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jq
 
 VARIABLES: tuple[str, ...] = ("context", "input", "workflow", "task", "runtime", "output")
-"""The named arguments every expression may use, without the `$`; loop variables and a caught
-error add their own names where they are in scope."""
+"""The named arguments every expression may use, without the `$`."""
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESERVED = frozenset({"ENV", "__loc__", "__subject"})
 
 SANDBOXED: tuple[tuple[str, int], ...] = (
     ("env", 0),
@@ -60,7 +62,7 @@ REFUSAL = (
 _CACHE_SIZE = 512
 _MAX_MESSAGE = 1000
 _NOTHING = object()
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_Cache = dict[tuple[str, tuple[str, ...]], Any]
 _TOO_DEEP = "expression output is nested too deeply to be stored"
 
 
@@ -72,24 +74,22 @@ def _refuse_at_run_time(name: str) -> str:
 def sandboxed(
     source: str,
     body: Callable[[str], str] = _refuse_at_run_time,
-    names: Iterable[str] = VARIABLES,
+    names: Sequence[str] = VARIABLES,
 ) -> str:
-    """The complete program for the jq expression `source`.
+    """The complete program for the jq expression `source`, with the named arguments `names`.
 
     Every builtin of `SANDBOXED` is shadowed by a definition whose body is `body(name)`, and
     `$ENV` is bound to `{}`: jq resolves names lexically, so no spelling inside `source` reaches
     the originals. `import`/`include` are legal only at the start of a program, which the
-    definitions occupy. The named arguments (`names`, identifiers) are bound by destructuring
-    one input, `[subject, {name: value}]`, so a program compiles once and is reused for every
-    evaluation (jq.compile's `args` would fix the values at compile time). `source` starts on
-    line 2, column 1, so jq's columns are the user's; it is closed on a line of its own, so a
+    definitions occupy. The named arguments are bound by destructuring one input array, so a
+    program compiles once and is reused for every evaluation (jq.compile's `args` would fix the
+    values at compile time); the evaluator binds only those the program uses. `source` starts
+    on line 2, column 1, so jq's columns are the user's; it is closed on a line of its own, so a
     trailing comment cannot swallow the `)`.
     """
     definitions = "".join(f"def {name}{'(f)' * arity}: {body(name)}; " for name, arity in SANDBOXED)
-    bound = ", ".join(f"${name}" for name in names)
-    return (
-        f"{definitions}{{}} as $ENV | . as [$__subject, {{{bound}}}] | $__subject | (\n{source}\n)"
-    )
+    bound = "".join(f", ${name}" for name in names)
+    return f"{definitions}{{}} as $ENV | . as [$__subject{bound}] | $__subject | (\n{source}\n)"
 
 
 class _Refused(Exception):
@@ -98,28 +98,26 @@ class _Refused(Exception):
         self.stage = stage
 
 
-_Cache = dict[tuple[str, tuple[str, ...]], Any]
-
-
-def _compiled(cache: _Cache, source: str, names: tuple[str, ...]) -> Any:
-    program = cache.get((source, names))
+def _compiled(cache: _Cache, source: str, names: list[Any]) -> Any:
+    key = (source, tuple(names))
+    program = cache.get(key)
     if program is None:
-        if not all(_NAME.fullmatch(name) for name in names):
-            raise _Refused("invalid variable name", "compile")
+        # Spliced into the program's text: only plain names, and never the prelude's own.
+        if not all(isinstance(n, str) and _NAME.fullmatch(n) and n not in _RESERVED for n in names):
+            raise _Refused("invalid variable names", "compile")
         try:
-            program = jq.compile(sandboxed(source, names=names))
+            program = jq.compile(sandboxed(source, names=key[1]))
         except ValueError as exc:
             raise _Refused(str(exc), "compile") from exc
         if len(cache) >= _CACHE_SIZE:
             cache.pop(next(iter(cache)))
-        cache[(source, names)] = program
+        cache[key] = program
     return program
 
 
-def _evaluate(cache: _Cache, source: str, data: list[Any]) -> Any:
+def _evaluate(cache: _Cache, source: str, names: list[Any], data: list[Any]) -> Any:
     """The program's single value: none is null, a second one is an error. Only two values are
     ever pulled, so a generator such as `range(1e12)` stops at once."""
-    names = tuple(sorted(data[1]))
     values = iter(_compiled(cache, source, names).input_value(data))
     try:
         first = next(values, None)
@@ -137,7 +135,7 @@ def _programs(request: dict[str, Any], cache: _Cache) -> dict[str, Any]:
     size = 0
     for index, source in enumerate(request["programs"]):
         try:
-            value = _evaluate(cache, source, request["data"])
+            value = _evaluate(cache, source, request["names"], request["data"])
             size += len(_dumped(value))
         except _Refused as exc:
             return {"error": str(exc), "stage": exc.stage, "index": index, "fatal": False}

@@ -8,7 +8,8 @@ Semantics (strict mode, as the DSL's default):
   first would silently hide a mistake such as `.[]` where `.[0]` was meant).
 
 Evaluation happens in worker processes (`jqworkers`), bounded in wall time, memory and output
-size; values without any expression never reach a worker. The same workers check run inputs
+size; values without any expression never reach a worker, and a worker receives only the named
+arguments its programs use. The same workers check run inputs
 against a workflow's `input.schema` (`check_schema`): a schema's `pattern` runs Python's
 backtracking `re`, which only a process boundary can interrupt.
 """
@@ -23,12 +24,14 @@ from typing import Any
 from workflowd.domain.diagnostics import pointer_join
 from workflowd.domain.json import Json
 from workflowd.spec.jqsyntax import (
+    REFUSED_VARIABLES,
     VARIABLES,
     ExpressionError,
     check_expression,
     compile_error,
     expression_source,
     is_expression,
+    used_variables,
 )
 from workflowd.spec.jqworkers import EvaluationLimitError, PoolLimits, WorkerPool
 
@@ -127,13 +130,17 @@ class Evaluator:
     async def _run(
         self, found: list[tuple[_Path, str]], subject: Json, variables: Mapping[str, Json]
     ) -> dict[_Path, Json]:
+        # The variables a scope adds (a loop's item, a caught error) besides the standard ones.
+        scope = frozenset(name.removeprefix("$") for name in variables).difference(VARIABLES)
         for path, source in found:
             # Checked again before evaluation for the friendlier messages; the worker's
             # sandbox does not depend on it.
-            error = compile_error(source)
+            error = compile_error(source, scope)
             if error is not None:
                 raise ExpressionError(_where(path) + error)
-        reply = await self._pool.run([source for _, source in found], _data(subject, variables))
+        sources = [source for _, source in found]
+        names, data = _bindings(sources, subject, variables)
+        reply = await self._pool.run(sources, names, data)
         if "ok" in reply:
             return {path: value for (path, _), value in zip(found, reply["ok"], strict=True)}
         raise ExpressionError(_failure(reply, found))
@@ -168,12 +175,18 @@ class Evaluator:
         await self.aclose()
 
 
-def _data(subject: Json, variables: Mapping[str, Json]) -> list[Json]:
-    """The worker's input: the subject, and every standard variable (null when absent) with
-    the scope's own (loop variables, a caught error)."""
-    values: dict[str, Json] = dict.fromkeys(VARIABLES)
-    values.update((name.removeprefix("$"), value) for name, value in variables.items())
-    return [subject, values]
+def _bindings(
+    sources: list[str], subject: Json, variables: Mapping[str, Json]
+) -> tuple[list[str], list[Json]]:
+    """The named arguments the programs use, and the data to send: the subject, then their
+    values (null for one the caller did not give). A value no program reads is never encoded
+    nor sent: a run's large input costs nothing to expressions that do not read it. Besides the
+    standard variables, a scope's own (a loop's item, a caught error) are bound by their names,
+    which the definition's checks made plain identifiers."""
+    values = {name.removeprefix("$"): value for name, value in variables.items()}
+    used = frozenset[str]().union(*(used_variables(source) for source in sources))
+    names = sorted(used.difference(REFUSED_VARIABLES))
+    return names, [subject, *(values.get(name) for name in names)]
 
 
 def _where(path: _Path) -> str:

@@ -5,6 +5,7 @@ refused builtin is shadowed by a definition naming an undefined variable: jq dro
 nobody references, so compilation fails, naming the builtin, exactly when the program can reach
 it, whatever its spelling. A short scan adds the friendly refusal of `$ENV` and `$__loc__`
 (bound to harmless values at run time anyway) and of a `)` that would close the wrapper's `(`.
+The same scan tells the evaluator which named arguments a program uses (`used_variables`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "compile_error",
     "expression_source",
     "is_expression",
+    "used_variables",
 ]
 
 REFUSED_VARIABLES = frozenset({"ENV", "__loc__"})
@@ -106,6 +108,15 @@ def _code(source: str, i: int, interpolation: bool = False) -> Generator[_Token,
                 yield _Token("stray", char)
             i += 1
     return i
+
+
+@functools.lru_cache(maxsize=4096)
+def used_variables(source: str) -> frozenset[str]:
+    """Every `$name` the program spells, without the `$`: the named arguments it may read.
+    Found by the same scan as the `$ENV` refusal (strings, interpolations and comments as jq
+    reads them); a name the program binds itself is included too, which only costs shipping a
+    value that is not read."""
+    return frozenset(t.text for t in _code(source, 0) if t.kind == "var")
 
 
 def _refusal(names: list[str]) -> str:

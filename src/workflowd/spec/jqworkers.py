@@ -1,11 +1,13 @@
 """A small pool of long-lived sandboxed worker processes (see `_jqworker.py`): jq evaluations
 and JSON Schema checks, bounded in wall time, memory and output.
 
-Each slot owns at most one child. A request takes an idle slot from a queue (so concurrent
-requests wait their turn instead of sharing a pipe), starts the child if needed, and writes
-one line and reads one line under a wall-time bound. When the bound expires, the caller is
-cancelled mid-exchange, or the child dies, the child is killed and the slot restarts it lazily
-on its next use: a half-finished exchange must never be read by the next request.
+Each slot owns at most one child. A request takes an idle slot (so concurrent requests wait
+their turn instead of sharing a pipe; companies take turns, so one company's backlog of
+evaluations delays another's by one turn, see `domain/fairness.py`), starts the child if
+needed, and writes one line and reads one line under a wall-time bound. When the bound
+expires, the caller is cancelled mid-exchange, or the child dies, the child is killed and the
+slot restarts it lazily on its next use: a half-finished exchange must never be read by the
+next request.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workflowd.domain.fairness import FairSlots, acting_for
 from workflowd.domain.json import Json
 from workflowd.spec.jqsyntax import ExpressionError
 
@@ -47,19 +50,24 @@ class PoolLimits:
 class WorkerPool:
     def __init__(self, limits: PoolLimits) -> None:
         self._limits = limits
-        self._idle: asyncio.Queue[_Slot] | None = None
+        self._idle: list[_Slot] | None = None
+        self._turns = FairSlots(limits.workers)
         self._closed = False
 
-    def _queue(self) -> asyncio.Queue[_Slot]:
+    def _slots(self) -> list[_Slot]:
         if self._idle is None:
-            self._idle = asyncio.Queue()
-            for _ in range(self._limits.workers):
-                self._idle.put_nowait(_Slot())
+            self._idle = [_Slot() for _ in range(self._limits.workers)]
         return self._idle
 
-    async def run(self, programs: list[str], data: list[Json]) -> dict[str, Any]:
-        """Evaluate `programs` against `data` in one exchange; return the worker's reply."""
-        request = {"programs": programs, "data": data, "max_output": self._limits.max_output_bytes}
+    async def run(self, programs: list[str], names: list[str], data: list[Json]) -> dict[str, Any]:
+        """Evaluate `programs` in one exchange, with `data` the subject and then the values of
+        the named arguments `names`; return the worker's reply."""
+        request = {
+            "programs": programs,
+            "names": names,
+            "data": data,
+            "max_output": self._limits.max_output_bytes,
+        }
         return await self._request(request, "expression evaluation")
 
     async def check_schema(self, schema: Json, instance: Json, what: str) -> dict[str, Any]:
@@ -72,15 +80,16 @@ class WorkerPool:
         if self._closed:
             raise RuntimeError("the expression evaluator is closed")
         line = _line({**request, "cpu_s": self._limits.timeout_s})
-        queue = self._queue()
-        slot = await queue.get()
-        try:
-            process = await self._started(slot)
-            if schema and not slot.schema_ready:
-                await self._prepare_schema(slot, process)
-            return await self._exchange(slot, process, line, self._limits.timeout_s, what)
-        finally:
-            queue.put_nowait(slot)
+        idle = self._slots()
+        async with self._turns.slot(acting_for.get()):
+            slot = idle.pop()  # a turn always finds an idle slot: there are as many as turns
+            try:
+                process = await self._started(slot)
+                if schema and not slot.schema_ready:
+                    await self._prepare_schema(slot, process)
+                return await self._exchange(slot, process, line, self._limits.timeout_s, what)
+            finally:
+                idle.append(slot)
 
     async def _prepare_schema(self, slot: _Slot, process: asyncio.subprocess.Process) -> None:
         """Import jsonschema in the worker under the startup bound: the import takes a good
@@ -181,7 +190,8 @@ class WorkerPool:
         if self._idle is None:
             return
         for _ in range(self._limits.workers):
-            slot = await self._idle.get()
+            await self._turns.acquire("")
+        for slot in self._idle:
             await self._stop(slot)
 
     async def _stop(self, slot: _Slot) -> None:

@@ -65,6 +65,11 @@ class SqliteDatabase:
         self._ending: set[asyncio.Task[None]] = set()
         self._closed = False
 
+    @property
+    def readers(self) -> int:
+        """How many reads may run at once."""
+        return self._readers
+
     def _connect_writer(self) -> _WriterConn:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         conn.row_factory = sqlite3.Row

@@ -11,8 +11,10 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from workflowd.domain.fairness import FairSlots, acting_for
 from workflowd.domain.json import Json
 from workflowd.domain.page import Page
+from workflowd.domain.quotas import Quotas
 from workflowd.domain.run import NewRun, Run, RunEvent, RunFilter, WatchFilter
 from workflowd.domain.schedule import (
     Activation,
@@ -23,7 +25,7 @@ from workflowd.domain.schedule import (
     WorkflowSchedule,
 )
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
-from workflowd.store import reads, replicas, runs, schedules, workflows
+from workflowd.store import reads, replicas, runs, schedules, usage, workflows
 from workflowd.store.paging import page_size
 from workflowd.store.query import Reader
 from workflowd.store.runtx import RunTx
@@ -36,6 +38,9 @@ T = TypeVar("T")
 class Backend(Protocol):
     writer: GroupWriter
 
+    @property
+    def readers(self) -> int: ...
+
     def reader(self, snapshot: bool = True) -> AbstractAsyncContextManager[Reader]: ...
 
     async def open(self) -> None: ...
@@ -44,10 +49,15 @@ class Backend(Protocol):
 
 
 class Store:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, quotas: Quotas | None = None) -> None:
         self.db = backend
+        # Checked inside the transactions that would pass them (`usage.py`).
+        self.quotas = quotas or Quotas()
         # The replica this process is (see `join`): the runs it creates are its own.
         self.replica = ""
+        # Reads wait for a pooled connection company by company in turn, so one company's
+        # many reads (its runs' executors) delay another's by one turn.
+        self._reads = FairSlots(backend.readers)
 
     async def open(self) -> None:
         await self.db.open()
@@ -63,7 +73,7 @@ class Store:
     async def _read(self, query: Callable[[Reader], Awaitable[T]], snapshot: bool = True) -> T:
         """`query` on a pooled reader; `snapshot=False` for a read of one statement, which is
         consistent by itself and then costs one trip to the reader's thread, not three."""
-        async with self.db.reader(snapshot) as reader:
+        async with self._reads.slot(acting_for.get()), self.db.reader(snapshot) as reader:
             return await query(reader)
 
     async def _write(self, op: Callable[[Conn], T]) -> T:
@@ -78,7 +88,13 @@ class Store:
             saved = workflows.save_version(conn, new)
             if saved.created and saved.current:
                 schedules.follow_version(
-                    conn, saved.workflow_id, new.version, new.schedule, new.now, next_fire
+                    conn,
+                    saved.workflow_id,
+                    new.version,
+                    new.schedule,
+                    new.now,
+                    next_fire,
+                    self.quotas,
                 )
             return saved
 
@@ -122,15 +138,15 @@ class Store:
     async def activate_schedule(
         self, activation: Activation, next_fire: NextFire
     ) -> WorkflowSchedule:
-        await self._write(lambda conn: schedules.activate(conn, activation, next_fire))
+        await self._write(lambda conn: schedules.activate(conn, activation, next_fire, self.quotas))
         return await self.get_schedule(activation.company, activation.workflow_id)
 
     async def deactivate_schedule(
         self, company: str, workflow_id: str, now: datetime, reason: str
     ) -> WorkflowSchedule:
-        await self.get_schedule(company, workflow_id)  # NOT_FOUND for another company's
-        await self._write(lambda conn: schedules.deactivate(conn, workflow_id, now, reason))
-        return await self.get_schedule(company, workflow_id)
+        return await self.db.writer.submit(
+            lambda conn: schedules.stop(conn, company, workflow_id, now, reason), urgent=True
+        )
 
     async def get_schedule(self, company: str, workflow_id: str) -> WorkflowSchedule:
         return await self._read(lambda r: reads.get_schedule(r, company, workflow_id))
@@ -153,7 +169,7 @@ class Store:
         """The fire's result, and the run it created."""
 
         def op(conn: Conn) -> tuple[FireResult, Run | None]:
-            result = schedules.fire(conn, request, next_at)
+            result = schedules.fire(conn, request, next_at, self.quotas)
             if not result.run_id:
                 return result, None
             replicas.own(conn, [result.run_id], self.replica)
@@ -173,6 +189,9 @@ class Store:
     ) -> list[tuple[Run, list[RunEvent], bool]]:
         def op(conn: Conn) -> list[tuple[Run, list[RunEvent], bool]]:
             made = schedules.create_backfill(conn, news, sequential)
+            if news:
+                added = [news[i].input for i, (_, _, new) in enumerate(made) if new]
+                usage.admit_runs(conn, self.quotas, news[0].company, added, inserted=True)
             replicas.own(conn, [run_id for run_id, _, new in made if new], self.replica)
             return [(runs.written_run(conn, run_id), events, new) for run_id, events, new in made]
 
@@ -184,6 +203,7 @@ class Store:
         def op(conn: Conn) -> tuple[Run, list[RunEvent], bool]:
             run_id, events, created = runs.create_run(conn, new)
             if created:
+                usage.admit_runs(conn, self.quotas, new.company, [new.input], inserted=True)
                 replicas.own(conn, [run_id], self.replica)
             return runs.written_run(conn, run_id), events, created
 
@@ -200,12 +220,19 @@ class Store:
         return await self._read(lambda r: reads.list_runs(r, company, filt, n, token))
 
     def update_run(
-        self, run_id: str, now: datetime, change: Callable[[RunTx], None], *, owned: bool = True
+        self,
+        run_id: str,
+        now: datetime,
+        change: Callable[[RunTx], None],
+        *,
+        owned: bool = True,
+        urgent: bool = False,
     ) -> asyncio.Future[list[RunEvent]]:
         """Queue `change` to run in a transaction (in commit order) and return the future of
         the events it appended, resolved once they are durable. `owned`: only while this
         replica owns the run (an executor's changes), else `RunTaken`; a cancel request may
-        come from any replica."""
+        come from any replica. `urgent`: ahead of every company's queued changes (a change
+        that stops work, such as a cancel request)."""
         owner = self.replica if owned else None
 
         def op(conn: Conn) -> list[RunEvent]:
@@ -213,7 +240,7 @@ class Store:
             change(tx)
             return tx.close()
 
-        return self.db.writer.submit(op)
+        return self.db.writer.submit(op, urgent=urgent)
 
     async def jobs_to_cancel(self) -> list[tuple[str, str]]:
         """(job id, company) of every job still to be cancelled."""

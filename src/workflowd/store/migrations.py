@@ -236,4 +236,34 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN cursor TEXT",
         "ALTER TABLE jobs_to_cancel ADD COLUMN task_key TEXT NOT NULL DEFAULT ''",
     ),
+    (
+        # Per-company quotas: the bytes of run values each company stores, a running total kept
+        # in the transactions that store them (existing values are counted here, by the
+        # characters of their JSON text); and active runs counted by company.
+        """
+        CREATE TABLE company_usage (
+            company TEXT PRIMARY KEY,
+            stored_bytes INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        """
+        INSERT INTO company_usage (company, stored_bytes)
+        SELECT r.company, SUM(
+            LENGTH(r.input) + LENGTH(r.context) + COALESCE(LENGTH(r.output), 0)
+            + COALESCE(t.stored, 0)
+        )
+        FROM runs AS r LEFT JOIN (
+            SELECT run_id, SUM(
+                COALESCE(LENGTH(input), 0) + COALESCE(LENGTH(job_request), 0)
+                + COALESCE(LENGTH(output), 0)
+            ) AS stored
+            FROM task_instances GROUP BY run_id
+        ) AS t ON t.run_id = r.id
+        GROUP BY r.company
+        """,
+        """
+        CREATE INDEX runs_company_active ON runs (company)
+        WHERE status IN ('pending', 'running', 'cancelling')
+        """,
+    ),
 )

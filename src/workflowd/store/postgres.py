@@ -19,6 +19,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from workflowd.domain.errors import Unavailable
+from workflowd.domain.quotas import Quotas
 from workflowd.store.face import Store
 from workflowd.store.migrate import migrate
 from workflowd.store.query import Reader
@@ -114,6 +115,11 @@ class PostgresDatabase:
         self._readers = readers
         self._pool: AsyncConnectionPool[AsyncConnection] | None = None
         self._closed = False
+
+    @property
+    def readers(self) -> int:
+        """How many reads may run at once."""
+        return self._readers
 
     def _connect_writer(self) -> _WriterConn:
         try:
@@ -245,8 +251,8 @@ class PostgresStore(Store):
     """Workflows, runs and events in a PostgreSQL database (one group-committing writer per
     process, a pool of readers)."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(PostgresDatabase(url))
+    def __init__(self, url: str, quotas: Quotas | None = None) -> None:
+        super().__init__(PostgresDatabase(url), quotas)
         self.url = redact(url)
 
     def shared_log(self) -> Callable[[float], Awaitable[None]] | None:

@@ -225,8 +225,13 @@ async def get_schedule(reader: Reader, company: str, workflow_id: str) -> Workfl
         "SELECT * FROM schedules WHERE workflow_id = ? AND company = ?", (workflow_id, company)
     )
     if not found:
-        raise NotFound(f"workflow {workflow_id} has no schedule: activate it with ScheduleWorkflow")
+        raise no_schedule(workflow_id)
     return (await schedules_of(reader, found))[0]
+
+
+def no_schedule(workflow_id: str) -> NotFound:
+    """Said alike of a schedule that does not exist and of another company's."""
+    return NotFound(f"workflow {workflow_id} has no schedule: activate it with ScheduleWorkflow")
 
 
 async def schedule_of(reader: Reader, workflow_id: str) -> WorkflowSchedule | None:

@@ -27,6 +27,7 @@ from workflowd.domain.run import (
     transition_run,
     transition_task,
 )
+from workflowd.store import usage
 from workflowd.store.codec import dump, load, ts
 from workflowd.store.sql import Conn
 
@@ -106,7 +107,7 @@ class RunTx:
         """COMPLETED with its output, FAILED with its problem, or CANCELLED with its reason."""
         columns: dict[str, Any] = {"ended_at": ts(at)}
         if status == RunStatus.COMPLETED:
-            columns["output"] = dump(output)
+            columns["output"] = self._stored(dump(output))
         if problem is not None:
             columns["error"] = dump(problem.to_json())
         if reason:
@@ -114,7 +115,12 @@ class RunTx:
         self._run_status(status, columns, _EventFields(error=problem, reason=reason))
 
     def set_context(self, context: JsonObject) -> None:
-        self._update("runs", "id = ?", (self._run_id,), {"context": dump(context)})
+        old = self._conn.execute(
+            "SELECT LENGTH(context) AS n FROM runs WHERE id = ?", (self._run_id,)
+        ).fetchone()
+        text = dump(context)
+        usage.add_stored(self._conn, self._company, len(text.encode()) - int(old["n"] or 0))
+        self._update("runs", "id = ?", (self._run_id,), {"context": text})
 
     def set_cursor(self, cursor: JsonObject | None) -> None:
         """Where the interpretation stands, committed with the changes that brought it there."""
@@ -143,11 +149,11 @@ class RunTx:
         self._event(RunEventType.TASK_STARTED, fields)
 
     def set_input(self, key: str, task_input: Json) -> None:
-        self._update_instance(key, {"input": dump(task_input)})
+        self._update_instance(key, {"input": self._stored(dump(task_input))})
 
     def record_intent(self, key: str, request: JsonObject) -> None:
         """The exact job request, committed before the job is submitted."""
-        self._update_instance(key, {"job_request": dump(request)})
+        self._update_instance(key, {"job_request": self._stored(dump(request))})
 
     def record_job(self, key: str, job_id: str) -> None:
         """The submitted job's id (TASK_JOB_SUBMITTED), once; nothing once the task ended."""
@@ -179,7 +185,7 @@ class RunTx:
         exists is never lost."""
         columns: dict[str, Any] = {"ended_at": ts(at), "wake_at": None}
         if store_output:
-            columns["output"] = dump(output)
+            columns["output"] = self._stored(dump(output))
         if job_id:
             columns["job_id"] = job_id
         if problem is not None:
@@ -240,6 +246,11 @@ class RunTx:
         )
 
     # --- writing ------------------------------------------------------------------------------
+
+    def _stored(self, text: str) -> str:
+        """`text`, counted in the company's stored bytes (`usage.py`): a value the run keeps."""
+        usage.add_stored(self._conn, self._company, len(text.encode()))
+        return text
 
     def _instance(self, key: str) -> tuple[_Instance, TaskStatus]:
         known = self._instances.get(key)

@@ -12,6 +12,8 @@ from dataclasses import replace
 from datetime import datetime
 
 from workflowd.domain.definition import Schedule
+from workflowd.domain.errors import QuotaExceeded
+from workflowd.domain.quotas import Quotas
 from workflowd.domain.run import ACTIVE_RUN_STATUSES, NewRun, RunEvent, RunStatus, RunTrigger
 from workflowd.domain.schedule import (
     Activation,
@@ -26,7 +28,7 @@ from workflowd.domain.schedule import (
     cancel_other_reason,
     decide_overlap,
 )
-from workflowd.store import rows
+from workflowd.store import reads, rows, usage
 from workflowd.store.codec import ts
 from workflowd.store.runs import insert_run
 from workflowd.store.runtx import RunTx
@@ -42,13 +44,17 @@ def current(conn: Conn, workflow_id: str) -> WorkflowSchedule | None:
     return None if row is None else rows.schedule(row)
 
 
-def activate(conn: Conn, new: Activation, next_fire: NextFire) -> None:
+def activate(conn: Conn, new: Activation, next_fire: NextFire, quotas: Quotas) -> None:
     """Activate, or update the policies of an active schedule (its phase and next instant
-    stay unless its spec changed)."""
+    stay unless its spec changed). A schedule that was not active takes one of the company's
+    active schedules (its quota)."""
     row = conn.execute(
         "SELECT * FROM schedules WHERE workflow_id = ?", (new.workflow_id,)
     ).fetchone()
     p = new.policies
+    quotas.check_every(new.spec.every_s)
+    if row is None or not row["active"]:
+        quotas.check_active_schedules(usage.active_schedules(conn, new.company))
     if row is None:
         next_at = next_fire(new.spec, new.now, new.now)
         conn.execute(
@@ -97,6 +103,26 @@ def deactivate(conn: Conn, workflow_id: str, now: datetime, reason: str) -> bool
     return True
 
 
+def stop(
+    conn: Conn, company: str, workflow_id: str, now: datetime, reason: str
+) -> WorkflowSchedule:
+    """Stop the company's schedule of the workflow (NotFound for another company's) and return
+    it as this transaction leaves it, with its recent decisions: an unschedule is one write
+    and no read, so it waits for nothing but its own commit."""
+    row = conn.execute(
+        "SELECT 1 FROM schedules WHERE workflow_id = ? AND company = ?", (workflow_id, company)
+    ).fetchone()
+    if row is None:
+        raise reads.no_schedule(workflow_id)
+    deactivate(conn, workflow_id, now, reason)
+    decided = conn.execute(
+        "SELECT * FROM schedule_decisions WHERE workflow_id = ? ORDER BY id DESC LIMIT ?",
+        (workflow_id, reads.RECENT_DECISIONS),
+    ).fetchall()
+    stored = conn.execute("SELECT * FROM schedules WHERE workflow_id = ?", (workflow_id,))
+    return rows.schedule(stored.fetchone(), [rows.decision(d) for d in decided])
+
+
 def follow_version(
     conn: Conn,
     workflow_id: str,
@@ -104,15 +130,18 @@ def follow_version(
     spec: Schedule | None,
     now: datetime,
     next_fire: NextFire,
+    quotas: Quotas,
 ) -> None:
     """A new current version: an active schedule takes its `schedule` block, in the same
-    transaction as the version, or stops when it has none."""
+    transaction as the version, or stops when it has none. A block that would fire more often
+    than the company's quota refuses the version."""
     stored = current(conn, workflow_id)
     if stored is None or not stored.active:
         return
     if spec is None:
         deactivate(conn, workflow_id, now, f"version {version} has no schedule block")
         return
+    quotas.check_every(spec.every_s)
     next_at = stored.next_fire_at
     if spec != stored.spec:
         next_at = next_fire(spec, stored.anchor, max(now, stored.last_fire_at or now))
@@ -123,9 +152,10 @@ def follow_version(
     )
 
 
-def fire(conn: Conn, request: FireRequest, next_at: datetime | None) -> FireResult:
+def fire(conn: Conn, request: FireRequest, next_at: datetime | None, quotas: Quotas) -> FireResult:
     """Decide `request.instant` and commit everything it implies; `next_at` is the schedule's
-    next instant after this one. The result names the run it created (the caller reads it)."""
+    next instant after this one. The result names the run it created (the caller reads it).
+    A run the company's quotas refuse is not created: the instant is skipped, saying why."""
     stored = current(conn, request.workflow_id)
     if (
         stored is None
@@ -140,6 +170,8 @@ def fire(conn: Conn, request: FireRequest, next_at: datetime | None) -> FireResu
     else:
         active = _active_runs(conn, request.workflow_id)
         overlap = decide_overlap(stored.policies.overlap, active, request.catching_up)
+    if overlap.outcome.creates_run:
+        overlap = _within_quotas(conn, quotas, stored, request.run, overlap)
     decision = FireDecision(request.instant, overlap.outcome, overlap.reason, request.now)
     run_id = ""
     events: list[RunEvent] = []
@@ -191,6 +223,24 @@ def create_backfill(
             out.append((new.id, insert_run(conn, replace(new, after_run_id=after)), True))
         previous = out[-1][0]
     return out
+
+
+def _within_quotas(
+    conn: Conn,
+    quotas: Quotas,
+    schedule: WorkflowSchedule,
+    run: NewRun,
+    overlap: OverlapDecision,
+) -> OverlapDecision:
+    """The overlap decision, or a skip when the company's quotas refuse the run (a schedule
+    activated before the shortest interval's quota was raised past its own skips every
+    instant, saying why)."""
+    try:
+        quotas.check_every(schedule.spec.every_s)
+        usage.admit_runs(conn, quotas, run.company, [run.input], inserted=False)
+    except QuotaExceeded as exc:
+        return OverlapDecision(FireOutcome.SKIPPED, f"refused by a quota: {exc.message}")
+    return overlap
 
 
 def _request_cancel(conn: Conn, run_id: str, now: datetime, instant: datetime) -> list[RunEvent]:

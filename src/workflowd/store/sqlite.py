@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from workflowd.domain.quotas import Quotas
 from workflowd.store.db import SqliteDatabase
 from workflowd.store.face import Store
 
@@ -12,6 +13,6 @@ class SqliteStore(Store):
     """Workflows, runs and events in one SQLite file (WAL, one group-committing writer,
     aiosqlite readers)."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(SqliteDatabase(path))
+    def __init__(self, path: Path, quotas: Quotas | None = None) -> None:
+        super().__init__(SqliteDatabase(path), quotas)
         self.path = path

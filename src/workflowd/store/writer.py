@@ -3,20 +3,26 @@
 Every change queued while the writer was busy runs in the next transaction, each inside its
 own SAVEPOINT (a change that raises is rolled back alone; the batch goes on), and each caller's
 future resolves only once that transaction committed. Durability then costs one commit per
-batch, not one per change. The thread runs the store's synchronous change functions as they
-are (a `Conn` from `sql.py`), for SQLite and PostgreSQL alike.
+batch, not one per change. A batch takes at most `MAX_BATCH` changes, company by company in
+turn (`domain/fairness.py`): one company's thousands of queued changes delay another's by one
+batch, not by all of them. A change that stops work (an unschedule, a cancel request) is
+`urgent`: it goes first in the next batch, never behind the backlog it is meant to stop. The
+thread runs the store's synchronous change functions as they are (a `Conn` from `sql.py`),
+for SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from workflowd.domain.errors import Unavailable
+from workflowd.domain.fairness import TakeTurns, acting_for
 from workflowd.store.sql import Conn
 
 T = TypeVar("T")
@@ -63,7 +69,9 @@ class GroupWriter:
         self._before_commit = before_commit
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"workflowd-{name}-writer")
         self._conn: WriterConn | None = None
-        self._queue: asyncio.Queue[_Pending | None] | None = None
+        self._queue: TakeTurns[_Pending] = TakeTurns()
+        self._urgent: deque[_Pending] = deque()
+        self._queued = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._commits = 0
@@ -76,8 +84,12 @@ class GroupWriter:
     def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("the writer is already started")
-        self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._loop(), name="store-writer")
+
+    @property
+    def queued(self) -> int:
+        """Changes waiting for a batch."""
+        return len(self._queue) + len(self._urgent)
 
     @property
     def commits(self) -> int:
@@ -85,21 +97,27 @@ class GroupWriter:
         held): with the number of writes, how well commits are shared."""
         return self._commits
 
-    def submit(self, op: Op[T]) -> asyncio.Future[T]:
-        """Queue a write now (keeping its place in commit order) and return its future."""
-        if self._closed or self._queue is None:
+    def submit(self, op: Op[T], *, urgent: bool = False) -> asyncio.Future[T]:
+        """Queue a write now, in the line of the company the caller acts for (keeping its place
+        in that company's commit order), or `urgent`, ahead of every line; return its future."""
+        if self._closed or self._task is None:
             raise Unavailable("the store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(op, future))
+        pending = _Pending(op, future)
+        if urgent:
+            self._urgent.append(pending)
+        else:
+            self._queue.push(acting_for.get(), pending)
+        self._queued.set()
         return future
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None and self._queue is not None:
-            # The sentinel lets every write queued before the close commit and answer its caller.
-            self._queue.put_nowait(None)
+        if self._task is not None:
+            # Every write queued before the close commits and answers its caller first.
+            self._queued.set()
             await self._task
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._close_connection)
@@ -116,18 +134,18 @@ class GroupWriter:
             self._conn = None
 
     async def _loop(self) -> None:
-        assert self._queue is not None
         loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            batch: list[_Pending] = []
-            item = await self._queue.get()
-            while item is not None:
-                batch.append(item)
-                if len(batch) >= MAX_BATCH or self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
-            stopping = item is None
+        while True:
+            if not self._queue and not self._urgent:
+                if self._closed:
+                    return
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            batch = [self._urgent.popleft() for _ in range(min(MAX_BATCH, len(self._urgent)))]
+            batch += [
+                self._queue.pop() for _ in range(min(MAX_BATCH - len(batch), len(self._queue)))
+            ]
             live = [p for p in batch if not p.future.cancelled()]
             if not live:
                 continue

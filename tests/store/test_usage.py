@@ -1,0 +1,45 @@
+"""What each company takes of the store, counted in the transactions that store it
+(`store/usage.py`), on each backend: run inputs when runs are created, and every value a run's
+changes store (a task's input, job request and output, the context as it is replaced, the run's
+output), exactly, across restarts."""
+
+from __future__ import annotations
+
+from tests.store.test_store import NOW, new_run, open_store
+from workflowd.domain.run import NewInstance, RunStatus, TaskStatus
+from workflowd.store import usage
+from workflowd.store.runtx import RunTx
+from workflowd.store.sql import Conn
+
+
+async def stored(store_url: str) -> int:
+    store = await open_store(store_url)
+    try:
+        return await store.db.writer.submit(lambda conn: usage.stored_bytes(conn, "local"))
+    finally:
+        await store.aclose()
+
+
+def instance(key: str) -> NewInstance:
+    return NewInstance(key, 1, "a", "call", "ExecuteDml", key, 0, (), 1, "", NOW)
+
+
+async def test_a_runs_changes_count_the_values_they_store(store_url: str) -> None:
+    store = await open_store(store_url)
+    await new_run(store, "r1")  # its input and its context, `{}` each: 2 + 2 bytes
+
+    def work(conn: Conn) -> None:
+        tx = RunTx(conn, "r1", NOW)
+        tx.start_run(NOW)
+        tx.start_instance(instance("/do/0/a"))
+        tx.set_input("/do/0/a", {"in": 1})  # {"in":1}: 8 bytes
+        tx.record_intent("/do/0/a", {"type": "x"})  # 12 bytes
+        tx.end_instance("/do/0/a", TaskStatus.COMPLETED, NOW, output=[1, 2], store_output=True)
+        tx.set_context({"grown": "x" * 600})  # replaces `{}`: 614 - 2 bytes
+        tx.set_context({"k": 1})  # 7 - 614 bytes
+        tx.end_run(RunStatus.COMPLETED, NOW, output="done")  # 6 bytes
+        tx.close()
+
+    await store.db.writer.submit(work)
+    await store.aclose()
+    assert await stored(store_url) == 2 + 2 + 8 + 12 + 5 + (7 - 2) + 6  # exact, after a restart
