@@ -46,6 +46,9 @@ class Settings:
     max_value_bytes: int = 1024 * 1024
     max_value_depth: int = 32
     max_backfill_runs: int = 1000
+    # After downtime, a schedule's catch-up fires at most this many missed instants (the
+    # latest) and records the others as missed.
+    max_catchup_runs: int = 100
     max_message_bytes: int = 8 * 1024 * 1024
     drain_grace_s: float = 1.0
     log_format: str = "text"
@@ -71,6 +74,8 @@ class Settings:
         self._check_store()
         if not 1.0 <= self.replica_lease_s <= 3600.0:
             raise InvalidRequest("replica_lease_s", "must be between 1 and 3600 seconds")
+        if not 1 <= self.max_catchup_runs <= 100_000:
+            raise InvalidRequest("max_catchup_runs", "must be between 1 and 100000")
         if self.log_format not in ("text", "json"):
             raise InvalidRequest("log_format", "must be text or json")
         if bool(self.tls_cert) != bool(self.tls_key):

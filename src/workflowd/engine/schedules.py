@@ -8,6 +8,7 @@ instant); only then are runs started and events published.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from workflowd.domain.schedule import (
     cancel_other_reason,
 )
 from workflowd.domain.workflow import Workflow, WorkflowStatus
-from workflowd.engine import fires
+from workflowd.engine import catchup, fires
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.ports import ScheduleStore
@@ -47,6 +48,9 @@ MAX_CATCHUP_WINDOW_S = 366 * 86400.0
 @dataclass(frozen=True, slots=True)
 class ScheduleLimits:
     max_backfill_runs: int = 1000
+    # After downtime, a catch-up fires at most this many instants (the latest); the others
+    # are recorded missed.
+    max_catchup_runs: int = 100
     # A fire processed this late is still on time; later, it is a catch-up (the scheduler was
     # not running at the instant).
     on_time_s: float = 60.0
@@ -210,37 +214,29 @@ class Schedules:
             return schedule.next_fire_at  # another scheduler, or a new version, moved it on
         now = self._deps.clock.now()
         if (now - instant).total_seconds() <= self._limits.on_time_s:
-            following = fires.next_fire(schedule.spec, schedule.anchor, max(now, instant))
+            # The next instant follows this one, not now: instants that came while this one
+            # waited are due at once, and each is fired, caught up or recorded missed.
+            following = fires.next_fire(schedule.spec, schedule.anchor, instant)
             await self._fire_one(schedule, instant, False, following)
             return following
         return await self._catch_up(schedule, now)
 
     async def _catch_up(self, schedule: WorkflowSchedule, now: datetime) -> datetime | None:
-        """Instants missed while no scheduler ran: those in the window fire by the policy,
-        the others are recorded as missed (one record for the lot)."""
-        spec, anchor, policies = schedule.spec, schedule.anchor, schedule.policies
-        assert schedule.next_fire_at is not None
-        window_start = now - timedelta(seconds=policies.catchup_window_s)
-        # The window spans at most a year of a schedule's instants; ALL fires each of them.
-        within = fires.between(spec, anchor, max(window_start, schedule.next_fire_at), now, 10_000)
-        if policies.catchup is CatchupPolicy.NONE:
-            firing: list[datetime] = []
-        elif policies.catchup is CatchupPolicy.LATEST:
-            firing = within[-1:]
-        else:
-            firing = within
-        following = fires.next_fire(spec, anchor, now)
-        first_missed = schedule.next_fire_at
-        if not firing or first_missed < firing[0]:
-            reason = _missed_reason(policies, first_missed, window_start)
-            missed = FireDecision(first_missed, FireOutcome.MISSED, reason, now)
-            next_at = firing[0] if firing else following
-            await self._store.record_decision(schedule.workflow_id, missed, next_at)
-            self._observe(missed, True)
-        for index, instant in enumerate(firing):
-            after = firing[index + 1] if index + 1 < len(firing) else following
-            await self._fire_one(schedule, instant, True, after)
-        return following
+        """Instants missed while no scheduler ran: the latest fire by the policy (at most
+        `max_catchup_runs`), the others are recorded as missed (one record for the lot)."""
+        # Off the event loop: a cron walked over a long window may take a while.
+        planned = await asyncio.to_thread(
+            catchup.plan, schedule, now, self._limits.max_catchup_runs
+        )
+        if planned.missed is not None:
+            firing = planned.firing
+            next_at = firing[0] if firing else planned.following
+            await self._store.record_decision(schedule.workflow_id, planned.missed, next_at)
+            self._observe(planned.missed, True)
+        for index, instant in enumerate(planned.firing):
+            after = planned.firing[index + 1] if index + 1 < len(planned.firing) else None
+            await self._fire_one(schedule, instant, True, after or planned.following)
+        return planned.following
 
     async def _fire_one(
         self,
@@ -366,15 +362,3 @@ def _check_range(start: datetime, end: datetime, now: datetime) -> None:
             "end_time",
             "is in the future: a backfill covers past instants; the schedule fires future ones",
         )
-
-
-def _missed_reason(policies: SchedulePolicies, first: datetime, window_start: datetime) -> str:
-    if policies.catchup is CatchupPolicy.NONE:
-        return f"no scheduler ran from {first.isoformat()}; the catch-up policy is NONE"
-    if first < window_start:
-        return (
-            f"no scheduler ran from {first.isoformat()}: instants before "
-            f"{window_start.isoformat()} are outside the catch-up window "
-            f"({policies.catchup_window_s:g} s)"
-        )
-    return f"no scheduler ran from {first.isoformat()}; LATEST fires only the most recent instant"
