@@ -12,7 +12,7 @@ import pytest
 
 from tests.postgres import fresh_schema
 from workflowd.domain.definition import Schedule
-from workflowd.domain.errors import InvalidRequest, WorkflowdError
+from workflowd.domain.errors import InvalidRequest, Unavailable, ValueRefused, WorkflowdError
 from workflowd.domain.run import (
     IllegalTransition,
     NewRun,
@@ -210,3 +210,46 @@ async def test_a_run_adopted_elsewhere_takes_no_more_changes_from_its_old_owner(
     finally:
         await old.aclose()
         await adopter.aclose()
+
+
+async def test_a_value_the_database_refuses_is_the_callers_and_the_writer_goes_on() -> None:
+    """A NUL in text is refused by PostgreSQL itself: the store says so as INVALID_ARGUMENT's
+    `ValueRefused` (the API refuses such values first; this is the net below it)."""
+    with fresh_schema() as url:
+        store = await open_store(url)
+        try:
+            await new_run(store, "r1")
+            with pytest.raises(ValueRefused) as info:
+                await store.update_run("r1", NOW, lambda tx: tx.request_cancel("stop\0now"))
+            assert "NUL" in info.value.message
+            await store.update_run("r1", NOW, lambda tx: tx.request_cancel("stop now"))
+            assert (await store.get_run("local", "r1")).status == RunStatus.CANCELLING
+        finally:
+            await store.aclose()
+
+
+@pytest.mark.parametrize("where", [0, 4096])
+async def test_a_damaged_sqlite_file_is_one_sentence_not_sqlites_exception(
+    tmp_path: Path, where: int
+) -> None:
+    """Its header, or every page after the first, overwritten: opening it (or reading what is damaged) raises
+    `Unavailable` naming the file and what to do."""
+    path = tmp_path / "w.db"
+    store = await open_store(f"sqlite://{path}")
+    for i in range(50):
+        await new_run(store, f"r{i}")
+    await store.aclose()
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.seek(where)
+        file.write(b"\xa5" * (size - where))
+    with pytest.raises(Unavailable) as info:
+        store = await open_store(f"sqlite://{path}")
+        try:
+            await store.runs_by_id([f"r{i}" for i in range(50)])
+        finally:
+            await store.aclose()
+    assert info.value.message.startswith(f"the SQLite store {path} is damaged (")
+    assert info.value.message.endswith(
+        "restore it from a backup, or move it aside to start with an empty store"
+    )

@@ -13,7 +13,7 @@ from datetime import datetime
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable, WorkflowdError
-from workflowd.domain.json import Json
+from workflowd.domain.json import Json, nul_pointer
 from workflowd.domain.page import Page
 from workflowd.domain.run import (
     NewRun,
@@ -62,6 +62,8 @@ class Runs:
     async def trigger(self, company: str, request: TriggerRequest) -> Run:
         if self.launcher.draining:
             raise Unavailable("workflowd is shutting down and accepts no new runs; retry shortly")
+        if request.idempotency_key:
+            ids.check_key("idempotency_key", request.idempotency_key)
         workflow = await self._definitions.get(company, request.ref)
         if workflow.status == WorkflowStatus.ARCHIVED:
             raise FailedPrecondition(
@@ -102,6 +104,12 @@ class Runs:
         problem = self._deps.limits.values.problem(run_input)
         if problem is not None:
             raise InvalidRequest("input", f"cannot be stored: {problem}")
+        nul = nul_pointer(run_input)
+        if nul is not None:
+            # The pointer names keys of the caller's: bounded, like every echo of input.
+            raise InvalidRequest(
+                f"input{nul[:200]}", "holds a NUL character (U+0000), which cannot be stored"
+            )
         if not isinstance(definition.input_schema, dict | bool):
             return
         # In a bounded worker, not on the event loop: a `pattern` runs Python's backtracking re.
@@ -135,8 +143,7 @@ class Runs:
     async def cancel(self, company: str, run_id: str, reason: str = "") -> Run:
         """Ask the run to stop (CANCELLING, then CANCELLED once its job stopped); a run that
         has ended is returned as it is."""
-        if len(reason) > MAX_REASON_CHARS:
-            raise InvalidRequest("reason", f"must be at most {MAX_REASON_CHARS} characters")
+        ids.check_text("reason", reason, MAX_REASON_CHARS)
         run = await self.get(company, run_id)
         if run.status.terminal or run.status == RunStatus.CANCELLING:
             return run

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
-from workflowd.domain.errors import FailedPrecondition, InvalidRequest
+from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable, WorkflowdError
 from workflowd.domain.page import Page
 from workflowd.domain.run import NewRun, Run, RunTrigger, TaskRun
 from workflowd.domain.schedule import (
@@ -26,6 +26,7 @@ from workflowd.domain.schedule import (
     FireDecision,
     FireOutcome,
     FireRequest,
+    FireResult,
     OverlapPolicy,
     SchedulePolicies,
     WorkflowSchedule,
@@ -43,6 +44,7 @@ log = logging.getLogger("workflowd.scheduler")
 
 UPCOMING = 10
 MAX_CATCHUP_WINDOW_S = 366 * 86400.0
+MAX_REASON_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,22 +248,20 @@ class Schedules:
         following: datetime | None,
     ) -> None:
         now = self._deps.clock.now()
-        workflow = await self._definitions.get(
-            schedule.company,
-            WorkflowRef(workflow_id=schedule.workflow_id, version=schedule.version),
-        )
-        definition = await self._definitions.definition(workflow)
-        refusal = await self._input_refusal(definition)
-        if refusal:
-            decision = FireDecision(instant, FireOutcome.SKIPPED, refusal, now)
+        try:
+            fired = await self._commit_fire(schedule, instant, catching_up, following, now)
+        except Unavailable:
+            raise  # the store is down: the loop retries the instant
+        except WorkflowdError as exc:
+            # Retrying cannot help (the stored version no longer parses, the store refuses a
+            # value): the instant is decided, saying why, and the schedule moves on.
+            fired = ids.printable(f"the run cannot be created: {exc.message}")[:MAX_REASON_CHARS]
+        if isinstance(fired, str):
+            decision = FireDecision(instant, FireOutcome.SKIPPED, fired, now)
             await self._store.record_decision(schedule.workflow_id, decision, following)
             self._observe(decision, catching_up)
             return
-        new = self._new_run(workflow, definition, instant, RunTrigger.SCHEDULE, now)
-        request = FireRequest(
-            schedule.workflow_id, instant, schedule.version, catching_up, new, now
-        )
-        result, run = await self._store.fire(request, following)
+        result, run, definition = fired
         self._deps.crash_point("after_fire_commit")
         self._deps.hub.publish(list(result.events))
         self._deps.metrics.observe_events(result.events)
@@ -272,6 +272,30 @@ class Schedules:
             self._runs.launcher.start(run, definition)
         if result.decision is not None:
             self._observe(result.decision, catching_up)
+
+    async def _commit_fire(
+        self,
+        schedule: WorkflowSchedule,
+        instant: datetime,
+        catching_up: bool,
+        following: datetime | None,
+        now: datetime,
+    ) -> tuple[FireResult, Run | None, WorkflowDefinition] | str:
+        """The committed fire, or why it creates no run (the schema refuses its input)."""
+        workflow = await self._definitions.get(
+            schedule.company,
+            WorkflowRef(workflow_id=schedule.workflow_id, version=schedule.version),
+        )
+        definition = await self._definitions.definition(workflow)
+        refusal = await self._input_refusal(definition)
+        if refusal:
+            return refusal
+        new = self._new_run(workflow, definition, instant, RunTrigger.SCHEDULE, now)
+        request = FireRequest(
+            schedule.workflow_id, instant, schedule.version, catching_up, new, now
+        )
+        result, run = await self._store.fire(request, following)
+        return result, run, definition
 
     async def _input_refusal(self, definition: WorkflowDefinition) -> str:
         """Why a scheduled run's empty input (`{}`) fails the workflow's input.schema."""

@@ -15,6 +15,7 @@ from workflowd.spec.fields import (
     expect_object,
     type_name,
 )
+from workflowd.spec.names import check_name
 from workflowd.spec.operations import OPERATIONS
 
 # The DSL's other task kinds, by their distinguishing key; `do` last because `for` has one too.
@@ -67,6 +68,7 @@ def check_do(do: Json, max_tasks: int) -> list[Diagnostic]:
         seen.add(name)
         if not name.strip():
             out.append(Diagnostic("task names must not be empty", pointer_join(where, name)))
+        out += check_name(name, pointer_join(where, name))
         out += check_task(body, pointer_join(where, name))
     return out
 

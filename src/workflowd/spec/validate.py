@@ -20,6 +20,7 @@ from workflowd.spec.fields import (
     type_name,
 )
 from workflowd.spec.inputschema import check_input_schema
+from workflowd.spec.names import check_strings
 from workflowd.spec.schedule import check_schedule
 from workflowd.spec.tasks import build_tasks, check_do
 from workflowd.spec.yamlload import Positions, load
@@ -83,7 +84,7 @@ def _validate(text: str, limits: Limits) -> ValidationResult:
             f"not {type_name(document)}"
         )
         return ValidationResult(None, (Diagnostic(message, "", 1, 1),), document)
-    diagnostics += check_workflow(document, limits)
+    diagnostics += check_workflow(document, limits) + check_strings(document)
     placed = tuple(_place(d, loaded.positions) for d in diagnostics)
     if any(d.severity is Severity.ERROR for d in placed):
         return ValidationResult(None, placed, document)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from workflowd.domain.errors import Unavailable
+from workflowd.domain.errors import Unavailable, ValueRefused
 from workflowd.store.migrate import migrate
 from workflowd.store.query import Reader
 from workflowd.store.sql import SQLITE, Dialect, SqliteConn
@@ -37,6 +37,26 @@ def _pragmas(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA busy_timeout=5000")
 
 
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def translator(path: Path) -> Callable[[Exception], Exception]:
+    """SQLite's errors as ours: a damaged file is an outage to repair, named in one sentence;
+    a value SQLite refuses is the request's."""
+
+    def translate(exc: Exception) -> Exception:
+        if isinstance(exc, sqlite3.DatabaseError) and exc.sqlite_errorname in _DAMAGED:
+            return Unavailable(
+                f"the SQLite store {path} is damaged ({exc}): restore it from a backup, or "
+                "move it aside to start with an empty store"
+            )
+        if isinstance(exc, sqlite3.DataError):
+            return ValueRefused(str(exc))
+        return exc
+
+    return translate
+
+
 class _WriterConn(SqliteConn):
     def close(self) -> None:
         self.raw.close()
@@ -56,7 +76,10 @@ class _AioReader:
 class SqliteDatabase:
     def __init__(self, path: Path, readers: int = READERS) -> None:
         self.path = path
-        self.writer = GroupWriter(self._connect_writer, _BEGIN_WRITE, "sqlite")
+        self._translate = translator(path)
+        self.writer = GroupWriter(
+            self._connect_writer, _BEGIN_WRITE, "sqlite", translate=self._translate
+        )
         self._readers = readers
         self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
         self._all: list[aiosqlite.Connection] = []
@@ -100,6 +123,11 @@ class SqliteDatabase:
             if begin is not None:
                 await asyncio.shield(begin)
             yield _AioReader(conn)
+        except sqlite3.Error as exc:
+            ours = self._translate(exc)
+            if ours is exc:
+                raise
+            raise ours from exc
         finally:
             if begin is None:
                 self._idle.put_nowait(conn)

@@ -51,8 +51,12 @@ class GroupWriter:
         begin: str,
         name: str,
         before_commit: str = "",
+        translate: Callable[[Exception], Exception] = lambda exc: exc,
     ) -> None:
         self._connect = connect
+        # The database's own errors, raised by a change, as ours (a value it refuses, a
+        # damaged file), so no caller sees sqlite3's or psycopg's exceptions.
+        self._translate = translate
         self._begin = begin
         # A statement that ends every batch before its COMMIT (PostgreSQL: tell the other
         # replicas that the log has grown).
@@ -67,7 +71,13 @@ class GroupWriter:
     async def run_once(self, op: Op[T]) -> T:
         """Run `op` on the writer's thread and connection outside any batch (migrations)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: op(self._connection()))
+        try:
+            return await loop.run_in_executor(self._pool, lambda: op(self._connection()))
+        except Exception as exc:
+            ours = self._translate(exc)
+            if ours is exc:
+                raise
+            raise ours from exc
 
     def start(self) -> None:
         if self._task is not None:
@@ -100,6 +110,12 @@ class GroupWriter:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._close_connection)
         self._pool.shutdown(wait=True)
+
+    def _ours(self, exc: Exception) -> Exception:
+        ours = self._translate(exc)
+        if ours is not exc:
+            ours.__cause__ = exc
+        return ours
 
     def _connection(self) -> WriterConn:
         if self._conn is None:
@@ -136,7 +152,7 @@ class GroupWriter:
                 if pending.future.done():
                     continue
                 if isinstance(outcome, _Failure):
-                    pending.future.set_exception(outcome.exc)
+                    pending.future.set_exception(self._ours(outcome.exc))
                 elif isinstance(outcome, Exception):
                     pending.future.set_exception(Unavailable(f"store write failed: {outcome}"))
                 else:
