@@ -243,12 +243,16 @@ async def test_a_damaged_sqlite_file_is_one_sentence_not_sqlites_exception(
     with path.open("r+b") as file:
         file.seek(where)
         file.write(b"\xa5" * (size - where))
-    with pytest.raises(Unavailable) as info:
-        store = await open_store(f"sqlite://{path}")
+
+    async def open_and_read() -> None:
+        damaged = await open_store(f"sqlite://{path}")
         try:
-            await store.runs_by_id([f"r{i}" for i in range(50)])
+            await damaged.runs_by_id([f"r{i}" for i in range(50)])
         finally:
-            await store.aclose()
+            await damaged.aclose()
+
+    with pytest.raises(Unavailable) as info:
+        await open_and_read()
     assert info.value.message.startswith(f"the SQLite store {path} is damaged (")
     assert info.value.message.endswith(
         "restore it from a backup, or move it aside to start with an empty store"
