@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from workflowd.api.client import ClientError
-from workflowd.cli.common import CliError
+from workflowd.cli.common import CliError, visible
 from workflowd.cli.show import duration, instant, status, task_status, when
 from workflowd.v1 import workflow_service_pb2 as pb
 
@@ -38,9 +38,9 @@ class TaskTable:
         self.status = run.status
         self.rows = [
             _Row(
-                t.name,
+                visible(t.name),
                 t.status,
-                t.job_id,
+                visible(t.job_id),
                 when(t.started_at, t.HasField("started_at")),
                 when(t.ended_at, t.HasField("ended_at")),
             )
@@ -53,7 +53,7 @@ class TaskTable:
             return
         row = self.rows[event.task_index]
         row.status = event.task_status
-        row.job_id = event.job_id or row.job_id
+        row.job_id = visible(event.job_id) or row.job_id
         moment = event.time.ToDatetime(tzinfo=UTC)
         if event.type == pb.RUN_EVENT_TYPE_TASK_STARTED:
             row.started = moment
@@ -71,7 +71,7 @@ class TaskTable:
         ]
         current = next((i for i, r in enumerate(self.rows) if r.status in _ACTIVE), len(rows))
         head = [
-            f"run {self.run_id}  {status(self.status)}",
+            f"run {visible(self.run_id)}  {status(self.status)}",
             f"  {'TASK':{width}}  {'STATUS':10}  {'JOB':36}  {'ELAPSED':>8}",
         ]
         return head + _window(rows, current, max(height - len(head) - 1, 3))
@@ -129,7 +129,7 @@ def event_line(event: pb.RunEvent) -> str:
     """One event of a run being followed: `#4 task_job_submitted build job J (run running)`."""
     task = f" {event.task_name}" if event.task_name else ""
     job = f" job {event.job_id}" if event.job_id else ""
-    return f"#{event.seq} {_kind(event)}{task}{job} (run {status(event.run_status)})"
+    return visible(f"#{event.seq} {_kind(event)}{task}{job} (run {status(event.run_status)})")
 
 
 def watch_line(event: pb.RunEvent) -> str:
@@ -137,10 +137,9 @@ def watch_line(event: pb.RunEvent) -> str:
     moment = instant(event.time.ToDatetime(tzinfo=UTC))
     is_task = event.task_index >= 0
     state = task_status(event.task_status) if is_task else status(event.run_status)
-    task = event.task_name if is_task else "-"
-    return (
-        f"{moment}  {event.run_id}  {_kind(event):18}  {task:20}  {state:10}  {event.job_id or '-'}"
-    ).rstrip()
+    task = visible(event.task_name) if is_task else "-"
+    run_id, job_id = visible(event.run_id), visible(event.job_id) or "-"
+    return f"{moment}  {run_id}  {_kind(event):18}  {task:20}  {state:10}  {job_id}".rstrip()
 
 
 def _kind(event: pb.RunEvent) -> str:
