@@ -4,6 +4,7 @@ checked transitions, time order."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -180,9 +181,27 @@ async def test_writes_survive_reopening_and_other_companies_see_nothing(store_ur
         await store.get_run("local", "r1")
 
 
-async def test_a_run_adopted_elsewhere_takes_no_more_changes_from_its_old_owner(
-    store_url: str,
-) -> None:
+async def test_a_run_adopted_elsewhere_takes_no_more_changes_from_its_old_owner() -> None:
+    """Replicas share a PostgreSQL store (a SQLite store has one process: its lock)."""
+    with fresh_schema() as url:
+        await _adopted_elsewhere(url)
+
+
+async def test_a_sqlite_store_has_one_process_at_a_time(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/w.db"
+    first = await open_store(url)
+    with pytest.raises(Unavailable) as info:
+        await open_store(url)
+    assert info.value.message == (
+        f"the SQLite store {tmp_path}/w.db is in use by another workflowd (process "
+        f"{os.getpid()}); stop it or choose another --store"
+    )
+    await first.aclose()
+    again = await open_store(url)  # released with the store, and after a failed open
+    await again.aclose()
+
+
+async def _adopted_elsewhere(store_url: str) -> None:
     old = await open_store(store_url)
     adopter = await open_store(store_url)
     try:

@@ -16,6 +16,7 @@ from typing import Any
 import aiosqlite
 
 from workflowd.domain.errors import Unavailable, ValueRefused
+from workflowd.store.lock import ExclusiveFile, Locked
 from workflowd.store.migrate import migrate
 from workflowd.store.query import Reader
 from workflowd.store.sql import SQLITE, Dialect, SqliteConn
@@ -24,6 +25,12 @@ from workflowd.store.writer import GroupWriter
 log = logging.getLogger("workflowd.store")
 
 READERS = 4
+
+
+class StoreInUse(Unavailable):
+    """Another live process has the SQLite store open."""
+
+
 _BEGIN_WRITE = "BEGIN IMMEDIATE"
 
 
@@ -76,6 +83,7 @@ class _AioReader:
 class SqliteDatabase:
     def __init__(self, path: Path, readers: int = READERS) -> None:
         self.path = path
+        self._lock = ExclusiveFile(path.with_name(path.name + ".lock"))
         self._translate = translator(path)
         self.writer = GroupWriter(
             self._connect_writer, _BEGIN_WRITE, "sqlite", translate=self._translate
@@ -96,13 +104,30 @@ class SqliteDatabase:
         if self._idle is not None:
             raise RuntimeError("database already open")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self.writer.run_once(lambda conn: migrate(conn, _BEGIN_WRITE, str(self.path)))
-        self.writer.start()
-        self._idle = asyncio.Queue()
-        for _ in range(self._readers):
-            conn = await self._connect_reader()
-            self._all.append(conn)
-            self._idle.put_nowait(conn)
+        self._take_lock()
+        try:
+            await self.writer.run_once(lambda conn: migrate(conn, _BEGIN_WRITE, str(self.path)))
+            self.writer.start()
+            self._idle = asyncio.Queue()
+            for _ in range(self._readers):
+                conn = await self._connect_reader()
+                self._all.append(conn)
+                self._idle.put_nowait(conn)
+        except BaseException:
+            # Whoever failed to open a store does not close it: what it holds ends here.
+            await self.aclose()
+            raise
+
+    def _take_lock(self) -> None:
+        """One process writes a SQLite store: a second daemon naming it with `--store` (from
+        another data directory) would resume the first one's runs and submit their jobs again."""
+        try:
+            self._lock.acquire()
+        except Locked as exc:
+            raise StoreInUse(
+                f"the SQLite store {self.path} is in use by another workflowd ({exc.who}); stop "
+                "it or choose another --store"
+            ) from None
 
     async def _connect_reader(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -160,3 +185,4 @@ class SqliteDatabase:
         await self.writer.aclose()
         for conn in self._all:
             await conn.close()
+        self._lock.release()
