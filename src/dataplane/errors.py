@@ -7,6 +7,7 @@ DataPlaneError
 ├── NotFound       no such job or dataset for this company (404)
 ├── Conflict       an idempotency key reused with a different body (409)
 ├── Overloaded     too many queued jobs for this company (503)
+├── Unusable       the company's database cannot be opened: a damaged file (507)
 └── JobFailure     the job ran and failed; its message becomes `failures[].message`
 """
 
@@ -55,6 +56,15 @@ class Conflict(DataPlaneError):
 class Overloaded(DataPlaneError):
     status = 503
     title = "Overloaded"
+
+
+class Unusable(DataPlaneError):
+    """The company's database cannot be opened (its file is damaged). A definite answer, not
+    one to retry (a 5xx jobs clients do not retry): only an operator restoring the file
+    helps. The other companies are served."""
+
+    status = 507
+    title = "Company data unusable"
 
 
 class JobFailure(DataPlaneError):

@@ -120,7 +120,8 @@ def serve(app: App) -> None:
     except WorkflowdError as exc:  # a bad tokens or TLS file, found as the daemon starts
         raise CliError(exc.message, exit_code=2) from exc
     except OSError as exc:
-        raise CliError(f"cannot start: {exc}") from exc
+        # Never an empty reason: some (a bare TimeoutError) have no message of their own.
+        raise CliError(f"cannot start: {str(exc) or type(exc).__name__}") from exc
     if app.failure:
         raise CliError(app.failure)
 

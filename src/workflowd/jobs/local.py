@@ -14,6 +14,7 @@ holding the port and the DuckDB files against the next daemon.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from workflowd.domain.errors import Unavailable
 
 log = logging.getLogger("workflowd.dataplane")
 
@@ -40,6 +43,9 @@ HEALTH_FAILURES = 3  # consecutive failed checks before a live but silent child 
 BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_S = 60.0  # a child that served this long resets the backoff
 STOP_TIMEOUT_S = 30.0
+_KEPT_LINES = 5
+_CONFIG_REFUSED = 2  # `python -m dataplane serve`'s exit status for a configuration it refuses
+_KEPT_CHARS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,8 @@ class LocalDataPlane:
         self._port = config.port
         self._proc: asyncio.subprocess.Process | None = None
         self._pumps: list[asyncio.Task[None]] = []
+        # The child's last lines: why it stopped, when it stops before serving.
+        self._said: collections.deque[str] = collections.deque(maxlen=_KEPT_LINES)
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.restarts = 0
@@ -70,15 +78,28 @@ class LocalDataPlane:
 
     async def start(self) -> str:
         """Start the child and wait until it serves; its URL (the bound port, when 0 was
-        asked for, is kept for every restart so the URL stays the same)."""
-        async with asyncio.timeout(START_TIMEOUT_S):
-            for delay in _backoff():
-                try:
-                    await self._spawn()
-                    break
-                except _ChildFailed as exc:
-                    log.warning("dataplane did not start (%s); trying again in %.1f s", exc, delay)
-                    await asyncio.sleep(delay)  # ok: backoff before the next attempt
+        asked for, is kept for every restart so the URL stays the same). `Unavailable`, saying
+        why the last attempt failed, when it does not serve within `START_TIMEOUT_S`."""
+        failure = "it never said it was serving"
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                for delay in _backoff():
+                    try:
+                        await self._spawn()
+                        break
+                    except _ChildRefused as exc:
+                        raise Unavailable(f"the local data plane refused to start: {exc}") from None
+                    except _ChildFailed as exc:
+                        failure = str(exc)
+                        log.warning(
+                            "dataplane did not start (%s); trying again in %.1f s", exc, delay
+                        )
+                        await asyncio.sleep(delay)  # ok: backoff before the next attempt
+        except TimeoutError:
+            await self._reap()
+            raise Unavailable(
+                f"the local data plane did not start within {START_TIMEOUT_S:g} s: {failure}"
+            ) from None
         self._supervisor = asyncio.create_task(self._supervise(), name="dataplane-supervisor")
         return self.url
 
@@ -116,9 +137,10 @@ class LocalDataPlane:
         assert proc.stderr is not None
         ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._proc = proc
+        self._said.clear()
         self._pumps = [
-            asyncio.create_task(_pump(proc.stdout, logging.INFO, ready)),
-            asyncio.create_task(_pump(proc.stderr, logging.WARNING, ready)),
+            asyncio.create_task(_pump(proc.stdout, logging.INFO, ready, self._said)),
+            asyncio.create_task(_pump(proc.stderr, logging.WARNING, ready, self._said)),
         ]
         exited = asyncio.ensure_future(proc.wait())
         either: list[asyncio.Future[Any]] = [ready, exited]
@@ -126,7 +148,11 @@ class LocalDataPlane:
         if not ready.done():
             ready.cancel()
             await self._reap()
-            raise _ChildFailed(f"it exited with code {proc.returncode} before serving")
+            said = self._said[-1] if self._said else ""
+            if proc.returncode == _CONFIG_REFUSED:
+                raise _ChildRefused(said.removeprefix("dataplane: ") or "its configuration")
+            said = f": {said}" if said else ""
+            raise _ChildFailed(f"it exited with code {proc.returncode} before serving{said}")
         exited.cancel()
         self.url = ready.result()
         self._port = int(self.url.rsplit(":", 1)[1])
@@ -204,6 +230,10 @@ class _ChildFailed(Exception):
     pass
 
 
+class _ChildRefused(_ChildFailed):
+    """It refused its configuration (exit status 2): starting it again cannot help."""
+
+
 def _backoff() -> Iterator[float]:
     yield from BACKOFF_S
     while True:
@@ -217,8 +247,14 @@ async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
     return False
 
 
-async def _pump(stream: asyncio.StreamReader, level: int, ready: asyncio.Future[str]) -> None:
-    """Log each line of the child's output with a prefix; the ready line resolves `ready`."""
+async def _pump(
+    stream: asyncio.StreamReader,
+    level: int,
+    ready: asyncio.Future[str],
+    said: collections.deque[str],
+) -> None:
+    """Log each line of the child's output with a prefix (and keep the last in `said`); the
+    ready line resolves `ready`."""
     while True:
         try:
             raw = await stream.readline()
@@ -227,6 +263,8 @@ async def _pump(stream: asyncio.StreamReader, level: int, ready: asyncio.Future[
         if not raw:
             return
         line = raw.decode("utf-8", "replace").rstrip()
+        if line:
+            said.append(line[:_KEPT_CHARS])
         found = _READY.search(line)
         if found is not None and not ready.done():
             ready.set_result(found.group(1))
