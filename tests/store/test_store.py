@@ -22,9 +22,10 @@ from workflowd.domain.run import (
     RunTrigger,
     TaskRun,
     TaskStatus,
+    WatchFilter,
 )
 from workflowd.domain.workflow import NewWorkflowVersion
-from workflowd.store import Store, make_store
+from workflowd.store import Store, make_store, migrate, runs
 from workflowd.store.migrations import MIGRATIONS
 from workflowd.store.runtx import RunTx
 from workflowd.store.sql import Conn
@@ -276,3 +277,39 @@ async def test_a_damaged_sqlite_file_is_one_sentence_not_sqlites_exception(
     assert info.value.message.endswith(
         "restore it from a backup, or move it aside to start with an empty store"
     )
+
+
+async def test_an_older_stores_events_are_numbered_per_company_when_it_is_migrated(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store an older workflowd left (every migration but the last): its events get their
+    company's numbers in log order, and new events go on from there."""
+    monkeypatch.setattr(migrate, "MIGRATIONS", MIGRATIONS[:-1])
+    old = make_store(store_url, Path("/nonexistent/unused.db"))
+    await old.db.open()
+    workflow, _ = await old.save_version(
+        NewWorkflowVersion("acme", "ns", "wf", "1.0.0", "spec", (), NOW), never_fires
+    )
+    for i, company in enumerate(["acme", "globex", "acme", "globex", "globex", "acme"]):
+        new = NewRun(
+            id=f"r{i}", company=company, workflow_id=workflow.id, namespace="ns", name="wf",
+            version="1.0.0", trigger=RunTrigger.MANUAL, input={}, tasks=(), created_at=NOW,
+        )  # fmt: skip
+        await old.db.writer.submit(lambda conn, new=new: runs.create_run(conn, new))
+    await old.aclose()
+    monkeypatch.undo()
+
+    store = await open_store(store_url)
+    try:
+        acme = await store.events_after_global("acme", WatchFilter(), 0, 100)
+        globex = await store.events_after_global("globex", WatchFilter(), 0, 100)
+        assert [(e.run_id, e.global_seq) for e in acme] == [("r0", 1), ("r2", 2), ("r5", 3)]
+        assert [(e.run_id, e.global_seq) for e in globex] == [("r1", 1), ("r3", 2), ("r4", 3)]
+        assert await store.last_company_seq("acme") == 3
+        await store.update_run("r0", NOW, lambda tx: tx.request_cancel("stop"))
+        assert await store.last_company_seq("acme") == 4
+        assert await store.last_company_seq("globex") == 3
+        logged = await store.events_since(0, 100)
+        assert [position for position, _ in logged] == list(range(1, 8))
+    finally:
+        await store.aclose()

@@ -260,12 +260,12 @@ class Runs:
     ) -> AsyncIterator[RunEvent]:
         """Events of every matching run: those stored after `filt.after_global_seq` (none when
         it is 0), then live ones. `on_subscribed` runs once nothing live can be missed."""
-        await self._check_watch_filter(filt)
+        await self._check_watch_filter(company, filt)
         sub = self._subscribe(
             lambda: self._deps.hub.subscribe(lambda e: e.company == company and filt.matches(e))
         )
         try:
-            last = filt.after_global_seq or await self._deps.store.last_global_seq()
+            last = filt.after_global_seq or await self._deps.store.last_company_seq(company)
             if on_subscribed is not None:
                 await on_subscribed()
             while True:
@@ -284,17 +284,18 @@ class Runs:
             self._deps.hub.unsubscribe(sub)
             self._deps.metrics.watchers.set(self._deps.hub.watchers)
 
-    async def _check_watch_filter(self, filt: WatchFilter) -> None:
+    async def _check_watch_filter(self, company: str, filt: WatchFilter) -> None:
         if filt.workflow_id:
             ids.check_uuid("workflow_id", filt.workflow_id, "workflow")
         if filt.namespace:
             ids.check_name("namespace", filt.namespace)
         if filt.after_global_seq < 0:
             raise InvalidRequest("after_global_seq", "must not be negative")
-        if filt.after_global_seq > await self._deps.store.last_global_seq():
+        # Compared with the company's own last event: the answer tells nothing of others'.
+        if filt.after_global_seq > await self._deps.store.last_company_seq(company):
             raise InvalidRequest(
                 "after_global_seq",
-                f"{filt.after_global_seq} is ahead of the event log: resume from a global_seq "
+                f"{filt.after_global_seq} is ahead of your event log: resume from a global_seq "
                 "you received",
             )
 
