@@ -92,7 +92,7 @@ async def test_a_companys_sequence_counts_its_own_events_only(daemon: Daemon) ->
         ):
             pass
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "ahead of your event log" in (info.value.details() or "")
+    assert "ahead of the event log" in (info.value.details() or "")
     third = await run(daemon, ACME, acme_flow)
     resumed = await events_from(daemon, ACME, last, third)
     assert [e.global_seq for e in resumed] == list(range(last + 1, last + 1 + len(resumed)))

@@ -295,7 +295,7 @@ class Runs:
         if filt.after_global_seq > await self._deps.store.last_company_seq(company):
             raise InvalidRequest(
                 "after_global_seq",
-                f"{filt.after_global_seq} is ahead of your event log: resume from a global_seq "
+                f"{filt.after_global_seq} is ahead of the event log: resume from a global_seq "
                 "you received",
             )
 
