@@ -41,9 +41,8 @@ def plan(schedule: WorkflowSchedule, now: datetime, max_runs: int) -> CatchUp:
     if firing and firing[0] <= first:
         return CatchUp(tuple(firing), None, following)
     end = firing[0] if firing else now + _TICK  # the missed range is [first, end)
-    last = fires.latest(spec, anchor, first, end - _TICK, 1)
-    if not last:  # nothing was due after all
-        return CatchUp((), None, following)
+    # `first` is an instant of the schedule (the store keeps it so): the range holds it at least.
+    last = fires.latest(spec, anchor, first, end - _TICK, 1) or [first]
     outside = fires.count(spec, anchor, first, min(window_start, end), COUNT_CAP)
     inside = fires.count(spec, anchor, max(first, window_start), end, COUNT_CAP)
     reason = _reason(schedule, first, last[0], outside, inside, max_runs)
