@@ -79,7 +79,7 @@ class Model:
             return
         in_window = [t for t in due if t >= now - self.window]
         wanted = {"none": 0, "latest": 1, "all": self.cap}[self.policy]
-        firing = in_window[len(in_window) - wanted :] if wanted else []
+        firing = in_window[max(0, len(in_window) - wanted) :] if wanted else []
         missed = due[: len(due) - len(firing)]
         if missed:
             self.decisions.append((missed[0], "missed", len(missed)))
