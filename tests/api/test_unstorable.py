@@ -84,6 +84,14 @@ async def test_values_no_store_can_keep_are_invalid_argument(
         stub.CancelRun(pb.CancelRunRequest(run_id=run.id, reason="stop\0now"))
     )
     assert fields == ["reason"]
+    message, fields = await refused(
+        stub.TriggerWorkflow(pb.TriggerWorkflowRequest(workflow_id=wf.id, input=jv({"k\0": 1})))
+    )
+    assert fields == ["input/k\0"]
+    message, fields = await refused(
+        stub.CreateWorkflow(pb.CreateWorkflowRequest(specification=SLOW, tags=["a\0b"]))
+    )
+    assert fields == ["tags[0]"]
 
     document = {  # a JSON specification, as a tool writes it
         "document": {"dsl": "1.0.0", "namespace": "analytics", "name": "nul", "version": "1.0.0"},
