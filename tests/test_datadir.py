@@ -78,3 +78,29 @@ async def test_a_second_daemon_on_the_same_port_refuses_instead_of_sharing_it(
         assert "Traceback" not in output
     finally:
         await first.stop()
+
+
+async def test_a_second_daemon_naming_the_first_ones_store_refuses_naming_it(
+    tmp_path: Path,
+) -> None:
+    """Issue 16, item 5: its own data directory, but `--store sqlite:///` the first one's file.
+    It must not start (it would resume the first one's runs and submit their jobs again)."""
+    first = await start(tmp_path / "one")
+    store = tmp_path / "one" / "workflowd.db"
+    try:
+        code, output = await run_to_exit(
+            [*serve_argv(tmp_path / "two"), "--store", f"sqlite://{store}"]
+        )
+        assert code == 2
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert lines == [
+            f"workflowd: the SQLite store {store} is in use by another workflowd (process "
+            f"{first.proc.pid}); stop it or choose another --store"
+        ]
+    finally:
+        await first.stop()
+    second = await Process.start(
+        [*serve_argv(tmp_path / "two"), "--store", f"sqlite://{store}"], r"serving gRPC on "
+    )
+    await second.stop()
+    assert await second.wait() == 0

@@ -10,6 +10,8 @@ at start (files it creates later are private through the process's umask, see `_
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import socket
 import ssl
@@ -22,7 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from dataplane.auth import TokenTable
 from dataplane.company import Company, Limits
-from dataplane.errors import BadRequest
+from dataplane.errors import BadRequest, Unusable, readable
 from dataplane.http_common import COMPANY_KEY, ClientCerts, auth_middleware, problems_middleware
 from dataplane.http_datasets import DatasetRoutes
 from dataplane.http_events import EventRoutes, OpenStreams
@@ -30,7 +32,11 @@ from dataplane.http_jobs import JobRoutes
 from dataplane.metrics import Load, PlaneMetrics
 from dataplane.model import COMPANY_RE
 
+log = logging.getLogger(__name__)
+
 _DB_SUFFIX = ".duckdb"
+# A company whose database would not open is tried again on a request at most this often.
+REOPEN_S = 10.0
 
 
 class DataPlane:
@@ -74,6 +80,8 @@ class DataPlane:
             dataset_quota_bytes=dataset_quota_bytes,
         )
         self._companies: dict[str, Company] = {}
+        # Companies whose database would not open: why, and when it was last tried.
+        self._unusable: dict[str, tuple[str, float]] = {}
         self._metrics = PlaneMetrics(self._loads)
         self._opening = asyncio.Lock()
         self._runner: web.AppRunner | None = None
@@ -97,7 +105,9 @@ class DataPlane:
         _make_private(self._data_dir)
         for path in sorted(self._data_dir.glob(f"*{_DB_SUFFIX}")):
             if COMPANY_RE.fullmatch(path.stem):
-                await self.company(path.stem)
+                # One company's damaged file is that company's problem: the rest are served.
+                with contextlib.suppress(Unusable):
+                    await self.company(path.stem)
         # 500 ids in `GET /jobs?ids=` (the documented maximum) need a request line of ~18 KB.
         self._runner = web.AppRunner(
             self._build_app(), access_log=None, shutdown_timeout=2.0, max_line_size=32768
@@ -148,11 +158,34 @@ class DataPlane:
                 raise RuntimeError("the data plane is closed")
             company = self._companies.get(name)
             if company is None:
-                path = self._data_dir / f"{name}{_DB_SUFFIX}"
-                company = Company(name, path, self._limits, self._metrics)
-                await company.open()
+                company = await self._open(name)
                 self._companies[name] = company
             return company
+
+    async def _open(self, name: str) -> Company:
+        """The company's database, opened; `Unusable` when it cannot be (tried again at most
+        every `REOPEN_S`, so a restored file is picked up without a restart)."""
+        failed = self._unusable.get(name)
+        loop = asyncio.get_running_loop()
+        if failed is not None and loop.time() - failed[1] < REOPEN_S:
+            raise Unusable(failed[0])
+        path = self._data_dir / f"{name}{_DB_SUFFIX}"
+        company = Company(name, path, self._limits, self._metrics)
+        try:
+            await company.open()
+        except Exception as exc:  # DuckDB's errors, or the file system's
+            await company.aclose()
+            log.error("company %s: its database %s cannot be opened: %s", name, path, exc)
+            # The caller learns what is wrong, not where the file lives.
+            what = readable(str(exc).replace(str(path), path.name), limit=300)
+            reason = (
+                f"company {name}'s database cannot be opened ({what}); its jobs and datasets"
+                " are unavailable until an operator restores it"
+            )
+            self._unusable[name] = (reason, loop.time())
+            raise Unusable(reason) from exc
+        self._unusable.pop(name, None)
+        return company
 
     async def aclose(self) -> None:
         """Ends streams, stops serving, then interrupts jobs and closes the databases.
@@ -183,6 +216,7 @@ class DataPlane:
                 },
                 "queued_jobs": sum(load.queued for load in loads),
                 "saturated": any(load.saturated for load in loads),
+                "unusable_companies": sorted(self._unusable),
             }
         )
 

@@ -137,6 +137,14 @@ class Company:
 
     def _open_database(self) -> None:
         con = duckdb.connect(str(self._path), config=dict(OPEN_CONFIG))
+        try:
+            self._prepare(con)
+        except BaseException:
+            con.close()  # a damaged file: nothing of it stays open
+            raise
+        self._con = con
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute(store.SCHEMA_DDL)
         last_event_id = store.event_id_range(con)[1]
         self._ids = IdAllocator(con)
@@ -148,7 +156,6 @@ class Company:
             con.execute(f"SET GLOBAL {setting} = '{value}'")
         for statement in _LOCKDOWN:
             con.execute(statement)
-        self._con = con
         self._journal = Journal(last_event_id, self._limits.retain_changes, self._publish)
 
     def _publish(self, events: list[Event]) -> None:

@@ -8,6 +8,7 @@ DataPlaneError
 ├── Conflict       an idempotency key reused with a different body (409)
 ├── QuotaExceeded  a load would take the company's datasets past its quota (413)
 ├── Overloaded     too many queued jobs for this company (503)
+├── Unusable       the company's database cannot be opened: a damaged file (507)
 └── JobFailure     the job ran and failed; its message becomes `failures[].message`
 """
 
@@ -61,6 +62,15 @@ class QuotaExceeded(DataPlaneError):
 class Overloaded(DataPlaneError):
     status = 503
     title = "Overloaded"
+
+
+class Unusable(DataPlaneError):
+    """The company's database cannot be opened (its file is damaged). A definite answer, not
+    one to retry (a 5xx jobs clients do not retry): only an operator restoring the file
+    helps. The other companies are served."""
+
+    status = 507
+    title = "Company data unusable"
 
 
 class JobFailure(DataPlaneError):

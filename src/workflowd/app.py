@@ -147,7 +147,11 @@ class App:
         )
         self.runs = runs = Runs(deps, definitions)
         self.schedules = schedules = Schedules(
-            deps, self.store, definitions, runs, ScheduleLimits(s.max_backfill_runs)
+            deps,
+            self.store,
+            definitions,
+            runs,
+            ScheduleLimits(s.max_backfill_runs, max_catchup_runs=s.max_catchup_runs),
         )
         # Before the API serves, the launcher learns which runs it will resume (their executors
         # start in the background): a cancel or a waiting run that arrives meanwhile is kept.

@@ -60,6 +60,9 @@ class Settings:
     max_instances: int = 5000
     max_attempts: int = 100
     max_wait_s: float = 7 * 86400.0
+    # After downtime, a schedule's catch-up fires at most this many missed instants (the
+    # latest) and records the others as missed.
+    max_catchup_runs: int = 100
     max_message_bytes: int = 8 * 1024 * 1024
     # Per-company quotas (docs/operations.md, "Quotas"); 0 turns one off.
     quota_active_runs: int = _QUOTAS.active_runs
@@ -102,6 +105,8 @@ class Settings:
             raise InvalidRequest("max_wait_s", "must be between 0 and 366 days")
         if not 1.0 <= self.replica_lease_s <= 3600.0:
             raise InvalidRequest("replica_lease_s", "must be between 1 and 3600 seconds")
+        if not 1 <= self.max_catchup_runs <= 100_000:
+            raise InvalidRequest("max_catchup_runs", "must be between 1 and 100000")
         if self.log_format not in ("text", "json"):
             raise InvalidRequest("log_format", "must be text or json")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -72,6 +72,7 @@ async def test_healthz_and_metrics_show_a_saturated_plane(start_plane: PlaneFact
         "workers": {"busy": 1, "total": 1},
         "queued_jobs": 1,
         "saturated": True,
+        "unusable_companies": [],
     }
     metrics = await _metrics(anonymous)
     assert metrics['dataplane_workers{company="acme"}'] == 1

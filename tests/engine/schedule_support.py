@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -83,3 +86,15 @@ async def runs_of(daemon: Daemon, workflow_id: str) -> list[pb.Run]:
 
 def slow(name: str, schedule: str) -> str:
     return scheduled(name, schedule, SLOW_TASK)
+
+
+def stored_decisions(data_dir: Path, workflow_id: str) -> list[tuple[datetime, str, str]]:
+    """Every decision the store keeps for the workflow, by instant: (instant, outcome, reason),
+    read from the daemon's SQLite file (GetSchedule shows only the 20 most recent)."""
+    with contextlib.closing(sqlite3.connect(data_dir / "workflowd.db")) as conn:
+        rows = conn.execute(
+            "SELECT instant, outcome, reason FROM schedule_decisions WHERE workflow_id = ?"
+            " ORDER BY instant",
+            (workflow_id,),
+        ).fetchall()
+    return [(datetime.fromisoformat(i), outcome, reason) for i, outcome, reason in rows]

@@ -4,12 +4,22 @@ on the same data directory decides what the missed instants become, by the catch
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.protobuf import duration_pb2
 
 from tests.conftest import Daemon, eventually
-from tests.engine.schedule_support import T0, activate, at, create, get_schedule, runs_of, scheduled
+from tests.engine.schedule_support import (
+    T0,
+    activate,
+    at,
+    create,
+    get_schedule,
+    runs_of,
+    scheduled,
+    stored_decisions,
+)
 from tests.engine.support import AUDIT_CSV, Plane, finished
 from tests.scheduler.manual_clock import ManualClock
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -102,8 +112,6 @@ async def test_none_fires_nothing_and_says_so(
 async def test_the_window_decides_what_is_missed(
     start_daemon: Callable[..., Awaitable[Daemon]], window_s: int
 ) -> None:
-    from google.protobuf import duration_pb2
-
     daemon, workflow_id = await down_and_up(
         start_daemon, catchup_window=duration_pb2.Duration(seconds=window_s)
     )
@@ -114,3 +122,80 @@ async def test_the_window_decides_what_is_missed(
     else:
         assert [at(d.fire_time) for d in fired] == [IN_WINDOW[-1]]
     assert decisions[T0.replace(minute=5)].outcome == pb.FIRE_OUTCOME_MISSED
+
+
+async def test_an_outage_shorter_than_a_minute_fires_every_instant_it_hid(
+    start_daemon: Callable[..., Awaitable[Daemon]],
+) -> None:
+    """Issue 18: `every: 15s`, catch-up ALL, down from 23:05:21 to 23:06:10. The instant due at
+    the restart (23:05:33) is on time, and so are the two that came while it waited."""
+    activated = datetime(2026, 1, 5, 23, 5, 18, tzinfo=UTC)
+    first = await start_daemon(clock=ManualClock(activated))
+    plane = Plane(first.jobs_url)
+    await plane.load_csv("audit", AUDIT_CSV)
+    await plane.aclose()
+    wf = await create(first, scheduled("quarter", "{every: {seconds: 15}}"))
+    await activate(
+        first,
+        wf.id,
+        catchup_policy=pb.CATCHUP_POLICY_ALL,
+        overlap_policy=pb.OVERLAP_POLICY_ALLOW_ALL,
+    )
+    await first.app.drain()
+    back = activated.replace(minute=6, second=10)
+    daemon = await start_daemon(first.data_dir, clock=ManualClock(back))
+    expected = [activated.replace(second=33), activated.replace(second=48), back.replace(second=3)]
+
+    async def settled() -> bool:
+        return at((await get_schedule(daemon, wf.id)).next_fire_at) > back
+
+    await eventually(settled)
+    sched = await get_schedule(daemon, wf.id)
+    assert at(sched.next_fire_at) == back.replace(second=18)
+    decided = stored_decisions(daemon.data_dir, wf.id)
+    assert [(i, o) for i, o, _ in decided] == [(t, "fired") for t in expected]
+    runs = await runs_of(daemon, wf.id)
+    assert [at(r.scheduled_at) for r in runs] == expected
+
+
+async def test_a_long_outage_fires_at_most_max_catchup_runs_and_records_the_rest(
+    start_daemon: Callable[..., Awaitable[Daemon]],
+) -> None:
+    """Issue 16, item 13: every second, catch-up ALL within 4 h, down for 3 h: 10,800 instants.
+    The latest 100 (max_catchup_runs) fire; the other 10,700 are one MISSED record that says
+    how many and from when to when, and none vanishes."""
+    first = await start_daemon(clock=ManualClock(T0))
+    plane = Plane(first.jobs_url)
+    await plane.load_csv("audit", AUDIT_CSV)
+    await plane.aclose()
+    wf = await create(first, scheduled("second", "{every: {seconds: 1}}"))
+    await activate(
+        first,
+        wf.id,
+        catchup_policy=pb.CATCHUP_POLICY_ALL,
+        overlap_policy=pb.OVERLAP_POLICY_ALLOW_ALL,
+        catchup_window=duration_pb2.Duration(seconds=4 * 3600),
+    )
+    await first.app.drain()
+    back = T0 + DOWN
+    daemon = await start_daemon(first.data_dir, clock=ManualClock(back))
+
+    async def settled() -> bool:
+        return at((await get_schedule(daemon, wf.id)).next_fire_at) > back
+
+    await eventually(settled, timeout_s=60)
+    second = timedelta(seconds=1)
+    fired = [back - k * second for k in range(99, -1, -1)]
+    decided = stored_decisions(daemon.data_dir, wf.id)
+    assert [(i, o) for i, o, _ in decided] == [(T0 + second, "missed")] + [
+        (t, "caught_up") for t in fired
+    ]
+    reason = decided[0][2]
+    last_missed = fired[0] - second
+    assert (
+        f"10,700 instants not fired from {(T0 + second).isoformat()} to "
+        f"{last_missed.isoformat()}" in reason
+    ), reason
+    assert "beyond the 100 most recent" in reason
+    assert [at(r.scheduled_at) for r in await runs_of(daemon, wf.id)] == fired
+    assert at((await get_schedule(daemon, wf.id)).next_fire_at) == back + second

@@ -4,6 +4,7 @@ checked transitions, time order."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,16 +13,17 @@ import pytest
 
 from tests.postgres import fresh_schema
 from workflowd.domain.definition import Schedule
-from workflowd.domain.errors import InvalidRequest, WorkflowdError
+from workflowd.domain.errors import InvalidRequest, Unavailable, ValueRefused, WorkflowdError
 from workflowd.domain.run import (
     IllegalTransition,
     NewRun,
     RunStatus,
     RunTaken,
     RunTrigger,
+    WatchFilter,
 )
 from workflowd.domain.workflow import NewWorkflowVersion
-from workflowd.store import Store, make_store
+from workflowd.store import Store, make_store, migrate, runs
 from workflowd.store.migrations import MIGRATIONS
 from workflowd.store.runtx import RunTx
 from workflowd.store.sql import Conn
@@ -177,9 +179,27 @@ async def test_writes_survive_reopening_and_other_companies_see_nothing(store_ur
         await store.get_run("local", "r1")
 
 
-async def test_a_run_adopted_elsewhere_takes_no_more_changes_from_its_old_owner(
-    store_url: str,
-) -> None:
+async def test_a_run_adopted_elsewhere_takes_no_more_changes_from_its_old_owner() -> None:
+    """Replicas share a PostgreSQL store (a SQLite store has one process: its lock)."""
+    with fresh_schema() as url:
+        await _adopted_elsewhere(url)
+
+
+async def test_a_sqlite_store_has_one_process_at_a_time(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/w.db"
+    first = await open_store(url)
+    with pytest.raises(Unavailable) as info:
+        await open_store(url)
+    assert info.value.message == (
+        f"the SQLite store {tmp_path}/w.db is in use by another workflowd (process "
+        f"{os.getpid()}); stop it or choose another --store"
+    )
+    await first.aclose()
+    again = await open_store(url)  # released with the store, and after a failed open
+    await again.aclose()
+
+
+async def _adopted_elsewhere(store_url: str) -> None:
     old = await open_store(store_url)
     adopter = await open_store(store_url)
     try:
@@ -207,3 +227,86 @@ async def test_a_run_adopted_elsewhere_takes_no_more_changes_from_its_old_owner(
     finally:
         await old.aclose()
         await adopter.aclose()
+
+
+async def test_a_value_the_database_refuses_is_the_callers_and_the_writer_goes_on() -> None:
+    """A NUL in text is refused by PostgreSQL itself: the store says so as INVALID_ARGUMENT's
+    `ValueRefused` (the API refuses such values first; this is the net below it)."""
+    with fresh_schema() as url:
+        store = await open_store(url)
+        try:
+            await new_run(store, "r1")
+            with pytest.raises(ValueRefused) as info:
+                await store.update_run("r1", NOW, lambda tx: tx.request_cancel("stop\0now"))
+            assert "NUL" in info.value.message
+            await store.update_run("r1", NOW, lambda tx: tx.request_cancel("stop now"))
+            assert (await store.get_run("local", "r1")).status == RunStatus.CANCELLING
+        finally:
+            await store.aclose()
+
+
+@pytest.mark.parametrize("where", [0, 4096])
+async def test_a_damaged_sqlite_file_is_one_sentence_not_sqlites_exception(
+    tmp_path: Path, where: int
+) -> None:
+    """Its header, or every page after the first, overwritten: opening it (or reading what is damaged) raises
+    `Unavailable` naming the file and what to do."""
+    path = tmp_path / "w.db"
+    store = await open_store(f"sqlite://{path}")
+    for i in range(50):
+        await new_run(store, f"r{i}")
+    await store.aclose()
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.seek(where)
+        file.write(b"\xa5" * (size - where))
+
+    async def open_and_read() -> None:
+        damaged = await open_store(f"sqlite://{path}")
+        try:
+            await damaged.runs_by_id([f"r{i}" for i in range(50)])
+        finally:
+            await damaged.aclose()
+
+    with pytest.raises(Unavailable) as info:
+        await open_and_read()
+    assert info.value.message.startswith(f"the SQLite store {path} is damaged (")
+    assert info.value.message.endswith(
+        "restore it from a backup, or move it aside to start with an empty store"
+    )
+
+
+async def test_an_older_stores_events_are_numbered_per_company_when_it_is_migrated(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store an older workflowd left (every migration but the last): its events get their
+    company's numbers in log order, and new events go on from there."""
+    monkeypatch.setattr(migrate, "MIGRATIONS", MIGRATIONS[:-1])
+    old = make_store(store_url, Path("/nonexistent/unused.db"))
+    await old.db.open()
+    workflow, _ = await old.save_version(
+        NewWorkflowVersion("acme", "ns", "wf", "1.0.0", "spec", (), NOW), never_fires
+    )
+    for i, company in enumerate(["acme", "globex", "acme", "globex", "globex", "acme"]):
+        new = NewRun(
+            id=f"r{i}", company=company, workflow_id=workflow.id, namespace="ns", name="wf",
+            version="1.0.0", trigger=RunTrigger.MANUAL, input={}, tasks=(), created_at=NOW,
+        )  # fmt: skip
+        await old.db.writer.submit(lambda conn, new=new: runs.create_run(conn, new))
+    await old.aclose()
+    monkeypatch.undo()
+
+    store = await open_store(store_url)
+    try:
+        acme = await store.events_after_global("acme", WatchFilter(), 0, 100)
+        globex = await store.events_after_global("globex", WatchFilter(), 0, 100)
+        assert [(e.run_id, e.global_seq) for e in acme] == [("r0", 1), ("r2", 2), ("r5", 3)]
+        assert [(e.run_id, e.global_seq) for e in globex] == [("r1", 1), ("r3", 2), ("r4", 3)]
+        assert await store.last_company_seq("acme") == 3
+        await store.update_run("r0", NOW, lambda tx: tx.request_cancel("stop"))
+        assert await store.last_company_seq("acme") == 4
+        assert await store.last_company_seq("globex") == 3
+        logged = await store.events_since(0, 100)
+        assert [position for position, _ in logged] == list(range(1, 8))
+    finally:
+        await store.aclose()

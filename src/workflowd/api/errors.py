@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 from workflowd.api import convert
 from workflowd.api.auth import Authenticator
 from workflowd.api.handlers import Undecodable
+from workflowd.domain import ids
 from workflowd.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -74,8 +75,13 @@ def to_status(exc: WorkflowdError) -> grpc.Status:
     return converted
 
 
-def _bounded(text: str, limit: int) -> str:
+def _bounded(text: str, limit: int, printable: bool = True) -> str:
+    """`text` cut to `limit`. A message is for a person, who may read it in a terminal
+    (grpcurl prints it raw): `printable` shows its control characters (a task name, a caller's
+    text quoted in it) as escapes. A field names a place and stays as it is."""
     text = convert.text(text)
+    if printable:
+        text = ids.printable(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -103,7 +109,7 @@ def _field_violations(exc: WorkflowdError) -> list[Violation]:
     if isinstance(exc, InvalidSpecification):
         return [
             Violation(
-                field=_bounded(f"specification{d.pointer}", 200),
+                field=_bounded(f"specification{d.pointer}", 200, printable=False),
                 description=_bounded(
                     (f"line {d.line}, column {d.column}: " if d.line else "") + d.message, 500
                 ),

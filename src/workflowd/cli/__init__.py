@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from workflowd.cli import dataplane, datasets, runs, schedules, serve, workflows
-from workflowd.cli.common import CliError
+from workflowd.cli.common import CliError, visible
 
 # When the reader of stdout goes away (`workflowd runs list | head -1`), exit as a C tool
 # killed by SIGPIPE does: shells report 128 + SIGPIPE = 141, scripts that run pipelines under
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
         sys.stdout.flush()  # a closed pipe must surface here, not at interpreter exit
     except CliError as exc:
-        print(f"workflowd: {exc}", file=sys.stderr)
+        print(f"workflowd: {visible(str(exc), multiline=True)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("workflowd: interrupted", file=sys.stderr)

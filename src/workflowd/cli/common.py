@@ -5,9 +5,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
+
+# What a terminal would act on instead of showing: C0 and C1 controls (ESC starts a sequence
+# that can retitle the window, clear the screen or write the clipboard; U+009B is a one-byte
+# CSI), DEL, and the invisible marks that reorder or break lines.
+_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_LINES = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def visible(text: str, multiline: bool = False) -> str:
+    """`text` as a terminal shows it: every control character written as its escape (`\\x1b`,
+    `\\u202e`), so text from callers, specifications, datasets or the daemon (task names, error
+    details, cells) cannot move the cursor, clear the screen or reach the clipboard. With
+    `multiline`, newlines and tabs stay (error details, a specification's text)."""
+    if multiline:
+        return _LINES.sub(_escape, text.replace("\r\n", "\n"))
+    return _ONE_LINE.sub(_escape, text)
+
+
+def _escape(found: re.Match[str]) -> str:
+    char = found.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
 
 class CliError(Exception):
@@ -80,8 +108,9 @@ def print_json_line(value: Any) -> None:
     sys.stdout.flush()
 
 
-def print_table(headers: list[str], rows: list[list[Any]]) -> None:
-    cells = [headers, *[["" if v is None else str(v) for v in row] for row in rows]]
+def print_table(headers: list[Any], rows: list[list[Any]]) -> None:
+    cells = [[visible(str(v)) for v in headers]]
+    cells += [["" if v is None else visible(str(v)) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         print(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from workflowd.api.client import Client, ClientError, ClientTls
-from workflowd.cli.common import CliError, add_token_option, read_file, token_of
+from workflowd.cli.common import CliError, add_token_option, read_file, token_of, visible
 from workflowd.cli.refs import workflow_ref
 from workflowd.v1 import workflow_service_pb2 as pb
 
@@ -70,9 +70,11 @@ async def call(client: Client, rpc: str, request: Any, source: str = "") -> Any:
     try:
         return await client.call(rpc, request)
     except ClientError as exc:
-        lines = [exc.message]
+        # One line each: a field is a pointer that may hold a task's name.
+        lines = [visible(exc.message)]
         lines += [
-            f"  {source}{field.removeprefix('specification') if source else field}: {why}"
+            "  "
+            + visible(f"{source}{field.removeprefix('specification') if source else field}: {why}")
             for field, why in exc.violations
         ]
         raise CliError("\n".join(lines)) from exc

@@ -16,6 +16,7 @@ from workflowd.cli.common import (
     print_json,
     print_table,
     token_of,
+    visible,
 )
 from workflowd.domain.errors import WorkflowdError
 
@@ -72,9 +73,11 @@ def cmd_load(args: argparse.Namespace) -> int:
         print_json(described)
     else:
         print(
-            f"loaded company_data.{described['dataset_name']} (dataset "
-            f"{described['dataset_id']}): {described['row_count']} rows, "
-            f"{len(described['columns'])} columns"
+            visible(
+                f"loaded company_data.{described['dataset_name']} (dataset "
+                f"{described['dataset_id']}): {described['row_count']} rows, "
+                f"{len(described['columns'])} columns"
+            )
         )
     return 0
 
@@ -100,19 +103,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json({**described, "sample": sample})
         return 0
-    print(f"company_data.{described['dataset_name']}  (id {described['dataset_id']}, ", end="")
-    print(f"{described['kind']}, {described['row_count']} rows)")
+    # Every value comes from the data plane, and names, cells and queries from its users.
+    print(
+        visible(
+            f"company_data.{described['dataset_name']}  (id {described['dataset_id']}, "
+            f"{described['kind']}, {described['row_count']} rows)"
+        )
+    )
     if described.get("query"):
-        print(f"query: {described['query']}")
+        print(f"query: {visible(str(described['query']), multiline=True)}")
     for key, value in sorted((described.get("options") or {}).items()):
-        print(f"option {key}: {value}")
+        print(visible(f"option {key}: {value}"))
     print("columns:")
     for column in described["columns"]:
-        print(f"  {column['name']}  {column['type']}")
+        print(visible(f"  {column['name']}  {column['type']}"))
     snapshots = described["snapshots"]
     if snapshots:
         last = snapshots[-1]
-        print(f"snapshots: {len(snapshots)}, latest {last['snapshot_id']} at {last['created_at']}")
+        latest = f"latest {last['snapshot_id']} at {last['created_at']}"
+        print(visible(f"snapshots: {len(snapshots)}, {latest}"))
     print()
     print_table(sample["columns"], sample["rows"])
     return 0

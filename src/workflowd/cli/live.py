@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from workflowd.api.client import ClientError
-from workflowd.cli.common import CliError
+from workflowd.cli.common import CliError, visible
 from workflowd.cli.show import depths, duration, instant, label, status, task_status, when
 from workflowd.v1 import workflow_service_pb2 as pb
 
@@ -49,7 +49,7 @@ class TaskTable:
                 t.reference,
                 tuple(t.iteration),
                 t.status,
-                t.job_id,
+                visible(t.job_id),
                 when(t.started_at, t.HasField("started_at")),
                 when(t.ended_at, t.HasField("ended_at")),
                 when(t.wake_at, t.HasField("wake_at")),
@@ -66,7 +66,7 @@ class TaskTable:
         if row is None:
             row = self.rows[event.task_key] = self._new_row(event, moment)
         row.status = event.task_status
-        row.job_id = event.job_id or row.job_id
+        row.job_id = visible(event.job_id) or row.job_id
         if event.type in (pb.RUN_EVENT_TYPE_TASK_WAITING, pb.RUN_EVENT_TYPE_TASK_RETRYING):
             row.waiting = event.until.ToDatetime(tzinfo=UTC)
         elif event.task_status not in _ACTIVE:
@@ -98,7 +98,7 @@ class TaskTable:
         ]
         current = next((i for i, r in enumerate(rows) if r.status in _ACTIVE), len(lines))
         head = [
-            f"run {self.run_id}  {status(self.status)}",
+            f"run {visible(self.run_id)}  {status(self.status)}",
             f"  {'TASK':{width}}  {'STATUS':10}  {'JOB':36}  {'ELAPSED':>8}",
         ]
         return head + _window(lines, current, max(height - len(head) - 1, 3))
@@ -165,7 +165,9 @@ def event_line(event: pb.RunEvent) -> str:
     until = ""
     if event.HasField("until"):
         until = f" until {instant(event.until.ToDatetime(tzinfo=UTC))}"
-    return f"#{event.seq} {_kind(event)}{task}{job}{until} (run {status(event.run_status)})"
+    return visible(
+        f"#{event.seq} {_kind(event)}{task}{job}{until} (run {status(event.run_status)})"
+    )
 
 
 def watch_line(event: pb.RunEvent) -> str:
@@ -174,9 +176,8 @@ def watch_line(event: pb.RunEvent) -> str:
     is_task = bool(event.task_key)
     state = task_status(event.task_status) if is_task else status(event.run_status)
     task = label(event) if is_task else "-"
-    return (
-        f"{moment}  {event.run_id}  {_kind(event):18}  {task:20}  {state:10}  {event.job_id or '-'}"
-    ).rstrip()
+    run_id, job_id = visible(event.run_id), visible(event.job_id) or "-"
+    return f"{moment}  {run_id}  {_kind(event):18}  {task:20}  {state:10}  {job_id}".rstrip()
 
 
 def _kind(event: pb.RunEvent) -> str:

@@ -10,7 +10,13 @@ from datetime import UTC
 from typing import Any
 
 from workflowd.api.client import Client, to_dict
-from workflowd.cli.common import CliError, add_output_option, print_json, print_json_line
+from workflowd.cli.common import (
+    CliError,
+    add_output_option,
+    print_json,
+    print_json_line,
+    visible,
+)
 from workflowd.cli.connect import add_connection_options, call, client_of, workflow_id
 from workflowd.cli.live import LiveTable, TaskTable, event_line, resuming, ticking, watch_line
 from workflowd.cli.refs import parse_input, workflow_ref
@@ -134,12 +140,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'RUN':36}  {'WORKFLOW':32}  {'VERSION':8}  {'STATUS':10}  CREATED")
     for r in response.runs:
         created = r.created_at.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
-        print(
-            f"{r.id:36}  {r.namespace + '/' + r.name:32}  {r.version:8}  "
-            f"{status(r.status):10}  {created}"
-        )
+        name, version = visible(r.namespace + "/" + r.name), visible(r.version)
+        print(f"{visible(r.id):36}  {name:32}  {version:8}  {status(r.status):10}  {created}")
     if response.next_page_token:
-        print(f"more: --page-token {response.next_page_token}")
+        print(f"more: --page-token {visible(response.next_page_token)}")
     return 0
 
 
@@ -161,7 +165,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(to_dict(run))
     else:
-        print(f"run {run.id}: {status(run.status)}")
+        print(f"run {visible(run.id)}: {status(run.status)}")
     return 0
 
 

@@ -13,7 +13,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from workflowd.api.client import to_dict
 from workflowd.cli import runs as runs_cli
-from workflowd.cli.common import CliError, add_output_option, print_json
+from workflowd.cli.common import CliError, add_output_option, print_json, visible
 from workflowd.cli.connect import add_connection_options, call, client_of, workflow_id
 from workflowd.v1 import workflow_service_pb2 as pb
 
@@ -94,7 +94,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         return 0
     _show(response.schedule, recent=0)
     if response.run_id:
-        print(f"run {response.run_id} started")
+        print(f"run {visible(response.run_id)} started")
     return 0
 
 
@@ -109,7 +109,7 @@ def cmd_unschedule(args: argparse.Namespace) -> int:
         print_json(to_dict(response))
     else:
         s = response.schedule
-        print(f"{s.namespace}/{s.name} unscheduled")
+        print(visible(f"{s.namespace}/{s.name} unscheduled"))
     return 0
 
 
@@ -129,9 +129,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for s in response.schedules:
         nxt = _utc(s.next_fire_at) if s.HasField("next_fire_at") else "-"
         active = "yes" if s.active else "no"
-        print(f"{s.namespace + '/' + s.name:40}  {_describe(s):34}  {active:6}  {nxt}")
+        name = visible(s.namespace + "/" + s.name)
+        print(f"{name:40}  {_describe(s):34}  {active:6}  {nxt}")
     if response.next_page_token:
-        print(f"more: --page-token {response.next_page_token}")
+        print(f"more: --page-token {visible(response.next_page_token)}")
     return 0
 
 
@@ -163,7 +164,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             else:
                 print(
                     f"{len(response.run_ids)} instants, {response.created} new runs: "
-                    + " ".join(response.run_ids)
+                    + visible(" ".join(response.run_ids))
                 )
             if not args.watch:
                 return 0
@@ -179,12 +180,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def _show(s: pb.Schedule, recent: int) -> None:
     zone = ZoneInfo(s.timezone or "UTC")
     state = "active" if s.active else "stopped"
-    print(f"{s.namespace}/{s.name} version {s.version}: {_describe(s)} ({state})")
+    print(visible(f"{s.namespace}/{s.name} version {s.version}") + f": {_describe(s)} ({state})")
     overlap = pb.OverlapPolicy.Name(s.overlap_policy).removeprefix("OVERLAP_POLICY_")
     catchup = pb.CatchupPolicy.Name(s.catchup_policy).removeprefix("CATCHUP_POLICY_")
     print(f"overlap {overlap}, catch-up {catchup} within {s.catchup_window.seconds} s")
     if s.next_fire_times:
-        print(f"next fires ({s.timezone or 'UTC'}):")
+        print(f"next fires ({visible(s.timezone or 'UTC')}):")
         for t in s.next_fire_times:
             local = t.ToDatetime(tzinfo=UTC).astimezone(zone)
             print(f"  {local.strftime('%Y-%m-%d %H:%M:%S %Z')}")
@@ -193,13 +194,13 @@ def _show(s: pb.Schedule, recent: int) -> None:
         for d in list(s.recent_decisions)[:recent]:
             outcome = pb.FireOutcome.Name(d.outcome).removeprefix("FIRE_OUTCOME_").lower()
             run = f" run {d.run_id}" if d.run_id else ""
-            print(f"  {_utc(d.fire_time)}  {outcome:18}{run}  {d.reason}")
+            print(f"  {_utc(d.fire_time)}  {outcome:18}" + visible(f"{run}  {d.reason}"))
 
 
 def _describe(s: pb.Schedule) -> str:
     if s.cron:
         zone = "" if s.timezone in ("", "UTC") else f"CRON_TZ={s.timezone} "
-        return f"cron {zone}{s.cron}"
+        return visible(f"cron {zone}{s.cron}")
     return f"every {s.every.seconds} s"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from workflowd.api.client import to_dict
-from workflowd.cli.common import print_table
+from workflowd.cli.common import print_table, visible
 from workflowd.v1 import workflow_service_pb2 as pb
 
 
@@ -50,7 +50,9 @@ def instant(moment: datetime | None, day: date | None = None) -> str:
 
 
 def compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    """A JSON value on one line; its strings may hold anything (C1 controls stay raw in JSON
+    without `ensure_ascii`), so the line is made visible too."""
+    return visible(json.dumps(value, sort_keys=True, ensure_ascii=False))
 
 
 def show_run(run: pb.Run) -> None:
@@ -76,7 +78,7 @@ def label(task: pb.TaskRun | pb.RunEvent) -> str:
         name, iteration, attempt = task.task_name, list(task.iteration), task.attempt
     where = "".join(f"[{i}]" for i in iteration)
     again = f" (attempt {attempt})" if attempt > 1 else ""
-    return f"{name}{where}{again}"
+    return visible(f"{name}{where}{again}")
 
 
 def depths(tasks: list[pb.TaskRun]) -> dict[str, int]:
@@ -100,7 +102,8 @@ def _run_header(run: pb.Run, data: dict[str, Any]) -> date | None:
     created = when(run.created_at, run.HasField("created_at"))
     day = created.date() if created else None
     trigger = pb.RunTrigger.Name(run.trigger).removeprefix("RUN_TRIGGER_").lower()
-    print(f"run {run.id}  {run.namespace}/{run.name} version {run.version}  {status(run.status)}")
+    name = visible(f"{run.namespace}/{run.name} version {run.version}")
+    print(f"run {visible(run.id)}  {name}  {status(run.status)}")
     print(f"created   {instant(created)} UTC ({trigger})")
     started = when(run.started_at, run.HasField("started_at"))
     ended = when(run.ended_at, run.HasField("ended_at"))
@@ -135,7 +138,7 @@ def _task_table(run: pb.Run, day: date | None) -> None:
 
 def show_summary(run: pb.Run) -> None:
     """The last lines of a watch: the outcome, and why it failed."""
-    print(f"run {run.id} {status(run.status)}")
+    print(f"run {visible(run.id)} {status(run.status)}")
     show_problem("error", run.error if run.HasField("error") else None)
 
 
@@ -153,4 +156,6 @@ def show_problem(label: str, problem: pb.Problem | None) -> None:
     ]
     for name, value in fields:
         if value:
-            print(f"  {name:10}" + value.replace("\n", "\n" + " " * 12))
+            # Only the detail is laid out on several lines (a jobs system's messages).
+            shown = visible(value, multiline=name == "detail")
+            print(f"  {name:10}" + shown.replace("\n", "\n" + " " * 12))

@@ -10,7 +10,7 @@ from typing import Any
 
 from workflowd.api.client import to_dict
 from workflowd.cli import runs as runs_cli
-from workflowd.cli.common import CliError, add_output_option, print_json
+from workflowd.cli.common import CliError, add_output_option, print_json, visible
 from workflowd.cli.connect import add_connection_options, call, client_of, workflow_id
 from workflowd.cli.refs import parse_input, workflow_ref
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -86,7 +86,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         )
     else:
         for d in result.diagnostics:
-            print(d.render(str(args.file)))
+            print(visible(d.render(str(args.file))))
         if result.valid:
             print(f"{args.file}: valid")
     return 0 if result.valid else 1
@@ -112,11 +112,11 @@ async def _apply(args: argparse.Namespace) -> int:
         else:
             w = response.workflow
             verb = "created" if response.created else "unchanged"
-            print(f"{w.namespace}/{w.name} version {w.version} {verb} (id {w.id})")
+            print(visible(f"{w.namespace}/{w.name} version {w.version} {verb} (id {w.id})"))
             if args.schedule:
                 print("schedule active: `workflowd schedules get` shows its next fires")
             if response.run_id:
-                print(f"run {response.run_id} started")
+                print(f"run {visible(response.run_id)} started")
         if response.run_id and args.watch:
             return await runs_cli.follow(client, response.run_id, args.output)
     return 0
@@ -138,9 +138,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'ID':36}  {'NAMESPACE/NAME':40}  {'VERSION':10}  STATUS")
     for w in response.workflows:
         status_name = pb.WorkflowStatus.Name(w.status).removeprefix("WORKFLOW_STATUS_").lower()
-        print(f"{w.id:36}  {w.namespace + '/' + w.name:40}  {w.version:10}  {status_name}")
+        name, version = visible(w.namespace + "/" + w.name), visible(w.version)
+        print(f"{visible(w.id):36}  {name:40}  {version:10}  {status_name}")
     if response.next_page_token:
-        print(f"more: --page-token {response.next_page_token}")
+        print(f"more: --page-token {visible(response.next_page_token)}")
     return 0
 
 
@@ -156,13 +157,15 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(to_dict(w))
         return 0
-    print(f"{w.namespace}/{w.name}  id {w.id}")
-    print(f"version {w.version} (current {w.current_version}; all: {', '.join(w.versions)})")
+    print(visible(f"{w.namespace}/{w.name}  id {w.id}"))
+    print(
+        visible(f"version {w.version} (current {w.current_version}; all: {', '.join(w.versions)})")
+    )
     print(f"status {pb.WorkflowStatus.Name(w.status).removeprefix('WORKFLOW_STATUS_').lower()}")
     if w.tags:
-        print(f"tags {', '.join(w.tags)}")
+        print(visible(f"tags {', '.join(w.tags)}"))
     print("---")
-    print(w.specification.rstrip("\n"))
+    print(visible(w.specification.rstrip("\n"), multiline=True))
     return 0
 
 
@@ -176,5 +179,6 @@ def cmd_archive(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(to_dict(response.workflow))
     else:
-        print(f"{response.workflow.namespace}/{response.workflow.name} archived")
+        archived = response.workflow
+        print(visible(f"{archived.namespace}/{archived.name} archived"))
     return 0

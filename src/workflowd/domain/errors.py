@@ -4,6 +4,7 @@ gRPC status codes in one table.
     WorkflowdError
     ├── InvalidSpecification   a specification that cannot be stored (carries diagnostics)
     ├── InvalidRequest         a request field that is wrong (carries its name)
+    │   └── ValueRefused       the store refused a value the checks let through
     ├── Unauthenticated        no valid token (or it was revoked)
     ├── NotFound               no such workflow/run/schedule for this company
     ├── AlreadyExists          a different spec under an existing version
@@ -39,6 +40,14 @@ class InvalidRequest(WorkflowdError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class ValueRefused(InvalidRequest):
+    """The store refused a value of the request (a safety net: the API's checks should have
+    refused it first). Never retried: the same value is refused again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("request", f"holds a value the store cannot keep: {reason}")
 
 
 class Unauthenticated(WorkflowdError):

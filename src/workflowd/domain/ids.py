@@ -19,6 +19,7 @@ MAX_KEY_CHARS = 256
 MAX_TAG_CHARS = 256
 MAX_TAGS = 32
 _SHOWN_CHARS = 60
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def shown(value: str) -> str:
@@ -26,6 +27,12 @@ def shown(value: str) -> str:
     if len(value) > _SHOWN_CHARS:
         value = value[:_SHOWN_CHARS] + "…"
     return repr(value)
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters written as escapes (`\\x1b`), for a message that is
+    stored or shown but may quote a caller's text (a task name in a pointer)."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def check_uuid(field: str, value: str, what: str) -> None:
@@ -55,9 +62,21 @@ def check_version(field: str, value: str) -> None:
 
 
 def check_key(field: str, value: str) -> None:
-    if len(value) > MAX_KEY_CHARS or not value.isprintable():
+    """A key the daemon stores and indexes (an idempotency key): printable and bounded."""
+    if len(value) > MAX_KEY_CHARS:
+        raise InvalidRequest(field, f"must be at most {MAX_KEY_CHARS} characters, got {len(value)}")
+    if not value.isprintable():
+        raise InvalidRequest(field, "must be printable text: it holds a control character")
+
+
+def check_text(field: str, value: str, max_chars: int) -> None:
+    """Free text the daemon stores (a cancel reason): bounded, and no NUL, which PostgreSQL
+    cannot store and C code reads as the end of the string."""
+    if len(value) > max_chars:
+        raise InvalidRequest(field, f"must be at most {max_chars} characters, got {len(value)}")
+    if "\0" in value:
         raise InvalidRequest(
-            field, f"must be at most {MAX_KEY_CHARS} printable characters, got {len(value)}"
+            field, f"holds a NUL character (U+0000) at character {value.index(chr(0))}"
         )
 
 

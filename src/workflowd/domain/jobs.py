@@ -88,7 +88,8 @@ class JobsCommunicationError(JobsError):
 
 
 class JobRejected(JobsError):
-    """A 4xx other than 404/409: the API's own detail says why."""
+    """A definite refusal (a 4xx other than 404/409/429, or a 5xx not worth retrying such as
+    507, the company's data unusable): the API's own detail says why."""
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"jobs API answered {status}: {detail}")

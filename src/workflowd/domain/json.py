@@ -94,3 +94,24 @@ def _check_number(number: int | float) -> None:
         )
     if isinstance(number, float) and not math.isfinite(number):
         raise ValueTooLarge("a number is not finite (NaN and infinities have no JSON form)")
+
+
+def nul_pointer(value: Json) -> str | None:
+    """The JSON pointer of the first string (or key) holding a NUL, None if there is none. A
+    NUL is refused where it would be stored: PostgreSQL cannot hold one in text, and jobs
+    systems (C code) read it as the end of the string."""
+    stack: list[tuple[Json, str]] = [(value, "")]
+    while stack:  # no recursion: the value may be hostile
+        item, pointer = stack.pop()
+        if isinstance(item, str):
+            if "\0" in item:
+                return pointer
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                escaped = key.replace("~", "~0").replace("/", "~1")
+                if "\0" in key:
+                    return f"{pointer}/{escaped}"
+                stack.append((child, f"{pointer}/{escaped}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{pointer}/{i}") for i, child in enumerate(item))
+    return None

@@ -13,7 +13,7 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
-    after: list[str]
+    after: Sequence[str]
     """`after[i]` continues the listing right after `items[i]`."""
     more: bool
     """Whether anything follows the last item."""

@@ -265,7 +265,8 @@ class RunEventType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RunEvent:
-    """One durable state change. `seq` counts per run from 1; `global_seq` across all runs."""
+    """One durable state change. `seq` counts per run from 1; `global_seq` across all runs of the
+    event's company, from 1 (never counting another company's events)."""
 
     run_id: str
     seq: int

@@ -9,7 +9,9 @@ from workflowd.domain.definition import Schedule
 from workflowd.scheduler import (
     CronSchedule,
     FireSchedule,
+    count_fires,
     fires_between,
+    latest_fires,
     next_fires,
     parse_every,
 )
@@ -41,3 +43,15 @@ def between(
 ) -> list[datetime]:
     """Instants in [start, end), at most `limit`."""
     return fires_between(fire_schedule(spec, anchor), start, end, limit)
+
+
+def latest(
+    spec: Schedule, anchor: datetime, start: datetime, end: datetime, n: int
+) -> list[datetime]:
+    """The last `n` instants in [start, end] (`end` included), ascending."""
+    return latest_fires(fire_schedule(spec, anchor), start, end, n)
+
+
+def count(spec: Schedule, anchor: datetime, start: datetime, end: datetime, cap: int) -> int:
+    """Instants in [start, end), counted up to `cap` + 1."""
+    return count_fires(fire_schedule(spec, anchor), start, end, cap)

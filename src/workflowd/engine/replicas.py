@@ -73,7 +73,7 @@ class Replica:
         await self._deps.store.join(self.id, now, self._lease)
         self._joined = True
         # The log is followed from here, before anything is claimed: no event is missed.
-        self._last_seq = await self._deps.store.last_global_seq()
+        self._last_seq = await self._deps.store.log_position()
         self._deps.hub.follow_log()
         self._runs.launcher.share()
         claimed = await self._runs.recover(takeover=False)
@@ -135,17 +135,17 @@ class Replica:
             try:
                 await self._wait_for_events(self._settings.poll_s)
                 while True:
-                    events = await self._deps.store.events_since(self._last_seq, _LOG_BATCH)
-                    if events:
-                        self._deliver(events)
-                    if len(events) < _LOG_BATCH:
+                    entries = await self._deps.store.events_since(self._last_seq, _LOG_BATCH)
+                    if entries:
+                        self._last_seq = entries[-1][0]
+                        self._deliver([event for _, event in entries])
+                    if len(entries) < _LOG_BATCH:
                         break
             except Exception:
                 log.exception("replica %s could not read the event log; retrying", self.id)
                 await asyncio.sleep(_RETRY_S)
 
     def _deliver(self, events: list[RunEvent]) -> None:
-        self._last_seq = events[-1].global_seq
         self._deps.hub.deliver(events)
         launcher = self._runs.launcher
         for event in events:

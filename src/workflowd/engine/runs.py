@@ -13,7 +13,7 @@ from datetime import datetime
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable, WorkflowdError
-from workflowd.domain.json import Json
+from workflowd.domain.json import Json, nul_pointer
 from workflowd.domain.page import Page
 from workflowd.domain.run import (
     NewRun,
@@ -90,6 +90,8 @@ class Runs:
         if self.launcher.draining:
             raise Unavailable("workflowd is shutting down and accepts no new runs; retry shortly")
         self._rate.take(company)
+        if request.idempotency_key:
+            ids.check_key("idempotency_key", request.idempotency_key)
         workflow = await self._definitions.get(company, request.ref)
         if workflow.status == WorkflowStatus.ARCHIVED:
             raise FailedPrecondition(
@@ -121,6 +123,12 @@ class Runs:
         problem = self._deps.limits.values.problem(run_input)
         if problem is not None:
             raise InvalidRequest("input", f"cannot be stored: {problem}")
+        nul = nul_pointer(run_input)
+        if nul is not None:
+            # The pointer names keys of the caller's: bounded, like every echo of input.
+            raise InvalidRequest(
+                f"input{nul[:200]}", "holds a NUL character (U+0000), which cannot be stored"
+            )
         if not isinstance(definition.input_schema, dict | bool):
             return
         # In a bounded worker, not on the event loop: a `pattern` runs Python's backtracking re.
@@ -154,8 +162,7 @@ class Runs:
     async def cancel(self, company: str, run_id: str, reason: str = "") -> Run:
         """Ask the run to stop (CANCELLING, then CANCELLED once its job stopped); a run that
         has ended is returned as it is."""
-        if len(reason) > MAX_REASON_CHARS:
-            raise InvalidRequest("reason", f"must be at most {MAX_REASON_CHARS} characters")
+        ids.check_text("reason", reason, MAX_REASON_CHARS)
         run = await self.get(company, run_id)
         if run.status.terminal or run.status == RunStatus.CANCELLING:
             return run
@@ -273,12 +280,12 @@ class Runs:
     ) -> AsyncIterator[RunEvent]:
         """Events of every matching run: those stored after `filt.after_global_seq` (none when
         it is 0), then live ones. `on_subscribed` runs once nothing live can be missed."""
-        await self._check_watch_filter(filt)
+        await self._check_watch_filter(company, filt)
         sub = self._subscribe(
             lambda: self._deps.hub.subscribe(lambda e: e.company == company and filt.matches(e))
         )
         try:
-            last = filt.after_global_seq or await self._deps.store.last_global_seq()
+            last = filt.after_global_seq or await self._deps.store.last_company_seq(company)
             if on_subscribed is not None:
                 await on_subscribed()
             while True:
@@ -297,14 +304,15 @@ class Runs:
             self._deps.hub.unsubscribe(sub)
             self._deps.metrics.watchers.set(self._deps.hub.watchers)
 
-    async def _check_watch_filter(self, filt: WatchFilter) -> None:
+    async def _check_watch_filter(self, company: str, filt: WatchFilter) -> None:
         if filt.workflow_id:
             ids.check_uuid("workflow_id", filt.workflow_id, "workflow")
         if filt.namespace:
             ids.check_name("namespace", filt.namespace)
         if filt.after_global_seq < 0:
             raise InvalidRequest("after_global_seq", "must not be negative")
-        if filt.after_global_seq > await self._deps.store.last_global_seq():
+        # Compared with the company's own last event: the answer tells nothing of others'.
+        if filt.after_global_seq > await self._deps.store.last_company_seq(company):
             raise InvalidRequest(
                 "after_global_seq",
                 f"{filt.after_global_seq} is ahead of the event log: resume from a global_seq "

@@ -8,6 +8,7 @@ instant); only then are runs started and events published.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from typing import Protocol
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
-from workflowd.domain.errors import FailedPrecondition, InvalidRequest
+from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable, WorkflowdError
 from workflowd.domain.fairness import acting_for
 from workflowd.domain.page import Page
 from workflowd.domain.run import Run, RunTrigger
@@ -25,13 +26,14 @@ from workflowd.domain.schedule import (
     FireDecision,
     FireOutcome,
     FireRequest,
+    FireResult,
     OverlapPolicy,
     SchedulePolicies,
     WorkflowSchedule,
     cancel_other_reason,
 )
 from workflowd.domain.workflow import Workflow, WorkflowStatus
-from workflowd.engine import fires
+from workflowd.engine import catchup, fires
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.ports import ScheduleStore
@@ -42,11 +44,15 @@ log = logging.getLogger("workflowd.scheduler")
 
 UPCOMING = 10
 MAX_CATCHUP_WINDOW_S = 366 * 86400.0
+MAX_REASON_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
 class ScheduleLimits:
     max_backfill_runs: int = 1000
+    # After downtime, a catch-up fires at most this many instants (the latest); the others
+    # are recorded missed.
+    max_catchup_runs: int = 100
     # A fire processed this late is still on time; later, it is a catch-up (the scheduler was
     # not running at the instant).
     on_time_s: float = 60.0
@@ -217,37 +223,29 @@ class Schedules:
             return schedule.next_fire_at  # another scheduler, or a new version, moved it on
         now = self._deps.clock.now()
         if (now - instant).total_seconds() <= self._limits.on_time_s:
-            following = fires.next_fire(schedule.spec, schedule.anchor, max(now, instant))
+            # The next instant follows this one, not now: instants that came while this one
+            # waited are due at once, and each is fired, caught up or recorded missed.
+            following = fires.next_fire(schedule.spec, schedule.anchor, instant)
             await self._fire_one(schedule, instant, False, following)
             return following
         return await self._catch_up(schedule, now)
 
     async def _catch_up(self, schedule: WorkflowSchedule, now: datetime) -> datetime | None:
-        """Instants missed while no scheduler ran: those in the window fire by the policy,
-        the others are recorded as missed (one record for the lot)."""
-        spec, anchor, policies = schedule.spec, schedule.anchor, schedule.policies
-        assert schedule.next_fire_at is not None
-        window_start = now - timedelta(seconds=policies.catchup_window_s)
-        # The window spans at most a year of a schedule's instants; ALL fires each of them.
-        within = fires.between(spec, anchor, max(window_start, schedule.next_fire_at), now, 10_000)
-        if policies.catchup is CatchupPolicy.NONE:
-            firing: list[datetime] = []
-        elif policies.catchup is CatchupPolicy.LATEST:
-            firing = within[-1:]
-        else:
-            firing = within
-        following = fires.next_fire(spec, anchor, now)
-        first_missed = schedule.next_fire_at
-        if not firing or first_missed < firing[0]:
-            reason = _missed_reason(policies, first_missed, window_start)
-            missed = FireDecision(first_missed, FireOutcome.MISSED, reason, now)
-            next_at = firing[0] if firing else following
-            await self._store.record_decision(schedule.workflow_id, missed, next_at)
-            self._observe(missed, True)
-        for index, instant in enumerate(firing):
-            after = firing[index + 1] if index + 1 < len(firing) else following
-            await self._fire_one(schedule, instant, True, after)
-        return following
+        """Instants missed while no scheduler ran: the latest fire by the policy (at most
+        `max_catchup_runs`), the others are recorded as missed (one record for the lot)."""
+        # Off the event loop: a cron walked over a long window may take a while.
+        planned = await asyncio.to_thread(
+            catchup.plan, schedule, now, self._limits.max_catchup_runs
+        )
+        if planned.missed is not None:
+            firing = planned.firing
+            next_at = firing[0] if firing else planned.following
+            await self._store.record_decision(schedule.workflow_id, planned.missed, next_at)
+            self._observe(planned.missed, True)
+        for index, instant in enumerate(planned.firing):
+            after = planned.firing[index + 1] if index + 1 < len(planned.firing) else None
+            await self._fire_one(schedule, instant, True, after or planned.following)
+        return planned.following
 
     async def _fire_one(
         self,
@@ -257,22 +255,20 @@ class Schedules:
         following: datetime | None,
     ) -> None:
         now = self._deps.clock.now()
-        workflow = await self._definitions.get(
-            schedule.company,
-            WorkflowRef(workflow_id=schedule.workflow_id, version=schedule.version),
-        )
-        definition = await self._definitions.definition(workflow)
-        refusal = await self._input_refusal(definition)
-        if refusal:
-            decision = FireDecision(instant, FireOutcome.SKIPPED, refusal, now)
+        try:
+            fired = await self._commit_fire(schedule, instant, catching_up, following, now)
+        except Unavailable:
+            raise  # the store is down: the loop retries the instant
+        except WorkflowdError as exc:
+            # Retrying cannot help (the stored version no longer parses, the store refuses a
+            # value): the instant is decided, saying why, and the schedule moves on.
+            fired = ids.printable(f"the run cannot be created: {exc.message}")[:MAX_REASON_CHARS]
+        if isinstance(fired, str):
+            decision = FireDecision(instant, FireOutcome.SKIPPED, fired, now)
             await self._store.record_decision(schedule.workflow_id, decision, following)
             self._observe(decision, catching_up)
             return
-        new = new_run(workflow, RunTrigger.SCHEDULE, now, scheduled_at=instant)
-        request = FireRequest(
-            schedule.workflow_id, instant, schedule.version, catching_up, new, now
-        )
-        result, run = await self._store.fire(request, following)
+        result, run, definition = fired
         self._deps.crash_point("after_fire_commit")
         self._deps.hub.publish(list(result.events))
         self._deps.metrics.observe_events(result.events)
@@ -283,6 +279,30 @@ class Schedules:
             self._runs.launcher.start(run, definition)
         if result.decision is not None:
             self._observe(result.decision, catching_up)
+
+    async def _commit_fire(
+        self,
+        schedule: WorkflowSchedule,
+        instant: datetime,
+        catching_up: bool,
+        following: datetime | None,
+        now: datetime,
+    ) -> tuple[FireResult, Run | None, WorkflowDefinition] | str:
+        """The committed fire, or why it creates no run (the schema refuses its input)."""
+        workflow = await self._definitions.get(
+            schedule.company,
+            WorkflowRef(workflow_id=schedule.workflow_id, version=schedule.version),
+        )
+        definition = await self._definitions.definition(workflow)
+        refusal = await self._input_refusal(definition)
+        if refusal:
+            return refusal
+        new = new_run(workflow, RunTrigger.SCHEDULE, now, scheduled_at=instant)
+        request = FireRequest(
+            schedule.workflow_id, instant, schedule.version, catching_up, new, now
+        )
+        result, run = await self._store.fire(request, following)
+        return result, run, definition
 
     async def _input_refusal(self, definition: WorkflowDefinition) -> str:
         """Why a scheduled run's empty input (`{}`) fails the workflow's input.schema."""
@@ -352,15 +372,3 @@ def _check_range(start: datetime, end: datetime, now: datetime) -> None:
             "end_time",
             "is in the future: a backfill covers past instants; the schedule fires future ones",
         )
-
-
-def _missed_reason(policies: SchedulePolicies, first: datetime, window_start: datetime) -> str:
-    if policies.catchup is CatchupPolicy.NONE:
-        return f"no scheduler ran from {first.isoformat()}; the catch-up policy is NONE"
-    if first < window_start:
-        return (
-            f"no scheduler ran from {first.isoformat()}: instants before "
-            f"{window_start.isoformat()} are outside the catch-up window "
-            f"({policies.catchup_window_s:g} s)"
-        )
-    return f"no scheduler ran from {first.isoformat()}; LATEST fires only the most recent instant"

@@ -41,6 +41,8 @@ from workflowd.scheduler.cron import CronSchedule, ScheduleSyntaxError
 MIN_EVERY = timedelta(seconds=1)
 MAX_EVERY = timedelta(days=366)
 _TICK = timedelta(microseconds=1)  # datetime's resolution
+_CRON_GRAIN = timedelta(minutes=1)
+_UNLIMITED = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,41 @@ def fires_between(
     # Searching from just before `start` makes a fire at `start` itself count.
     fires = _fires(schedule, _utc(start, "start") - _TICK)
     return list(islice(takewhile(lambda instant: instant < stop, fires), limit))
+
+
+def latest_fires(schedule: FireSchedule, start: datetime, end: datetime, n: int) -> list[datetime]:
+    """The last `n` fires in [start, end] (`end` included), ascending, in UTC. Intervals are
+    arithmetic; a cron is walked forward over spans that grow back from `end` until they hold
+    `n` fires, so the cost follows the fires wanted, not the length of [start, end]."""
+    start, end = _utc(start, "start"), _utc(end, "end")
+    if n <= 0 or end < start:
+        return []
+    if isinstance(schedule, IntervalSchedule):
+        anchor, every = schedule.anchor.astimezone(UTC), schedule.every
+        first = max(0, -((anchor - start) // every))  # the first k with anchor + k·every ≥ start
+        last = (end - anchor) // every
+        return [anchor + k * every for k in range(max(first, last - n + 1), last + 1)]
+    span = _CRON_GRAIN * n  # a cron fires at most once a minute
+    while True:
+        low = max(start, end - span)
+        found = fires_between(schedule, low, end + _TICK, _UNLIMITED)
+        if len(found) >= n or low == start:
+            return found[-n:]
+        span *= 4
+
+
+def count_fires(schedule: FireSchedule, start: datetime, end: datetime, cap: int) -> int:
+    """How many fires [start, end) holds, counting at most `cap` + 1 (more than `cap`: a cron
+    is counted by walking it, and a year of a minute cron is half a million steps)."""
+    start, end = _utc(start, "start"), _utc(end, "end")
+    if end <= start:
+        return 0
+    if isinstance(schedule, IntervalSchedule):
+        anchor, every = schedule.anchor.astimezone(UTC), schedule.every
+        first = max(0, -((anchor - start) // every))
+        after_last = max(0, -((anchor - end) // every))  # the first k at or past `end`
+        return min(max(0, after_last - first), cap + 1)
+    return len(fires_between(schedule, start, end, cap + 1))
 
 
 def _fires(schedule: FireSchedule, after: datetime) -> Iterator[datetime]:

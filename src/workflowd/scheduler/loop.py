@@ -1,6 +1,13 @@
 """The scheduler's loop: a heap of (next instant, workflow), one sleep until the earliest, never
 a poll of every schedule.
 
+The heap holds one live entry per schedule. Moving a schedule pushes a new entry and leaves the
+old one in place, dead (lazy deletion: a heap cannot remove from its middle); setting an
+unchanged instant pushes nothing; and once dead entries outnumber live ones the heap is rebuilt
+from the live ones. So its size stays below twice the number of schedules whatever the callers
+do (idempotent creates, repeated activations, a yearly cron whose dead entries would otherwise
+wait a year to be popped).
+
 The loop only knows when. What a fire does (the overlap and catch-up policies, the run, the
 record of the decision) is the target's business, reached through `FireTarget`, which the
 composition root hands in; the target answers with the schedule's next instant. The store is
@@ -13,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -37,12 +45,25 @@ class SchedulerClock(Protocol):
     async def sleep_until(self, instant: datetime) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """Where a schedule stands in the loop: the instant it fires, when to wake for it (later
+    than the instant for a retry), and the number of its one live heap entry."""
+
+    instant: datetime
+    wake_at: datetime
+    number: int
+
+
 class SchedulerLoop:
     def __init__(self, target: FireTarget, clock: SchedulerClock, concurrency: int = 256) -> None:
         self._target = target
         self._clock = clock
-        self._heap: list[tuple[datetime, str]] = []
-        self._next: dict[str, datetime] = {}  # workflow → the instant its heap entry fires
+        # (wake at, entry number, workflow): the number orders equal times and tells a live
+        # entry (the one `_next` holds) from a dead one.
+        self._heap: list[tuple[datetime, int, str]] = []
+        self._next: dict[str, _Entry] = {}
+        self._pushed = 0
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._firing: set[asyncio.Task[None]] = set()
@@ -51,6 +72,11 @@ class SchedulerLoop:
     @property
     def scheduled(self) -> int:
         return len(self._next)
+
+    @property
+    def heap_size(self) -> int:
+        """Entries in the heap, dead ones included (at most about twice `scheduled`)."""
+        return len(self._heap)
 
     async def start(self) -> None:
         if self._task is not None:
@@ -64,19 +90,31 @@ class SchedulerLoop:
         by another replica, or left due by one that died mid-fire). A schedule another replica
         fires as well is decided once: the store keeps one decision per instant."""
         for workflow_id, instant in await self._target.due():
-            if self._next.get(workflow_id) != instant:
-                self.set(workflow_id, instant)
+            self.set(workflow_id, instant)
 
     def set(
         self, workflow_id: str, instant: datetime | None, wake_at: datetime | None = None
     ) -> None:
-        """The workflow's next instant (None: it no longer fires)."""
+        """The workflow's next instant (None: it no longer fires). The same instant again
+        changes nothing (a retry keeps its later wake-up)."""
+        current = self._next.get(workflow_id)
         if instant is None:
             self._next.pop(workflow_id, None)
+        elif current is None or current.instant != instant or wake_at is not None:
+            self._pushed += 1
+            wake = wake_at or instant
+            self._next[workflow_id] = _Entry(instant, wake, self._pushed)
+            heapq.heappush(self._heap, (wake, self._pushed, workflow_id))
         else:
-            self._next[workflow_id] = instant
-            heapq.heappush(self._heap, (wake_at or instant, workflow_id))
+            return
+        if len(self._heap) > 2 * len(self._next) + 1:
+            self._rebuild()
         self._wake.set()
+
+    def _rebuild(self) -> None:
+        """The heap of the live entries only (dead ones outnumbered them)."""
+        self._heap = [(e.wake_at, e.number, wid) for wid, e in self._next.items()]
+        heapq.heapify(self._heap)
 
     async def aclose(self) -> None:
         """Stop sleeping and wait for the fires in flight (each commits or does nothing)."""
@@ -100,16 +138,16 @@ class SchedulerLoop:
         """The next entry whose time has come, dropping entries that were replaced."""
         now = self._clock.now()
         while self._heap:
-            wake_at, workflow_id = self._heap[0]
-            instant = self._next.get(workflow_id)
-            if instant is None or wake_at < instant:
+            wake_at, number, workflow_id = self._heap[0]
+            entry = self._next.get(workflow_id)
+            if entry is None or entry.number != number:
                 heapq.heappop(self._heap)  # replaced or removed since it was pushed
                 continue
             if wake_at > now:
                 return None
             heapq.heappop(self._heap)
             del self._next[workflow_id]
-            return workflow_id, instant
+            return workflow_id, entry.instant
         return None
 
     async def _sleep(self) -> None:

@@ -31,6 +31,7 @@ from workflowd.spec.fields import (
     type_name,
 )
 from workflowd.spec.jqsyntax import is_expression
+from workflowd.spec.names import check_name
 from workflowd.spec.operations import OPERATIONS
 from workflowd.spec.tasks import COMMON_KEYS, Context, check_flow, read_list
 
@@ -96,6 +97,7 @@ def _switch(body: Mapping[str, Json], pointer: str, ctx: Context) -> Read:
             out.append(Diagnostic(message, at))
             continue
         ((name, case),) = item.items()
+        out += check_name(name, pointer_join(at, name), "a case name")
         found, problems = _case(name, case, pointer_join(at, name), ctx)
         out += problems
         if found is not None:

@@ -30,6 +30,7 @@ from workflowd.spec.fields import (
     expect_object,
     type_name,
 )
+from workflowd.spec.names import check_name
 
 KINDS = ("call", "set", "switch", "do", "for", "fork", "try", "raise", "wait")
 REFUSED_KINDS = {
@@ -120,6 +121,7 @@ def _items(value: list[Json], pointer: str, out: list[Diagnostic]) -> list[tuple
         seen.add(name)
         if not name.strip():
             out.append(Diagnostic("task names must not be empty", named))
+        out += check_name(name, named)
         items.append((position, name, body))
     return items
 

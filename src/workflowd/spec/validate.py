@@ -20,6 +20,7 @@ from workflowd.spec.fields import (
     type_name,
 )
 from workflowd.spec.inputschema import check_input_schema
+from workflowd.spec.names import check_strings
 from workflowd.spec.schedule import check_schedule
 from workflowd.spec.tasks import Context, read_list
 from workflowd.spec.uses import read_use
@@ -85,6 +86,7 @@ def _validate(text: str, limits: Limits) -> ValidationResult:
         )
         return ValidationResult(None, (Diagnostic(message, "", 1, 1),), document)
     found, problems = check_workflow(document, limits)
+    problems += check_strings(document)
     placed = tuple(_place(d, loaded.positions) for d in diagnostics + problems)
     if found is None or any(d.severity is Severity.ERROR for d in placed):
         return ValidationResult(None, placed, document)

@@ -8,14 +8,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from workflowd.domain.errors import Unavailable
+from workflowd.domain.errors import Unavailable, ValueRefused
+from workflowd.store.lock import ExclusiveFile, Locked
 from workflowd.store.migrate import migrate
 from workflowd.store.query import Reader
 from workflowd.store.sql import SQLITE, Dialect, SqliteConn
@@ -24,6 +25,12 @@ from workflowd.store.writer import GroupWriter
 log = logging.getLogger("workflowd.store")
 
 READERS = 4
+
+
+class StoreInUse(Unavailable):
+    """Another live process has the SQLite store open."""
+
+
 _BEGIN_WRITE = "BEGIN IMMEDIATE"
 
 
@@ -35,6 +42,30 @@ def _pragmas(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
+
+
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def translator(path: Path) -> Callable[[Exception], Exception]:
+    """SQLite's errors as ours: a damaged file is an outage to repair, named in one sentence;
+    a value SQLite refuses is the request's; a full disk or an I/O error is an outage its
+    callers may wait out."""
+
+    def translate(exc: Exception) -> Exception:
+        if isinstance(exc, sqlite3.DatabaseError) and exc.sqlite_errorname in _DAMAGED:
+            return Unavailable(
+                f"the SQLite store {path} is damaged ({exc}): restore it from a backup, or "
+                "move it aside to start with an empty store"
+            )
+        if isinstance(exc, sqlite3.DataError):
+            return ValueRefused(str(exc))
+        if isinstance(exc, sqlite3.OperationalError):
+            # A full disk, an I/O error, a lock held elsewhere: writes can be tried again.
+            return Unavailable(f"the SQLite store {path} cannot take writes now: {exc}")
+        return exc
+
+    return translate
 
 
 class _WriterConn(SqliteConn):
@@ -56,8 +87,10 @@ class _AioReader:
 class SqliteDatabase:
     def __init__(self, path: Path, readers: int = READERS) -> None:
         self.path = path
+        self._lock = ExclusiveFile(path.with_name(path.name + ".lock"))
+        self._translate = translator(path)
         self.writer = GroupWriter(
-            self._connect_writer, _BEGIN_WRITE, "sqlite", transient=(sqlite3.OperationalError,)
+            self._connect_writer, _BEGIN_WRITE, "sqlite", translate=self._translate
         )
         self._readers = readers
         self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
@@ -80,13 +113,30 @@ class SqliteDatabase:
         if self._idle is not None:
             raise RuntimeError("database already open")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self.writer.run_once(lambda conn: migrate(conn, _BEGIN_WRITE, str(self.path)))
-        self.writer.start()
-        self._idle = asyncio.Queue()
-        for _ in range(self._readers):
-            conn = await self._connect_reader()
-            self._all.append(conn)
-            self._idle.put_nowait(conn)
+        self._take_lock()
+        try:
+            await self.writer.run_once(lambda conn: migrate(conn, _BEGIN_WRITE, str(self.path)))
+            self.writer.start()
+            self._idle = asyncio.Queue()
+            for _ in range(self._readers):
+                conn = await self._connect_reader()
+                self._all.append(conn)
+                self._idle.put_nowait(conn)
+        except BaseException:
+            # Whoever failed to open a store does not close it: what it holds ends here.
+            await self.aclose()
+            raise
+
+    def _take_lock(self) -> None:
+        """One process writes a SQLite store: a second daemon naming it with `--store` (from
+        another data directory) would resume the first one's runs and submit their jobs again."""
+        try:
+            self._lock.acquire()
+        except Locked as exc:
+            raise StoreInUse(
+                f"the SQLite store {self.path} is in use by another workflowd ({exc.who}); stop "
+                "it or choose another --store"
+            ) from None
 
     async def _connect_reader(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -107,6 +157,11 @@ class SqliteDatabase:
             if begin is not None:
                 await asyncio.shield(begin)
             yield _AioReader(conn)
+        except sqlite3.Error as exc:
+            ours = self._translate(exc)
+            if ours is exc:
+                raise
+            raise ours from exc
         finally:
             if begin is None:
                 self._idle.put_nowait(conn)
@@ -139,3 +194,4 @@ class SqliteDatabase:
         await self.writer.aclose()
         for conn in self._all:
             await conn.close()
+        self._lock.release()

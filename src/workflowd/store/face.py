@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -26,9 +27,10 @@ from workflowd.domain.schedule import (
 )
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
 from workflowd.store import reads, replicas, runs, schedules, usage, workflows
-from workflowd.store.paging import page_size
+from workflowd.store.paging import PageTokens, page_size, stored_key
 from workflowd.store.query import Reader
 from workflowd.store.runtx import RunTx
+from workflowd.store.sequence import as_company_sees
 from workflowd.store.sql import Conn
 from workflowd.store.writer import GroupWriter
 
@@ -58,9 +60,17 @@ class Store:
         # Reads wait for a pooled connection company by company in turn, so one company's
         # many reads (its runs' executors) delay another's by one turn.
         self._reads = FairSlots(backend.readers)
+        self._tokens: PageTokens | None = None
 
     async def open(self) -> None:
         await self.db.open()
+        self._tokens = PageTokens(await self._write(stored_key))
+
+    @property
+    def tokens(self) -> PageTokens:
+        if self._tokens is None:
+            raise RuntimeError("the store is not open")
+        return self._tokens
 
     def shared_log(self) -> Callable[[float], Awaitable[None]] | None:
         """Where other processes may write this store too (replicas): a wait, bounded by its
@@ -123,7 +133,9 @@ class Store:
         self, company: str, filt: WorkflowFilter, size: int, token: str
     ) -> Page[Workflow]:
         n = page_size(size)
-        return await self._read(lambda r: reads.list_workflows(r, company, filt, n, token))
+        return await self._read(
+            lambda r: reads.list_workflows(r, company, filt, n, token, self.tokens)
+        )
 
     async def archive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow:
         def op(conn: Conn) -> None:
@@ -158,7 +170,9 @@ class Store:
         self, company: str, namespace: str, size: int, token: str
     ) -> Page[WorkflowSchedule]:
         n = page_size(size)
-        return await self._read(lambda r: reads.list_schedules(r, company, namespace, n, token))
+        return await self._read(
+            lambda r: reads.list_schedules(r, company, namespace, n, token, self.tokens)
+        )
 
     async def due_schedules(self) -> list[tuple[str, datetime]]:
         return await self._read(reads.due_schedules, snapshot=False)
@@ -170,6 +184,7 @@ class Store:
 
         def op(conn: Conn) -> tuple[FireResult, Run | None]:
             result = schedules.fire(conn, request, next_at, self.quotas)
+            result = replace(result, events=tuple(as_company_sees(conn, result.events)))
             if not result.run_id:
                 return result, None
             replicas.own(conn, [result.run_id], self.replica)
@@ -193,7 +208,10 @@ class Store:
                 added = [news[i].input for i, (_, _, new) in enumerate(made) if new]
                 usage.admit_runs(conn, self.quotas, news[0].company, added, inserted=True)
             replicas.own(conn, [run_id for run_id, _, new in made if new], self.replica)
-            return [(runs.written_run(conn, run_id), events, new) for run_id, events, new in made]
+            return [
+                (runs.written_run(conn, run_id), as_company_sees(conn, events), new)
+                for run_id, events, new in made
+            ]
 
         return await self._write(op)
 
@@ -205,7 +223,7 @@ class Store:
             if created:
                 usage.admit_runs(conn, self.quotas, new.company, [new.input], inserted=True)
                 replicas.own(conn, [run_id], self.replica)
-            return runs.written_run(conn, run_id), events, created
+            return runs.written_run(conn, run_id), as_company_sees(conn, events), created
 
         return await self._write(op)
 
@@ -217,7 +235,7 @@ class Store:
 
     async def list_runs(self, company: str, filt: RunFilter, size: int, token: str) -> Page[Run]:
         n = page_size(size)
-        return await self._read(lambda r: reads.list_runs(r, company, filt, n, token))
+        return await self._read(lambda r: reads.list_runs(r, company, filt, n, token, self.tokens))
 
     def update_run(
         self,
@@ -238,7 +256,7 @@ class Store:
         def op(conn: Conn) -> list[RunEvent]:
             tx = RunTx(conn, run_id, now, owner)
             change(tx)
-            return tx.close()
+            return as_company_sees(conn, tx.close())
 
         return self.db.writer.submit(op, urgent=urgent)
 
@@ -269,8 +287,9 @@ class Store:
             lambda conn: replicas.claim(conn, self.replica, now, takeover=takeover, limit=limit)
         )
 
-    async def events_since(self, after: int, limit: int) -> list[RunEvent]:
-        """Every company's events after `after`, in log order (a replica's follower)."""
+    async def events_since(self, after: int, limit: int) -> list[tuple[int, RunEvent]]:
+        """Every company's events after the log position `after`, in log order, each with its
+        position (a replica's follower)."""
         return await self._read(lambda r: reads.events_since(r, after, limit), snapshot=False)
 
     async def events_after(
@@ -287,5 +306,10 @@ class Store:
             lambda r: reads.events_after_global(r, company, filt, after, limit), snapshot=False
         )
 
-    async def last_global_seq(self) -> int:
-        return await self._read(reads.last_global_seq, snapshot=False)
+    async def log_position(self) -> int:
+        """The position of the event log's last event, every company's (a replica's follower)."""
+        return await self._read(reads.log_position, snapshot=False)
+
+    async def last_company_seq(self, company: str) -> int:
+        """The sequence number of the company's last event (0 before its first)."""
+        return await self._read(lambda r: reads.last_company_seq(r, company), snapshot=False)

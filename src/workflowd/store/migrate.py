@@ -35,8 +35,11 @@ def migrate(conn: Conn, begin: str, where: str) -> None:
             continue
         conn.execute(begin)
         try:
-            for statement in script:
-                conn.execute(dialect.ddl(statement))
+            for step in script:
+                for statement in (
+                    (step,) if isinstance(step, str) else step.statements(dialect.name)
+                ):
+                    conn.execute(dialect.ddl(statement))
             conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
             conn.execute("COMMIT")
         except BaseException:

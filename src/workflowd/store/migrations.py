@@ -1,9 +1,25 @@
 """Forward-only schema migrations. Append a new tuple to change the schema; never edit one that
-has shipped. Each tuple runs in one transaction at start."""
+has shipped. Each tuple runs in one transaction at start. A statement is SQLite's text (turned
+into PostgreSQL's by the dialect), or `PerDialect` where the two differ beyond types."""
 
 from __future__ import annotations
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PerDialect:
+    """The statements of one step, written for each database (a trigger: their languages
+    differ)."""
+
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+    def statements(self, dialect: str) -> tuple[str, ...]:
+        return self.postgresql if dialect == "postgresql" else self.sqlite
+
+
+MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
     (
         """
         CREATE TABLE workflows (
@@ -265,5 +281,62 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         CREATE INDEX runs_company_active ON runs (company)
         WHERE status IN ('pending', 'running', 'cancelling')
         """,
+    ),
+    (
+        # Each company's events are numbered 1, 2, 3… in commit order (`company_seq`): the
+        # `global_seq` a company sees, so that its cursors count nothing of other companies'.
+        # A trigger numbers every insert, whichever process (or version) writes it; under the
+        # store's write lock (SQLite's one writer, PostgreSQL's advisory lock), so in commit
+        # order. `global_seq` stays the log's own order, for the replicas' follower.
+        "CREATE TABLE company_sequences (company TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)",
+        "ALTER TABLE run_events ADD COLUMN company_seq INTEGER NOT NULL DEFAULT 0",
+        """
+        UPDATE run_events SET company_seq = numbered.n FROM (
+            SELECT global_seq AS g,
+                ROW_NUMBER() OVER (PARTITION BY company ORDER BY global_seq) AS n
+            FROM run_events
+        ) AS numbered WHERE run_events.global_seq = numbered.g
+        """,
+        """
+        INSERT INTO company_sequences (company, last_seq)
+        SELECT company, MAX(company_seq) FROM run_events GROUP BY company
+        """,
+        """
+        CREATE UNIQUE INDEX run_events_by_company_seq ON run_events (company, company_seq)
+        WHERE company_seq > 0
+        """,
+        PerDialect(
+            sqlite=(
+                """
+                CREATE TRIGGER number_run_event AFTER INSERT ON run_events
+                BEGIN
+                    INSERT INTO company_sequences (company, last_seq) VALUES (NEW.company, 1)
+                        ON CONFLICT (company) DO UPDATE SET last_seq = last_seq + 1;
+                    UPDATE run_events SET company_seq =
+                        (SELECT last_seq FROM company_sequences WHERE company = NEW.company)
+                    WHERE global_seq = NEW.global_seq;
+                END
+                """,
+            ),
+            postgresql=(
+                """
+                CREATE FUNCTION number_run_event() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    INSERT INTO company_sequences AS s (company, last_seq)
+                        VALUES (NEW.company, 1)
+                        ON CONFLICT (company) DO UPDATE SET last_seq = s.last_seq + 1
+                        RETURNING s.last_seq INTO NEW.company_seq;
+                    RETURN NEW;
+                END
+                $$
+                """,
+                """
+                CREATE TRIGGER number_run_event BEFORE INSERT ON run_events
+                FOR EACH ROW EXECUTE FUNCTION number_run_event()
+                """,
+            ),
+        ),
+        # Secrets the store keeps for every process that shares it (the page tokens' key).
+        "CREATE TABLE store_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
 )

@@ -18,7 +18,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from workflowd.domain.errors import Unavailable
+from workflowd.domain.errors import Unavailable, ValueRefused
 from workflowd.domain.quotas import Quotas
 from workflowd.store.face import Store
 from workflowd.store.migrate import migrate
@@ -78,6 +78,16 @@ def _reason(exc: psycopg.Error) -> str:
     return lines[0].rpartition(" failed: ")[2].removeprefix("FATAL:").strip()
 
 
+def _translate(exc: Exception) -> Exception:
+    """A value PostgreSQL refuses (a NUL in text, an index row too large, a number out of
+    range) is the request's, not a fault of ours; a lost connection is an outage."""
+    if isinstance(exc, psycopg.DataError | psycopg.errors.ProgramLimitExceeded):
+        return ValueRefused(_reason(exc))
+    if isinstance(exc, psycopg.OperationalError):
+        return Unavailable(f"the PostgreSQL store failed: {_reason(exc)}")
+    return exc
+
+
 class _WriterConn:
     dialect: Dialect = POSTGRESQL
 
@@ -108,9 +118,8 @@ class PostgresDatabase:
         self._url = url
         self.where = redact(url)
         self.writer = GroupWriter(
-            self._connect_writer, _BEGIN_WRITE, "postgres", _NOTIFY,
-            transient=(psycopg.OperationalError,),
-        )  # fmt: skip
+            self._connect_writer, _BEGIN_WRITE, "postgres", _NOTIFY, translate=_translate
+        )
         self.listener = _Listener(url, self.where)
         self._readers = readers
         self._pool: AsyncConnectionPool[AsyncConnection] | None = None

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from workflowd.domain.page import Page
-from workflowd.store.paging import decode_token, encode_token
+from workflowd.store.paging import PageTokens
 from workflowd.store.sql import Dialect, marks
 
 T = TypeVar("T")
@@ -55,12 +55,13 @@ async def keyset_page(
     token: str,
     filter_key: str,
     build: Callable[[Sequence[Any]], Awaitable[list[T]]],
+    tokens: PageTokens,
 ) -> Page[T]:
     """Newest first by `seq`, continuing below the token's `seq`; `build` turns the page's rows
     into items in one go (so related rows load in one query, not one per item)."""
-    after = decode_token(token, filter_key)
+    after = tokens.decode(token, filter_key)
     select.where_if(after is not None, "seq < ?", after)
     rows = await select.fetch(reader, "seq DESC", size + 1)
     kept = rows[:size]
     items = await build(kept)
-    return Page(items, [encode_token(r["seq"], filter_key) for r in kept], len(rows) > size)
+    return Page(items, tokens.after([r["seq"] for r in kept], filter_key), len(rows) > size)

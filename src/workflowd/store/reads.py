@@ -16,6 +16,7 @@ from workflowd.domain.schedule import FireDecision, WorkflowSchedule
 from workflowd.domain.workflow import Workflow, WorkflowFilter
 from workflowd.store import rows
 from workflowd.store.codec import load, parse_ts_required, ts
+from workflowd.store.paging import PageTokens
 from workflowd.store.query import Reader, Select, keyset_page
 from workflowd.store.sql import marks
 
@@ -69,7 +70,7 @@ async def runs_of(reader: Reader, found: Sequence[Any]) -> list[Run]:
 
 
 async def list_runs(
-    reader: Reader, company: str, filt: RunFilter, size: int, token: str
+    reader: Reader, company: str, filt: RunFilter, size: int, token: str, tokens: PageTokens
 ) -> Page[Run]:
     filter_key = "|".join(
         [
@@ -88,7 +89,7 @@ async def list_runs(
         .where_if(filt.created_before, "created_at < ?", ts(filt.created_before))
     )
     return await keyset_page(
-        reader, select, size, token, filter_key, lambda found: runs_of(reader, found)
+        reader, select, size, token, filter_key, lambda found: runs_of(reader, found), tokens
     )
 
 
@@ -122,26 +123,35 @@ async def events_after(
 async def events_after_global(
     reader: Reader, company: str, filt: WatchFilter, after: int, limit: int
 ) -> list[RunEvent]:
+    """The company's events after its own sequence number `after`."""
     select = (
-        Select("run_events", "company = ? AND global_seq > ?", company, after)
+        Select("run_events", "company = ? AND company_seq > ?", company, after)
         .where_if(filt.workflow_id, "workflow_id = ?", filt.workflow_id)
         .where_if(filt.namespace, "namespace = ?", filt.namespace)
         .where_in("run_status", (s.value for s in filt.statuses))
     )
-    return [rows.event(row) for row in await select.fetch(reader, "global_seq", limit)]
+    return [rows.event(row) for row in await select.fetch(reader, "company_seq", limit)]
 
 
-async def events_since(reader: Reader, after: int, limit: int) -> list[RunEvent]:
+async def events_since(reader: Reader, after: int, limit: int) -> list[tuple[int, RunEvent]]:
+    """Every company's events after the log position `after`, with their positions."""
     found = await reader.fetch(
         "SELECT * FROM run_events WHERE global_seq > ? ORDER BY global_seq LIMIT ?",
         (after, limit),
     )
-    return [rows.event(row) for row in found]
+    return [(int(row["global_seq"]), rows.event(row)) for row in found]
 
 
-async def last_global_seq(reader: Reader) -> int:
+async def log_position(reader: Reader) -> int:
     found = await reader.fetch("SELECT MAX(global_seq) AS last FROM run_events")
     return int(found[0]["last"] or 0)
+
+
+async def last_company_seq(reader: Reader, company: str) -> int:
+    found = await reader.fetch(
+        "SELECT last_seq FROM company_sequences WHERE company = ?", (company,)
+    )
+    return int(found[0]["last_seq"]) if found else 0
 
 
 # --- workflows -----------------------------------------------------------------------------
@@ -203,7 +213,12 @@ async def workflows_of(
 
 
 async def list_workflows(
-    reader: Reader, company: str, filt: WorkflowFilter, size: int, token: str
+    reader: Reader,
+    company: str,
+    filt: WorkflowFilter,
+    size: int,
+    token: str,
+    tokens: PageTokens,
 ) -> Page[Workflow]:
     filter_key = f"{company}|{filt.namespace}|{filt.tag}|{filt.status or ''}"
     select = (
@@ -213,7 +228,7 @@ async def list_workflows(
         .where_if(filt.tag, reader.dialect.has_tag, filt.tag)
     )
     return await keyset_page(
-        reader, select, size, token, filter_key, lambda found: workflows_of(reader, found)
+        reader, select, size, token, filter_key, lambda found: workflows_of(reader, found), tokens
     )
 
 
@@ -257,14 +272,14 @@ async def schedules_of(reader: Reader, found: Sequence[Any]) -> list[WorkflowSch
 
 
 async def list_schedules(
-    reader: Reader, company: str, namespace: str, size: int, token: str
+    reader: Reader, company: str, namespace: str, size: int, token: str, tokens: PageTokens
 ) -> Page[WorkflowSchedule]:
     filter_key = f"schedules|{company}|{namespace}"
     select = Select("schedules", "company = ?", company).where_if(
         namespace, "namespace = ?", namespace
     )
     return await keyset_page(
-        reader, select, size, token, filter_key, lambda found: schedules_of(reader, found)
+        reader, select, size, token, filter_key, lambda found: schedules_of(reader, found), tokens
     )
 
 

@@ -95,7 +95,8 @@ def event(row: Row) -> RunEvent:
     return RunEvent(
         run_id=row["run_id"],
         seq=row["seq"],
-        global_seq=row["global_seq"],
+        # What the company sees: its own events' sequence, not the log's (`sequence.py`).
+        global_seq=row["company_seq"],
         type=RunEventType(row["type"]),
         time=parse_ts_required(row["time"]),
         company=row["company"],

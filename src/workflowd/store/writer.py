@@ -57,13 +57,13 @@ class GroupWriter:
         begin: str,
         name: str,
         before_commit: str = "",
-        transient: tuple[type[Exception], ...] = (),
+        translate: Callable[[Exception], Exception] = lambda exc: exc,
     ) -> None:
         self._connect = connect
+        # The database's own errors, raised by a change, as ours (a value it refuses, a
+        # damaged file), so no caller sees sqlite3's or psycopg's exceptions.
+        self._translate = translate
         self._begin = begin
-        # The driver's errors that say the store cannot take writes now (a full disk, a server
-        # gone): a change failing with one is `Unavailable`, which its caller may try again.
-        self._transient = transient
         # A statement that ends every batch before its COMMIT (PostgreSQL: tell the other
         # replicas that the log has grown).
         self._before_commit = before_commit
@@ -79,7 +79,13 @@ class GroupWriter:
     async def run_once(self, op: Op[T]) -> T:
         """Run `op` on the writer's thread and connection outside any batch (migrations)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: op(self._connection()))
+        try:
+            return await loop.run_in_executor(self._pool, lambda: op(self._connection()))
+        except Exception as exc:
+            ours = self._translate(exc)
+            if ours is exc:
+                raise
+            raise ours from exc
 
     def start(self) -> None:
         if self._task is not None:
@@ -123,6 +129,12 @@ class GroupWriter:
         await loop.run_in_executor(self._pool, self._close_connection)
         self._pool.shutdown(wait=True)
 
+    def _ours(self, exc: Exception) -> Exception:
+        ours = self._translate(exc)
+        if ours is not exc:
+            ours.__cause__ = exc
+        return ours
+
     def _connection(self) -> WriterConn:
         if self._conn is None:
             self._conn = self._connect()
@@ -157,11 +169,8 @@ class GroupWriter:
             for pending, outcome in zip(live, outcomes, strict=True):
                 if pending.future.done():
                     continue
-                if isinstance(outcome, _Failure) and isinstance(outcome.exc, self._transient):
-                    failed = Unavailable(f"store write failed: {outcome.exc}")
-                    pending.future.set_exception(failed)
-                elif isinstance(outcome, _Failure):
-                    pending.future.set_exception(outcome.exc)
+                if isinstance(outcome, _Failure):
+                    pending.future.set_exception(self._ours(outcome.exc))
                 elif isinstance(outcome, Exception):
                     pending.future.set_exception(Unavailable(f"store write failed: {outcome}"))
                 else:

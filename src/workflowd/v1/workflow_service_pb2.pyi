@@ -628,7 +628,10 @@ class RunEvent(_message.Message):
     seq: _builtins.int
     """Per-run sequence: 1, 2, 3, ..."""
     global_seq: _builtins.int
-    """Sequence across all runs."""
+    """Sequence across all of the calling company's runs: 1, 2, 3, ... in commit order,
+    counting that company's events only (another company's activity never shows in it).
+    Resume WatchRuns with it.
+    """
     type: Global___RunEventType.ValueType
     workflow_id: _builtins.str
     run_status: Global___RunStatus.ValueType
@@ -1369,7 +1372,9 @@ class WatchRunsRequest(_message.Message):
     workflow_id: _builtins.str
     namespace: _builtins.str
     after_global_seq: _builtins.int
-    """Resume after this global sequence number; 0 streams live events only."""
+    """Resume after this global sequence number (the company's own, as its events carry it);
+    0 streams live events only. Past the company's last event it is INVALID_ARGUMENT.
+    """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___RunStatus.ValueType]: ...
     def __init__(
