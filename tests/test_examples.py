@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, Daemon
+from tests.engine.support import Plane, finished, trigger
 from tests.spec.official_schema import assert_valid_under_official_schema
 from workflowd.spec import validate
+from workflowd.v1 import workflow_service_pb2 as pb
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
@@ -23,3 +25,21 @@ def test_example_is_accepted_and_official(path: Path) -> None:
     result = validate(text)
     assert result.valid, [d.render(str(path)) for d in result.diagnostics]
     assert_valid_under_official_schema(text)
+
+
+CONTROL_FLOW = ["nightly-retry.yaml", "two-views.yaml", "per-country.yaml"]
+
+
+@pytest.mark.parametrize("name", CONTROL_FLOW)
+async def test_control_flow_example_runs_on_the_local_data_plane(daemon: Daemon, name: str) -> None:
+    """The examples a newcomer copies run as shipped, on the events they come with."""
+    plane = Plane(daemon.jobs_url)
+    await plane.load_csv("events", (REPO / "examples" / "data" / "events.csv").read_text())
+    text = (REPO / "examples" / name).read_text()
+    created = await daemon.stub.CreateWorkflow(pb.CreateWorkflowRequest(specification=text))
+    run = await finished(daemon, (await trigger(daemon, created.workflow.id)).id)
+    assert run.status == pb.RUN_STATUS_COMPLETED, run.error
+    jobs = await plane.jobs_for_run(run.id)
+    assert {j["state"] for j in jobs} == {"completed"}
+    assert len(jobs) == {"nightly-retry.yaml": 2, "two-views.yaml": 3, "per-country.yaml": 3}[name]
+    await plane.aclose()

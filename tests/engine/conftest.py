@@ -10,8 +10,10 @@ import pytest
 
 from dataplane.app import DataPlane
 from tests.conftest import Daemon
+from tests.engine.crash_support import Stack
 from tests.engine.fault_proxy import FaultProxy
 from tests.engine.support import AUDIT_CSV, EVENTS_CSV, Plane
+from tests.procs import start_dataplane
 
 WORKERS = 2  # the fault rig's data plane worker threads
 
@@ -68,3 +70,13 @@ async def rig(
         if r.levelno >= logging.ERROR and r.name.startswith("workflowd")
     ]
     assert errors == []
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    proc, url = await start_dataplane(tmp_path / "plane")
+    stack = Stack(tmp_path, proc, url)
+    await stack.plane.load_csv("events", EVENTS_CSV)
+    await stack.plane.load_csv("audit", AUDIT_CSV)
+    yield stack
+    await stack.aclose()

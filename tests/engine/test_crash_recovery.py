@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.engine.support import AUDIT_CSV, EVENTS_CSV, SLOW_NQL, Plane, workflow
-from tests.procs import ExitedBeforeReady, Process, start_dataplane, start_workflowd
+from tests.engine.crash_support import Stack, run_to_end
+from tests.engine.support import SLOW_NQL, workflow
+from tests.procs import ExitedBeforeReady
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
@@ -38,50 +37,6 @@ PIPELINE = workflow(
       with: {datasetName: per_user}
 """,
 )
-
-
-class Stack:
-    def __init__(self, tmp: Path, plane_proc: Process, plane_url: str) -> None:
-        self.tmp = tmp
-        self.plane_proc = plane_proc
-        self.plane = Plane(plane_url)
-        self.daemon: Process | None = None
-        self.channel: grpc.aio.Channel | None = None
-        self.stub: pb_grpc.WorkflowServiceStub | None = None
-
-    async def start_daemon(self, crash_point: str = "") -> pb_grpc.WorkflowServiceStub:
-        if self.channel is not None:
-            await self.channel.close()
-        self.daemon, address = await start_workflowd(
-            self.tmp / "workflowd", self.plane.base_url, crash_point
-        )
-        self.channel = grpc.aio.insecure_channel(address)
-        self.stub = pb_grpc.WorkflowServiceStub(self.channel)
-        return self.stub
-
-    async def aclose(self) -> None:
-        if self.channel is not None:
-            await self.channel.close()
-        if self.daemon is not None:
-            await self.daemon.stop()
-        await self.plane.aclose()
-        await self.plane_proc.stop()
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    proc, url = await start_dataplane(tmp_path / "plane")
-    stack = Stack(tmp_path, proc, url)
-    await stack.plane.load_csv("events", EVENTS_CSV)
-    await stack.plane.load_csv("audit", AUDIT_CSV)
-    yield stack
-    await stack.aclose()
-
-
-async def run_to_end(stub: pb_grpc.WorkflowServiceStub, run_id: str) -> pb.Run:
-    async for _ in stub.WatchRun(pb.WatchRunRequest(run_id=run_id)):
-        pass
-    return (await stub.GetRun(pb.GetRunRequest(run_id=run_id))).run
 
 
 async def assert_exactly_once(stack: Stack, run: pb.Run) -> None:
