@@ -156,3 +156,39 @@ async def test_watch_all_json_lines_follow_the_filters(daemon: Daemon) -> None:
     # Events come in order: had the other workflow's run matched, its events would be first.
     assert [(e["run_id"], e["type"]) for e in events] == [(run.id, "RUN_EVENT_TYPE_RUN_COMPLETED")]
     assert events[0]["run_status"] == pb.RunStatus.Name(pb.RUN_STATUS_COMPLETED)
+
+
+async def test_runs_rerun_one_run_and_every_failed_run_of_a_workflow(daemon: Daemon) -> None:
+    wf = await apply(daemon, workflow("failing-twice", FAILING))
+    failed = [await finished(daemon, (await trigger(daemon, wf.id)).id) for _ in range(2)]
+    assert {run.status for run in failed} == {pb.RUN_STATUS_FAILED}
+
+    code, out, err = await cli("runs", "rerun", failed[0].id, address=daemon.address)
+    assert code == 0, err
+    new_id = re.fullmatch(rf"run (\S+) re-runs {failed[0].id}: \w+\n", out)
+    assert new_id is not None, out
+    again = await finished(daemon, new_id.group(1))
+    assert again.rerun_of == failed[0].id
+    assert again.tasks[0].reused  # `ok` was reused, `boom` failed again
+    code, out, err = await cli("runs", "get", again.id, address=daemon.address)
+    assert code == 0, err
+    assert re.search(r"^ok\s+completed \(reused\)", out, re.M), out
+
+    code, out, err = await cli(
+        "runs", "rerun", "--workflow", "analytics/failing-twice", "--from-start",
+        address=daemon.address,
+    )  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == "3 runs re-run"  # the two failures, and the failed re-run
+    assert [line.split()[3].rstrip(":") for line in lines[:-1]] == [
+        failed[0].id,
+        failed[1].id,
+        again.id,
+    ]  # oldest first
+
+    code, _, err = await cli(
+        "runs", "rerun", failed[0].id, "--since", "2026-01-01", address=daemon.address
+    )
+    assert code == 2
+    assert "--workflow" in err

@@ -191,3 +191,40 @@ async def test_kill_right_after_a_compete_winner_cancels_the_losers_jobs(stack: 
         "/do/0/race/fork/branches/0/slow",
         "/do/0/race/fork/branches/1/fast",
     ]
+
+
+async def test_kill_during_a_rerun_submits_no_job_twice(stack: Stack) -> None:
+    text = workflow(
+        "crash-rerun",
+        """\
+  - build:
+      call: CreateMaterializedViewIfNotExists
+      with: {nql: SELECT user_id FROM company_data.events, datasetName: users}
+  - count:
+      call: CreateMaterializedViewIfNotExists
+      with: {nql: SELECT COUNT(1) AS n FROM company_data.late, datasetName: counted}
+  - log:
+      call: ExecuteDml
+      with:
+        nql: '${ "INSERT INTO company_data.audit VALUES (7, 7, ''\\($workflow.runId)'')" }'
+""",
+    )
+    stub, run = await start(stack, text)
+    failed = await run_to_end(stub, run.id)
+    assert failed.status == pb.RUN_STATUS_FAILED
+    await stack.plane.load_csv("late", "x\n1\n")
+    assert stack.daemon is not None
+    await stack.daemon.stop()
+    # The daemon kills itself once the re-run's first live task committed its intent.
+    stub = await stack.start_daemon("after_intent_commit")
+    again = (await stub.RerunRun(pb.RerunRunRequest(run_id=failed.id))).run
+    assert stack.daemon is not None
+    assert await stack.daemon.wait() == -9
+
+    stub = await stack.start_daemon()
+    final = await run_to_end(stub, again.id)
+    assert final.status == pb.RUN_STATUS_COMPLETED, final.error
+    assert [t.reused for t in final.tasks] == [True, False, False]
+    assert await keys_of_jobs(stack, again.id) == ["/do/1/count", "/do/2/log"]
+    logged = [r for r in await stack.plane.rows("audit") if r["note"] == again.id]
+    assert len(logged) == 1

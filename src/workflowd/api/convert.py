@@ -11,7 +11,13 @@ from workflowd.domain.diagnostics import Diagnostic, Severity
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.json import Json, JsonObject
 from workflowd.domain.run import Problem, Run, RunEvent, RunStatus, RunTrigger, TaskRun, TaskStatus
-from workflowd.domain.schedule import CatchupPolicy, FireDecision, FireOutcome, OverlapPolicy
+from workflowd.domain.schedule import (
+    CatchupPolicy,
+    FireDecision,
+    FireOutcome,
+    OverlapPolicy,
+    RerunPolicy,
+)
 from workflowd.domain.workflow import Workflow, WorkflowStatus
 from workflowd.engine.schedules import ScheduleView
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -31,6 +37,16 @@ _OVERLAP_BACK = {v: k for k, v in _OVERLAP.items()}
 _CATCHUP = {p: pb.CatchupPolicy.Value(f"CATCHUP_POLICY_{p.name}") for p in CatchupPolicy}
 _CATCHUP_BACK = {v: k for k, v in _CATCHUP.items()}
 _OUTCOME = {o: pb.FireOutcome.Value(f"FIRE_OUTCOME_{o.name}") for o in FireOutcome}
+_RERUN = {pb.RerunPolicy.Value(f"RERUN_POLICY_{p.name}"): p for p in RerunPolicy}
+
+
+def rerun_policy(value: pb.RerunPolicy.ValueType) -> RerunPolicy:
+    """A backfill's re-run policy; unspecified is NONE."""
+    if value == pb.RERUN_POLICY_UNSPECIFIED:
+        return RerunPolicy.NONE
+    if value not in _RERUN:
+        raise InvalidRequest("rerun", f"{value} is not a RerunPolicy")
+    return _RERUN[value]
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -224,6 +240,7 @@ def task_run(t: TaskRun) -> pb.TaskRun:
         attempt=t.attempt,
         parent=text(t.parent),
         reason=text(t.reason),
+        reused=t.reused,
         wake_at=timestamp(t.wake_at),
         order=t.order,
         position=t.position,
@@ -250,6 +267,7 @@ def run(r: Run) -> pb.Run:
         scheduled_at=timestamp(r.scheduled_at),
         after_run_id=r.after_run_id,
         cancel_reason=text(r.cancel_reason),
+        rerun_of=r.rerun_of,
     )
 
 

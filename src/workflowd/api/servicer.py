@@ -16,6 +16,7 @@ from workflowd.domain.page import Page
 from workflowd.domain.run import RunFilter, RunStatus, WatchFilter
 from workflowd.domain.workflow import WorkflowFilter
 from workflowd.engine.definitions import Definitions, WorkflowRef
+from workflowd.engine.reruns import FROM_FAILURE
 from workflowd.engine.runs import Runs, TriggerRequest
 from workflowd.engine.schedules import PolicyChange, Schedules
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -188,6 +189,17 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         run = await self._runs.cancel(_company(self, context), request.run_id, request.reason)
         return pb.CancelRunResponse(run=convert.run(run))
 
+    @unary
+    async def RerunRun(self, request: pb.RerunRunRequest, context: Ctx) -> pb.RerunRunResponse:
+        given = request.HasField("input")
+        run = await self._runs.rerun(
+            _company(self, context),
+            request.run_id,
+            start=request.start or FROM_FAILURE,
+            input=convert.from_value(request.input, given, "input") if given else None,
+        )
+        return pb.RerunRunResponse(run=convert.run(run))
+
     @streaming
     async def WatchRun(
         self, request: pb.WatchRunRequest, context: Ctx
@@ -276,6 +288,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             start,
             end,
             not request.parallel,
+            convert.rerun_policy(request.rerun),
         )
         return pb.BackfillWorkflowResponse(
             run_ids=[run.id for run in done.runs], created=done.created

@@ -10,6 +10,7 @@ from datetime import UTC
 from typing import Any
 
 from workflowd.api.client import Client, to_dict
+from workflowd.cli import rerun
 from workflowd.cli.common import (
     CliError,
     add_output_option,
@@ -76,6 +77,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p = rsub.add_parser(name, help=text)
         p.add_argument("run_id")
         _common(p, handler)
+    rerun.register(rsub)
 
 
 def _common(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], int]) -> None:

@@ -53,6 +53,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--end", required=True, help="ISO-8601 instant (UTC unless it says)")
     p.add_argument("--parallel", action="store_true", help="start every run at once")
     p.add_argument(
+        "--rerun",
+        choices=("none", "failed", "all"),
+        default="none",
+        help="instants that have a run: keep it (default), re-run it from its failure when it"
+        " failed, or re-run every ended one",
+    )
+    p.add_argument(
         "--watch", action="store_true", help="follow the runs; exit 1 if any failed, 2 cancelled"
     )
     _common(p, cmd_backfill)
@@ -154,7 +161,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     async def go() -> int:
         async with client_of(args) as client:
             request = pb.BackfillWorkflowRequest(
-                workflow_id=await workflow_id(client, args.ref), parallel=args.parallel
+                workflow_id=await workflow_id(client, args.ref),
+                parallel=args.parallel,
+                rerun=pb.RerunPolicy.Value(f"RERUN_POLICY_{args.rerun.upper()}"),
             )
             request.start_time.CopyFrom(_timestamp(args.start, "--start"))
             request.end_time.CopyFrom(_timestamp(args.end, "--end"))

@@ -93,6 +93,8 @@ def task_state(task: pb.TaskRun, day: date | None) -> str:
     """A running instance that waits says until when."""
     if task.status == pb.TASK_STATUS_RUNNING and task.HasField("wake_at"):
         return f"waiting until {instant(task.wake_at.ToDatetime(tzinfo=UTC), day)}"
+    if task.reused:
+        return f"{task_status(task.status)} (reused)"
     return task_status(task.status)
 
 

@@ -98,6 +98,7 @@ class RunTrigger(StrEnum):
     MANUAL = "manual"
     SCHEDULE = "schedule"
     BACKFILL = "backfill"
+    RERUN = "rerun"
 
 
 class ErrorType(StrEnum):
@@ -197,6 +198,8 @@ class TaskRun:
     ended_at: datetime | None = None
     wake_at: datetime | None = None
     """When a waiting instance (a `wait`, a `try` between attempts) goes on."""
+    reused: bool = False
+    """A re-run took its outcome from the run it re-runs (its job was not submitted again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +246,11 @@ class Run:
     cursor: JsonObject | None = None
     """Where the interpretation stands (None before the run started, and for runs started
     before task instances, whose cursor is rebuilt from their tasks)."""
+    rerun_of: str = ""
+    """The run this one re-runs."""
+    replay_until: int = 0
+    """A re-run replays the instances of `rerun_of` that came before this place in its order
+    (their outcomes reused, their jobs not submitted again), then goes on live."""
 
 
 class RunEventType(StrEnum):
@@ -337,6 +345,8 @@ class NewRun:
     idempotency_key: str = ""
     scheduled_at: datetime | None = None
     after_run_id: str = ""
+    rerun_of: str = ""
+    replay_until: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,17 @@ class CatchupPolicy(StrEnum):
     NONE = "none"
 
 
+class RerunPolicy(StrEnum):
+    """What a backfill does with an instant that has a run already."""
+
+    NONE = "none"
+    """Keep it (a backfill is idempotent)."""
+    FAILED = "failed"
+    """Re-run it from its failure when its latest run failed."""
+    ALL = "all"
+    """Re-run it from the start when its latest run has ended."""
+
+
 class FireOutcome(StrEnum):
     FIRED = "fired"
     SKIPPED = "skipped"
@@ -38,6 +49,7 @@ class FireOutcome(StrEnum):
     CAUGHT_UP = "caught_up"
     MISSED = "missed"
     STOPPED = "stopped"
+    RERUN = "rerun"
 
     @property
     def creates_run(self) -> bool:

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from workflowd.domain.definition import Task
 from workflowd.domain.jobs import JobInfo, JobRequest, JobState
-from workflowd.domain.run import RunStatus
+from workflowd.domain.run import RunStatus, TaskRun
 from workflowd.engine import problems
 from workflowd.engine.dataflow import DataFlow
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.flow import CallCompleted, CallStep, Faulted, Outcome, Stopped
 from workflowd.engine.jobcalls import CancelOutcome, JobCalls
 from workflowd.engine.problems import StepFailed
+from workflowd.engine.reruns import replay_call
 
 log = logging.getLogger("workflowd.engine")
 
@@ -42,6 +43,8 @@ class CallState:
     submitting: asyncio.Task[JobInfo] | None = None
     unconfirmed: bool = False
     """Its job may still run: the jobs system did not confirm a cancel (`jobs_to_cancel`)."""
+    reused: bool = False
+    """A re-run replayed it: its outcome is the one it had in the run re-run."""
 
 
 Intent = Callable[[CallState], Awaitable[None]]
@@ -56,6 +59,8 @@ class CallRunner:
         self.states: dict[str, CallState] = {}
         self.stopping = False
         """The run is being cancelled: nothing more is submitted."""
+        self.replay: dict[str, TaskRun] = {}
+        """A re-run's instances of the run it re-runs, which answer at once (`reruns.py`)."""
 
     def state(self, key: str, task: Task) -> CallState:
         state = self.states.get(key)
@@ -67,6 +72,10 @@ class CallRunner:
         self, step: CallStep, commit_intent: Intent, on_submitted: Callable[[CallState], None]
     ) -> Outcome:
         state = self.state(step.key, step.task)
+        replayed = self.replay.get(step.key)
+        if replayed is not None and not state.job_id:
+            state.reused, state.job_id, state.job_recorded = True, replayed.job_id, True
+            return await replay_call(step.key, replayed)
         try:
             if not state.job_id:
                 await self._intent(step, state, commit_intent)

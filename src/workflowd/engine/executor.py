@@ -42,6 +42,7 @@ from workflowd.domain.run import (
     RunEvent,
     RunStatus,
     RunTaken,
+    TaskRun,
     TaskStatus,
 )
 from workflowd.engine import records
@@ -70,6 +71,7 @@ from workflowd.engine.interpreter import Interpreter
 from workflowd.engine.legacy import legacy_cursor
 from workflowd.engine.ports import RunTransaction
 from workflowd.engine.problems import StepFailed, with_note
+from workflowd.engine.reruns import replayed
 
 log = logging.getLogger("workflowd.engine")
 
@@ -104,6 +106,7 @@ class RunExecutor:
         self._deadline: asyncio.Task[None] | None = None
         self._deadline_at: tuple[Any, datetime] | None = None
         self._calls: CallRunner | None = None
+        self._replay: dict[str, TaskRun] = {}
         self._side_commits: set[asyncio.Future[list[RunEvent]]] = set()
         self._started: dict[str, datetime] = {
             t.key: t.started_at for t in run.tasks if t.started_at is not None
@@ -149,6 +152,7 @@ class RunExecutor:
         flow = DataFlow(self._deps, self._run, self._definition, started_at)
         self._calls = CallRunner(self._deps, self._run.id, self._run.company, flow)
         self._calls.stopping = self._cancel_requested
+        self._calls.replay = self._replay = await self._replayed()
         self._flow = flow
         advance = self._resume()
         if self._cancel_requested:
@@ -189,6 +193,14 @@ class RunExecutor:
 
         await self._commit(start)
         return now
+
+    async def _replayed(self) -> dict[str, TaskRun]:
+        """A re-run's instances of the run it re-runs, up to where it goes live."""
+        run = self._run
+        if not run.rerun_of or not run.replay_until:
+            return {}
+        original = await self._deps.store.get_run(run.company, run.rerun_of)
+        return replayed(original, run.replay_until)
 
     def _resume(self) -> Advance:
         """Where the run starts: its committed cursor and the steps it awaits, a cursor rebuilt
@@ -285,7 +297,9 @@ class RunExecutor:
 
     async def _sleep(self, step: Sleep) -> Outcome:
         """Until the instant, which is committed first: a restart neither starts the wait again
-        nor ends it early."""
+        nor ends it early. A re-run replaying the wait (or the backoff) goes on at once."""
+        if step.key in self._replay:
+            return Woke(step.key)
         async with self._gate:
             await self._commit_pending()
         self._settle(step.key)

@@ -98,6 +98,7 @@ class RunTransaction(Protocol):
         problem: Problem | None = None,
         reason: str = "",
         job_id: str = "",
+        reused: bool = False,
     ) -> None: ...
 
     def instance_waits(self, key: str, until: datetime) -> None: ...
@@ -233,6 +234,10 @@ class ScheduleStore(Protocol):
         self, workflow_id: str, decision: FireDecision, next_at: datetime | None
     ) -> None: ...
 
+    async def latest_runs_at(
+        self, company: str, workflow_id: str, instants: list[datetime]
+    ) -> dict[datetime, Run]: ...
+
     async def create_backfill(
-        self, runs: list[NewRun], sequential: bool
+        self, runs: list[NewRun], sequential: bool, now: datetime
     ) -> list[tuple[Run, list[RunEvent], bool]]: ...

@@ -44,11 +44,12 @@ def change(
     # Taken now: the states change after this returns, the change runs later on the writer.
     intent_requests = [(s.key, s.request.to_json()) for s in intents if s.request is not None]
     jobs = {key: s.job_id for key, s in calls.items() if s.job_id}
+    reused = {key for key, s in calls.items() if s.reused}
     later = [(s.job_id, key) for key, s in calls.items() if s.unconfirmed and s.job_id]
 
     def apply(tx: RunTransaction) -> None:
         for record in found:
-            _apply(tx, record, jobs)
+            _apply(tx, record, jobs, reused)
         for key, request in intent_requests:
             tx.record_intent(key, request)
         for job_id, key in later:
@@ -60,7 +61,7 @@ def change(
     return apply
 
 
-def _apply(tx: RunTransaction, record: Record, jobs: Mapping[str, str]) -> None:
+def _apply(tx: RunTransaction, record: Record, jobs: Mapping[str, str], reused: set[str]) -> None:
     if isinstance(record, Started):
         task = record.task
         tx.start_instance(
@@ -83,7 +84,7 @@ def _apply(tx: RunTransaction, record: Record, jobs: Mapping[str, str]) -> None:
             tx.set_input(record.key, record.input)
     elif isinstance(record, Ended):
         job_id = jobs.get(record.key, "")
-        if job_id:
+        if job_id and record.key not in reused:
             tx.record_job(record.key, job_id)  # its TASK_JOB_SUBMITTED precedes its end
         tx.end_instance(
             record.key,
@@ -94,6 +95,7 @@ def _apply(tx: RunTransaction, record: Record, jobs: Mapping[str, str]) -> None:
             problem=record.problem,
             reason=record.reason,
             job_id=job_id,
+            reused=record.key in reused,
         )
     elif isinstance(record, Waiting):
         tx.instance_waits(record.key, record.until)

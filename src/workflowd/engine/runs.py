@@ -7,7 +7,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from workflowd.domain import ids
@@ -31,6 +31,7 @@ from workflowd.engine.hub import HubClosed, Subscription
 from workflowd.engine.launcher import Launcher
 from workflowd.engine.ports import RunTransaction
 from workflowd.engine.quotas import TriggerRate
+from workflowd.engine.reruns import FROM_FAILURE, replay_point
 from workflowd.spec import EvaluationLimitError, SchemaUnusableError
 
 log = logging.getLogger("workflowd.engine")
@@ -60,6 +61,8 @@ def new_run(
     run_input: Json = None,
     scheduled_at: datetime | None = None,
     idempotency_key: str = "",
+    rerun_of: str = "",
+    replay_until: int = 0,
 ) -> NewRun:
     """A run of `workflow`'s version, to create (every new run is made here: a trigger, a
     schedule's fire, a backfill); its task instances come as they start."""
@@ -75,6 +78,22 @@ def new_run(
         created_at=now,
         idempotency_key=idempotency_key,
         scheduled_at=scheduled_at,
+        rerun_of=rerun_of,
+        replay_until=replay_until,
+    )
+
+
+def rerun_of(workflow: Workflow, original: Run, start: str, now: datetime) -> NewRun:
+    """A re-run of `original` (`reruns.py`): same version and instant, replaying it up to where
+    `start` says."""
+    return new_run(
+        workflow,
+        RunTrigger.RERUN,
+        now,
+        run_input=original.input,
+        scheduled_at=original.scheduled_at,
+        rerun_of=original.id,
+        replay_until=replay_point(original, start),
     )
 
 
@@ -109,6 +128,30 @@ class Runs:
             idempotency_key=request.idempotency_key,
         )
         # Shielded: once the run is committed it must start even if the caller goes away.
+        return await asyncio.shield(self._create(new, definition))
+
+    async def rerun(
+        self, company: str, run_id: str, *, start: str = FROM_FAILURE, input: Json = None
+    ) -> Run:
+        """A new run of `run_id`'s version and instant, linked to it, replaying it up to
+        `start` (`failure`, `start` or a task reference) and going on live from there; with
+        `input`, on that input instead of the run's."""
+        if self.launcher.draining:
+            raise Unavailable("workflowd is shutting down and accepts no new runs; retry shortly")
+        original = await self.get(company, run_id)
+        workflow = await self._definitions.get(
+            company, WorkflowRef(workflow_id=original.workflow_id, version=original.version)
+        )
+        if workflow.status == WorkflowStatus.ARCHIVED:
+            raise FailedPrecondition(
+                f"workflow {workflow.namespace}/{workflow.name} is archived and accepts no runs"
+            )
+        definition = await self._definitions.definition(workflow)
+        new = rerun_of(workflow, original, start, self._deps.clock.now())
+        if input is not None:
+            await self._check_input(definition, input)
+            new = replace(new, input=input)
+        self._rate.take(company)
         return await asyncio.shield(self._create(new, definition))
 
     async def _create(self, new: NewRun, definition: WorkflowDefinition) -> Run:

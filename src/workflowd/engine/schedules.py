@@ -19,7 +19,7 @@ from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable, WorkflowdError
 from workflowd.domain.fairness import acting_for
 from workflowd.domain.page import Page
-from workflowd.domain.run import Run, RunTrigger
+from workflowd.domain.run import NewRun, Run, RunStatus, RunTrigger
 from workflowd.domain.schedule import (
     Activation,
     CatchupPolicy,
@@ -28,6 +28,7 @@ from workflowd.domain.schedule import (
     FireRequest,
     FireResult,
     OverlapPolicy,
+    RerunPolicy,
     SchedulePolicies,
     WorkflowSchedule,
     cancel_other_reason,
@@ -37,7 +38,8 @@ from workflowd.engine import catchup, fires
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.ports import ScheduleStore
-from workflowd.engine.runs import Runs, TriggerRequest, new_run
+from workflowd.engine.reruns import FROM_FAILURE, FROM_START
+from workflowd.engine.runs import Runs, TriggerRequest, new_run, rerun_of
 from workflowd.spec import EvaluationLimitError, SchemaUnusableError
 
 log = logging.getLogger("workflowd.scheduler")
@@ -176,7 +178,13 @@ class Schedules:
             self._tell_loop(schedule)
 
     async def backfill(
-        self, company: str, workflow_id: str, start: datetime, end: datetime, sequential: bool
+        self,
+        company: str,
+        workflow_id: str,
+        start: datetime,
+        end: datetime,
+        sequential: bool,
+        rerun: RerunPolicy = RerunPolicy.NONE,
     ) -> Backfill:
         workflow = await self._workflow(company, workflow_id)
         definition = await self._definitions.definition(workflow)
@@ -198,13 +206,36 @@ class Schedules:
                 f"{cap} at a time (the {cap}th is {instants[cap - 1].isoformat()})",
             )
         news = [new_run(workflow, RunTrigger.BACKFILL, now, scheduled_at=t) for t in instants]
-        created = await self._store.create_backfill(news, sequential)
+        if rerun is not RerunPolicy.NONE:
+            news = await self._reruns(workflow, news, rerun, now)
+        created = await self._store.create_backfill(news, sequential, now)
         for run, events, is_new in created:
             self._deps.hub.publish(events)
             self._deps.metrics.observe_events(events)
             if is_new:
                 self._runs.launcher.start(run, definition)
         return Backfill(tuple(run for run, _, _ in created), sum(1 for *_, n in created if n))
+
+    async def _reruns(
+        self, workflow: Workflow, news: list[NewRun], rerun: RerunPolicy, now: datetime
+    ) -> list[NewRun]:
+        """The backfill's runs, with a re-run in place of each instant whose latest run the
+        policy re-runs: from its failure when it failed (`failed`, `all`), from the start when
+        it completed or was cancelled (`all`)."""
+        instants = [new.scheduled_at for new in news if new.scheduled_at is not None]
+        latest = await self._store.latest_runs_at(workflow.company, workflow.id, instants)
+        out: list[NewRun] = []
+        for new in news:
+            found = latest.get(new.scheduled_at) if new.scheduled_at is not None else None
+            if found is None or not found.status.terminal:
+                out.append(new)
+            elif found.status == RunStatus.FAILED:
+                out.append(rerun_of(workflow, found, FROM_FAILURE, now))
+            elif rerun is RerunPolicy.ALL:
+                out.append(rerun_of(workflow, found, FROM_START, now))
+            else:
+                out.append(new)
+        return out
 
     # --- the scheduler's FireTarget ------------------------------------------------------
 

@@ -199,11 +199,16 @@ class Store:
             lambda conn: schedules.record_decision(conn, workflow_id, decision, next_at)
         )
 
+    async def latest_runs_at(
+        self, company: str, workflow_id: str, instants: list[datetime]
+    ) -> dict[datetime, Run]:
+        return await self._read(lambda r: reads.latest_runs_at(r, company, workflow_id, instants))
+
     async def create_backfill(
-        self, news: list[NewRun], sequential: bool
+        self, news: list[NewRun], sequential: bool, now: datetime
     ) -> list[tuple[Run, list[RunEvent], bool]]:
         def op(conn: Conn) -> list[tuple[Run, list[RunEvent], bool]]:
-            made = schedules.create_backfill(conn, news, sequential)
+            made = schedules.create_backfill(conn, news, sequential, now)
             if news:
                 added = [news[i].input for i, (_, _, new) in enumerate(made) if new]
                 usage.admit_runs(conn, self.quotas, news[0].company, added, inserted=True)

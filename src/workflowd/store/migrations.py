@@ -339,4 +339,18 @@ MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
         # Secrets the store keeps for every process that shares it (the page tokens' key).
         "CREATE TABLE store_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    (
+        # Re-runs: a run may re-run another (`rerun_of`), replaying the instances before a
+        # place in that run's order (`replay_until`) and showing them as reused; it keeps the
+        # instant it re-runs, so an instant's one run is the one that is no re-run.
+        "ALTER TABLE runs ADD COLUMN rerun_of TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE runs ADD COLUMN replay_until INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE task_instances ADD COLUMN reused INTEGER NOT NULL DEFAULT 0",
+        "DROP INDEX runs_scheduled",
+        """
+        CREATE UNIQUE INDEX runs_scheduled ON runs (workflow_id, scheduled_at)
+        WHERE scheduled_at IS NOT NULL AND rerun_of = ''
+        """,
+        "CREATE INDEX runs_rerun_of ON runs (rerun_of) WHERE rerun_of != ''",
+    ),
 )

@@ -69,6 +69,22 @@ async def runs_of(reader: Reader, found: Sequence[Any]) -> list[Run]:
     return [rows.run(row, tasks[row["id"]]) for row in found]
 
 
+async def latest_runs_at(
+    reader: Reader, company: str, workflow_id: str, instants: Sequence[datetime]
+) -> dict[datetime, Run]:
+    """Each instant's latest run (its last re-run, else its run), where it has one."""
+    found = await _in(
+        reader,
+        "SELECT * FROM runs WHERE company = ? AND workflow_id = ? AND scheduled_at IN ({})"
+        " ORDER BY seq",
+        [str(ts(t)) for t in instants],
+        before=(company, workflow_id),
+    )
+    latest = {row["scheduled_at"]: row for row in found}
+    return {run.scheduled_at: run for run in await runs_of(reader, list(latest.values()))
+            if run.scheduled_at is not None}  # fmt: skip
+
+
 async def list_runs(
     reader: Reader, company: str, filt: RunFilter, size: int, token: str, tokens: PageTokens
 ) -> Page[Run]:

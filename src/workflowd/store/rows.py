@@ -59,6 +59,8 @@ def run(row: Row, tasks: Sequence[Row]) -> Run:
         after_run_id=row["after_run_id"],
         cancel_reason=row["cancel_reason"],
         cursor=cursor if isinstance(cursor := load(row["cursor"]), dict) else None,
+        rerun_of=row["rerun_of"],
+        replay_until=row["replay_until"],
     )
 
 
@@ -88,6 +90,7 @@ def task(row: Row) -> TaskRun:
         started_at=parse_ts(row["started_at"]),
         ended_at=parse_ts(row["ended_at"]),
         wake_at=parse_ts(row["wake_at"]),
+        reused=bool(row["reused"]),
     )
 
 

@@ -46,12 +46,13 @@ def insert_run(conn: Conn, new: NewRun) -> list[RunEvent]:
     """The run, PENDING, and its RUN_CREATED event."""
     conn.execute(
         "INSERT INTO runs (id, company, workflow_id, namespace, name, version, status, trigger,"
-        " input, created_at, scheduled_at, idempotency_key, after_run_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " input, created_at, scheduled_at, idempotency_key, after_run_id, rerun_of,"
+        " replay_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.id, new.company, new.workflow_id, new.namespace, new.name, new.version,
             RunStatus.PENDING.value, new.trigger.value, dump(new.input), ts(new.created_at),
-            ts(new.scheduled_at), new.idempotency_key, new.after_run_id,
+            ts(new.scheduled_at), new.idempotency_key, new.after_run_id, new.rerun_of,
+            new.replay_until,
         ),
     )  # fmt: skip
     tx = RunTx(conn, new.id, new.created_at)

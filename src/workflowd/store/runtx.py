@@ -180,10 +180,13 @@ class RunTx:
         problem: Problem | None = None,
         reason: str = "",
         job_id: str = "",
+        reused: bool = False,
     ) -> None:
         """COMPLETED, FAILED, CANCELLED or SKIPPED; the job id is written too, so a job that
-        exists is never lost."""
+        exists is never lost. `reused`: a re-run took the outcome from the run it re-runs."""
         columns: dict[str, Any] = {"ended_at": ts(at), "wake_at": None}
+        if reused:
+            columns["reused"] = 1
         if store_output:
             columns["output"] = self._stored(dump(output))
         if job_id:

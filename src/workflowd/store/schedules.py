@@ -207,17 +207,23 @@ def record_decision(
 
 
 def create_backfill(
-    conn: Conn, news: list[NewRun], sequential: bool
+    conn: Conn, news: list[NewRun], sequential: bool, now: datetime
 ) -> list[tuple[str, list[RunEvent], bool]]:
-    """(run id, events, created) per instant (an instant that already has a run keeps it); in
-    sequence, each run waits for the previous instant's run."""
+    """(run id, events, created) per instant (an instant that already has a run keeps it,
+    unless `news` re-runs it: a re-run is made while the run it re-runs is still the instant's
+    latest, and the instant's decision says so); in sequence, each run waits for the previous
+    instant's run."""
     out: list[tuple[str, list[RunEvent], bool]] = []
     previous = ""
     for new in news:
         assert new.scheduled_at is not None
         existing = _run_at(conn, new.workflow_id, new.scheduled_at)
-        if existing:
-            out.append((existing, [], False))
+        if new.rerun_of and _latest_at(conn, new.workflow_id, new.scheduled_at) == new.rerun_of:
+            after = previous if sequential else ""
+            out.append((new.id, insert_run(conn, replace(new, after_run_id=after)), True))
+            _decided_again(conn, new, now)
+        elif new.rerun_of or existing:
+            out.append((_latest_at(conn, new.workflow_id, new.scheduled_at), [], False))
         else:
             after = previous if sequential else ""
             out.append((new.id, insert_run(conn, replace(new, after_run_id=after)), True))
@@ -262,11 +268,33 @@ def _active_runs(conn: Conn, workflow_id: str) -> list[ActiveRun]:
 
 
 def _run_at(conn: Conn, workflow_id: str, instant: datetime) -> str:
+    """The instant's run: the one that is no re-run (unique)."""
     row = conn.execute(
-        "SELECT id FROM runs WHERE workflow_id = ? AND scheduled_at = ?",
+        "SELECT id FROM runs WHERE workflow_id = ? AND scheduled_at = ? AND rerun_of = ''",
         (workflow_id, ts(instant)),
     ).fetchone()
     return str(row["id"]) if row else ""
+
+
+def _latest_at(conn: Conn, workflow_id: str, instant: datetime) -> str:
+    """The instant's latest run: its last re-run, else its run."""
+    row = conn.execute(
+        "SELECT id FROM runs WHERE workflow_id = ? AND scheduled_at = ? ORDER BY seq DESC",
+        (workflow_id, ts(instant)),
+    ).fetchone()
+    return str(row["id"]) if row else ""
+
+
+def _decided_again(conn: Conn, new: NewRun, now: datetime) -> None:
+    """The instant's decision becomes the re-run, naming the run it re-runs."""
+    reason = f"re-run of run {new.rerun_of} by a backfill"
+    conn.execute(
+        "INSERT INTO schedule_decisions (workflow_id, instant, outcome, run_id, reason,"
+        " decided_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id, instant) DO UPDATE"
+        " SET outcome = excluded.outcome, run_id = excluded.run_id, reason = excluded.reason,"
+        " decided_at = excluded.decided_at",
+        (new.workflow_id, ts(new.scheduled_at), FireOutcome.RERUN.value, new.id, reason, ts(now)),
+    )
 
 
 def _decided(conn: Conn, workflow_id: str, instant: datetime) -> bool:

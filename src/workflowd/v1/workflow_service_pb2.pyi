@@ -102,6 +102,8 @@ class _RunTriggerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunTrigger
     RUN_TRIGGER_MANUAL: _RunTrigger.ValueType  # 1
     RUN_TRIGGER_SCHEDULE: _RunTrigger.ValueType  # 2
     RUN_TRIGGER_BACKFILL: _RunTrigger.ValueType  # 3
+    RUN_TRIGGER_RERUN: _RunTrigger.ValueType  # 4
+    """A re-run of another run (RerunRun, or a backfill that re-runs instants)."""
 
 class RunTrigger(_RunTrigger, metaclass=_RunTriggerEnumTypeWrapper):
     """RunTrigger says what started a run."""
@@ -110,6 +112,8 @@ RUN_TRIGGER_UNSPECIFIED: RunTrigger.ValueType  # 0
 RUN_TRIGGER_MANUAL: RunTrigger.ValueType  # 1
 RUN_TRIGGER_SCHEDULE: RunTrigger.ValueType  # 2
 RUN_TRIGGER_BACKFILL: RunTrigger.ValueType  # 3
+RUN_TRIGGER_RERUN: RunTrigger.ValueType  # 4
+"""A re-run of another run (RerunRun, or a backfill that re-runs instants)."""
 Global___RunTrigger: _TypeAlias = RunTrigger  # noqa: Y015
 
 class _Severity:
@@ -247,6 +251,10 @@ class _FireOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FireOutco
     """
     FIRE_OUTCOME_STOPPED: _FireOutcome.ValueType  # 7
     """The schedule stopped: unscheduled, archived, or a version without one."""
+    FIRE_OUTCOME_RERUN: _FireOutcome.ValueType  # 8
+    """A backfill re-ran the instant: run_id is the re-run, the reason names the
+    run it re-runs.
+    """
 
 class FireOutcome(_FireOutcome, metaclass=_FireOutcomeEnumTypeWrapper):
     """FireOutcome is what the scheduler decided for one instant."""
@@ -270,7 +278,43 @@ for the lot, at the first of them).
 """
 FIRE_OUTCOME_STOPPED: FireOutcome.ValueType  # 7
 """The schedule stopped: unscheduled, archived, or a version without one."""
+FIRE_OUTCOME_RERUN: FireOutcome.ValueType  # 8
+"""A backfill re-ran the instant: run_id is the re-run, the reason names the
+run it re-runs.
+"""
 Global___FireOutcome: _TypeAlias = FireOutcome  # noqa: Y015
+
+class _RerunPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RerunPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RerunPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RERUN_POLICY_UNSPECIFIED: _RerunPolicy.ValueType  # 0
+    """As NONE."""
+    RERUN_POLICY_NONE: _RerunPolicy.ValueType  # 1
+    """Keep it: a backfill creates runs only for instants without one."""
+    RERUN_POLICY_FAILED: _RerunPolicy.ValueType  # 2
+    """Re-run it from its failure when its latest run failed."""
+    RERUN_POLICY_ALL: _RerunPolicy.ValueType  # 3
+    """Re-run it when its latest run has ended: from its failure if it failed,
+    else from the start.
+    """
+
+class RerunPolicy(_RerunPolicy, metaclass=_RerunPolicyEnumTypeWrapper):
+    """RerunPolicy says what a backfill does with an instant that has a run."""
+
+RERUN_POLICY_UNSPECIFIED: RerunPolicy.ValueType  # 0
+"""As NONE."""
+RERUN_POLICY_NONE: RerunPolicy.ValueType  # 1
+"""Keep it: a backfill creates runs only for instants without one."""
+RERUN_POLICY_FAILED: RerunPolicy.ValueType  # 2
+"""Re-run it from its failure when its latest run failed."""
+RERUN_POLICY_ALL: RerunPolicy.ValueType  # 3
+"""Re-run it when its latest run has ended: from its failure if it failed,
+else from the start.
+"""
+Global___RerunPolicy: _TypeAlias = RerunPolicy  # noqa: Y015
 
 @_typing.final
 class Workflow(_message.Message):
@@ -429,6 +473,7 @@ class TaskRun(_message.Message):
     ITERATION_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     PARENT_FIELD_NUMBER: _builtins.int
+    REUSED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     WAKE_AT_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
@@ -451,6 +496,10 @@ class TaskRun(_message.Message):
     parent: _builtins.str
     """The key of the instance it runs inside (a loop, a branch, a try); empty
     at the top.
+    """
+    reused: _builtins.bool
+    """A re-run took its outcome from the run it re-runs (its job, job_id, was not
+    submitted again).
     """
     reason: _builtins.str
     """Why it was cancelled, and what became of its job."""
@@ -500,6 +549,7 @@ class TaskRun(_message.Message):
         iteration: _abc.Iterable[_builtins.int] | None = ...,
         attempt: _builtins.int = ...,
         parent: _builtins.str = ...,
+        reused: _builtins.bool = ...,
         reason: _builtins.str = ...,
         wake_at: _timestamp_pb2.Timestamp | None = ...,
         order: _builtins.int = ...,
@@ -507,7 +557,7 @@ class TaskRun(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "input", b"input", "output", b"output", "started_at", b"started_at", "wake_at", b"wake_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "call", b"call", "ended_at", b"ended_at", "error", b"error", "input", b"input", "iteration", b"iteration", "job_id", b"job_id", "key", b"key", "kind", b"kind", "name", b"name", "order", b"order", "output", b"output", "parent", b"parent", "position", b"position", "reason", b"reason", "reference", b"reference", "started_at", b"started_at", "status", b"status", "wake_at", b"wake_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "call", b"call", "ended_at", b"ended_at", "error", b"error", "input", b"input", "iteration", b"iteration", "job_id", b"job_id", "key", b"key", "kind", b"kind", "name", b"name", "order", b"order", "output", b"output", "parent", b"parent", "position", b"position", "reason", b"reason", "reference", b"reference", "reused", b"reused", "started_at", b"started_at", "status", b"status", "wake_at", b"wake_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -537,6 +587,7 @@ class Run(_message.Message):
     SCHEDULED_AT_FIELD_NUMBER: _builtins.int
     AFTER_RUN_ID_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    RERUN_OF_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     workflow_id: _builtins.str
     version: _builtins.str
@@ -550,6 +601,8 @@ class Run(_message.Message):
     """Who or what cancelled the run (a request, a schedule's policy, the jobs
     system); a cancelled run carries no error.
     """
+    rerun_of: _builtins.str
+    """The run this one re-runs."""
     @_builtins.property
     def input(self) -> _struct_pb2.Value: ...
     @_builtins.property
@@ -591,10 +644,11 @@ class Run(_message.Message):
         scheduled_at: _timestamp_pb2.Timestamp | None = ...,
         after_run_id: _builtins.str = ...,
         cancel_reason: _builtins.str = ...,
+        rerun_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "ended_at", b"ended_at", "error", b"error", "input", b"input", "output", b"output", "scheduled_at", b"scheduled_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_run_id", b"after_run_id", "cancel_reason", b"cancel_reason", "context", b"context", "created_at", b"created_at", "ended_at", b"ended_at", "error", b"error", "id", b"id", "input", b"input", "name", b"name", "namespace", b"namespace", "output", b"output", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "status", b"status", "tasks", b"tasks", "trigger", b"trigger", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_run_id", b"after_run_id", "cancel_reason", b"cancel_reason", "context", b"context", "created_at", b"created_at", "ended_at", b"ended_at", "error", b"error", "id", b"id", "input", b"input", "name", b"name", "namespace", b"namespace", "output", b"output", "rerun_of", b"rerun_of", "scheduled_at", b"scheduled_at", "started_at", b"started_at", "status", b"status", "tasks", b"tasks", "trigger", b"trigger", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1314,6 +1368,63 @@ class CancelRunResponse(_message.Message):
 Global___CancelRunResponse: _TypeAlias = CancelRunResponse  # noqa: Y015
 
 @_typing.final
+class RerunRunRequest(_message.Message):
+    """RerunRunRequest names an ended run and where its re-run goes live."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    start: _builtins.str
+    """"failure" (the default; the run must have failed or been cancelled),
+    "start", or the reference of a task that ran (/do/1/refresh): the instances
+    before it are replayed (their outcomes reused, their jobs not submitted
+    again).
+    """
+    @_builtins.property
+    def input(self) -> _struct_pb2.Value:
+        """The re-run's input; unset: the run's own."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        start: _builtins.str = ...,
+        input: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "run_id", b"run_id", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunRunRequest: _TypeAlias = RerunRunRequest  # noqa: Y015
+
+@_typing.final
+class RerunRunResponse(_message.Message):
+    """RerunRunResponse carries the new run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___Run: ...
+    def __init__(
+        self,
+        *,
+        run: Global___Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunRunResponse: _TypeAlias = RerunRunResponse  # noqa: Y015
+
+@_typing.final
 class WatchRunRequest(_message.Message):
     """WatchRunRequest names a run and the last event the watcher has seen."""
 
@@ -1627,9 +1738,12 @@ class BackfillWorkflowRequest(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     PARALLEL_FIELD_NUMBER: _builtins.int
+    RERUN_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     parallel: _builtins.bool
     """Start every run at once instead of each when the previous one has ended."""
+    rerun: Global___RerunPolicy.ValueType
+    """What to do with instants that have a run already (default: keep them)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1641,10 +1755,11 @@ class BackfillWorkflowRequest(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         parallel: _builtins.bool = ...,
+        rerun: Global___RerunPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "parallel", b"parallel", "start_time", b"start_time", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "parallel", b"parallel", "rerun", b"rerun", "start_time", b"start_time", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

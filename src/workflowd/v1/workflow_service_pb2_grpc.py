@@ -81,6 +81,11 @@ class WorkflowServiceStub:
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.RerunRun = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/RerunRun',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.RerunRunRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.RerunRunResponse.FromString,
+                _registered_method=True)
         self.WatchRun = channel.unary_stream(
                 '/workflowd.v1.WorkflowService/WatchRun',
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.WatchRunRequest.SerializeToString,
@@ -186,6 +191,14 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RerunRun(self, request, context):
+        """Starts a new run of an ended run's version and instant, linked to it, that
+        replays it up to its failure (or a given task) and goes on live from there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchRun(self, request, context):
         """Streams one run's events after a sequence number, ending after the terminal event.
         """
@@ -283,6 +296,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunRequest.FromString,
                     response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'RerunRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunRun,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.RerunRunRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.RerunRunResponse.SerializeToString,
             ),
             'WatchRun': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRun,
@@ -565,6 +583,33 @@ class WorkflowService:
             '/workflowd.v1.WorkflowService/CancelRun',
             workflowd_dot_v1_dot_workflow__service__pb2.CancelRunRequest.SerializeToString,
             workflowd_dot_v1_dot_workflow__service__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/RerunRun',
+            workflowd_dot_v1_dot_workflow__service__pb2.RerunRunRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.RerunRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,10 @@ class WorkflowServiceStub:
     """Lists runs, newest first, with an opaque page token."""
     CancelRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.CancelRunRequest, _workflow_service_pb2.CancelRunResponse]
     """Asks a run to stop; its running job is cancelled."""
+    RerunRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.RerunRunRequest, _workflow_service_pb2.RerunRunResponse]
+    """Starts a new run of an ended run's version and instant, linked to it, that
+    replays it up to its failure (or a given task) and goes on live from there.
+    """
     WatchRun: _grpc.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunRequest, _workflow_service_pb2.WatchRunResponse]
     """Streams one run's events after a sequence number, ending after the terminal event."""
     WatchRuns: _grpc.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunsRequest, _workflow_service_pb2.WatchRunsResponse]
@@ -95,6 +99,10 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Lists runs, newest first, with an opaque page token."""
     CancelRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.CancelRunRequest, _workflow_service_pb2.CancelRunResponse]  # type: ignore[assignment]
     """Asks a run to stop; its running job is cancelled."""
+    RerunRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.RerunRunRequest, _workflow_service_pb2.RerunRunResponse]  # type: ignore[assignment]
+    """Starts a new run of an ended run's version and instant, linked to it, that
+    replays it up to its failure (or a given task) and goes on live from there.
+    """
     WatchRun: _aio.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunRequest, _workflow_service_pb2.WatchRunResponse]  # type: ignore[assignment]
     """Streams one run's events after a sequence number, ending after the terminal event."""
     WatchRuns: _aio.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunsRequest, _workflow_service_pb2.WatchRunsResponse]  # type: ignore[assignment]
@@ -188,6 +196,16 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.CancelRunResponse, _abc.Awaitable[_workflow_service_pb2.CancelRunResponse]]:
         """Asks a run to stop; its running job is cancelled."""
+
+    @_abc_1.abstractmethod
+    def RerunRun(
+        self,
+        request: _workflow_service_pb2.RerunRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.RerunRunResponse, _abc.Awaitable[_workflow_service_pb2.RerunRunResponse]]:
+        """Starts a new run of an ended run's version and instant, linked to it, that
+        replays it up to its failure (or a given task) and goes on live from there.
+        """
 
     @_abc_1.abstractmethod
     def WatchRun(
