@@ -48,7 +48,7 @@ def clean(text: str) -> None:
 def rename_tasks(data_dir: Path, run_id: str, name: str) -> None:
     """The run's tasks and their events as a daemon stored them before names were checked."""
     with contextlib.closing(sqlite3.connect(data_dir / "workflowd.db")) as conn:
-        conn.execute("UPDATE tasks SET name = ? WHERE run_id = ?", (name, run_id))
+        conn.execute("UPDATE task_instances SET name = ? WHERE run_id = ?", (name, run_id))
         conn.execute(
             "UPDATE run_events SET task_name = ? WHERE run_id = ? AND task_index >= 0",
             (name, run_id),

@@ -94,7 +94,8 @@ async def test_a_second_daemon_naming_the_first_ones_store_refuses_naming_it(
         assert code == 2
         lines = [line for line in output.splitlines() if line.strip()]
         assert lines == [
-            f"workflowd: the SQLite store {store} is in use by another workflowd (process "
+            f"workflowd: cannot start: the SQLite store {store} is in use by another workflowd"
+            " (process "
             f"{first.proc.pid}); stop it or choose another --store"
         ]
     finally:

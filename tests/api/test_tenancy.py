@@ -85,6 +85,7 @@ def requests_on(objects: dict[str, str]) -> list[tuple[str, Any]]:
         ("TriggerWorkflow", pb.TriggerWorkflowRequest(namespace="analytics", name=name)),
         ("GetRun", pb.GetRunRequest(run_id=run)),
         ("CancelRun", pb.CancelRunRequest(run_id=run)),
+        ("RerunRun", pb.RerunRunRequest(run_id=run, start="start")),
         ("ScheduleWorkflow", pb.ScheduleWorkflowRequest(workflow_id=wf)),
         ("UnscheduleWorkflow", pb.UnscheduleWorkflowRequest(workflow_id=wf)),
         ("GetSchedule", pb.GetScheduleRequest(workflow_id=wf)),

@@ -46,11 +46,12 @@ def evaluate(step: Evaluate) -> Json:
     variables: dict[str, Json] = dict.fromkeys(VARIABLES)
     variables.update(step.variables)
     variables["workflow"] = {"input": None}
-    names = tuple(sorted(variables))
+    names = sorted(variables)
 
     def run(source: str) -> Json:
         program = jq.compile(sandboxed(source, names=names))
-        value: Json = program.input_value([step.subject, variables]).first()
+        data = [step.subject, *(variables[name] for name in names)]
+        value: Json = program.input_value(data).first()
         return value
 
     if isinstance(step.expr, str) and not step.template:

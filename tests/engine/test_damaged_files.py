@@ -19,8 +19,7 @@ from tests.conftest import Daemon, daemon_settings, serve_refused
 from tests.specs import spec
 from tests.test_cli import cli
 from workflowd.app import App
-from workflowd.domain.errors import Unavailable
-from workflowd.jobs import local
+from workflowd.jobs.local_trust import DataPlaneFailed
 from workflowd.v1 import workflow_service_pb2 as pb
 
 
@@ -100,7 +99,7 @@ async def test_a_damaged_sqlite_store_stops_serve_with_one_sentence(
         "--log-level", "ERROR",
     )  # fmt: skip
     assert said.startswith(
-        f"workflowd: the SQLite store {store} is damaged (file is not a database)"
+        f"workflowd: cannot start: the SQLite store {store} is damaged (file is not a database)"
     )
     assert said.endswith(
         "restore it from a backup, or move it aside to start with an empty store\n"
@@ -117,29 +116,27 @@ async def test_a_data_plane_that_refuses_its_configuration_stops_serve_at_once_s
         "--log-level", "ERROR",
     )  # fmt: skip
     assert said == (
-        "workflowd: the local data plane refused to start: memory limit 'lots' must be a size"
+        "workflowd: cannot start: dataplane: memory limit 'lots' must be a size"
         " such as 1GiB or 512MB, or a percentage of RAM such as 50%\n"
     )
 
 
-async def test_a_data_plane_that_never_serves_is_a_reason_not_an_empty_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_data_plane_whose_port_is_taken_is_a_reason_not_an_empty_line(
+    tmp_path: Path,
 ) -> None:
-    """Its port is taken: each child exits, and the start gives up saying what the last one
-    said (it was `cannot start: ` and nothing else, after 60 s)."""
-    monkeypatch.setattr(local, "START_TIMEOUT_S", 10.0)
+    """Its port is taken: the start fails at once saying so (it was `cannot start: ` and
+    nothing else, after 60 s)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         app = App(daemon_settings(tmp_path / "state", dataplane_listen=f"127.0.0.1:{port}"))
         try:
-            with pytest.raises(Unavailable) as info:
+            with pytest.raises(DataPlaneFailed) as info:
                 await app.start()
         finally:
             await app.drain()
-    message = info.value.message
-    assert message.startswith(
-        "the local data plane did not start within 10 s: it exited with code 1 before serving: "
+    assert str(info.value) == (
+        f"the data plane cannot listen on 127.0.0.1:{port}: the port is taken by another"
+        " process; choose another --dataplane-listen"
     )
-    assert "address already in use" in message

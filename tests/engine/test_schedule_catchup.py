@@ -33,7 +33,7 @@ async def down_and_up(
     start_daemon: Callable[..., Awaitable[Daemon]], **policies: object
 ) -> tuple[Daemon, str]:
     """Activate a 5-minute schedule at 12:01, stop, and come back at 15:01."""
-    first = await start_daemon(clock=ManualClock(T0))
+    first = await start_daemon(clock=ManualClock(T0), quota_min_every_s=0)
     plane = Plane(first.jobs_url)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
@@ -130,7 +130,7 @@ async def test_an_outage_shorter_than_a_minute_fires_every_instant_it_hid(
     """Issue 18: `every: 15s`, catch-up ALL, down from 23:05:21 to 23:06:10. The instant due at
     the restart (23:05:33) is on time, and so are the two that came while it waited."""
     activated = datetime(2026, 1, 5, 23, 5, 18, tzinfo=UTC)
-    first = await start_daemon(clock=ManualClock(activated))
+    first = await start_daemon(clock=ManualClock(activated), quota_min_every_s=0)
     plane = Plane(first.jobs_url)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
@@ -143,7 +143,7 @@ async def test_an_outage_shorter_than_a_minute_fires_every_instant_it_hid(
     )
     await first.app.drain()
     back = activated.replace(minute=6, second=10)
-    daemon = await start_daemon(first.data_dir, clock=ManualClock(back))
+    daemon = await start_daemon(first.data_dir, clock=ManualClock(back), quota_min_every_s=0)
     expected = [activated.replace(second=33), activated.replace(second=48), back.replace(second=3)]
 
     async def settled() -> bool:
@@ -164,7 +164,7 @@ async def test_a_long_outage_fires_at_most_max_catchup_runs_and_records_the_rest
     """Issue 16, item 13: every second, catch-up ALL within 4 h, down for 3 h: 10,800 instants.
     The latest 100 (max_catchup_runs) fire; the other 10,700 are one MISSED record that says
     how many and from when to when, and none vanishes."""
-    first = await start_daemon(clock=ManualClock(T0))
+    first = await start_daemon(clock=ManualClock(T0), quota_min_every_s=0)
     plane = Plane(first.jobs_url)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
@@ -178,7 +178,7 @@ async def test_a_long_outage_fires_at_most_max_catchup_runs_and_records_the_rest
     )
     await first.app.drain()
     back = T0 + DOWN
-    daemon = await start_daemon(first.data_dir, clock=ManualClock(back))
+    daemon = await start_daemon(first.data_dir, clock=ManualClock(back), quota_min_every_s=0)
 
     async def settled() -> bool:
         return at((await get_schedule(daemon, wf.id)).next_fire_at) > back

@@ -148,7 +148,7 @@ async def test_every_instant_is_fired_caught_up_or_recorded_missed(
 
     async def daemon_at(moment: datetime) -> tuple[Daemon, ManualClock]:
         clock = ManualClock(moment)
-        options = {"jobs_url": NOWHERE, "max_catchup_runs": scenario.cap}
+        options = {"jobs_url": NOWHERE, "max_catchup_runs": scenario.cap, "quota_min_every_s": 0}
         return await start_daemon(data_dir, clock=clock, **options), clock
 
     daemon, clock = await daemon_at(now)

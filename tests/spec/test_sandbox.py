@@ -68,7 +68,7 @@ async def evaluator() -> AsyncIterator[Evaluator]:
 def without_creation_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """The evaluator re-checks programs for friendlier messages; skip that, so what is tested
     is the worker's own sandbox, as for a program that never passed the creation check."""
-    monkeypatch.setattr(expressions, "compile_error", lambda source: None)
+    monkeypatch.setattr(expressions, "compile_error", lambda source, names=frozenset(): None)
 
 
 def test_the_table_shadows_every_arity_jq_defines() -> None:

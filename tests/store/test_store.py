@@ -23,7 +23,7 @@ from workflowd.domain.run import (
     WatchFilter,
 )
 from workflowd.domain.workflow import NewWorkflowVersion
-from workflowd.store import Store, make_store, migrate, runs
+from workflowd.store import Store, make_store, migrate
 from workflowd.store.migrations import MIGRATIONS
 from workflowd.store.runtx import RunTx
 from workflowd.store.sql import Conn
@@ -279,20 +279,34 @@ async def test_a_damaged_sqlite_file_is_one_sentence_not_sqlites_exception(
 async def test_an_older_stores_events_are_numbered_per_company_when_it_is_migrated(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A store an older workflowd left (every migration but the last): its events get their
-    company's numbers in log order, and new events go on from there."""
-    monkeypatch.setattr(migrate, "MIGRATIONS", MIGRATIONS[:-1])
+    """A store an older workflowd left (the migrations before company sequences): its events
+    get their company's numbers in log order, and new events go on from there."""
+    before = next(i for i, m in enumerate(MIGRATIONS) if "company_sequences" in str(m[0]))
+    monkeypatch.setattr(migrate, "MIGRATIONS", MIGRATIONS[:before])
     old = make_store(store_url, Path("/nonexistent/unused.db"))
     await old.db.open()
     workflow, _ = await old.save_version(
         NewWorkflowVersion("acme", "ns", "wf", "1.0.0", "spec", (), NOW), never_fires
     )
+
+    def created(conn: Conn, run_id: str, company: str) -> None:
+        """A run and its first event, as that older workflowd wrote them."""
+        conn.execute(
+            "INSERT INTO runs (id, company, workflow_id, namespace, name, version, status,"
+            " trigger, input, created_at, last_seq) VALUES"
+            " (?, ?, ?, 'ns', 'wf', '1.0.0', 'pending', 'manual', '{}', ?, 1)",
+            (run_id, company, workflow.id, NOW.isoformat()),
+        )
+        conn.execute(
+            "INSERT INTO run_events (run_id, seq, company, workflow_id, namespace, type, time,"
+            " run_status) VALUES (?, 1, ?, ?, 'ns', 'run_created', ?, 'pending')",
+            (run_id, company, workflow.id, NOW.isoformat()),
+        )
+
     for i, company in enumerate(["acme", "globex", "acme", "globex", "globex", "acme"]):
-        new = NewRun(
-            id=f"r{i}", company=company, workflow_id=workflow.id, namespace="ns", name="wf",
-            version="1.0.0", trigger=RunTrigger.MANUAL, input={}, tasks=(), created_at=NOW,
-        )  # fmt: skip
-        await old.db.writer.submit(lambda conn, new=new: runs.create_run(conn, new))
+        await old.db.writer.submit(
+            lambda conn, i=i, company=company: created(conn, f"r{i}", company)
+        )
     await old.aclose()
     monkeypatch.undo()
 
