@@ -17,11 +17,13 @@ from workflowd.api.tokens import TokenTable, load_tokens
 from workflowd.datadir import DataDirLock, create_private, make_private
 from workflowd.domain.errors import InvalidRequest, WorkflowdError
 from workflowd.domain.json import JsonBounds
+from workflowd.domain.retry import Backoff
 from workflowd.engine.clock import Clock, SystemClock
 from workflowd.engine.definitions import Definitions
 from workflowd.engine.deps import EngineDeps, RunLimits
 from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
+from workflowd.engine.notify import Deliverer, DeliveryLimits, DeliveryLog
 from workflowd.engine.orphans import OrphanJobs
 from workflowd.engine.replicas import Replica, ReplicaSettings
 from workflowd.engine.runs import Runs
@@ -30,6 +32,8 @@ from workflowd.jobs import JobsClient, JobsClientConfig
 from workflowd.jobs.credential import Credential
 from workflowd.jobs.local import LocalDataPlane, LocalPlaneConfig
 from workflowd.jobs.local_trust import CompanyToken, PlaneTls
+from workflowd.notify.config import WebhookSettings, load_webhooks
+from workflowd.notify.sender import WebhookSender
 from workflowd.observability import HttpEndpoint, LoopLagProbe
 from workflowd.scheduler.loop import SchedulerLoop
 from workflowd.settings import Settings
@@ -57,7 +61,7 @@ class App:
         self.crash_points = crash_points
         self.lock = DataDirLock(settings.data_dir)
         self.store = make_store(settings.store, settings.data_dir / STORE_FILE)
-        self.metrics = EngineMetrics()
+        self.metrics = EngineMetrics(max_workflows=settings.metrics_max_workflows)
         self.lag_probe = LoopLagProbe(self.metrics.loop_lag.observe)
         self.hub = EventHub()
         self.evaluator = Evaluator()
@@ -75,6 +79,10 @@ class App:
         self.schedules: Schedules | None = None
         self.scheduler: SchedulerLoop | None = None
         self.replica: Replica | None = None
+        self.webhooks = WebhookSettings()
+        self.sender: WebhookSender | None = None
+        self.deliverer: Deliverer | None = None
+        self._background: set[asyncio.Task[None]] = set()
         # Set by a signal, or when this replica must stop (`failure` then says why).
         self.stop = asyncio.Event()
         self.failure = ""
@@ -95,6 +103,8 @@ class App:
             create_private(s.data_dir / STORE_FILE)
         if s.tokens_file:
             self.authenticator.table = load_tokens(Path(s.tokens_file))
+        self.webhooks = load_webhooks(s.config_file)
+        self.store.outbox.policy = self.webhooks.policy
         await self.store.open()
         credential: Credential | None = None
         pin: bytes | None = None
@@ -158,6 +168,7 @@ class App:
             await self.store.join(str(uuid.uuid4()), now, timedelta(0))
             resumed = await runs.recover(takeover=True)
         await self.orphans.resume()
+        await self._start_deliveries()
         self.scheduler = SchedulerLoop(schedules, clock)
         schedules.attach(self.scheduler)
         await self.scheduler.start()
@@ -166,6 +177,7 @@ class App:
             runs,
             schedules,
             self.authenticator,
+            deliveries=DeliveryLog(self.store),
             max_message_bytes=s.max_message_bytes,
             tls=_tls(s),
         )
@@ -182,6 +194,35 @@ class App:
             self.jobs_url,
             resumed,
         )
+
+    async def _start_deliveries(self) -> None:
+        """The webhooks' deliverer (it idles without destinations: deliveries left from an
+        earlier configuration still get their outcome), and the last successes the per-workflow
+        metrics start from."""
+        hooks = self.webhooks
+        self.sender = WebhookSender(hooks.ca_file)
+        await self.sender.start()
+        limits = DeliveryLimits(
+            max_concurrent=hooks.max_concurrent,
+            backoff=Backoff(hooks.retry_initial_s, max_delay_s=hooks.retry_max_s, spread=0.5),
+        )
+        outbox = self.store.outbox
+        self.deliverer = Deliverer(
+            self.store, self.sender, self.clock, self.metrics, lambda: outbox.policy, limits
+        )
+        self.deliverer.start()
+        task = asyncio.create_task(self._seed_last_successes(), name="seed-last-successes")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _seed_last_successes(self) -> None:
+        try:
+            found = await self.store.last_successes(self.settings.metrics_max_workflows)
+        except WorkflowdError as exc:
+            log.warning("the workflows' last successes are not known yet: %s", exc.message)
+            return
+        for company, namespace, name, at in found:
+            self.metrics.succeeded(company, namespace, name, at)
 
     async def _refresh_schedules(self) -> None:
         if self.scheduler is not None:
@@ -220,10 +261,32 @@ class App:
         return self.dataplane
 
     def request_reload(self) -> None:
-        """SIGHUP: `reload_tokens` in the background, in the order the signals came."""
-        task = asyncio.create_task(self.reload_tokens(), name="workflowd-reload-tokens")
+        """SIGHUP: `reload_tokens` and `reload_webhooks` in the background, in the order the
+        signals came."""
+        task = asyncio.create_task(self._reload(), name="workflowd-reload")
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> bool:
+        tokens = await self.reload_tokens()
+        return self.reload_webhooks() and tokens
+
+    def reload_webhooks(self) -> bool:
+        """Read the `[webhooks]` section again: every event recorded from now on follows the
+        new destinations (deliveries still pending go to their destination as now configured).
+        A section workflowd refuses changes nothing, and the log says why; True when the new
+        one is in force. `max_concurrent`, `ca_file` and the retry backoff are read at start."""
+        if self.settings.config_file is None:
+            return False
+        try:
+            hooks = load_webhooks(self.settings.config_file)
+        except WorkflowdError as exc:
+            log.error("webhooks not reloaded, the old ones stay in force: %s", exc.message)
+            return False
+        self.webhooks = hooks
+        self.store.outbox.policy = hooks.policy
+        log.info("webhooks reloaded: %d destinations", len(hooks.policy.destinations))
+        return True
 
     async def reload_tokens(self) -> bool:
         """Read the tokens file again and put it in force everywhere or nowhere: a file
@@ -257,10 +320,12 @@ class App:
     async def drain(self) -> None:
         """NOT_SERVING, stop the scheduler, refuse new runs, end streams, stop runs (their
         state stays), stop the server, then close the clients and the store ("Drain" in
-        docs/architecture.md)."""
+        docs/architecture.md). Each step is logged."""
         if self._drained:
             return
         self._drained = True
+        began = asyncio.get_running_loop().time()
+        log.info("draining: health NOT_SERVING, no new runs")
         self._serving = False
         if self.grpc is not None:
             await self.grpc.not_serving()
@@ -270,28 +335,41 @@ class App:
             await self.replica.aclose()
         if self.runs is not None:
             self.runs.refuse_new()
-        for reload in list(self._reloads):
-            reload.cancel()
-        await asyncio.gather(*self._reloads, return_exceptions=True)
+        for task in [*self._reloads, *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._reloads, *self._background, return_exceptions=True)
         self.hub.close()
+        log.info("draining: scheduler stopped, watch streams ended; stopping runs")
         if self.runs is not None:
             await self.runs.drain()
         if self.replica is not None and not self.failure:
             await self.replica.leave()
+        if self.deliverer is not None:
+            await self.deliverer.aclose()
         if self.orphans is not None:
             await self.orphans.aclose()
+        log.info("draining: runs and webhook deliveries stopped (their state is stored)")
         if self.grpc is not None:
             await self.grpc.stop(self.settings.drain_grace_s)
+        log.info("draining: gRPC server stopped")
+        await self._close_clients()
+        await self.store.aclose()
+        self.lock.release()
+        took = asyncio.get_running_loop().time() - began
+        log.info("drained in %.2f s: store closed", took)
+
+    async def _close_clients(self) -> None:
         await self.lag_probe.aclose()
         if self.http is not None:
             await self.http.aclose()
+        if self.sender is not None:
+            await self.sender.aclose()
         if self.jobs is not None:
             await self.jobs.aclose()
         await self.evaluator.aclose()
         if self.dataplane is not None:
             await self.dataplane.aclose()
-        await self.store.aclose()
-        self.lock.release()
+        log.info("draining: jobs client, data plane and HTTP endpoint closed")
 
 
 def _company_tokens(table: TokenTable) -> list[CompanyToken]:

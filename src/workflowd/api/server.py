@@ -12,6 +12,7 @@ from workflowd.api import handlers
 from workflowd.api.auth import Authenticator
 from workflowd.api.servicer import WorkflowService
 from workflowd.engine.definitions import Definitions
+from workflowd.engine.notify import DeliveryLog
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import Schedules
 
@@ -38,6 +39,7 @@ class GrpcServer:
         schedules: Schedules,
         auth: Authenticator,
         *,
+        deliveries: DeliveryLog,
         max_message_bytes: int,
         tls: Tls | None = None,
     ) -> None:
@@ -51,7 +53,12 @@ class GrpcServer:
         ]
         self._server = grpc.aio.server(options=options)
         service = WorkflowService(
-            definitions, runs, schedules, auth, max_message_bytes=max_message_bytes
+            definitions,
+            runs,
+            schedules,
+            auth,
+            deliveries=deliveries,
+            max_message_bytes=max_message_bytes,
         )
         handlers.register(service, self._server)
         self._health = health.aio.HealthServicer()

@@ -74,6 +74,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--log-format", choices=("text", "json"), help="log format (default text)")
     p.add_argument("--log-level", help="log level (default INFO)")
+    p.add_argument(
+        "--metrics-max-workflows",
+        type=int,
+        help="workflows with metrics series of their own; later ones share `other` (default 500)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -104,6 +109,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
             "insecure",
             "log_format",
             "log_level",
+            "metrics_max_workflows",
         )
     }
     try:

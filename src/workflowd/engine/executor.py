@@ -391,9 +391,11 @@ class RunExecutor:
     async def _end(self, end: RunEnd) -> None:
         await self._commit_pending(end)
         if end.status == RunStatus.FAILED and end.problem is not None:
+            workflow, problem = f"{self._run.namespace}/{self._run.name}", end.problem
+            fields = {"workflow": workflow, "task_ref": problem.instance, "title": problem.title}
             log.warning(
-                "run %s of %s/%s failed at %s: %s", self.run_id, self._run.namespace,
-                self._run.name, end.problem.instance or "/", end.problem.title, extra=self._log(),
+                "run %s of %s failed at %s: %s", self.run_id, workflow, problem.instance or "/",
+                problem.title, extra={**self._log(), **fields},
             )  # fmt: skip
 
     async def _commit(self, change: Callable[[RunTransaction], None]) -> None:
@@ -420,7 +422,7 @@ class RunExecutor:
             return
         events = future.result()
         self._deps.hub.publish(events)
-        self._deps.metrics.observe_events(events)
+        self._deps.metrics.observe_events(events, self._run)
         records.log_events(events)
 
     async def _abort(self, exc: Exception) -> None:
