@@ -56,7 +56,7 @@ class Daemon:
         return self.app.jobs_url
 
 
-def daemon_settings(data_dir: Path, **overrides: Any) -> Settings:
+def daemon_settings(data_dir: Path, config_file: Path | None = None, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "http_listen": "127.0.0.1:0",
@@ -65,7 +65,7 @@ def daemon_settings(data_dir: Path, **overrides: Any) -> Settings:
         "jobs_retry_deadline_s": 5.0,
     }
     values.update(overrides)
-    return Settings.load(values, {})
+    return Settings.load(values, {}, config_file)
 
 
 @pytest.fixture
@@ -73,10 +73,13 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
     started: list[Daemon] = []
 
     async def start(
-        data_dir: Path | None = None, clock: Clock | None = None, **overrides: Any
+        data_dir: Path | None = None,
+        clock: Clock | None = None,
+        config_file: Path | None = None,
+        **overrides: Any,
     ) -> Daemon:
         directory = data_dir or tmp_path / f"daemon{len(started)}"
-        app = App(daemon_settings(directory, **overrides), clock=clock)
+        app = App(daemon_settings(directory, config_file, **overrides), clock=clock)
         await app.start()
         address = f"127.0.0.1:{app.grpc_port}"
         channel = grpc.aio.insecure_channel(address)

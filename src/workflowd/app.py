@@ -200,6 +200,8 @@ class App:
         earlier configuration still get their outcome), and the last successes the per-workflow
         metrics start from."""
         hooks = self.webhooks
+        if self.store.shared_log() is None:
+            await self.store.release_deliveries()
         self.sender = WebhookSender(hooks.ca_file)
         await self.sender.start()
         limits = DeliveryLimits(
@@ -324,8 +326,10 @@ class App:
         if self._drained:
             return
         self._drained = True
+        # A start that failed says why in one line: its undoing is not worth more lines.
+        say = log.info if self._serving else log.debug
         began = asyncio.get_running_loop().time()
-        log.info("draining: health NOT_SERVING, no new runs")
+        say("draining: health NOT_SERVING, no new runs")
         self._serving = False
         if self.grpc is not None:
             await self.grpc.not_serving()
@@ -339,7 +343,7 @@ class App:
             task.cancel()
         await asyncio.gather(*self._reloads, *self._background, return_exceptions=True)
         self.hub.close()
-        log.info("draining: scheduler stopped, watch streams ended; stopping runs")
+        say("draining: scheduler stopped, watch streams ended; stopping runs")
         if self.runs is not None:
             await self.runs.drain()
         if self.replica is not None and not self.failure:
@@ -348,15 +352,15 @@ class App:
             await self.deliverer.aclose()
         if self.orphans is not None:
             await self.orphans.aclose()
-        log.info("draining: runs and webhook deliveries stopped (their state is stored)")
+        say("draining: runs and webhook deliveries stopped (their state is stored)")
         if self.grpc is not None:
             await self.grpc.stop(self.settings.drain_grace_s)
-        log.info("draining: gRPC server stopped")
+        say("draining: gRPC server stopped")
         await self._close_clients()
+        say("draining: jobs client, data plane and HTTP endpoint closed")
         await self.store.aclose()
         self.lock.release()
-        took = asyncio.get_running_loop().time() - began
-        log.info("drained in %.2f s: store closed", took)
+        say("drained in %.2f s: store closed", asyncio.get_running_loop().time() - began)
 
     async def _close_clients(self) -> None:
         await self.lag_probe.aclose()
@@ -369,7 +373,6 @@ class App:
         await self.evaluator.aclose()
         if self.dataplane is not None:
             await self.dataplane.aclose()
-        log.info("draining: jobs client, data plane and HTTP endpoint closed")
 
 
 def _company_tokens(table: TokenTable) -> list[CompanyToken]:

@@ -95,7 +95,9 @@ class Sender(Protocol):
 class DeliveryLimits:
     max_concurrent: int = 8
     backoff: Backoff = field(default_factory=lambda: Backoff(1.0, max_delay_s=600.0, spread=0.5))
-    # A claim outlives the longest attempt (a destination's timeout is at most 60 s).
+    # A claim outlives the longest attempt (a destination's timeout is at most 60 s); one
+    # left by a process that died is let go at once by the next (alone on its store), or runs
+    # out for another replica.
     lease_s: float = 90.0
     # The outbox is looked at this often even when nothing woke the loop: rows another
     # replica committed, and the pruning of old ones.

@@ -295,6 +295,9 @@ class Store:
             )
         )  # fmt: skip
 
+    async def release_deliveries(self) -> None:
+        await self._write(outbox.release)
+
     async def prune_deliveries(self, before: datetime) -> None:
         await self._write(lambda conn: outbox.prune(conn, before))
 

@@ -257,6 +257,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             next_at TEXT NOT NULL,
             deadline_at TEXT NOT NULL,
             last_attempt_at TEXT,
+            claimed_until TEXT,
             last_error TEXT NOT NULL DEFAULT '',
             last_http_status INTEGER NOT NULL DEFAULT 0,
             ended_at TEXT

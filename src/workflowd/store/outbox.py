@@ -132,15 +132,26 @@ def claim(conn: Conn, now: datetime, lease_s: float, limit: int) -> list[Deliver
     """Up to `limit` due deliveries, earliest first, each held for `lease_s` (not due again
     meanwhile, for this process or another replica), its attempt counted."""
     found = conn.execute(
-        "UPDATE webhook_outbox SET next_at = ?, attempts = attempts + 1, last_attempt_at = ?"
-        " WHERE seq IN (SELECT seq FROM webhook_outbox WHERE status = ? AND next_at <= ?"
+        "UPDATE webhook_outbox SET claimed_until = ?, attempts = attempts + 1,"
+        " last_attempt_at = ? WHERE seq IN (SELECT seq FROM webhook_outbox WHERE status = ?"
+        " AND next_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)"
         f" ORDER BY next_at LIMIT ?{conn.dialect.lock_rows}) RETURNING *",
         (
             ts(now + timedelta(seconds=lease_s)), ts(now), DeliveryStatus.PENDING.value,
-            ts(now), limit,
+            ts(now), ts(now), limit,
         ),
     ).fetchall()  # fmt: skip
     return sorted((delivery(row) for row in found), key=lambda d: d.created_at)
+
+
+def release(conn: Conn) -> None:
+    """Every claim is let go: the only daemon on its store, starting, holds none (a claim left
+    by a process that died is sent again at once, under the same delivery id)."""
+    conn.execute(
+        "UPDATE webhook_outbox SET claimed_until = NULL WHERE status = ?"
+        " AND claimed_until IS NOT NULL",
+        (DeliveryStatus.PENDING.value,),
+    )
 
 
 def settle(
@@ -157,8 +168,9 @@ def settle(
     `next_at`. Nothing changes for one settled already."""
     ended = None if status == DeliveryStatus.PENDING else ts(now)
     conn.execute(
-        "UPDATE webhook_outbox SET status = ?, next_at = COALESCE(?, next_at), last_error = ?,"
-        " last_http_status = ?, ended_at = ? WHERE delivery_id = ? AND status = ?",
+        "UPDATE webhook_outbox SET status = ?, next_at = COALESCE(?, next_at),"
+        " claimed_until = NULL, last_error = ?, last_http_status = ?, ended_at = ?"
+        " WHERE delivery_id = ? AND status = ?",
         (
             status.value, ts(next_at), error[:_MAX_ERROR_CHARS], http_status, ended,
             delivery_id, DeliveryStatus.PENDING.value,
@@ -176,7 +188,8 @@ def prune(conn: Conn, before: datetime) -> None:
 
 async def next_due(reader: Reader) -> datetime | None:
     found = await reader.fetch(
-        "SELECT MIN(next_at) AS due FROM webhook_outbox WHERE status = ?",
+        "SELECT MIN(CASE WHEN claimed_until > next_at THEN claimed_until ELSE next_at END)"
+        " AS due FROM webhook_outbox WHERE status = ?",
         (DeliveryStatus.PENDING.value,),
     )
     return parse_ts(found[0]["due"]) if found else None
