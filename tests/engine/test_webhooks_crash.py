@@ -73,7 +73,9 @@ async def ended_run(stub: pb_grpc.WorkflowServiceStub, spec: str, name: str) -> 
     created = await stub.CreateWorkflow(
         pb.CreateWorkflowRequest(specification=spec.format(name=name))
     )
-    run = (await stub.TriggerWorkflow(pb.TriggerWorkflowRequest(workflow_id=created.workflow.id))).run
+    run = (
+        await stub.TriggerWorkflow(pb.TriggerWorkflowRequest(workflow_id=created.workflow.id))
+    ).run
 
     async def ended() -> bool:
         got = await stub.GetRun(pb.GetRunRequest(run_id=run.id))
