@@ -28,6 +28,7 @@ from workflowd.engine.orphans import OrphanJobs
 from workflowd.engine.replicas import Replica, ReplicaSettings
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import ScheduleLimits, Schedules
+from workflowd.engine.tracing import Tracing
 from workflowd.jobs import JobsClient, JobsClientConfig
 from workflowd.jobs.credential import Credential
 from workflowd.jobs.local import LocalDataPlane, LocalPlaneConfig
@@ -40,6 +41,7 @@ from workflowd.settings import Settings
 from workflowd.spec import Limits
 from workflowd.spec.expressions import Evaluator
 from workflowd.store import make_store
+from workflowd.telemetry import Telemetry
 
 log = logging.getLogger("workflowd")
 
@@ -55,10 +57,13 @@ class App:
         settings: Settings,
         clock: Clock | None = None,
         crash_points: frozenset[str] = frozenset(),
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.crash_points = crash_points
+        # Traces: none unless the OTEL_* variables ask for them (`workflowd serve` reads them).
+        self.telemetry = telemetry or Telemetry()
         self.lock = DataDirLock(settings.data_dir)
         self.store = make_store(settings.store, settings.data_dir / STORE_FILE)
         self.metrics = EngineMetrics(max_workflows=settings.metrics_max_workflows)
@@ -121,6 +126,7 @@ class App:
                 request_timeout_s=s.jobs_request_timeout_s,
             ),
             credential=credential,
+            tracer=self.telemetry.tracer("workflowd.jobs"),
         )
         await self.jobs.start()
         jobs = self.jobs
@@ -140,6 +146,7 @@ class App:
             orphans=self.orphans,
             limits=RunLimits(values=JsonBounds(s.max_value_depth, s.max_value_bytes)),
             runtime_version=__version__,
+            tracing=Tracing(self.telemetry.tracer("workflowd.engine")),
             crash_points=self.crash_points,
         )
         self.runs = runs = Runs(deps, definitions)
@@ -178,6 +185,7 @@ class App:
             schedules,
             self.authenticator,
             deliveries=DeliveryLog(self.store),
+            tracer=self.telemetry.tracer("workflowd.api"),
             max_message_bytes=s.max_message_bytes,
             tls=_tls(s),
         )
@@ -256,6 +264,7 @@ class App:
                 memory_limit=s.dataplane_memory_limit,
                 tokens_file=None if table is None else s.data_dir / DATAPLANE_TOKENS,
                 tls=tls,
+                env=self.telemetry.env,
             ),
             () if table is None else _company_tokens(table),
         )
@@ -373,6 +382,7 @@ class App:
         await self.evaluator.aclose()
         if self.dataplane is not None:
             await self.dataplane.aclose()
+        await self.telemetry.aclose()
 
 
 def _company_tokens(table: TokenTable) -> list[CompanyToken]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import Tracer
 
 from workflowd.api import handlers
 from workflowd.api.auth import Authenticator
@@ -40,6 +41,7 @@ class GrpcServer:
         auth: Authenticator,
         *,
         deliveries: DeliveryLog,
+        tracer: Tracer | None = None,
         max_message_bytes: int,
         tls: Tls | None = None,
     ) -> None:
@@ -58,6 +60,7 @@ class GrpcServer:
             schedules,
             auth,
             deliveries=deliveries,
+            tracer=tracer,
             max_message_bytes=max_message_bytes,
         )
         handlers.register(service, self._server)

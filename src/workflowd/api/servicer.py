@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from typing import Any
 
 from google.protobuf.message import Message
+from opentelemetry.trace import Tracer
 
 from workflowd.api import convert
 from workflowd.api.auth import Authenticator
@@ -58,9 +59,11 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         auth: Authenticator,
         *,
         deliveries: DeliveryLog,
+        tracer: Tracer | None = None,
         max_message_bytes: int,
     ) -> None:
         self.authenticator = auth
+        self.tracer = tracer
         self._deliveries = deliveries
         self._definitions = definitions
         self._runs = runs

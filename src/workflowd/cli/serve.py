@@ -126,10 +126,15 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: the daemon's parts (gRPC server, engine, jobs client) load only for
     # `serve`, so every other subcommand starts in a fraction of the time.
     from workflowd.app import App
+    from workflowd.telemetry import telemetry_from_env
 
     settings = settings_of(args)
+    try:
+        telemetry = telemetry_from_env(os.environ)
+    except WorkflowdError as exc:
+        raise CliError(f"cannot start: {exc.message}", exit_code=2) from exc
     os.umask(PRIVATE_UMASK)
-    serve(App(settings))
+    serve(App(settings, telemetry=telemetry))
     return 0
 
 

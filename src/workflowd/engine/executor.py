@@ -105,6 +105,7 @@ class RunExecutor:
         self._deadline_at: tuple[Any, datetime] | None = None
         self._calls: CallRunner | None = None
         self._side_commits: set[asyncio.Future[list[RunEvent]]] = set()
+        self._trace = deps.tracing.run(run)
         self._started: dict[str, datetime] = {
             t.key: t.started_at for t in run.tasks if t.started_at is not None
         }
@@ -257,7 +258,8 @@ class RunExecutor:
 
     async def _call(self, step: CallStep) -> Outcome:
         assert self._calls is not None
-        return await self._calls.run(step, self._commit_intent, self._submitted)
+        with self._trace.task(step.key):
+            return await self._calls.run(step, self._commit_intent, self._submitted)
 
     async def _commit_intent(self, state: CallState) -> None:
         async with self._gate:
@@ -377,6 +379,7 @@ class RunExecutor:
                 state.unconfirmed = False
                 self._deps.orphans.keep_cancelling(state.job_id, self._run.company)
         self._observe(found)
+        self._trace.records(found, self._calls.states)
 
     def _observe(self, found: list[Record]) -> None:
         """Each task instance's time, from its start to its end, by operation (or kind)."""
@@ -423,6 +426,7 @@ class RunExecutor:
         events = future.result()
         self._deps.hub.publish(events)
         self._deps.metrics.observe_events(events, self._run)
+        self._trace.events(events)
         records.log_events(events)
 
     async def _abort(self, exc: Exception) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 import aiohttp
+from opentelemetry.trace import Tracer
 
 from workflowd.domain.jobs import JobInfo, JobRequest
 from workflowd.jobs.config import JobsClientConfig
@@ -43,11 +44,12 @@ class _Lane:
         stats: ClientStats,
         company: str,
         credential: Credential,
+        tracer: Tracer | None,
     ) -> None:
         self._config = config
         self._session = session
         self._stats = stats
-        self.transport = Transport(config, session, stats, company, credential)
+        self.transport = Transport(config, session, stats, company, credential, tracer)
         self.registry = WaiterRegistry()
         self.watcher: Watcher | None = None
         self._task: asyncio.Task[None] | None = None
@@ -98,10 +100,13 @@ class JobsClient:
         *,
         session: aiohttp.ClientSession | None = None,
         credential: Credential | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         """`credential`: a token its owner may replace (the local data plane's supervisor);
-        by default `config.token`, for good."""
+        by default `config.token`, for good. `tracer`: each call made inside a span (a task
+        instance's) gets a client span of its own and carries its `traceparent`."""
         self._config = config
+        self._tracer = tracer
         self._credential = credential or Credential(config.token)
         self._given_session = session
         self._session: aiohttp.ClientSession | None = None
@@ -247,7 +252,7 @@ class JobsClient:
         lane = self._lanes.get(company)
         if lane is None:
             lane = self._lanes[company] = _Lane(
-                self._config, self._session, self._stats, company, self._credential
+                self._config, self._session, self._stats, company, self._credential, self._tracer
             )
         return lane
 

@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 import yarl
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from workflowd.domain.json import JsonObject
 from workflowd.jobs.config import JobsClientConfig
@@ -40,6 +43,7 @@ COMPANY_HEADER = "X-Workflowd-Company"
 # Statuses that say "the server is there but not now": worth retrying.
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _STALE = "HTTP 401 to a token replaced since (the local data plane restarted)"
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class TransientFault(Exception):
@@ -80,12 +84,14 @@ class Transport:
         stats: ClientStats,
         company: str,
         credential: Credential,
+        tracer: Tracer | None = None,
     ) -> None:
         self._config = config
         self._session = session
         self._stats = stats
         self._company = company
         self._credential = credential
+        self._tracer = tracer
         self._base = Base(config.base_url)
         # Bounds on the exchange itself (connecting, then each wait for bytes), not on the wait
         # for a pooled connection: a burst of calls queueing for the pool is not a fault.
@@ -165,7 +171,7 @@ class Transport:
         what = f"{method} {path}"
         headers, sent = self.headers()
         try:
-            status, reason, data = await self._exchange(method, path, params, body, headers)
+            status, reason, data = await self._traced(method, path, params, body, headers, job_id)
             if 200 <= status < 300:
                 return self._parse(parse, data)
             detail = problem_detail(data, status, reason)
@@ -193,6 +199,43 @@ class Transport:
         self._stats.api_errors += 1
         extra = {"job_id": job_id, "idempotency_key": idempotency_key}
         logger.warning("jobs API fault on %s: %s", what, fault, extra=extra)
+
+    async def _traced(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: JsonObject | None,
+        headers: dict[str, str],
+        job_id: str | None,
+    ) -> tuple[int, str | None, bytes]:
+        """The exchange, as a client span carrying `traceparent` when it is made inside a span
+        (a task instance's call); as it is otherwise."""
+        if self._tracer is None or not trace.get_current_span().get_span_context().is_valid:
+            return await self._exchange(method, path, params, body, headers)
+        route = path.replace(job_id, "{job_id}") if job_id else path
+        url = self.url(path)
+        attributes: dict[str, str | int] = {
+            "http.request.method": method,
+            "url.full": str(url.with_query(None)),
+            "server.address": url.host or "",
+            "server.port": url.port or 0,
+        }
+        with self._tracer.start_as_current_span(
+            f"{method} {route}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            _PROPAGATOR.inject(headers)
+            if job_id:
+                span.set_attribute("workflowd.job.id", job_id)
+            try:
+                status, reason, data = await self._exchange(method, path, params, body, headers)
+            except TransientFault as fault:
+                span.set_status(Status(StatusCode.ERROR, str(fault)))
+                raise
+            span.set_attribute("http.response.status_code", status)
+            if status >= 400:
+                span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
+            return status, reason, data
 
     async def _exchange(
         self,
