@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import web
+from opentelemetry.trace import Tracer
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from dataplane.auth import TokenTable
@@ -52,8 +53,10 @@ class DataPlane:
         max_batch: int = 32,
         batch_window_s: float = 0.05,
         client_certs: ClientCerts | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._data_dir = data_dir
+        self._tracer = tracer
         self._tokens = tokens
         self._client_certs = client_certs or ClientCerts()
         self._streams = OpenStreams(lambda: self._tokens)
@@ -147,7 +150,7 @@ class DataPlane:
             company = self._companies.get(name)
             if company is None:
                 path = self._data_dir / f"{name}{_DB_SUFFIX}"
-                company = Company(name, path, self._limits, self._metrics)
+                company = Company(name, path, self._limits, self._metrics, self._tracer)
                 await company.open()
                 self._companies[name] = company
             return company

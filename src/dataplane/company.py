@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import duckdb
+from opentelemetry.trace import Tracer
 
 from dataplane import catalog, loader, store
 from dataplane.catalog import IdAllocator
@@ -33,6 +34,7 @@ from dataplane.model import Job, JobState, JsonObject, Submission
 from dataplane.runner import Runner
 from dataplane.store import JobFilter
 from dataplane.submissions import Submissions
+from dataplane.tracing import JobTracing
 from dataplane.tracking import Batch, Tracker
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,16 @@ class Limits:
 
 
 class Company:
-    def __init__(self, name: str, path: Path, limits: Limits, metrics: PlaneMetrics) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        limits: Limits,
+        metrics: PlaneMetrics,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.name = name
+        self._tracer = tracer
         self._path = path
         self._limits = limits
         self._metrics = metrics
@@ -121,6 +131,7 @@ class Company:
             timeout_s=self._limits.job_timeout_s,
             window_s=self._limits.batch_window_s,
             requeue=self._requeue,
+            tracing=JobTracing(self._tracer, self.name),
         )
         self._submissions = Submissions(
             journal, self._cursor, lambda fn: self._call(fn), self._queue_jobs

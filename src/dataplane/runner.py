@@ -38,6 +38,7 @@ from dataplane.catalog import IdAllocator
 from dataplane.errors import JobFailure, NotFound, readable
 from dataplane.journal import Journal, rollback
 from dataplane.model import Failure, Job, JobState, JsonObject, now_iso
+from dataplane.tracing import JobTracing
 from dataplane.tracking import Batch, Phase, Tracker
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Runner:
         timeout_s: float,
         window_s: float,
         requeue: Callable[[list[str]], None],
+        tracing: JobTracing | None = None,
     ) -> None:
         self._journal = journal
         self._ids = ids
@@ -83,6 +85,7 @@ class Runner:
         self._timeout_s = timeout_s
         self._window_s = window_s
         self._requeue = requeue
+        self._tracing = tracing or JobTracing(None, "")
         self.tracker = Tracker(timeout_s, window_s)
 
     def run(self, batch: Batch) -> None:
@@ -149,7 +152,8 @@ class Runner:
                 tasks.popleft()  # cancelled while it waited for its turn
                 continue
             try:
-                result = effects.run(cur, task.job, self._ids)
+                with self._tracing.effect(task.job, speculative=bool(txn.done)):
+                    result = effects.run(cur, task.job, self._ids)
             except Exception as exc:
                 self.tracker.end_effect(batch, task.job.job_id, succeeded=False)
                 rollback(cur)
