@@ -101,7 +101,8 @@ async def test_a_run_is_one_trace_with_a_span_per_task_and_its_job_calls(
         assert posts[0].kind == SpanKind.CLIENT
         assert posts[0].attributes is not None
         assert posts[0].attributes["http.response.status_code"] == 201
-        assert task.start_time is not None and root.start_time is not None
+        assert task.start_time is not None
+        assert root.start_time is not None
         assert root.start_time <= task.start_time
     served = one(spans, "workflowd.v1.WorkflowService/TriggerWorkflow")
     assert served.kind == SpanKind.SERVER
@@ -155,7 +156,8 @@ async def test_a_resumed_run_continues_its_trace(start_daemon: Start) -> None:
     # Begun by the first daemon, ended by the second: one span from the wait's start.
     assert pause.start_time == int(T0.timestamp() * 1e9)
     assert root.start_time == int(T0.timestamp() * 1e9)
-    assert pause.end_time is not None and pause.end_time >= int(later.now().timestamp() * 1e9)
+    assert pause.end_time is not None
+    assert pause.end_time >= int(later.now().timestamp() * 1e9)
 
 
 @pytest.mark.parametrize(
