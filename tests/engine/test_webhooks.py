@@ -72,6 +72,17 @@ async def test_a_receiver_down_for_a_while_gets_every_notice_once(
 
     done = await eventually(delivered)
     assert sorted(receiver.counts().values()) == [1, 1, 1]  # no notice twice
+    registry = daemon.app.metrics.registry
+    for outcome, at_least in (("delivered", 3), ("retried", 6)):
+        labels = {"destination": "ops", "outcome": outcome, "company": "local"}
+        counted = sum(
+            registry.get_sample_value(
+                "workflowd_webhook_deliveries_total", {**labels, "workflow": w}
+            )
+            or 0
+            for w in ("etl/nightly", "etl/broken", "etl/hourly")
+        )
+        assert counted >= at_least if outcome == "retried" else counted == at_least
     assert {d.delivery_id for d in done} == set(receiver.counts())
     assert all(r.signed for r in receiver.received)
     by_run = {r.body["run"]: r for r in receiver.received}

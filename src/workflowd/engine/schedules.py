@@ -235,7 +235,7 @@ class Schedules:
             missed = FireDecision(first_missed, FireOutcome.MISSED, reason, now)
             next_at = firing[0] if firing else following
             await self._store.record_decision(schedule.workflow_id, missed, next_at)
-            self._observe(missed, True)
+            self._observe(schedule, missed, True)
         for index, instant in enumerate(firing):
             after = firing[index + 1] if index + 1 < len(firing) else following
             await self._fire_one(schedule, instant, True, after)
@@ -258,7 +258,7 @@ class Schedules:
         if refusal:
             decision = FireDecision(instant, FireOutcome.SKIPPED, refusal, now)
             await self._store.record_decision(schedule.workflow_id, decision, following)
-            self._observe(decision, catching_up)
+            self._observe(schedule, decision, catching_up)
             return
         new = new_run(workflow, RunTrigger.SCHEDULE, now, scheduled_at=instant)
         request = FireRequest(
@@ -274,7 +274,7 @@ class Schedules:
         if run is not None:
             self._runs.launcher.start(run, definition)
         if result.decision is not None:
-            self._observe(result.decision, catching_up)
+            self._observe(schedule, result.decision, catching_up)
 
     async def _input_refusal(self, definition: WorkflowDefinition) -> str:
         """Why a scheduled run's empty input (`{}`) fails the workflow's input.schema."""
@@ -288,12 +288,17 @@ class Schedules:
             return ""
         return f"scheduled runs have the input {{}}, which input.schema refuses: {result.message}"
 
-    def _observe(self, decision: FireDecision, catching_up: bool) -> None:
+    def _observe(
+        self, schedule: WorkflowSchedule, decision: FireDecision, catching_up: bool
+    ) -> None:
         metrics = self._deps.metrics
         metrics.schedule_fires.labels(decision.outcome.value).inc()
+        labels = metrics.workflow(schedule.company, schedule.namespace, schedule.name)
+        metrics.workflow_schedule_decisions.labels(*labels, decision.outcome.value).inc()
         if not catching_up:
-            late = (decision.decided_at - decision.instant).total_seconds()
-            metrics.fire_lateness.observe(max(0.0, late))
+            late = max(0.0, (decision.decided_at - decision.instant).total_seconds())
+            metrics.fire_lateness.observe(late)
+            metrics.workflow_schedule_lateness.labels(*labels).observe(late)
 
     # --- helpers -------------------------------------------------------------------------
 
