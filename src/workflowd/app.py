@@ -126,7 +126,7 @@ class App:
                 request_timeout_s=s.jobs_request_timeout_s,
             ),
             credential=credential,
-            tracer=self.telemetry.tracer("workflowd.jobs"),
+            spans=self.telemetry.spans,
         )
         await self.jobs.start()
         jobs = self.jobs
@@ -146,7 +146,7 @@ class App:
             orphans=self.orphans,
             limits=RunLimits(values=JsonBounds(s.max_value_depth, s.max_value_bytes)),
             runtime_version=__version__,
-            tracing=Tracing(self.telemetry.tracer("workflowd.engine")),
+            tracing=Tracing(self.telemetry.spans),
             crash_points=self.crash_points,
         )
         self.runs = runs = Runs(deps, definitions)

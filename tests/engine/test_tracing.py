@@ -5,6 +5,7 @@ continues its trace; and the OTEL_* rules that decide whether anything is export
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -60,6 +61,14 @@ def telemetry(exporter: InMemorySpanExporter) -> Telemetry:
     return Telemetry(tracer_provider(SimpleSpanProcessor(exporter), {}))
 
 
+async def spans_of(daemon: Daemon, exporter: InMemorySpanExporter) -> Sequence[ReadableSpan]:
+    """Every span so far: the runs' spans are built on the emitter's thread."""
+    emitter = daemon.app.telemetry.spans
+    assert emitter is not None
+    assert await asyncio.to_thread(emitter.flush)
+    return exporter.get_finished_spans()
+
+
 def named(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [s for s in spans if s.name == name]
 
@@ -82,7 +91,7 @@ async def test_a_run_is_one_trace_with_a_span_per_task_and_its_job_calls(
     wf = await apply(daemon, TWO_VIEWS)
     run = await finished(daemon, (await trigger(daemon, wf.id)).id)
     assert run.status == pb.RUN_STATUS_COMPLETED
-    spans = exporter.get_finished_spans()
+    spans = await spans_of(daemon, exporter)
     root = one(spans, "run analytics/traced")
     assert root.context.trace_id == uuid.UUID(run.id).int
     assert root.parent is None
@@ -116,7 +125,7 @@ async def test_retried_attempts_are_spans_under_their_try(start_daemon: Start) -
     wf = await apply(daemon, RETRIED)
     run = await finished(daemon, (await trigger(daemon, wf.id)).id)
     assert run.status == pb.RUN_STATUS_FAILED
-    spans = exporter.get_finished_spans()
+    spans = await spans_of(daemon, exporter)
     root = one(spans, "run analytics/retried")
     assert root.status.status_code == StatusCode.ERROR
     guard = one(spans, "task /do/0/guard")
@@ -146,7 +155,7 @@ async def test_a_resumed_run_continues_its_trace(start_daemon: Start) -> None:
     second = await start_daemon(first.data_dir, clock=later, telemetry=telemetry(after))
     run = await finished(second, run_id)
     assert run.status == pb.RUN_STATUS_COMPLETED
-    spans = [*before, *after.get_finished_spans()]
+    spans = [*before, *await spans_of(second, after)]
     root = one(spans, "run analytics/paused")
     pause = one(spans, "task /do/1/pause")
     first_task = one(spans, "task /do/0/first")

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 import aiohttp
-from opentelemetry.trace import Tracer
 
 from workflowd.domain.jobs import JobInfo, JobRequest
+from workflowd.domain.spans import SpanSink
 from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.credential import Credential
 from workflowd.jobs.errors import JobRejected, JobsClientClosed, JobsCommunicationError
@@ -44,12 +44,12 @@ class _Lane:
         stats: ClientStats,
         company: str,
         credential: Credential,
-        tracer: Tracer | None,
+        spans: SpanSink | None,
     ) -> None:
         self._config = config
         self._session = session
         self._stats = stats
-        self.transport = Transport(config, session, stats, company, credential, tracer)
+        self.transport = Transport(config, session, stats, company, credential, spans)
         self.registry = WaiterRegistry()
         self.watcher: Watcher | None = None
         self._task: asyncio.Task[None] | None = None
@@ -100,13 +100,13 @@ class JobsClient:
         *,
         session: aiohttp.ClientSession | None = None,
         credential: Credential | None = None,
-        tracer: Tracer | None = None,
+        spans: SpanSink | None = None,
     ) -> None:
         """`credential`: a token its owner may replace (the local data plane's supervisor);
-        by default `config.token`, for good. `tracer`: each call made inside a span (a task
-        instance's) gets a client span of its own and carries its `traceparent`."""
+        by default `config.token`, for good. `spans`: each call made for a task instance
+        (`spans.CURRENT`) is a client span of its own and carries its `traceparent`."""
         self._config = config
-        self._tracer = tracer
+        self._spans = spans
         self._credential = credential or Credential(config.token)
         self._given_session = session
         self._session: aiohttp.ClientSession | None = None
@@ -252,7 +252,7 @@ class JobsClient:
         lane = self._lanes.get(company)
         if lane is None:
             lane = self._lanes[company] = _Lane(
-                self._config, self._session, self._stats, company, self._credential, self._tracer
+                self._config, self._session, self._stats, company, self._credential, self._spans
             )
         return lane
 

@@ -11,17 +11,16 @@ import asyncio
 import errno
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 import yarl
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from workflowd.domain.json import JsonObject
+from workflowd.domain.spans import CURRENT, SpanKind, SpanRecord, SpanSink, new_span_id, traceparent
 from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.credential import Credential
 from workflowd.jobs.errors import (
@@ -43,7 +42,6 @@ COMPANY_HEADER = "X-Workflowd-Company"
 # Statuses that say "the server is there but not now": worth retrying.
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _STALE = "HTTP 401 to a token replaced since (the local data plane restarted)"
-_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class TransientFault(Exception):
@@ -84,14 +82,14 @@ class Transport:
         stats: ClientStats,
         company: str,
         credential: Credential,
-        tracer: Tracer | None = None,
+        spans: SpanSink | None = None,
     ) -> None:
         self._config = config
         self._session = session
         self._stats = stats
         self._company = company
         self._credential = credential
-        self._tracer = tracer
+        self._spans = spans
         self._base = Base(config.base_url)
         # Bounds on the exchange itself (connecting, then each wait for bytes), not on the wait
         # for a pooled connection: a burst of calls queueing for the pool is not a fault.
@@ -209,33 +207,39 @@ class Transport:
         headers: dict[str, str],
         job_id: str | None,
     ) -> tuple[int, str | None, bytes]:
-        """The exchange, as a client span carrying `traceparent` when it is made inside a span
-        (a task instance's call); as it is otherwise."""
-        if self._tracer is None or not trace.get_current_span().get_span_context().is_valid:
+        """The exchange, as a client span carrying `traceparent` when it is made for a task
+        instance (`spans.CURRENT`); as it is otherwise."""
+        current = CURRENT.get()
+        if self._spans is None or current is None:
             return await self._exchange(method, path, params, body, headers)
-        route = path.replace(job_id, "{job_id}") if job_id else path
-        url = self.url(path)
-        attributes: dict[str, str | int] = {
-            "http.request.method": method,
-            "url.full": str(url.with_query(None)),
-            "server.address": url.host or "",
-            "server.port": url.port or 0,
-        }
-        with self._tracer.start_as_current_span(
-            f"{method} {route}", kind=SpanKind.CLIENT, attributes=attributes
-        ) as span:
-            _PROPAGATOR.inject(headers)
+        trace_id, parent_id = current
+        span_id = new_span_id()
+        headers["traceparent"] = traceparent(trace_id, span_id)
+        began = time.time_ns()
+        status, error = 0, ""
+        try:
+            status, reason, data = await self._exchange(method, path, params, body, headers)
+        except TransientFault as fault:
+            error = str(fault)
+            raise
+        finally:
+            attributes: dict[str, str | int | bool] = {
+                "http.request.method": method,
+                "url.full": str(self.url(path)),
+            }
+            if status:
+                attributes["http.response.status_code"] = status
+                error = error or (f"HTTP {status}" if status >= 400 else "")
             if job_id:
-                span.set_attribute("workflowd.job.id", job_id)
-            try:
-                status, reason, data = await self._exchange(method, path, params, body, headers)
-            except TransientFault as fault:
-                span.set_status(Status(StatusCode.ERROR, str(fault)))
-                raise
-            span.set_attribute("http.response.status_code", status)
-            if status >= 400:
-                span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
-            return status, reason, data
+                attributes["workflowd.job.id"] = job_id
+            route = path.replace(job_id, "{job_id}") if job_id else path
+            self._spans.record(
+                SpanRecord(
+                    f"{method} {route}", trace_id, span_id, parent_id, began, time.time_ns(),
+                    attributes, SpanKind.CLIENT, error,
+                )
+            )  # fmt: skip
+        return status, reason, data
 
     async def _exchange(
         self,
