@@ -63,6 +63,12 @@ class SpanSink:
         return web.Response(body=body, content_type="application/x-protobuf")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def daemon_env(otlp: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     if otlp is not None:
@@ -70,13 +76,13 @@ def daemon_env(otlp: str | None) -> dict[str, str]:
     return env
 
 
-async def one_run(daemon: Workflowd, api_url: str, name: str, tasks: int) -> float:
-    """The run's per-task overhead p50, in ms."""
+async def one_run(daemon: Workflowd, api_url: str, name: str, tasks: int) -> list[float]:
+    """The run's per-task overheads, in ms."""
     workflow_id = await daemon.create(chain_spec(name, name, tasks))
     followed = await daemon.run_to_end(workflow_id)
     async with aiohttp.ClientSession(api_url) as session:
         times = await job_times(session, [followed.run_id], instant=True)
-    return percentile(gaps_ms(times), 50)
+    return gaps_ms(times)
 
 
 async def bench(rounds: int, tasks: int, work: Path) -> dict[str, Any]:
@@ -91,15 +97,23 @@ async def bench(rounds: int, tasks: int, work: Path) -> dict[str, Any]:
         for mode, daemon in daemons.items():  # warm-up: first-use costs on both sides
             await one_run(daemon, api_url, f"warm{mode}", tasks)
         per_round: dict[str, list[float]] = {"off": [], "on": []}
+        pooled: dict[str, list[float]] = {"off": [], "on": []}
+        cpu = {mode: -cpu_s(d.child.proc.pid) for mode, d in daemons.items()}
         for index in range(rounds):
             order = ("off", "on") if index % 2 == 0 else ("on", "off")
             for mode in order:
-                p50 = await one_run(daemons[mode], api_url, f"r{index}{mode}", tasks)
-                per_round[mode].append(p50)
+                gaps = await one_run(daemons[mode], api_url, f"r{index}{mode}", tasks)
+                per_round[mode].append(percentile(gaps, 50))
+                pooled[mode] += gaps
             off, on = per_round["off"][-1], per_round["on"][-1]
             print(f"round {index}: off {off:.3f} ms, on {on:.3f} ms", flush=True)
         await asyncio.sleep(6)  # ok: the daemon's batch exporter sends every 5 s
-        return summary(per_round, sink.spans, rounds, tasks)
+        for mode, daemon in daemons.items():  # spans built and exported included
+            cpu[mode] = (cpu[mode] + cpu_s(daemon.child.proc.pid)) * 1000 / (rounds * tasks)
+        out = summary(per_round, pooled, sink.spans, rounds, tasks)
+        out["daemon_cpu_ms_per_task_off"] = round(cpu["off"], 3)
+        out["daemon_cpu_ms_per_task_on"] = round(cpu["on"], 3)
+        return out
     finally:
         for daemon in daemons.values():
             await daemon.aclose()
@@ -108,11 +122,19 @@ async def bench(rounds: int, tasks: int, work: Path) -> dict[str, Any]:
 
 
 def summary(
-    per_round: dict[str, list[float]], spans: int, rounds: int, tasks: int
+    per_round: dict[str, list[float]],
+    pooled: dict[str, list[float]],
+    spans: int,
+    rounds: int,
+    tasks: int,
 ) -> dict[str, Any]:
     ratios = [on / off for off, on in zip(per_round["off"], per_round["on"], strict=True)]
     ratio = statistics.median(ratios)
+    p50 = {mode: percentile(gaps, 50) for mode, gaps in pooled.items()}
     return {
+        "pooled_p50_ms_off": round(p50["off"], 3),
+        "pooled_p50_ms_on": round(p50["on"], 3),
+        "pooled_ratio_on_vs_off": round(p50["on"] / p50["off"], 3),
         "tasks_per_run": tasks,
         "rounds": rounds,
         "per_task_overhead_ms_p50_off": round(statistics.median(per_round["off"]), 3),

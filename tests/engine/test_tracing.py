@@ -5,7 +5,6 @@ continues its trace; and the OTEL_* rules that decide whether anything is export
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -21,7 +20,7 @@ from tests.engine.schedule_support import T0
 from tests.engine.support import apply, finished, trigger, wait_for_event, workflow
 from tests.scheduler.manual_clock import ManualClock
 from workflowd.domain.errors import InvalidRequest
-from workflowd.telemetry import Telemetry, telemetry_from_env, tracer_provider
+from workflowd.telemetry import Telemetry, telemetry_from_env, telemetry_with
 from workflowd.v1 import workflow_service_pb2 as pb
 
 Start = Callable[..., Awaitable[Daemon]]
@@ -58,15 +57,7 @@ PAUSED = workflow(
 
 
 def telemetry(exporter: InMemorySpanExporter) -> Telemetry:
-    return Telemetry(tracer_provider(SimpleSpanProcessor(exporter), {}))
-
-
-async def spans_of(daemon: Daemon, exporter: InMemorySpanExporter) -> Sequence[ReadableSpan]:
-    """Every span so far: the runs' spans are built on the emitter's thread."""
-    emitter = daemon.app.telemetry.spans
-    assert emitter is not None
-    assert await asyncio.to_thread(emitter.flush)
-    return exporter.get_finished_spans()
+    return telemetry_with(SimpleSpanProcessor(exporter), {})
 
 
 def named(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
@@ -91,7 +82,7 @@ async def test_a_run_is_one_trace_with_a_span_per_task_and_its_job_calls(
     wf = await apply(daemon, TWO_VIEWS)
     run = await finished(daemon, (await trigger(daemon, wf.id)).id)
     assert run.status == pb.RUN_STATUS_COMPLETED
-    spans = await spans_of(daemon, exporter)
+    spans = exporter.get_finished_spans()
     root = one(spans, "run analytics/traced")
     assert root.context.trace_id == uuid.UUID(run.id).int
     assert root.parent is None
@@ -113,6 +104,9 @@ async def test_a_run_is_one_trace_with_a_span_per_task_and_its_job_calls(
         assert task.start_time is not None
         assert root.start_time is not None
         assert root.start_time <= task.start_time
+    # The jobs client's own background calls (its event stream, its re-reads) belong to no
+    # task, whichever task's call started them.
+    assert {s.name for s in spans if s.kind == SpanKind.CLIENT} == {"POST /jobs"}
     served = one(spans, "workflowd.v1.WorkflowService/TriggerWorkflow")
     assert served.kind == SpanKind.SERVER
     assert served.attributes is not None
@@ -125,7 +119,7 @@ async def test_retried_attempts_are_spans_under_their_try(start_daemon: Start) -
     wf = await apply(daemon, RETRIED)
     run = await finished(daemon, (await trigger(daemon, wf.id)).id)
     assert run.status == pb.RUN_STATUS_FAILED
-    spans = await spans_of(daemon, exporter)
+    spans = exporter.get_finished_spans()
     root = one(spans, "run analytics/retried")
     assert root.status.status_code == StatusCode.ERROR
     guard = one(spans, "task /do/0/guard")
@@ -155,7 +149,7 @@ async def test_a_resumed_run_continues_its_trace(start_daemon: Start) -> None:
     second = await start_daemon(first.data_dir, clock=later, telemetry=telemetry(after))
     run = await finished(second, run_id)
     assert run.status == pb.RUN_STATUS_COMPLETED
-    spans = [*before, *await spans_of(second, after)]
+    spans = [*before, *after.get_finished_spans()]
     root = one(spans, "run analytics/paused")
     pause = one(spans, "task /do/1/pause")
     first_task = one(spans, "task /do/0/first")

@@ -10,6 +10,7 @@ polling when the jobs API has no stream. Lifecycle: `start()` once, then calls, 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import ssl
 from collections.abc import Sequence
@@ -63,8 +64,12 @@ class _Lane:
         self.watcher = Watcher(
             self._config, self.transport, self._session, self.registry, self._stats
         )
+        # A context of its own: it serves every waiter, not the one whose call started it
+        # (whose trace span, `spans.CURRENT`, its calls would otherwise carry).
         self._task = asyncio.create_task(
-            self.watcher.run(), name=f"workflowd.jobs.watcher.{self._company}"
+            self.watcher.run(),
+            name=f"workflowd.jobs.watcher.{self._company}",
+            context=contextvars.Context(),
         )
         self._task.add_done_callback(self._watcher_done)
 
