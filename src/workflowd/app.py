@@ -17,13 +17,12 @@ from workflowd.api.tokens import TokenTable, load_tokens
 from workflowd.datadir import DataDirLock, create_private, make_private
 from workflowd.domain.errors import InvalidRequest, WorkflowdError
 from workflowd.domain.json import JsonBounds
-from workflowd.domain.retry import Backoff
 from workflowd.engine.clock import Clock, SystemClock
 from workflowd.engine.definitions import Definitions
 from workflowd.engine.deps import EngineDeps, RunLimits
 from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
-from workflowd.engine.notify import Deliverer, DeliveryLimits, DeliveryLog
+from workflowd.engine.notify import DeliveryLog
 from workflowd.engine.orphans import OrphanJobs
 from workflowd.engine.replicas import Replica, ReplicaSettings
 from workflowd.engine.runs import Runs
@@ -33,8 +32,6 @@ from workflowd.jobs import JobsClient, JobsClientConfig
 from workflowd.jobs.credential import Credential
 from workflowd.jobs.local import LocalDataPlane, LocalPlaneConfig
 from workflowd.jobs.local_trust import CompanyToken, PlaneTls
-from workflowd.notify.config import WebhookSettings, load_webhooks
-from workflowd.notify.sender import WebhookSender
 from workflowd.observability import HttpEndpoint, LoopLagProbe
 from workflowd.scheduler.loop import SchedulerLoop
 from workflowd.settings import Settings
@@ -42,6 +39,7 @@ from workflowd.spec import Limits
 from workflowd.spec.expressions import Evaluator
 from workflowd.store import make_store
 from workflowd.telemetry import Telemetry
+from workflowd.webhooks import Webhooks
 
 log = logging.getLogger("workflowd")
 
@@ -84,9 +82,7 @@ class App:
         self.schedules: Schedules | None = None
         self.scheduler: SchedulerLoop | None = None
         self.replica: Replica | None = None
-        self.webhooks = WebhookSettings()
-        self.sender: WebhookSender | None = None
-        self.deliverer: Deliverer | None = None
+        self.webhooks = Webhooks(settings.config_file, self.store)
         self._background: set[asyncio.Task[None]] = set()
         # Set by a signal, or when this replica must stop (`failure` then says why).
         self.stop = asyncio.Event()
@@ -108,8 +104,7 @@ class App:
             create_private(s.data_dir / STORE_FILE)
         if s.tokens_file:
             self.authenticator.table = load_tokens(Path(s.tokens_file))
-        self.webhooks = load_webhooks(s.config_file)
-        self.store.outbox.policy = self.webhooks.policy
+        self.webhooks.load()
         await self.store.open()
         credential: Credential | None = None
         pin: bytes | None = None
@@ -204,23 +199,10 @@ class App:
         )
 
     async def _start_deliveries(self) -> None:
-        """The webhooks' deliverer (it idles without destinations: deliveries left from an
-        earlier configuration still get their outcome), and the last successes the per-workflow
-        metrics start from."""
-        hooks = self.webhooks
-        if self.store.shared_log() is None:
-            await self.store.release_deliveries()
-        self.sender = WebhookSender(hooks.ca_file)
-        await self.sender.start()
-        limits = DeliveryLimits(
-            max_concurrent=hooks.max_concurrent,
-            backoff=Backoff(hooks.retry_initial_s, max_delay_s=hooks.retry_max_s, spread=0.5),
-        )
-        outbox = self.store.outbox
-        self.deliverer = Deliverer(
-            self.store, self.sender, self.clock, self.metrics, lambda: outbox.policy, limits
-        )
-        self.deliverer.start()
+        """The webhooks' deliverer, and the last successes the per-workflow metrics start
+        from."""
+        alone = self.store.shared_log() is None
+        await self.webhooks.start(self.clock, self.metrics, alone)
         task = asyncio.create_task(self._seed_last_successes(), name="seed-last-successes")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -283,21 +265,7 @@ class App:
         return self.reload_webhooks() and tokens
 
     def reload_webhooks(self) -> bool:
-        """Read the `[webhooks]` section again: every event recorded from now on follows the
-        new destinations (deliveries still pending go to their destination as now configured).
-        A section workflowd refuses changes nothing, and the log says why; True when the new
-        one is in force. `max_concurrent`, `ca_file` and the retry backoff are read at start."""
-        if self.settings.config_file is None:
-            return False
-        try:
-            hooks = load_webhooks(self.settings.config_file)
-        except WorkflowdError as exc:
-            log.error("webhooks not reloaded, the old ones stay in force: %s", exc.message)
-            return False
-        self.webhooks = hooks
-        self.store.outbox.policy = hooks.policy
-        log.info("webhooks reloaded: %d destinations", len(hooks.policy.destinations))
-        return True
+        return self.webhooks.reload()
 
     async def reload_tokens(self) -> bool:
         """Read the tokens file again and put it in force everywhere or nowhere: a file
@@ -357,8 +325,7 @@ class App:
             await self.runs.drain()
         if self.replica is not None and not self.failure:
             await self.replica.leave()
-        if self.deliverer is not None:
-            await self.deliverer.aclose()
+        await self.webhooks.aclose()
         if self.orphans is not None:
             await self.orphans.aclose()
         say("draining: runs and webhook deliveries stopped (their state is stored)")
@@ -375,8 +342,6 @@ class App:
         await self.lag_probe.aclose()
         if self.http is not None:
             await self.http.aclose()
-        if self.sender is not None:
-            await self.sender.aclose()
         if self.jobs is not None:
             await self.jobs.aclose()
         await self.evaluator.aclose()
