@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import ssl
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,9 @@ def verify(secret: str, timestamp: str, body: bytes, header: str) -> bool:
 
 
 class Receiver:
-    def __init__(self, secret: str = SECRET) -> None:
+    def __init__(self, secret: str = SECRET, tls: ssl.SSLContext | None = None) -> None:
         self.secret = secret
+        self.tls = tls
         self.received: list[Received] = []
         self.hang = False
         self.release = asyncio.Event()
@@ -45,7 +47,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}/hook"
 
     async def up(self) -> None:
         """Serve (again on the same port, once it had one)."""
@@ -54,7 +57,7 @@ class Receiver:
         app.router.add_post("/hook", self._hook)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +18,7 @@ from tests.conftest import Daemon, eventually
 from tests.engine.schedule_support import T0, activate, create, get_schedule, scheduled
 from tests.engine.support import AUDIT_CSV, Plane, apply, finished, trigger
 from tests.scheduler.manual_clock import ManualClock
+from tests.tls import make_pki
 from tests.webhooks import COMPLETES, FAILS, RETRIES, SECRET, Receiver, write_config
 from workflowd.domain.notify import Destination, NotifyEvent
 from workflowd.notify.sender import body_of, signature
@@ -279,3 +282,60 @@ async def test_one_company_sees_only_its_deliveries(
 
 async def _count(receiver: Receiver, wanted: int) -> bool:
     return len(receiver.unique()) == wanted
+
+
+async def test_tls_is_verified_and_a_ca_file_trusts_a_private_ca(
+    start_daemon: Start, tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    receiver = Receiver(tls=context)
+    await receiver.up()
+    try:
+        config = write_config(tmp_path / "untrusted.toml", receiver.url, ["run_completed"])
+        first = await start_daemon(config_file=config)
+        run = await run_of(first, COMPLETES, "secure")
+
+        async def refused() -> list[pb.Delivery]:
+            found = await deliveries(first, run_id=run.id)
+            return found if found and found[0].attempts >= 2 else []
+
+        said = (await eventually(refused))[0].last_error
+        assert said.startswith("TLS:"), said
+        assert "CERTIFICATE_VERIFY_FAILED" in said
+        assert receiver.received == []
+        await first.app.drain()
+        trusted = write_config(
+            tmp_path / "trusted.toml",
+            receiver.url,
+            ["run_completed"],
+            extra=f'ca_file = "{pki.ca}"',
+        )
+        second = await start_daemon(first.data_dir, config_file=trusted)
+        await eventually(lambda: _delivered_for(second, run.id))
+        assert [r.body["run"] for r in receiver.received] == [run.id]
+    finally:
+        await receiver.down()
+
+
+async def test_the_cli_lists_deliveries(
+    start_daemon: Start, receiver: Receiver, tmp_path: Path
+) -> None:
+    from tests.test_cli import cli
+
+    config = write_config(tmp_path / "workflowd.toml", receiver.url, ["run_failed"])
+    daemon = await start_daemon(config_file=config)
+    run = await run_of(daemon, FAILS, "broken")
+    await eventually(lambda: _delivered_for(daemon, run.id))
+    code, out, err = await cli("deliveries", address=daemon.address)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["CREATED", "EVENT", "WORKFLOW", "DESTINATION", "OUTCOME", "TRIES"]
+    assert lines[1].split()[2:] == ["run_failed", "etl/broken", "ops", "delivered", "1"]
+    assert lines[2].strip() == f"run {run.id}"
+    code, out, err = await cli(
+        "deliveries", "--status", "failed", "-o", "json", address=daemon.address
+    )
+    assert code == 0, err
+    assert json.loads(out) == {}
