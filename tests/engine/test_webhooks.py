@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import Daemon, eventually
 from tests.engine.schedule_support import T0, activate, create, get_schedule, scheduled
 from tests.engine.support import AUDIT_CSV, Plane, apply, finished, trigger
+from tests.postgres import fresh_schema
 from tests.scheduler.manual_clock import ManualClock
 from tests.tls import make_pki
 from tests.webhooks import COMPLETES, FAILS, RETRIES, SECRET, Receiver, write_config
@@ -25,6 +26,16 @@ from workflowd.notify.sender import body_of, signature
 from workflowd.v1 import workflow_service_pb2 as pb
 
 Start = Callable[..., Awaitable[Daemon]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """`--store` for each backend: the default SQLite file, then a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture
@@ -45,14 +56,15 @@ async def run_of(daemon: Daemon, spec: str, name: str) -> pb.Run:
     return await finished(daemon, (await trigger(daemon, workflow.id)).id)
 
 
+# `store` first: its schema is dropped after the daemon has drained, not before.
 async def test_a_receiver_down_for_a_while_gets_every_notice_once(
-    start_daemon: Start, receiver: Receiver, tmp_path: Path
+    store: str, start_daemon: Start, receiver: Receiver, tmp_path: Path
 ) -> None:
     config = write_config(
         tmp_path / "workflowd.toml", receiver.url, ["run_failed", "run_completed"]
     )
     await receiver.down()
-    daemon = await start_daemon(config_file=config)
+    daemon = await start_daemon(config_file=config, store=store)
     ended = [
         await run_of(daemon, COMPLETES, "nightly"),
         await run_of(daemon, FAILS, "broken"),

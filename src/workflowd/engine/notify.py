@@ -141,9 +141,6 @@ class Deliverer:
         self._store.watch_outbox(wake)
         self._loop_task = asyncio.create_task(self._run(), name="webhook-deliverer")
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def aclose(self) -> None:
         """Stop sending; a delivery cut short stays claimed and is sent again after its claim
         runs out (by the next process, or another replica)."""
