@@ -17,6 +17,7 @@ from tests.spec.official_schema import assert_valid_under_official_schema
 from workflowd.app import App
 from workflowd.engine.clock import Clock
 from workflowd.settings import Settings
+from workflowd.telemetry import Telemetry
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
@@ -56,7 +57,7 @@ class Daemon:
         return self.app.jobs_url
 
 
-def daemon_settings(data_dir: Path, **overrides: Any) -> Settings:
+def daemon_settings(data_dir: Path, config_file: Path | None = None, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "http_listen": "127.0.0.1:0",
@@ -65,7 +66,7 @@ def daemon_settings(data_dir: Path, **overrides: Any) -> Settings:
         "jobs_retry_deadline_s": 5.0,
     }
     values.update(overrides)
-    return Settings.load(values, {})
+    return Settings.load(values, {}, config_file)
 
 
 @pytest.fixture
@@ -73,10 +74,15 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
     started: list[Daemon] = []
 
     async def start(
-        data_dir: Path | None = None, clock: Clock | None = None, **overrides: Any
+        data_dir: Path | None = None,
+        clock: Clock | None = None,
+        config_file: Path | None = None,
+        telemetry: Telemetry | None = None,
+        **overrides: Any,
     ) -> Daemon:
         directory = data_dir or tmp_path / f"daemon{len(started)}"
-        app = App(daemon_settings(directory, **overrides), clock=clock)
+        settings = daemon_settings(directory, config_file, **overrides)
+        app = App(settings, clock=clock, telemetry=telemetry)
         await app.start()
         address = f"127.0.0.1:{app.grpc_port}"
         channel = grpc.aio.insecure_channel(address)

@@ -40,6 +40,18 @@ def test_overhead_bench_reports_its_figures() -> None:
 
 
 @pytest.mark.slow
+def test_tracing_overhead_bench_reports_its_figures() -> None:
+    result = last_json_line("tracing_overhead.py")
+    for key in ("per_task_overhead_ms_p50_off", "per_task_overhead_ms_p50_on"):
+        value = result[key]
+        assert isinstance(value, float), key
+        assert value > 0, key
+    spans = result["spans_exported"]
+    assert isinstance(spans, int)
+    assert spans > 0  # tracing was on for one daemon
+
+
+@pytest.mark.slow
 def test_concurrency_bench_reports_its_figures() -> None:
     result = last_json_line("concurrency.py")
     phase = result["runs_200"]

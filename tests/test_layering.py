@@ -18,6 +18,9 @@ ALLOWED: dict[str, set[str]] = {
     "spec": {"domain", "scheduler"},
     "store": {"domain"},
     "jobs": {"domain"},
+    # The webhooks' sender and settings: an outbound HTTP adapter like `jobs/`, for the
+    # operator's destinations instead of the jobs API.
+    "notify": {"domain"},
     "scheduler": {"domain"},
     "engine": {"domain", "spec", "scheduler"},
     "api": {"domain", "engine", "v1"},
@@ -70,8 +73,13 @@ def file_violations(path: Path, layer: str | None) -> list[str]:
             found.append(f"{where} (only app.py may start the local data plane)")
         if top in OWNED and layer not in OWNED[top]:
             found.append(f"{where} (only {sorted(OWNED[top])} may)")
-        if top == "aiohttp" and layer != "jobs" and name != "aiohttp.web" and layer is not None:
-            found.append(f"{where} (only jobs/ imports aiohttp's client)")
+        if (
+            top == "aiohttp"
+            and layer not in ("jobs", "notify")
+            and name != "aiohttp.web"
+            and layer is not None
+        ):
+            found.append(f"{where} (only jobs/ and notify/ import aiohttp's client)")
         if top != "workflowd" or layer is None or layer not in ALLOWED:
             continue
         target = rest.partition(".")[0]

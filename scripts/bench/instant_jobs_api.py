@@ -27,7 +27,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -330,11 +330,16 @@ class Child:
 
     @classmethod
     async def spawn(
-        cls, argv: Sequence[str], ready: str, stderr: Path, timeout_s: float = 60.0
+        cls,
+        argv: Sequence[str],
+        ready: str,
+        stderr: Path,
+        timeout_s: float = 60.0,
+        env: Mapping[str, str] | None = None,
     ) -> Child:
         with stderr.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.PIPE, stderr=err
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=err, env=env
             )
         assert proc.stdout is not None
         try:

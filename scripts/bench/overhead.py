@@ -105,9 +105,11 @@ class Workflowd:
     jobs_url: str
 
     @classmethod
-    async def spawn(cls, data_dir: Path, jobs_url: str | None) -> Workflowd:
+    async def spawn(
+        cls, data_dir: Path, jobs_url: str | None, env: dict[str, str] | None = None
+    ) -> Workflowd:
         argv = workflowd_argv(data_dir, jobs_url)
-        child = await Child.spawn(argv, SERVE_READY, data_dir / "stderr.log")
+        child = await Child.spawn(argv, SERVE_READY, data_dir / "stderr.log", env=env)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{child.ready.group(1)}")
         return cls(child, channel, pb_grpc.WorkflowServiceStub(channel), child.ready.group(2))
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from dataplane.app import DataPlane
 from dataplane.auth import TokenTable, load_tokens, read_tokens
 from dataplane.http_common import ClientCerts
+from dataplane.tracing import provider_from_env
 
 log = logging.getLogger("dataplane")
 
@@ -170,6 +171,7 @@ async def serve(
     args: argparse.Namespace, tokens: TokenTable | None, tls: ssl.SSLContext | None
 ) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down cleanly; SIGHUP re-reads the tokens."""
+    provider = provider_from_env(os.environ)
     plane = DataPlane(
         args.data_dir,
         workers=args.workers,
@@ -181,6 +183,7 @@ async def serve(
             service_tokens_exempt=args.service_tokens_need_no_client_cert,
         ),
         dataset_quota_bytes=args.quota_dataset_bytes,
+        tracer=None if provider is None else provider.get_tracer("dataplane"),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -206,6 +209,10 @@ async def serve(
         await stop.wait()
     finally:
         await plane.aclose()
+        if provider is not None:
+            await asyncio.wait(
+                [asyncio.ensure_future(asyncio.to_thread(provider.shutdown))], timeout=1.0
+            )
 
 
 class _StopOnEof(asyncio.Protocol):

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import web
+from opentelemetry.trace import Tracer
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from dataplane.auth import TokenTable
@@ -59,8 +60,10 @@ class DataPlane:
         batch_window_s: float = 0.05,
         client_certs: ClientCerts | None = None,
         dataset_quota_bytes: int = 0,
+        tracer: Tracer | None = None,
     ) -> None:
         self._data_dir = data_dir
+        self._tracer = tracer
         self._tokens = tokens
         self._client_certs = client_certs or ClientCerts()
         self._streams = OpenStreams(lambda: self._tokens)
@@ -170,7 +173,7 @@ class DataPlane:
         if failed is not None and loop.time() - failed[1] < REOPEN_S:
             raise Unusable(failed[0])
         path = self._data_dir / f"{name}{_DB_SUFFIX}"
-        company = Company(name, path, self._limits, self._metrics)
+        company = Company(name, path, self._limits, self._metrics, self._tracer)
         try:
             await company.open()
         except Exception as exc:  # DuckDB's errors, or the file system's

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import duckdb
+from opentelemetry.trace import Tracer
 
 from dataplane import catalog, loader, store
 from dataplane.catalog import IdAllocator
@@ -34,6 +35,7 @@ from dataplane.quota import DatasetQuota
 from dataplane.runner import Runner
 from dataplane.store import JobFilter
 from dataplane.submissions import Submissions
+from dataplane.tracing import JobTracing
 from dataplane.tracking import Batch, Tracker
 
 log = logging.getLogger(__name__)
@@ -90,8 +92,16 @@ class Limits:
 
 
 class Company:
-    def __init__(self, name: str, path: Path, limits: Limits, metrics: PlaneMetrics) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        limits: Limits,
+        metrics: PlaneMetrics,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.name = name
+        self._tracer = tracer
         self._path = path
         self._limits = limits
         self._metrics = metrics
@@ -125,6 +135,7 @@ class Company:
             window_s=self._limits.batch_window_s,
             requeue=self._requeue,
             quota=self._quota,
+            tracing=JobTracing(self._tracer, self.name),
         )
         self._submissions = Submissions(
             journal, self._cursor, lambda fn: self._call(fn), self._queue_jobs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -13,6 +14,7 @@ from dataplane.errors import BadRequest, NotFound, quote
 from dataplane.http_common import int_param, json_body
 from dataplane.model import Job, JobState, parse_submission
 from dataplane.store import ORDERINGS, JobFilter
+from dataplane.tracing import traceparent_of
 
 CompanyOf = Callable[[web.Request], Awaitable[Company]]
 MAX_PER_PAGE = 500
@@ -64,6 +66,9 @@ class JobRoutes:
 
     async def submit(self, request: web.Request) -> web.Response:
         submission = parse_submission(await json_body(request))
+        traceparent = traceparent_of(request.headers.get("traceparent"))
+        if traceparent is not None:
+            submission = replace(submission, traceparent=traceparent)
         company = await self._company_of(request)
         job, created = await company.submit(submission)
         return job_response(job, 201 if created else 200)

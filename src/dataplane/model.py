@@ -67,6 +67,9 @@ class Submission:
     idempotency_key: str | None = None
     tags: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    traceparent: str | None = None
+    """The submitter's trace context (its `traceparent` header), kept with the job; not part
+    of the submission's identity."""
 
     @property
     def digest(self) -> str:
@@ -114,6 +117,7 @@ class Job:
     result: JsonObject | None = None
     failures: tuple[Failure, ...] = ()
     ended_at: str | None = None
+    traceparent: str | None = None
 
     def moved_to(
         self,

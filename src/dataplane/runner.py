@@ -39,6 +39,7 @@ from dataplane.errors import JobFailure, NotFound, readable
 from dataplane.journal import Journal, rollback
 from dataplane.model import Failure, FailureKind, Job, JobState, JsonObject, now_iso
 from dataplane.quota import DatasetQuota
+from dataplane.tracing import JobTracing
 from dataplane.tracking import Batch, Phase, Tracker
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Runner:
         window_s: float,
         requeue: Callable[[list[str]], None],
         quota: DatasetQuota,
+        tracing: JobTracing | None = None,
     ) -> None:
         self._journal = journal
         self._ids = ids
@@ -100,6 +102,7 @@ class Runner:
         self._window_s = window_s
         self._requeue = requeue
         self._quota = quota
+        self._tracing = tracing or JobTracing(None, "")
         self.tracker = Tracker(timeout_s, window_s)
 
     def run(self, batch: Batch) -> None:
@@ -167,7 +170,8 @@ class Runner:
                 continue
             try:
                 before = self._quota.before_job(cur, task.job)
-                result = effects.run(cur, task.job, self._ids)
+                with self._tracing.effect(task.job, speculative=bool(txn.done)):
+                    result = effects.run(cur, task.job, self._ids)
                 self._quota.after_job(cur, before)
             except Exception as exc:
                 self.tracker.end_effect(batch, task.job.job_id, succeeded=False)

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS _dataplane.jobs (
     idempotency_key VARCHAR, digest VARCHAR NOT NULL, tags VARCHAR[] NOT NULL,
     metadata VARCHAR NOT NULL, workflow_run_id VARCHAR, created_at VARCHAR NOT NULL,
     updated_at VARCHAR NOT NULL, ended_at VARCHAR, last_event_id BIGINT NOT NULL);
+ALTER TABLE _dataplane.jobs ADD COLUMN IF NOT EXISTS traceparent VARCHAR;
 CREATE INDEX IF NOT EXISTS jobs_idempotency ON _dataplane.jobs (idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_run ON _dataplane.jobs (workflow_run_id);
 CREATE TABLE IF NOT EXISTS _dataplane.changes (
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS _dataplane.snapshots (
 
 _JOB_COLUMNS = (
     "job_id, type, state, input, result, failures, idempotency_key, tags, metadata,"
-    " created_at, updated_at, ended_at"
+    " created_at, updated_at, ended_at, traceparent"
 )
 ORDERINGS = {
     "created_at_asc": "created_at ASC, job_id",
@@ -91,7 +92,7 @@ class JobFilter:
 # batch of 32).
 _JOB_TYPES = (
     "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR",
-    "VARCHAR[]", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT",
+    "VARCHAR[]", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT", "VARCHAR",
 )  # fmt: skip
 _CHANGE_TYPES = ("BIGINT", "VARCHAR", "VARCHAR", "VARCHAR[]", "VARCHAR", "VARCHAR")
 _UPDATED = ("job_id", "state", "result", "failures", "updated_at", "ended_at", "last_event_id")
@@ -119,7 +120,7 @@ def insert_jobs(
             e.job.job_id, e.job.type.value, e.job.state.value, json.dumps(e.job.input),
             _dump(e.job.result), _failures(e.job), e.job.idempotency_key, digest,
             list(e.job.tags), json.dumps(e.job.metadata), e.job.metadata.get("workflow_run_id"),
-            e.job.created_at, e.job.updated_at, e.job.ended_at, e.event_id,
+            e.job.created_at, e.job.updated_at, e.job.ended_at, e.event_id, e.job.traceparent,
         ]
         for e, digest in zip(events, digests, strict=True)
     ]  # fmt: skip
@@ -252,4 +253,5 @@ def _job(row: Sequence[Any]) -> Job:
         created_at=row[9],
         updated_at=row[10],
         ended_at=row[11],
+        traceparent=row[12],
     )

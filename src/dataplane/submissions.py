@@ -127,4 +127,5 @@ def _new_job(submission: Submission) -> Job:
         metadata=submission.metadata,
         created_at=stamp,
         updated_at=stamp,
+        traceparent=submission.traceparent,
     )

@@ -23,10 +23,12 @@ from workflowd.engine.definitions import Definitions
 from workflowd.engine.deps import EngineDeps, RunLimits
 from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
+from workflowd.engine.notify import DeliveryLog
 from workflowd.engine.orphans import OrphanJobs
 from workflowd.engine.replicas import Replica, ReplicaSettings
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import ScheduleLimits, Schedules
+from workflowd.engine.tracing import Tracing
 from workflowd.jobs import JobsClient, JobsClientConfig
 from workflowd.jobs.credential import Credential
 from workflowd.jobs.local import LocalDataPlane, LocalPlaneConfig
@@ -37,6 +39,8 @@ from workflowd.settings import Settings
 from workflowd.spec import Limits
 from workflowd.spec.expressions import Evaluator
 from workflowd.store import make_store
+from workflowd.telemetry import Telemetry
+from workflowd.webhooks import Webhooks
 
 log = logging.getLogger("workflowd")
 
@@ -52,14 +56,17 @@ class App:
         settings: Settings,
         clock: Clock | None = None,
         crash_points: frozenset[str] = frozenset(),
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.crash_points = crash_points
+        # Traces: none unless the OTEL_* variables ask for them (`workflowd serve` reads them).
+        self.telemetry = telemetry or Telemetry()
         self.lock = DataDirLock(settings.data_dir)
         self.quotas = settings.quotas()
         self.store = make_store(settings.store, settings.data_dir / STORE_FILE, self.quotas)
-        self.metrics = EngineMetrics()
+        self.metrics = EngineMetrics(max_workflows=settings.metrics_max_workflows)
         self.lag_probe = LoopLagProbe(self.metrics.loop_lag.observe)
         self.hub = EventHub()
         self.evaluator = Evaluator()
@@ -77,6 +84,8 @@ class App:
         self.schedules: Schedules | None = None
         self.scheduler: SchedulerLoop | None = None
         self.replica: Replica | None = None
+        self.webhooks = Webhooks(settings.config_file, self.store)
+        self._background: set[asyncio.Task[None]] = set()
         # Set by a signal, or when this replica must stop (`failure` then says why).
         self.stop = asyncio.Event()
         self.failure = ""
@@ -97,6 +106,7 @@ class App:
             create_private(s.data_dir / STORE_FILE)
         if s.tokens_file:
             self.authenticator.table = load_tokens(Path(s.tokens_file))
+        self.webhooks.load()
         await self.store.open()
         writer = self.store.db.writer
         self.metrics.store_writes_queued.set_function(lambda: writer.queued)
@@ -115,6 +125,7 @@ class App:
                 request_timeout_s=s.jobs_request_timeout_s,
             ),
             credential=credential,
+            spans=self.telemetry.spans,
         )
         await self.jobs.start()
         jobs = self.jobs
@@ -143,6 +154,7 @@ class App:
             limits=RunLimits(values=JsonBounds(s.max_value_depth, s.max_value_bytes), flow=flow),
             quotas=self.quotas,
             runtime_version=__version__,
+            tracing=Tracing(self.telemetry.spans),
             crash_points=self.crash_points,
         )
         self.runs = runs = Runs(deps, definitions)
@@ -175,6 +187,7 @@ class App:
             await self.store.join(str(uuid.uuid4()), now, timedelta(0))
             resumed = await runs.recover(takeover=True)
         await self.orphans.resume()
+        await self._start_deliveries()
         self.scheduler = SchedulerLoop(schedules, clock)
         schedules.attach(self.scheduler)
         await self.scheduler.start()
@@ -183,6 +196,8 @@ class App:
             runs,
             schedules,
             self.authenticator,
+            deliveries=DeliveryLog(self.store),
+            tracer=self.telemetry.tracer("workflowd.api"),
             max_message_bytes=s.max_message_bytes,
             tls=_tls(s),
         )
@@ -199,6 +214,24 @@ class App:
             self.jobs_url,
             resumed,
         )
+
+    async def _start_deliveries(self) -> None:
+        """The webhooks' deliverer, and the last successes the per-workflow metrics start
+        from."""
+        alone = self.store.shared_log() is None
+        await self.webhooks.start(self.clock, self.metrics, alone)
+        task = asyncio.create_task(self._seed_last_successes(), name="seed-last-successes")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _seed_last_successes(self) -> None:
+        try:
+            found = await self.store.last_successes(self.settings.metrics_max_workflows)
+        except WorkflowdError as exc:
+            log.warning("the workflows' last successes are not known yet: %s", exc.message)
+            return
+        for company, namespace, name, at in found:
+            self.metrics.succeeded(company, namespace, name, at)
 
     async def _refresh_schedules(self) -> None:
         if self.scheduler is not None:
@@ -231,6 +264,7 @@ class App:
                 tokens_file=None if table is None else s.data_dir / DATAPLANE_TOKENS,
                 tls=tls,
                 dataset_quota_bytes=s.quota_dataset_bytes,
+                env=self.telemetry.env,
             ),
             () if table is None else _company_tokens(table),
         )
@@ -238,10 +272,18 @@ class App:
         return self.dataplane
 
     def request_reload(self) -> None:
-        """SIGHUP: `reload_tokens` in the background, in the order the signals came."""
-        task = asyncio.create_task(self.reload_tokens(), name="workflowd-reload-tokens")
+        """SIGHUP: `reload_tokens` and `reload_webhooks` in the background, in the order the
+        signals came."""
+        task = asyncio.create_task(self._reload(), name="workflowd-reload")
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> bool:
+        tokens = await self.reload_tokens()
+        return self.reload_webhooks() and tokens
+
+    def reload_webhooks(self) -> bool:
+        return self.webhooks.reload()
 
     async def reload_tokens(self) -> bool:
         """Read the tokens file again and put it in force everywhere or nowhere: a file
@@ -275,10 +317,14 @@ class App:
     async def drain(self) -> None:
         """NOT_SERVING, stop the scheduler, refuse new runs, end streams, stop runs (their
         state stays), stop the server, then close the clients and the store ("Drain" in
-        docs/architecture.md)."""
+        docs/architecture.md). Each step is logged."""
         if self._drained:
             return
         self._drained = True
+        # A start that failed says why in one line: its undoing is not worth more lines.
+        say = log.info if self._serving else log.debug
+        began = asyncio.get_running_loop().time()
+        say("draining: health NOT_SERVING, no new runs")
         self._serving = False
         if self.grpc is not None:
             await self.grpc.not_serving()
@@ -288,18 +334,29 @@ class App:
             await self.replica.aclose()
         if self.runs is not None:
             self.runs.refuse_new()
-        for reload in list(self._reloads):
-            reload.cancel()
-        await asyncio.gather(*self._reloads, return_exceptions=True)
+        for task in [*self._reloads, *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._reloads, *self._background, return_exceptions=True)
         self.hub.close()
+        say("draining: scheduler stopped, watch streams ended; stopping runs")
         if self.runs is not None:
             await self.runs.drain()
         if self.replica is not None and not self.failure:
             await self.replica.leave()
+        await self.webhooks.aclose()
         if self.orphans is not None:
             await self.orphans.aclose()
+        say("draining: runs and webhook deliveries stopped (their state is stored)")
         if self.grpc is not None:
             await self.grpc.stop(self.settings.drain_grace_s)
+        say("draining: gRPC server stopped")
+        await self._close_clients()
+        say("draining: jobs client, data plane and HTTP endpoint closed")
+        await self.store.aclose()
+        self.lock.release()
+        say("drained in %.2f s: store closed", asyncio.get_running_loop().time() - began)
+
+    async def _close_clients(self) -> None:
         await self.lag_probe.aclose()
         if self.http is not None:
             await self.http.aclose()
@@ -308,8 +365,7 @@ class App:
         await self.evaluator.aclose()
         if self.dataplane is not None:
             await self.dataplane.aclose()
-        await self.store.aclose()
-        self.lock.release()
+        await self.telemetry.aclose()
 
 
 def _company_tokens(table: TokenTable) -> list[CompanyToken]:

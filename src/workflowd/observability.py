@@ -16,7 +16,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from workflowd.address import Address
 
-_CONTEXT_FIELDS = ("run_id", "task", "task_ref", "job_id", "workflow_id")
+_CONTEXT_FIELDS = (
+    "run_id", "workflow", "task", "task_ref", "job_id", "workflow_id", "title", "delivery_id",
+)  # fmt: skip
 
 log = logging.getLogger("workflowd.http")
 

@@ -76,6 +76,11 @@ class Settings:
     drain_grace_s: float = 1.0
     log_format: str = "text"
     log_level: str = "INFO"
+    # Per-workflow metrics: this many workflows get series of their own, later ones `other`.
+    metrics_max_workflows: int = 500
+    # The TOML file these settings were read from (`--config`); its `[webhooks]` section is
+    # read at start and again on SIGHUP. Not a setting itself: no flag, variable or key sets it.
+    config_file: Path | None = None
 
     @classmethod
     def load(
@@ -89,7 +94,8 @@ class Settings:
             values.update(_from_toml(config_file))
         values.update(_from_env(env))
         values.update({k: v for k, v in flags.items() if v is not None})
-        settings = cls(**{k: _coerce(k, v) for k, v in values.items()})
+        coerced = {k: _coerce(k, v) for k, v in values.items()}
+        settings = cls(**coerced, config_file=config_file)
         settings.check()
         return settings
 
@@ -107,6 +113,8 @@ class Settings:
             raise InvalidRequest("replica_lease_s", "must be between 1 and 3600 seconds")
         if not 1 <= self.max_catchup_runs <= 100_000:
             raise InvalidRequest("max_catchup_runs", "must be between 1 and 100000")
+        if not 1 <= self.metrics_max_workflows <= 100_000:
+            raise InvalidRequest("metrics_max_workflows", "must be between 1 and 100000")
         if self.log_format not in ("text", "json"):
             raise InvalidRequest("log_format", "must be text or json")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -213,7 +221,9 @@ class Settings:
         return not self.jobs_url
 
 
-_FIELDS = {f.name: f for f in fields(Settings)}
+_FIELDS = {f.name: f for f in fields(Settings) if f.name != "config_file"}
+# Sections of the file that are not settings: read by their own parts.
+_SECTIONS = {"webhooks"}
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
@@ -222,10 +232,10 @@ def _from_toml(path: Path) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InvalidRequest("config", f"cannot read {path}: {exc}") from exc
     section = data.get("workflowd", data)
-    unknown = set(section) - set(_FIELDS)
+    unknown = set(section) - set(_FIELDS) - _SECTIONS
     if unknown:
         raise InvalidRequest("config", f"{path}: unknown settings {sorted(unknown)}")
-    return dict(section)
+    return {k: v for k, v in section.items() if k not in _SECTIONS}
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:

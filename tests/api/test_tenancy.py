@@ -171,6 +171,7 @@ async def test_every_rpc_without_a_valid_token_is_unauthenticated(
         ("ListWorkflows", pb.ListWorkflowsRequest()),
         ("ListRuns", pb.ListRunsRequest()),
         ("ListSchedules", pb.ListSchedulesRequest()),
+        ("ListDeliveries", pb.ListDeliveriesRequest()),
         ("WatchRuns", pb.WatchRunsRequest()),
         ("WatchRun", pb.WatchRunRequest(run_id=objects["run"], after_seq=-5)),
         *requests_on(objects),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -10,6 +11,7 @@ from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from workflowd.domain.diagnostics import Diagnostic, Severity
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.json import Json, JsonObject
+from workflowd.domain.notify import Delivery, DeliveryStatus
 from workflowd.domain.run import Problem, Run, RunEvent, RunStatus, RunTrigger, TaskRun, TaskStatus
 from workflowd.domain.schedule import (
     CatchupPolicy,
@@ -47,6 +49,8 @@ def rerun_policy(value: pb.RerunPolicy.ValueType) -> RerunPolicy:
     if value not in _RERUN:
         raise InvalidRequest("rerun", f"{value} is not a RerunPolicy")
     return _RERUN[value]
+_DELIVERY = {s: pb.DeliveryStatus.Value(f"DELIVERY_STATUS_{s.name}") for s in DeliveryStatus}
+_DELIVERY_BACK = {v: k for k, v in _DELIVERY.items()}
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -294,3 +298,34 @@ def run_event(e: RunEvent) -> pb.RunEvent:
         attempt=e.attempt,
         until=timestamp(e.until),
     )
+
+
+def delivery(d: Delivery) -> pb.Delivery:
+    pending = d.status == DeliveryStatus.PENDING
+    return pb.Delivery(
+        delivery_id=d.delivery_id,
+        destination=d.destination,
+        event=d.event.value,
+        workflow_id=d.workflow_id,
+        namespace=d.namespace,
+        name=d.name,
+        run_id=d.run_id,
+        status=_DELIVERY[d.status],
+        attempts=d.attempts,
+        created_at=timestamp(d.created_at),
+        last_attempt_at=timestamp(d.last_attempt_at),
+        next_attempt_at=timestamp(d.next_at if pending else None),
+        ended_at=timestamp(d.ended_at),
+        deadline=timestamp(d.deadline_at),
+        last_error=text(d.last_error),
+        last_http_status=d.last_http_status,
+    )
+
+
+def delivery_statuses(values: Sequence[pb.DeliveryStatus.ValueType]) -> tuple[DeliveryStatus, ...]:
+    statuses = []
+    for i, status in enumerate(values):
+        if status not in _DELIVERY_BACK:
+            raise InvalidRequest(f"statuses[{i}]", f"unknown delivery status {status}")
+        statuses.append(_DELIVERY_BACK[status])
+    return tuple(statuses)

@@ -12,11 +12,13 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry.trace import Tracer
 
 from workflowd.api import convert
 from workflowd.api.auth import Authenticator
 from workflowd.api.handlers import Undecodable
 from workflowd.domain import ids
+from workflowd.api.tracing import ended, rpc_span
 from workflowd.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -121,6 +123,14 @@ def _field_violations(exc: WorkflowdError) -> list[Violation]:
     return []
 
 
+def code_of(exc: Exception) -> grpc.StatusCode:
+    """The status a call failing with `exc` answers."""
+    number = code_pb2.INTERNAL
+    if isinstance(exc, WorkflowdError):
+        number = next((c for kind, c in _CODES.items() if isinstance(exc, kind)), number)
+    return next(code for code in grpc.StatusCode if code.value[0] == number)
+
+
 async def abort(context: grpc.aio.ServicerContext[object, object], exc: Exception) -> NoReturn:
     if isinstance(exc, WorkflowdError):
         await context.abort_with_status(to_status(exc))
@@ -133,9 +143,11 @@ Ctx = grpc.aio.ServicerContext[object, object]
 
 
 class Guarded(Protocol):
-    """A servicer whose every call is authenticated before anything else is looked at."""
+    """A servicer whose every call is authenticated before anything else is looked at, each in
+    a server span when it has a tracer."""
 
     authenticator: Authenticator
+    tracer: Tracer | None
 
 
 Req = TypeVar("Req")
@@ -158,13 +170,18 @@ def unary(
 
     @wraps(method)
     async def wrapper(self: Self, request: Req, context: Ctx) -> Resp:
-        try:
-            _admit(self, request, context)
-            return await method(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await abort(context, exc)
+        with rpc_span(self.tracer, method.__name__, context) as span:
+            try:
+                _admit(self, request, context)
+                answer = await method(self, request, context)
+            except grpc.aio.AbortError:
+                ended(span, context.code() or grpc.StatusCode.UNKNOWN)
+                raise
+            except Exception as exc:
+                ended(span, code_of(exc))
+                await abort(context, exc)
+            ended(span, grpc.StatusCode.OK)
+            return answer
 
     return wrapper
 
@@ -176,13 +193,17 @@ def streaming(
 
     @wraps(method)
     async def wrapper(self: Self, request: Req, context: Ctx) -> AsyncIterator[Resp]:
-        try:
-            _admit(self, request, context)
-            async for item in method(self, request, context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await abort(context, exc)
+        with rpc_span(self.tracer, method.__name__, context) as span:
+            try:
+                _admit(self, request, context)
+                async for item in method(self, request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                ended(span, context.code() or grpc.StatusCode.UNKNOWN)
+                raise
+            except Exception as exc:
+                ended(span, code_of(exc))
+                await abort(context, exc)
+            ended(span, grpc.StatusCode.OK)
 
     return wrapper

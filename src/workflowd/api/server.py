@@ -7,11 +7,13 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import Tracer
 
 from workflowd.api import handlers
 from workflowd.api.auth import Authenticator
 from workflowd.api.servicer import WorkflowService
 from workflowd.engine.definitions import Definitions
+from workflowd.engine.notify import DeliveryLog
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import Schedules
 
@@ -38,6 +40,8 @@ class GrpcServer:
         schedules: Schedules,
         auth: Authenticator,
         *,
+        deliveries: DeliveryLog,
+        tracer: Tracer | None = None,
         max_message_bytes: int,
         tls: Tls | None = None,
     ) -> None:
@@ -51,7 +55,13 @@ class GrpcServer:
         ]
         self._server = grpc.aio.server(options=options)
         service = WorkflowService(
-            definitions, runs, schedules, auth, max_message_bytes=max_message_bytes
+            definitions,
+            runs,
+            schedules,
+            auth,
+            deliveries=deliveries,
+            tracer=tracer,
+            max_message_bytes=max_message_bytes,
         )
         handlers.register(service, self._server)
         self._health = health.aio.HealthServicer()

@@ -6,17 +6,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from typing import Any
 
 from google.protobuf.message import Message
+from opentelemetry.trace import Tracer
 
 from workflowd.api import convert
 from workflowd.api.auth import Authenticator
 from workflowd.api.errors import Ctx, streaming, unary
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.fairness import acting_for
+from workflowd.domain.notify import DeliveryFilter
 from workflowd.domain.page import Page
 from workflowd.domain.run import RunFilter, RunStatus, WatchFilter
 from workflowd.domain.workflow import WorkflowFilter
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.reruns import FROM_FAILURE
+from workflowd.engine.notify import DeliveryLog
 from workflowd.engine.runs import Runs, TriggerRequest
 from workflowd.engine.schedules import PolicyChange, Schedules
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -60,9 +63,13 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         schedules: Schedules,
         auth: Authenticator,
         *,
+        deliveries: DeliveryLog,
+        tracer: Tracer | None = None,
         max_message_bytes: int,
     ) -> None:
         self.authenticator = auth
+        self.tracer = tracer
+        self._deliveries = deliveries
         self._definitions = definitions
         self._runs = runs
         self._schedules = schedules
@@ -293,3 +300,19 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return pb.BackfillWorkflowResponse(
             run_ids=[run.id for run in done.runs], created=done.created
         )
+
+    @unary
+    async def ListDeliveries(
+        self, request: pb.ListDeliveriesRequest, context: Ctx
+    ) -> pb.ListDeliveriesResponse:
+        filt = DeliveryFilter(
+            run_id=request.run_id,
+            destination=request.destination,
+            statuses=convert.delivery_statuses(request.statuses),
+        )
+        page = await self._deliveries.list(
+            _company(self, context), filt, request.page_size, request.page_token
+        )
+        deliveries = [convert.delivery(d) for d in page.items]
+        kept, token = self._fit(page, deliveries)
+        return pb.ListDeliveriesResponse(deliveries=deliveries[:kept], next_page_token=token)

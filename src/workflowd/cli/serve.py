@@ -75,6 +75,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _quota_arguments(p)
     p.add_argument("--log-format", choices=("text", "json"), help="log format (default text)")
     p.add_argument("--log-level", help="log level (default INFO)")
+    p.add_argument(
+        "--metrics-max-workflows",
+        type=int,
+        help="workflows with metrics series of their own; later ones share `other` (default 500)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -123,6 +128,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
             "log_format",
             "log_level",
             *(flag.removeprefix("--").replace("-", "_") for flag, _, _ in _QUOTAS),
+            "metrics_max_workflows",
         )
     }
     try:
@@ -139,10 +145,15 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: the daemon's parts (gRPC server, engine, jobs client) load only for
     # `serve`, so every other subcommand starts in a fraction of the time.
     from workflowd.app import App
+    from workflowd.telemetry import telemetry_from_env
 
     settings = settings_of(args)
+    try:
+        telemetry = telemetry_from_env(os.environ)
+    except WorkflowdError as exc:
+        raise CliError(f"cannot start: {exc.message}", exit_code=2) from exc
     os.umask(PRIVATE_UMASK)
-    serve(App(settings))
+    serve(App(settings, telemetry=telemetry))
     return 0
 
 

@@ -14,6 +14,7 @@ from workflowd.engine.hub import EventHub
 from workflowd.engine.metrics import EngineMetrics
 from workflowd.engine.orphans import OrphanJobs
 from workflowd.engine.ports import ExpressionEvaluator, JobsPort, RunStore
+from workflowd.engine.tracing import Tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class EngineDeps:
     # Per company; the store enforces those counted in its transactions by itself.
     quotas: Quotas = field(default_factory=Quotas)
     runtime_version: str = "0"
+    tracing: Tracing = field(default_factory=Tracing)
     # Fault injection for the crash-recovery tests, which start the daemon through their own
     # entry point (tests/crashing_daemon.py): the process kills itself (SIGKILL, no cleanup)
     # at the named points. No setting, flag or environment variable can fill it.

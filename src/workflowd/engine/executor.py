@@ -108,6 +108,7 @@ class RunExecutor:
         self._calls: CallRunner | None = None
         self._replay: dict[str, TaskRun] = {}
         self._side_commits: set[asyncio.Future[list[RunEvent]]] = set()
+        self._trace = deps.tracing.run(run)
         self._started: dict[str, datetime] = {
             t.key: t.started_at for t in run.tasks if t.started_at is not None
         }
@@ -269,7 +270,8 @@ class RunExecutor:
 
     async def _call(self, step: CallStep) -> Outcome:
         assert self._calls is not None
-        return await self._calls.run(step, self._commit_intent, self._submitted)
+        with self._trace.task(step.key):
+            return await self._calls.run(step, self._commit_intent, self._submitted)
 
     async def _commit_intent(self, state: CallState) -> None:
         async with self._gate:
@@ -391,6 +393,7 @@ class RunExecutor:
                 state.unconfirmed = False
                 self._deps.orphans.keep_cancelling(state.job_id, self._run.company)
         self._observe(found)
+        self._trace.records(found, self._calls.states)
 
     def _observe(self, found: list[Record]) -> None:
         """Each task instance's time, from its start to its end, by operation (or kind)."""
@@ -405,9 +408,11 @@ class RunExecutor:
     async def _end(self, end: RunEnd) -> None:
         await self._commit_pending(end)
         if end.status == RunStatus.FAILED and end.problem is not None:
+            workflow, problem = f"{self._run.namespace}/{self._run.name}", end.problem
+            fields = {"workflow": workflow, "task_ref": problem.instance, "title": problem.title}
             log.warning(
-                "run %s of %s/%s failed at %s: %s", self.run_id, self._run.namespace,
-                self._run.name, end.problem.instance or "/", end.problem.title, extra=self._log(),
+                "run %s of %s failed at %s: %s", self.run_id, workflow, problem.instance or "/",
+                problem.title, extra={**self._log(), **fields},
             )  # fmt: skip
 
     async def _commit(self, change: Callable[[RunTransaction], None]) -> None:
@@ -434,7 +439,8 @@ class RunExecutor:
             return
         events = future.result()
         self._deps.hub.publish(events)
-        self._deps.metrics.observe_events(events)
+        self._deps.metrics.observe_events(events, self._run)
+        self._trace.events(events)
         records.log_events(events)
 
     async def _abort(self, exc: Exception) -> None:

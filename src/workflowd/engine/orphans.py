@@ -10,6 +10,7 @@ backoff, until the cancel is confirmed (or the job is gone), and forgets it in t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 
@@ -45,7 +46,8 @@ class OrphanJobs:
         if self._closed or job_id in self._tasks:
             return
         cancel = self._cancel_until_confirmed(job_id, company)
-        task = asyncio.create_task(cancel, name=f"cancel-{job_id}")
+        # A context of its own: it outlives the task instance whose commit started it.
+        task = asyncio.create_task(cancel, name=f"cancel-{job_id}", context=contextvars.Context())
         self._tasks[job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
 

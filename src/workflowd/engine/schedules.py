@@ -272,7 +272,7 @@ class Schedules:
             firing = planned.firing
             next_at = firing[0] if firing else planned.following
             await self._store.record_decision(schedule.workflow_id, planned.missed, next_at)
-            self._observe(planned.missed, True)
+            self._observe(schedule, planned.missed, True)
         for index, instant in enumerate(planned.firing):
             after = planned.firing[index + 1] if index + 1 < len(planned.firing) else None
             await self._fire_one(schedule, instant, True, after or planned.following)
@@ -297,7 +297,7 @@ class Schedules:
         if isinstance(fired, str):
             decision = FireDecision(instant, FireOutcome.SKIPPED, fired, now)
             await self._store.record_decision(schedule.workflow_id, decision, following)
-            self._observe(decision, catching_up)
+            self._observe(schedule, decision, catching_up)
             return
         result, run, definition = fired
         self._deps.crash_point("after_fire_commit")
@@ -309,7 +309,7 @@ class Schedules:
         if run is not None:
             self._runs.launcher.start(run, definition)
         if result.decision is not None:
-            self._observe(result.decision, catching_up)
+            self._observe(schedule, result.decision, catching_up)
 
     async def _commit_fire(
         self,
@@ -347,12 +347,17 @@ class Schedules:
             return ""
         return f"scheduled runs have the input {{}}, which input.schema refuses: {result.message}"
 
-    def _observe(self, decision: FireDecision, catching_up: bool) -> None:
+    def _observe(
+        self, schedule: WorkflowSchedule, decision: FireDecision, catching_up: bool
+    ) -> None:
         metrics = self._deps.metrics
         metrics.schedule_fires.labels(decision.outcome.value).inc()
+        labels = metrics.workflow(schedule.company, schedule.namespace, schedule.name)
+        metrics.workflow_schedule_decisions.labels(*labels, decision.outcome.value).inc()
         if not catching_up:
-            late = (decision.decided_at - decision.instant).total_seconds()
-            metrics.fire_lateness.observe(max(0.0, late))
+            late = max(0.0, (decision.decided_at - decision.instant).total_seconds())
+            metrics.fire_lateness.observe(late)
+            metrics.workflow_schedule_lateness.labels(*labels).observe(late)
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ polling when the jobs API has no stream. Lifecycle: `start()` once, then calls, 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import ssl
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import aiohttp
 
 from workflowd.domain.fairness import FairSlots
 from workflowd.domain.jobs import JobInfo, JobRequest
+from workflowd.domain.spans import SpanSink
 from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.credential import Credential
 from workflowd.jobs.errors import JobRejected, JobsClientClosed, JobsCommunicationError
@@ -45,11 +47,12 @@ class _Lane:
         company: str,
         credential: Credential,
         turns: FairSlots,
+        spans: SpanSink | None,
     ) -> None:
         self._config = config
         self._session = session
         self._stats = stats
-        self.transport = Transport(config, session, stats, company, credential, turns)
+        self.transport = Transport(config, session, stats, company, credential, turns, spans)
         self.registry = WaiterRegistry()
         self.watcher: Watcher | None = None
         self._task: asyncio.Task[None] | None = None
@@ -63,8 +66,12 @@ class _Lane:
         self.watcher = Watcher(
             self._config, self.transport, self._session, self.registry, self._stats
         )
+        # A context of its own: it serves every waiter, not the one whose call started it
+        # (whose trace span, `spans.CURRENT`, its calls would otherwise carry).
         self._task = asyncio.create_task(
-            self.watcher.run(), name=f"workflowd.jobs.watcher.{self._company}"
+            self.watcher.run(),
+            name=f"workflowd.jobs.watcher.{self._company}",
+            context=contextvars.Context(),
         )
         self._task.add_done_callback(self._watcher_done)
 
@@ -100,10 +107,13 @@ class JobsClient:
         *,
         session: aiohttp.ClientSession | None = None,
         credential: Credential | None = None,
+        spans: SpanSink | None = None,
     ) -> None:
         """`credential`: a token its owner may replace (the local data plane's supervisor);
-        by default `config.token`, for good."""
+        by default `config.token`, for good. `spans`: each call made for a task instance
+        (`spans.CURRENT`) is a client span of its own and carries its `traceparent`."""
         self._config = config
+        self._spans = spans
         self._credential = credential or Credential(config.token)
         self._given_session = session
         self._session: aiohttp.ClientSession | None = None
@@ -258,6 +268,7 @@ class JobsClient:
                 company,
                 self._credential,
                 self._turns,
+                self._spans,
             )
         return lane
 

@@ -27,13 +27,14 @@ import collections
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import secrets
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,8 @@ class LocalPlaneConfig:
     tls: PlaneTls | None = None
     # Bytes of datasets each company may keep (0: no quota).
     dataset_quota_bytes: int = 0
+    # Variables the child gets besides this process's own (OpenTelemetry's `OTEL_*`).
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class LocalDataPlane:
@@ -205,6 +208,7 @@ class LocalDataPlane:
             limit=_MAX_LINE,
             pass_fds=(self._sock.fileno(),),
             umask=_PRIVATE_UMASK,
+            env={**os.environ, **self._config.env} if self._config.env else None,
         )
         assert proc.stdout is not None
         assert proc.stderr is not None

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ import yarl
 
 from workflowd.domain.fairness import FairSlots
 from workflowd.domain.json import JsonObject
+from workflowd.domain.spans import CURRENT, SpanKind, SpanRecord, SpanSink, new_span_id, traceparent
 from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.credential import Credential
 from workflowd.jobs.errors import (
@@ -82,6 +84,7 @@ class Transport:
         company: str,
         credential: Credential,
         turns: FairSlots,
+        spans: SpanSink | None = None,
     ) -> None:
         self._config = config
         self._session = session
@@ -91,6 +94,7 @@ class Transport:
         # The pool's connections, shared by every company's lane: companies take turns, so
         # one company's burst of calls delays another's call by one turn, not the whole burst.
         self._turns = turns
+        self._spans = spans
         self._base = Base(config.base_url)
         # Bounds on the exchange itself (connecting, then each wait for bytes), not on the wait
         # for a pooled connection: a burst of calls queueing for the pool is not a fault.
@@ -170,7 +174,7 @@ class Transport:
         what = f"{method} {path}"
         headers, sent = self.headers()
         try:
-            status, reason, data = await self._exchange(method, path, params, body, headers)
+            status, reason, data = await self._traced(method, path, params, body, headers, job_id)
             if 200 <= status < 300:
                 return self._parse(parse, data)
             detail = problem_detail(data, status, reason)
@@ -198,6 +202,49 @@ class Transport:
         self._stats.api_errors += 1
         extra = {"job_id": job_id, "idempotency_key": idempotency_key}
         logger.warning("jobs API fault on %s: %s", what, fault, extra=extra)
+
+    async def _traced(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: JsonObject | None,
+        headers: dict[str, str],
+        job_id: str | None,
+    ) -> tuple[int, str | None, bytes]:
+        """The exchange, as a client span carrying `traceparent` when it is made for a task
+        instance (`spans.CURRENT`); as it is otherwise."""
+        current = CURRENT.get()
+        if self._spans is None or current is None:
+            return await self._exchange(method, path, params, body, headers)
+        trace_id, parent_id = current
+        span_id = new_span_id()
+        headers["traceparent"] = traceparent(trace_id, span_id)
+        began = time.time_ns()
+        status, error = 0, ""
+        try:
+            status, reason, data = await self._exchange(method, path, params, body, headers)
+        except TransientFault as fault:
+            error = str(fault)
+            raise
+        finally:
+            attributes: dict[str, str | int | bool] = {
+                "http.request.method": method,
+                "url.full": str(self.url(path)),
+            }
+            if status:
+                attributes["http.response.status_code"] = status
+                error = error or (f"HTTP {status}" if status >= 400 else "")
+            if job_id:
+                attributes["workflowd.job.id"] = job_id
+            route = path.replace(job_id, "{job_id}") if job_id else path
+            self._spans.record(
+                SpanRecord(
+                    f"{method} {route}", trace_id, span_id, parent_id, began, time.time_ns(),
+                    attributes, SpanKind.CLIENT, error,
+                )
+            )  # fmt: skip
+        return status, reason, data
 
     async def _exchange(
         self,

@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 
 from workflowd.domain.fairness import FairSlots, acting_for
 from workflowd.domain.json import Json
+from workflowd.domain.notify import Delivery, DeliveryFilter, DeliveryStatus
 from workflowd.domain.page import Page
 from workflowd.domain.quotas import Quotas
 from workflowd.domain.run import NewRun, Run, RunEvent, RunFilter, WatchFilter
@@ -26,7 +27,7 @@ from workflowd.domain.schedule import (
     WorkflowSchedule,
 )
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
-from workflowd.store import reads, replicas, runs, schedules, usage, workflows
+from workflowd.store import outbox, reads, replicas, runs, schedules, usage, workflows
 from workflowd.store.paging import PageTokens, page_size, stored_key
 from workflowd.store.query import Reader
 from workflowd.store.runtx import RunTx
@@ -61,6 +62,8 @@ class Store:
         # many reads (its runs' executors) delay another's by one turn.
         self._reads = FairSlots(backend.readers)
         self._tokens: PageTokens | None = None
+        # The webhooks' policy, consulted by every transaction that records an event.
+        self.outbox = outbox.Outbox()
 
     async def open(self) -> None:
         await self.db.open()
@@ -185,6 +188,7 @@ class Store:
         def op(conn: Conn) -> tuple[FireResult, Run | None]:
             result = schedules.fire(conn, request, next_at, self.quotas)
             result = replace(result, events=tuple(as_company_sees(conn, result.events)))
+            self.outbox.decision(conn, request.workflow_id, result.decision)
             if not result.run_id:
                 return result, None
             replicas.own(conn, [result.run_id], self.replica)
@@ -195,9 +199,11 @@ class Store:
     async def record_decision(
         self, workflow_id: str, decision: FireDecision, next_at: datetime | None
     ) -> None:
-        await self._write(
-            lambda conn: schedules.record_decision(conn, workflow_id, decision, next_at)
-        )
+        def op(conn: Conn) -> None:
+            schedules.record_decision(conn, workflow_id, decision, next_at)
+            self.outbox.decision(conn, workflow_id, decision)
+
+        await self._write(op)
 
     async def latest_runs_at(
         self, company: str, workflow_id: str, instants: list[datetime]
@@ -259,7 +265,7 @@ class Store:
         owner = self.replica if owned else None
 
         def op(conn: Conn) -> list[RunEvent]:
-            tx = RunTx(conn, run_id, now, owner)
+            tx = RunTx(conn, run_id, now, owner, self.outbox)
             change(tx)
             return as_company_sees(conn, tx.close())
 
@@ -318,3 +324,47 @@ class Store:
     async def last_company_seq(self, company: str) -> int:
         """The sequence number of the company's last event (0 before its first)."""
         return await self._read(lambda r: reads.last_company_seq(r, company), snapshot=False)
+
+    # --- webhooks -------------------------------------------------------------------------------
+
+    def watch_outbox(self, wake: Callable[[], None]) -> None:
+        """`wake` is called (on the writer's thread) whenever a transaction adds deliveries."""
+        self.outbox.on_added = wake
+
+    async def claim_deliveries(self, now: datetime, lease_s: float, limit: int) -> list[Delivery]:
+        return await self._write(lambda conn: outbox.claim(conn, now, lease_s, limit))
+
+    async def settle_delivery(
+        self,
+        delivery_id: str,
+        now: datetime,
+        *,
+        status: DeliveryStatus,
+        next_at: datetime | None = None,
+        error: str = "",
+        http_status: int = 0,
+    ) -> None:
+        await self._write(
+            lambda conn: outbox.settle(
+                conn, delivery_id, now, status=status, next_at=next_at, error=error,
+                http_status=http_status,
+            )
+        )  # fmt: skip
+
+    async def release_deliveries(self) -> None:
+        await self._write(outbox.release)
+
+    async def prune_deliveries(self, before: datetime) -> None:
+        await self._write(lambda conn: outbox.prune(conn, before))
+
+    async def next_delivery_at(self) -> datetime | None:
+        return await self._read(outbox.next_due, snapshot=False)
+
+    async def list_deliveries(
+        self, company: str, filt: DeliveryFilter, size: int, token: str
+    ) -> Page[Delivery]:
+        n = page_size(size)
+        return await self._read(lambda r: outbox.list_deliveries(r, company, filt, n, token))
+
+    async def last_successes(self, limit: int = 500) -> list[tuple[str, str, str, datetime]]:
+        return await self._read(lambda r: outbox.last_successes(r, limit), snapshot=False)

@@ -353,4 +353,34 @@ MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
         """,
         "CREATE INDEX runs_rerun_of ON runs (rerun_of) WHERE rerun_of != ''",
     ),
+    # Webhooks: the outbox of notices, one row per (event, destination), committed with the
+    # event it tells of and delivered in the background until its deadline.
+    (
+        """
+        CREATE TABLE webhook_outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            delivery_id TEXT NOT NULL UNIQUE,
+            company TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            event TEXT NOT NULL,
+            workflow_id TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            run_id TEXT NOT NULL DEFAULT '',
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            next_at TEXT NOT NULL,
+            deadline_at TEXT NOT NULL,
+            last_attempt_at TEXT,
+            claimed_until TEXT,
+            last_error TEXT NOT NULL DEFAULT '',
+            last_http_status INTEGER NOT NULL DEFAULT 0,
+            ended_at TEXT
+        )
+        """,
+        "CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_at)",
+        "CREATE INDEX webhook_outbox_company ON webhook_outbox (company, seq)",
+    ),
 )

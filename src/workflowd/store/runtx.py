@@ -29,6 +29,7 @@ from workflowd.domain.run import (
 )
 from workflowd.store import usage
 from workflowd.store.codec import dump, load, ts
+from workflowd.store.outbox import Outbox
 from workflowd.store.sql import Conn
 
 
@@ -56,9 +57,17 @@ class _EventFields:
 
 class RunTx:
     """The run's changes in one transaction. With `owner`, only while that replica owns the run:
-    an executor whose run was adopted elsewhere can change nothing more (fencing)."""
+    an executor whose run was adopted elsewhere can change nothing more (fencing). With
+    `outbox`, each event the operator's webhooks want is written there too."""
 
-    def __init__(self, conn: Conn, run_id: str, now: datetime, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        conn: Conn,
+        run_id: str,
+        now: datetime,
+        owner: str | None = None,
+        outbox: Outbox | None = None,
+    ) -> None:
         row = conn.execute(
             "SELECT company, workflow_id, namespace, status, last_seq, owner FROM runs"
             " WHERE id = ?",
@@ -77,6 +86,7 @@ class RunTx:
         self.run_status = RunStatus(row["status"])
         self._seq = int(row["last_seq"])
         self._instances: dict[str, tuple[_Instance, TaskStatus]] = {}
+        self._outbox = outbox
         self.events: list[RunEvent] = []
 
     # --- the run ------------------------------------------------------------------------------
@@ -333,6 +343,8 @@ class RunTx:
                 until=fields.until,
             )
         )
+        if self._outbox is not None:
+            self._outbox.run_event(self._conn, self.events[-1])
 
     def close(self) -> list[RunEvent]:
         self._conn.execute("UPDATE runs SET last_seq = ? WHERE id = ?", (self._seq, self._run_id))

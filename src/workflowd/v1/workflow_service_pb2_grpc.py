@@ -121,6 +121,11 @@ class WorkflowServiceStub:
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowRequest.SerializeToString,
                 response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowResponse.FromString,
                 _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/ListDeliveries',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -249,6 +254,14 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeliveries(self, request, context):
+        """Lists the caller's recent webhook deliveries (notices of run and schedule
+        events to the operator's destinations) and their outcome, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -336,6 +349,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.BackfillWorkflow,
                     request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowRequest.FromString,
                     response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowResponse.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ListDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -799,6 +817,33 @@ class WorkflowService:
             '/workflowd.v1.WorkflowService/BackfillWorkflow',
             workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowRequest.SerializeToString,
             workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/ListDeliveries',
+            workflowd_dot_v1_dot_workflow__service__pb2.ListDeliveriesRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.ListDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

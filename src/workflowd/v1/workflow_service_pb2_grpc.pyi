@@ -73,6 +73,10 @@ class WorkflowServiceStub:
     """Lists schedules."""
     BackfillWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.BackfillWorkflowRequest, _workflow_service_pb2.BackfillWorkflowResponse]
     """Creates one run for every instant of the schedule in a past range."""
+    ListDeliveries: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ListDeliveriesRequest, _workflow_service_pb2.ListDeliveriesResponse]
+    """Lists the caller's recent webhook deliveries (notices of run and schedule
+    events to the operator's destinations) and their outcome, newest first.
+    """
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -119,6 +123,10 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Lists schedules."""
     BackfillWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.BackfillWorkflowRequest, _workflow_service_pb2.BackfillWorkflowResponse]  # type: ignore[assignment]
     """Creates one run for every instant of the schedule in a past range."""
+    ListDeliveries: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListDeliveriesRequest, _workflow_service_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
+    """Lists the caller's recent webhook deliveries (notices of run and schedule
+    events to the operator's destinations) and their outcome, newest first.
+    """
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkflowService stores Serverless Workflow DSL 1.0 definitions, runs them
@@ -264,5 +272,15 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.BackfillWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.BackfillWorkflowResponse]]:
         """Creates one run for every instant of the schedule in a past range."""
+
+    @_abc_1.abstractmethod
+    def ListDeliveries(
+        self,
+        request: _workflow_service_pb2.ListDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.ListDeliveriesResponse, _abc.Awaitable[_workflow_service_pb2.ListDeliveriesResponse]]:
+        """Lists the caller's recent webhook deliveries (notices of run and schedule
+        events to the operator's destinations) and their outcome, newest first.
+        """
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
