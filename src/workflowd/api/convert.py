@@ -49,6 +49,8 @@ def rerun_policy(value: pb.RerunPolicy.ValueType) -> RerunPolicy:
     if value not in _RERUN:
         raise InvalidRequest("rerun", f"{value} is not a RerunPolicy")
     return _RERUN[value]
+
+
 _DELIVERY = {s: pb.DeliveryStatus.Value(f"DELIVERY_STATUS_{s.name}") for s in DeliveryStatus}
 _DELIVERY_BACK = {v: k for k, v in _DELIVERY.items()}
 

@@ -17,8 +17,8 @@ from opentelemetry.trace import Tracer
 from workflowd.api import convert
 from workflowd.api.auth import Authenticator
 from workflowd.api.handlers import Undecodable
-from workflowd.domain import ids
 from workflowd.api.tracing import ended, rpc_span
+from workflowd.domain import ids
 from workflowd.domain.errors import (
     AlreadyExists,
     FailedPrecondition,

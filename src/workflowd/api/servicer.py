@@ -18,8 +18,8 @@ from workflowd.domain.page import Page
 from workflowd.domain.run import RunFilter, RunStatus, WatchFilter
 from workflowd.domain.workflow import WorkflowFilter
 from workflowd.engine.definitions import Definitions, WorkflowRef
-from workflowd.engine.reruns import FROM_FAILURE
 from workflowd.engine.notify import DeliveryLog
+from workflowd.engine.reruns import FROM_FAILURE
 from workflowd.engine.runs import Runs, TriggerRequest
 from workflowd.engine.schedules import PolicyChange, Schedules
 from workflowd.v1 import workflow_service_pb2 as pb

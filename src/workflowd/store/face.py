@@ -364,7 +364,9 @@ class Store:
         self, company: str, filt: DeliveryFilter, size: int, token: str
     ) -> Page[Delivery]:
         n = page_size(size)
-        return await self._read(lambda r: outbox.list_deliveries(r, company, filt, n, token))
+        return await self._read(
+            lambda r: outbox.list_deliveries(r, company, filt, n, token, self.tokens)
+        )
 
     async def last_successes(self, limit: int = 500) -> list[tuple[str, str, str, datetime]]:
         return await self._read(lambda r: outbox.last_successes(r, limit), snapshot=False)

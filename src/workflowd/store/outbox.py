@@ -29,6 +29,7 @@ from workflowd.domain.page import Page
 from workflowd.domain.run import RunEvent
 from workflowd.domain.schedule import FireDecision
 from workflowd.store.codec import dump, load, parse_ts, parse_ts_required, ts
+from workflowd.store.paging import PageTokens
 from workflowd.store.query import Reader, Select, keyset_page
 from workflowd.store.sql import Conn, Row
 
@@ -196,7 +197,12 @@ async def next_due(reader: Reader) -> datetime | None:
 
 
 async def list_deliveries(
-    reader: Reader, company: str, filt: DeliveryFilter, size: int, token: str
+    reader: Reader,
+    company: str,
+    filt: DeliveryFilter,
+    size: int,
+    token: str,
+    tokens: PageTokens,
 ) -> Page[Delivery]:
     """The company's deliveries, newest first."""
     statuses = [s.value for s in filt.statuses]
@@ -211,7 +217,7 @@ async def list_deliveries(
     async def build(rows: Sequence[Any]) -> list[Delivery]:
         return [delivery(row) for row in rows]
 
-    return await keyset_page(reader, select, size, token, filter_key, build)
+    return await keyset_page(reader, select, size, token, filter_key, build, tokens)
 
 
 def delivery(row: Row) -> Delivery:
