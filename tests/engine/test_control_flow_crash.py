@@ -151,10 +151,11 @@ async def test_kill_during_a_wait_keeps_its_wake_up(stack: Stack) -> None:
     await stack.daemon.kill9()
 
     stub = await stack.start_daemon()
-    resumed = (await stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
-    assert resumed.tasks[0].wake_at == waiting.until  # neither started again nor dropped
     final = await run_to_end(stub, run.id)
     assert final.status == pb.RUN_STATUS_COMPLETED, final.error
+    events = [r.event async for r in stub.WatchRun(pb.WatchRunRequest(run_id=run.id))]
+    waits = [e.until for e in events if e.type == pb.RUN_EVENT_TYPE_TASK_WAITING]
+    assert waits == [waiting.until]  # the stored wake-up: the wait neither started again nor ended
     assert final.tasks[0].ended_at.ToDatetime() >= waiting.until.ToDatetime()  # not early
     assert await keys_of_jobs(stack, run.id) == ["/do/1/log"]
 
