@@ -6,7 +6,7 @@
 The interpreter (`interpreter.py`) is a pure function of the cursor and a step's outcome. The
 executor runs the steps it asks for, concurrently (expressions in the evaluator's workers,
 calls' jobs in the jobs system, sleeps on the clock), feeds each outcome back, and commits the
-task instances' changes with the cursor:
+task instances' changes with the cursor (through `commits.py`), deciding when:
 
 - a call's intent (its exact job request) is committed before the job is submitted, with every
   change before it: between one job's end and the next job's submission there is one commit;
@@ -25,29 +25,23 @@ its instance says whether the jobs system confirmed it; an unconfirmed cancel is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from workflowd.domain.definition import WorkflowDefinition
-from workflowd.domain.errors import Unavailable
-from workflowd.domain.retry import Backoff
 from workflowd.domain.run import (
-    ErrorType,
-    Problem,
     Run,
-    RunEvent,
     RunStatus,
     RunTaken,
     TaskRun,
     TaskStatus,
 )
-from workflowd.engine import records
 from workflowd.engine.calls import JOB_ID_RECORD_DELAY_S, CallRunner, CallState
-from workflowd.engine.cursor import Cursor, from_json, to_json
+from workflowd.engine.commits import Commits
+from workflowd.engine.cursor import Cursor, from_json
 from workflowd.engine.dataflow import DataFlow
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.flow import (
@@ -61,7 +55,6 @@ from workflowd.engine.flow import (
     Record,
     RunEnd,
     Sleep,
-    Started,
     Step,
     Stopped,
     TimedOut,
@@ -74,10 +67,6 @@ from workflowd.engine.problems import StepFailed, with_note
 from workflowd.engine.reruns import replayed
 
 log = logging.getLogger("workflowd.engine")
-
-# A store that refuses writes (a full disk, a database restarting) is tried again with this
-# backoff until it takes them: a run goes on once the store does, it never gives up.
-_STORE_BACKOFF = Backoff(0.1, max_delay_s=10.0, spread=0.5)
 
 
 @dataclass(slots=True)
@@ -99,19 +88,14 @@ class RunExecutor:
         self._cancel_reason = run.cancel_reason or "cancelled on request"
         self._cancel_requested = run.status == RunStatus.CANCELLING
         self._cursor: Cursor | None = None
-        self._pending: list[Record] = []
-        self._intents: list[CallState] = []
         self._running: dict[str, _Running] = {}
         self._gate = asyncio.Lock()
         self._deadline: asyncio.Task[None] | None = None
         self._deadline_at: tuple[Any, datetime] | None = None
         self._calls: CallRunner | None = None
         self._replay: dict[str, TaskRun] = {}
-        self._side_commits: set[asyncio.Future[list[RunEvent]]] = set()
         self._trace = deps.tracing.run(run)
-        self._started: dict[str, datetime] = {
-            t.key: t.started_at for t in run.tasks if t.started_at is not None
-        }
+        self._commits = Commits(deps, run, self._trace)
         self.taken = False
 
     @property
@@ -140,7 +124,8 @@ class RunExecutor:
         except Exception as exc:
             # A bug must not leave the run active forever, nor its jobs running unwatched.
             log.exception("run %s failed on an internal error", self.run_id, extra=self._log())
-            await self._abort(exc)
+            await self._stop_steps()
+            await self._commits.abort(exc, self._calls)
         finally:
             await self._stop_steps()
 
@@ -185,14 +170,16 @@ class RunExecutor:
         now = self._deps.clock.now()
         if self._cancel_requested:
             reason = self._cancel_reason
-            await self._commit(lambda tx: tx.end_run(RunStatus.CANCELLED, now, reason=reason))
+            await self._commits.commit(
+                lambda tx: tx.end_run(RunStatus.CANCELLED, now, reason=reason)
+            )
             return None
 
         def start(tx: RunTransaction) -> None:
             if tx.run_status == RunStatus.PENDING:
                 tx.start_run(now)
 
-        await self._commit(start)
+        await self._commits.commit(start)
         return now
 
     async def _replayed(self) -> dict[str, TaskRun]:
@@ -228,7 +215,7 @@ class RunExecutor:
             found = advance.records
             if advance.cancels:
                 found = await self._cancel_steps(advance.cancels, found, grace_s)
-            self._pending += found
+            self._commits.decided += found
             for step in advance.steps:
                 self._launch(step)
             if advance.end is not None:
@@ -275,7 +262,7 @@ class RunExecutor:
 
     async def _commit_intent(self, state: CallState) -> None:
         async with self._gate:
-            self._intents.append(state)
+            self._commits.intents.append(state)
             await self._commit_pending()
 
     def _submitted(self, state: CallState) -> None:
@@ -287,12 +274,7 @@ class RunExecutor:
             if state.job_recorded or key not in self._running:
                 return
             state.job_recorded = True
-            future = self._deps.store.update_run(
-                self.run_id, self._deps.clock.now(), lambda tx: tx.record_job(key, job_id)
-            )
-            future.add_done_callback(self._published)
-            self._side_commits.add(future)
-            future.add_done_callback(self._side_commits.discard)
+            self._commits.aside(lambda tx: tx.record_job(key, job_id))
 
         asyncio.get_running_loop().call_later(JOB_ID_RECORD_DELAY_S, record)
         self._settle(key)
@@ -370,7 +352,7 @@ class RunExecutor:
     # --- commits ------------------------------------------------------------------------------
 
     async def _commit_if_settled(self) -> None:
-        if (self._pending or self._intents) and all(r.settled for r in self._running.values()):
+        if self._commits.waiting and all(r.settled for r in self._running.values()):
             async with self._gate:
                 await self._commit_pending()
 
@@ -378,32 +360,7 @@ class RunExecutor:
         """Commit what was decided, with the cursor (the gate is held)."""
         assert self._cursor is not None
         assert self._calls is not None
-        found, self._pending = self._pending, []
-        intents, self._intents = self._intents, []
-        change = records.change(
-            found, intents, self._calls.states, to_json(self._cursor), end, self._deps.clock.now()
-        )
-        try:
-            await self._commit(change)
-        except BaseException:
-            self._pending[:0], self._intents[:0] = found, intents
-            raise
-        for state in self._calls.states.values():
-            if state.unconfirmed and state.job_id:
-                state.unconfirmed = False
-                self._deps.orphans.keep_cancelling(state.job_id, self._run.company)
-        self._observe(found)
-        self._trace.records(found, self._calls.states)
-
-    def _observe(self, found: list[Record]) -> None:
-        """Each task instance's time, from its start to its end, by operation (or kind)."""
-        for record in found:
-            if isinstance(record, Started):
-                self._started[record.key] = record.at
-            elif isinstance(record, Ended) and record.key in self._started:
-                took = (record.at - self._started.pop(record.key)).total_seconds()
-                labels = (record.task.call, record.status.value)
-                self._deps.metrics.task_duration.labels(*labels).observe(max(took, 0.0))
+        await self._commits.flush(self._cursor, self._calls.states, end)
 
     async def _end(self, end: RunEnd) -> None:
         await self._commit_pending(end)
@@ -414,70 +371,6 @@ class RunExecutor:
                 "run %s of %s failed at %s: %s", self.run_id, workflow, problem.instance or "/",
                 problem.title, extra={**self._log(), **fields},
             )  # fmt: skip
-
-    async def _commit(self, change: Callable[[RunTransaction], None]) -> None:
-        """One commit, tried again while the store refuses writes (a full disk …)."""
-        delays = _STORE_BACKOFF.delays()
-        warned = False
-        while True:
-            future = self._deps.store.update_run(self.run_id, self._deps.clock.now(), change)
-            future.add_done_callback(self._published)
-            try:
-                await asyncio.shield(future)
-                return
-            except Unavailable as exc:
-                if not warned:
-                    log.warning(
-                        "run %s: the store refused a change (%s); trying again until it takes it",
-                        self.run_id, exc, extra=self._log(),
-                    )  # fmt: skip
-                    warned = True
-            await asyncio.sleep(delays.next())  # ok: backoff while the store refuses writes
-
-    def _published(self, future: asyncio.Future[list[RunEvent]]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        events = future.result()
-        self._deps.hub.publish(events)
-        self._deps.metrics.observe_events(events, self._run)
-        self._trace.events(events)
-        records.log_events(events)
-
-    async def _abort(self, exc: Exception) -> None:
-        """An internal error ends the run FAILED: every job in flight is cancelled, and every
-        instance still running fails with the problem."""
-        await self._stop_steps()
-        problem = Problem.of(
-            ErrorType.RUNTIME, "workflowd hit an internal error", f"{type(exc).__name__}: {exc}"
-        )
-        calls = self._calls
-        notes: list[str] = []
-        if calls is not None:
-            for state in calls.states.values():
-                with contextlib.suppress(Exception):
-                    if note := await calls.cancel_job(state):
-                        notes.append(note)
-        if notes:
-            problem = with_note(problem, "; ".join(notes))
-        now = self._deps.clock.now()
-        states = [] if calls is None else list(calls.states.values())
-        jobs = [(state.job_id, state.key) for state in states if state.unconfirmed]
-        job_ids = {state.key: state.job_id for state in states if state.job_id}
-
-        def change(tx: RunTransaction) -> None:
-            for job_id, key in jobs:
-                tx.cancel_job_later(job_id, key)
-            tx.fail_running_instances(now, problem, job_ids)
-            if not tx.run_status.terminal:
-                tx.end_run(RunStatus.FAILED, now, problem=problem)
-
-        try:
-            await self._commit(change)
-        except Exception:
-            log.exception("run %s: recording the internal error failed too", self.run_id)
-            return
-        for job_id, _ in jobs:
-            self._deps.orphans.keep_cancelling(job_id, self._run.company)
 
     def _log(self) -> dict[str, str]:
         return {"run_id": self.run_id}
