@@ -17,6 +17,7 @@ from workflowd.api.tokens import TokenTable, load_tokens
 from workflowd.datadir import DataDirLock, create_private, make_private
 from workflowd.domain.errors import InvalidRequest, WorkflowdError
 from workflowd.domain.json import JsonBounds
+from workflowd.domain.units import plural
 from workflowd.engine.clock import Clock, SystemClock
 from workflowd.engine.definitions import Definitions
 from workflowd.engine.deps import EngineDeps, RunLimits
@@ -176,11 +177,11 @@ class App:
         self._serving = True
         _tune_gc()
         log.info(
-            "workflowd %s started (gRPC port %d, jobs API %s, %d runs resumed)",
+            "workflowd %s started (gRPC port %d, jobs API %s, %s resumed)",
             __version__,
             self.grpc_port,
             self.jobs_url,
-            resumed,
+            plural(resumed, "run"),
         )
 
     async def _refresh_schedules(self) -> None:

@@ -19,11 +19,13 @@ from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
 
 class ClientError(WorkflowdError):
-    """A failed call: the status code name, the server's message and its field violations."""
+    """A failed call: the status code name, the server's message (`detail`; `message` is the
+    two together) and its field violations."""
 
     def __init__(self, code: str, message: str, violations: list[tuple[str, str]]) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.detail = message
         self.violations = violations
 
 

@@ -17,7 +17,8 @@ from workflowd.cli.common import (
     print_table,
     token_of,
 )
-from workflowd.domain.errors import WorkflowdError
+from workflowd.domain.errors import InvalidRequest, WorkflowdError
+from workflowd.domain.units import plural
 
 if TYPE_CHECKING:
     from workflowd.jobs.datasets import DatasetsClient
@@ -59,7 +60,10 @@ def _call(args: argparse.Namespace, action: Callable[[DatasetsClient], Awaitable
     try:
         return asyncio.run(run())
     except WorkflowdError as exc:
-        raise CliError(exc.message) from exc
+        # Each refusal's reason names what it is about; its field would only repeat it. The
+        # data plane speaks its HTTP API (`?replace=true`); the CLI's word is the flag.
+        said = exc.reason if isinstance(exc, InvalidRequest) else exc.message
+        raise CliError(said.replace("replace=true", "--replace")) from exc
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -73,8 +77,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     else:
         print(
             f"loaded company_data.{described['dataset_name']} (dataset "
-            f"{described['dataset_id']}): {described['row_count']} rows, "
-            f"{len(described['columns'])} columns"
+            f"{described['dataset_id']}): {plural(described['row_count'], 'row')}, "
+            f"{plural(len(described['columns']), 'column')}"
         )
     return 0
 
@@ -101,7 +105,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print_json({**described, "sample": sample})
         return 0
     print(f"company_data.{described['dataset_name']}  (id {described['dataset_id']}, ", end="")
-    print(f"{described['kind']}, {described['row_count']} rows)")
+    print(f"{described['kind']}, {plural(described['row_count'], 'row')})")
     if described.get("query"):
         print(f"query: {described['query']}")
     for key, value in sorted((described.get("options") or {}).items()):

@@ -29,6 +29,7 @@ from workflowd.domain.schedule import (
     WorkflowSchedule,
     cancel_other_reason,
 )
+from workflowd.domain.units import span
 from workflowd.domain.workflow import Workflow, WorkflowStatus
 from workflowd.engine import fires
 from workflowd.engine.definitions import Definitions, WorkflowRef
@@ -69,7 +70,8 @@ class ScheduleView:
 @dataclass(frozen=True, slots=True)
 class Backfill:
     runs: tuple[Run, ...]
-    created: int
+    created: frozenset[str]
+    """The ids of the runs this backfill created (the others' instants had them already)."""
 
 
 class LoopPort(Protocol):
@@ -194,7 +196,9 @@ class Schedules:
             self._deps.metrics.observe_events(events)
             if is_new:
                 self._runs.launcher.start(run, definition)
-        return Backfill(tuple(run for run, _, _ in created), sum(1 for *_, n in created if n))
+        return Backfill(
+            tuple(run for run, _, _ in created), frozenset(run.id for run, _, new in created if new)
+        )
 
     # --- the scheduler's FireTarget ------------------------------------------------------
 
@@ -349,6 +353,6 @@ def _missed_reason(policies: SchedulePolicies, first: datetime, window_start: da
         return (
             f"no scheduler ran from {first.isoformat()}: instants before "
             f"{window_start.isoformat()} are outside the catch-up window "
-            f"({policies.catchup_window_s:g} s)"
+            f"({span(policies.catchup_window_s)})"
         )
     return f"no scheduler ran from {first.isoformat()}; LATEST fires only the most recent instant"
