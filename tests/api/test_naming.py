@@ -32,15 +32,17 @@ async def create(daemon: Daemon, text: str) -> pb.Workflow:
     return (await daemon.stub.CreateWorkflow(pb.CreateWorkflowRequest(specification=text))).workflow
 
 
+async def answer(daemon: Daemon, rpc: str, request: Any) -> Any:
+    method = getattr(daemon.stub, rpc)
+    if rpc.startswith("Watch"):
+        return [response async for response in method(request)]
+    return await method(request)
+
+
 async def refused(daemon: Daemon, rpc: str, request: Any) -> tuple[str, list[tuple[str, str]]]:
     """The message and field violations of an INVALID_ARGUMENT answer."""
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        method = getattr(daemon.stub, rpc)
-        if rpc.startswith("Watch"):
-            async for _ in method(request):
-                pass
-        else:
-            await method(request)
+        await answer(daemon, rpc, request)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     status = rpc_status.from_call(info.value)
     assert status is not None

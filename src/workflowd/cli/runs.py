@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from workflowd.api.client import Client, ClientError, to_dict
@@ -164,9 +164,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 **await _runs_of(client, args),
             )
             if args.since:
-                request.created_after.CopyFrom(times.since(args.since, "--since", now))
+                # The API's bound is exclusive; --since includes the instant it names.
+                since = times.since(args.since, "--since", now) - timedelta(microseconds=1)
+                request.created_after.FromDatetime(since)
             if args.until:
-                request.created_before.CopyFrom(times.since(args.until, "--until", now))
+                request.created_before.FromDatetime(times.since(args.until, "--until", now))
             return await call(client, "ListRuns", request)
 
     response = asyncio.run(list_runs())

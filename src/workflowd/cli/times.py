@@ -48,15 +48,11 @@ def timestamp(text: str, flag: str) -> timestamp_pb2.Timestamp:
     return out
 
 
-def since(text: str, flag: str, now: datetime) -> timestamp_pb2.Timestamp:
+def since(text: str, flag: str, now: datetime) -> datetime:
     """An instant, or a duration before `now` (`24h`: a day ago)."""
     if _SHORT_DURATION.match(text) or text.upper().startswith("P"):
-        moment = now - timedelta(seconds=seconds(text, flag))
-    else:
-        moment = instant(text, flag)
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(moment)
-    return out
+        return now - timedelta(seconds=seconds(text, flag))
+    return instant(text, flag)
 
 
 def utc(value: timestamp_pb2.Timestamp) -> str:
