@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict
@@ -203,8 +203,8 @@ class AsyncClient:
                 setattr(request, field, value)
         elif namespace:
             request.namespace = namespace
-        if since is not None:
-            request.created_after.FromDatetime(since)
+        if since is not None:  # the API's bound is exclusive; `since` includes its instant
+            request.created_after.FromDatetime(since - timedelta(microseconds=1))
         if until is not None:
             request.created_before.FromDatetime(until)
         while True:
