@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_output_option(p)
     p.set_defaults(handler=cmd_apply)
 
+    _register_workflows(sub)
+
+
+def _register_workflows(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     wf = sub.add_parser("workflows", help="list, show, export and archive workflows")
     wsub = wf.add_subparsers(dest="workflows_command", required=True, metavar="COMMAND")
     p = wsub.add_parser("list", help="list workflows, newest first")
