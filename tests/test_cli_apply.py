@@ -88,6 +88,12 @@ async def test_validate_takes_files_and_directories_too(tmp_path: Path) -> None:
     lines = out.splitlines()
     assert lines[0].startswith(f"{tmp_path / 'bad.yaml'}:8:7: /do/0/build/call: ")
     assert lines[1] == f"{tmp_path / 'good.yaml'}: valid"
+    code, out, _ = await cli("validate", "-f", str(tmp_path), "-o", "json")
+    reports = [json.loads(line) for line in out.splitlines()]
+    assert [(r["file"], r["valid"]) for r in reports] == [
+        (str(tmp_path / "bad.yaml"), False),
+        (str(tmp_path / "good.yaml"), True),
+    ]
 
 
 async def test_export_prints_the_stored_specification_exactly(
@@ -139,6 +145,7 @@ async def test_export_all_writes_a_file_per_workflow_that_apply_reads_back(
     assert code == 0, err
     created = [json.loads(line) for line in out.splitlines()]
     assert sorted(c["workflow"]["name"] for c in created) == ["first", "second"]
+    assert sorted(c["file"] for c in created) == sorted(str(folder / name) for name in texts)
     assert all(c["created"] for c in created)
     code, out, _ = await cli(
         "workflows", "export", "--all", str(tmp_path / "ns"), "--namespace", "finance",

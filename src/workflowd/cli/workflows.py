@@ -113,7 +113,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from workflowd.spec import validate  # the language loads only for the command that needs it
 
     failed = 0
-    for path in spec_files(args.file):
+    files = spec_files(args.file)
+    for path in files:
         try:
             result = validate(_read(path))
         except CliError as exc:
@@ -122,7 +123,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         failed += not result.valid
         if args.output == "json":
-            _print_report(result.valid, list(result.diagnostics))
+            _print_report(path, result.valid, list(result.diagnostics), several=len(files) > 1)
             continue
         for line in _render(list(result.diagnostics), path):
             print(line)
@@ -131,22 +132,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _print_report(valid: bool, diagnostics: list[Diagnostic]) -> None:
-    print_json(
-        {
-            "valid": valid,
-            "diagnostics": [
-                {
-                    "message": d.message,
-                    "pointer": d.pointer,
-                    "line": d.line,
-                    "column": d.column,
-                    "severity": d.severity.value,
-                }
-                for d in diagnostics
-            ],
-        }
-    )
+def _print_report(path: Path, valid: bool, diagnostics: list[Diagnostic], several: bool) -> None:
+    """One file's report; several files' as JSON Lines, each saying its file."""
+    report = {
+        "valid": valid,
+        "diagnostics": [
+            {
+                "message": d.message,
+                "pointer": d.pointer,
+                "line": d.line,
+                "column": d.column,
+                "severity": d.severity.value,
+            }
+            for d in diagnostics
+        ],
+    }
+    if several:
+        print_json_line({"file": str(path), **report})
+    else:
+        print_json(report)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -196,7 +200,10 @@ async def _apply_one(
     except ClientError as exc:
         raise CliError(await _refusal(client, exc, request.specification, path)) from exc
     if args.output == "json":
-        (print_json_line if several else print_json)(to_dict(response))
+        if several:
+            print_json_line({"file": str(path), **to_dict(response)})
+        else:
+            print_json(to_dict(response))
         return response
     w = response.workflow
     verb = "created" if response.created else "unchanged"
