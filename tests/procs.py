@@ -20,9 +20,12 @@ class ExitedBeforeReady(AssertionError):
 
 
 class Process:
-    def __init__(self, proc: asyncio.subprocess.Process, ready: re.Match[str]) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, ready: re.Match[str], before: list[str]
+    ) -> None:
         self.proc = proc
         self.ready = ready
+        self.before_ready = before  # every line printed up to the ready line
         self.last_lines: collections.deque[str] = collections.deque(maxlen=50)
         self._drain = asyncio.create_task(self._read_output())
 
@@ -47,7 +50,7 @@ class Process:
                 match = re.search(ready, line)
                 if match:
                     break
-        return cls(proc, match)
+        return cls(proc, match, seen)
 
     async def _read_output(self) -> None:
         # Keep reading so a chatty child never blocks on a full pipe; the last lines stay.

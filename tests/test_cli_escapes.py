@@ -146,6 +146,6 @@ async def test_a_new_task_name_with_a_control_character_is_refused_at_its_pointe
     assert code == 1, err
     clean(out + err)
     assert (
-        f"{path}/do/0/bu\\x1bild\\x9b: line 7, column 5: a task name must not hold control"
+        f"{path}:7:5: /do/0/bu\\x1bild\\x9b: a task name must not hold control"
         " characters: 'bu\\x1bild\\x9b' has U+001B at character 2"
     ) in err, err

@@ -103,13 +103,13 @@ class Watcher:
         assert ready == b"workflowd: watching runs; Ctrl-C stops\n"
         return cls(proc)
 
-    async def until(self, text: str) -> None:
-        """Reads stdout lines until one contains `text`."""
+    async def until(self, *texts: str) -> None:
+        """Reads stdout lines until one contains every one of `texts`."""
         assert self.proc.stdout is not None
         async with asyncio.timeout(60):
-            while not self.lines or text not in self.lines[-1]:
+            while not self.lines or not all(t in self.lines[-1] for t in texts):
                 line = await self.proc.stdout.readline()
-                assert line, f"watch ended before {text!r}: {self.lines}"
+                assert line, f"watch ended before {texts!r}: {self.lines}"
                 self.lines.append(line.decode().rstrip("\n"))
 
     async def interrupt(self) -> tuple[int, str]:
@@ -125,7 +125,7 @@ async def test_watch_all_prints_each_event_of_new_runs_until_ctrl_c(daemon: Daem
     watcher = await Watcher.start(daemon, "--namespace", "analytics")
     runs = [await finished(daemon, (await trigger(daemon, wf.id)).id) for _ in range(2)]
     for run in runs:
-        await watcher.until(f"{run.id}  run_completed")
+        await watcher.until(run.id, "run_completed")
     code, err = await watcher.interrupt()
     assert code == 130
     assert err == "workflowd: interrupted\n"
@@ -134,10 +134,14 @@ async def test_watch_all_prints_each_event_of_new_runs_until_ctrl_c(daemon: Daem
         mine = [line for line in watcher.lines if run.id in line]
         assert len(mine) == 6, mine  # created, started, task started/submitted/completed, done
         job = run.tasks[0].job_id
+        # Each line names the run's workflow (namespace/name), not only its id.
         assert re.fullmatch(
-            rf"{stamp}  {run.id}  task_completed\s+build\s+completed\s+{job}", mine[4]
+            rf"{stamp}  {run.id}  analytics/quick\s+task_completed\s+build\s+completed\s+{job}",
+            mine[4],
         ), mine[4]
-        assert re.fullmatch(rf"{stamp}  {run.id}  run_completed\s+-\s+completed\s+-", mine[5])
+        assert re.fullmatch(
+            rf"{stamp}  {run.id}  analytics/quick\s+run_completed\s+-\s+completed\s+-", mine[5]
+        )
 
 
 async def test_watch_all_json_lines_follow_the_filters(daemon: Daemon) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +39,7 @@ async def test_apply_schedule_get_list_change_and_unschedule(
     assert (
         lines[0] == "analytics/paris version 1.0.0: cron CRON_TZ=Europe/Paris 30 6 * * * (active)"
     )
-    assert lines[1] == "overlap SKIP, catch-up LATEST within 3600 s"
+    assert lines[1] == "overlap SKIP, catch-up LATEST within 1h"
     assert lines[2] == "next fires (Europe/Paris):"
     fires = [line.strip() for line in lines[3:13]]
     assert len(fires) == 10
@@ -80,7 +81,13 @@ async def test_backfill_watch_runs_each_instant_and_exits_zero(
         "--end", (hour + timedelta(hours=3)).isoformat(), "--watch", address=daemon.address,
     )  # fmt: skip
     assert code == 0, err + out
-    assert out.splitlines()[0].startswith("3 instants, 3 new runs: ")
+    lines = out.splitlines()
+    # A count, then a table of the instants and their runs (not the ids on one line).
+    assert lines[0] == "3 instants, 3 new runs"
+    assert lines[1].split() == ["SCHEDULED", "FOR", "(UTC)", "RUN", "STATUS", "NEW"]
+    for k, row in enumerate(lines[2:5]):
+        instant = (hour + timedelta(hours=k)).strftime("%Y-%m-%d %H:%M:%S")
+        assert re.fullmatch(rf"{instant}  [0-9a-f-]{{36}}  \w+\s+yes", row), row
     notes = {row["note"] for row in await plane.rows("audit")}
     for k in range(3):
         assert (hour + timedelta(hours=k)).strftime("%Y-%m-%dT%H:%M:%SZ") in notes

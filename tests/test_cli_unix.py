@@ -85,7 +85,9 @@ async def test_ctrl_c_ends_a_watch_with_130_and_one_line(daemon: Daemon, command
     )  # fmt: skip
     assert proc.stdout is not None
     first = await asyncio.wait_for(proc.stdout.readline(), 30)
-    assert first.startswith(b"#1 run_created"), first
+    # Piped, each event line starts with its time (UTC).
+    stamp = rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}"
+    assert re.match(stamp + rb"  #1 run_created \(run pending\)\n", first), first
     proc.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 130

@@ -18,6 +18,7 @@ from workflowd.datadir import DataDirLock, create_private, make_private
 from workflowd.domain.definition import FlowLimits
 from workflowd.domain.errors import InvalidRequest, WorkflowdError
 from workflowd.domain.json import JsonBounds
+from workflowd.domain.units import plural
 from workflowd.engine.clock import Clock, SystemClock
 from workflowd.engine.definitions import Definitions
 from workflowd.engine.deps import EngineDeps, RunLimits
@@ -208,11 +209,11 @@ class App:
         self._serving = True
         _tune_gc()
         log.info(
-            "workflowd %s started (gRPC port %d, jobs API %s, %d runs resumed)",
+            "workflowd %s started (gRPC port %d, jobs API %s, %s resumed)",
             __version__,
             self.grpc_port,
             self.jobs_url,
-            resumed,
+            plural(resumed, "run"),
         )
 
     async def _start_deliveries(self) -> None:

@@ -68,3 +68,26 @@ async def test_serve_refuses_an_unreachable_server_in_one_sentence(tmp_path: Pat
     said = await serve_fails(tmp_path, "postgresql://someone:s3cret@127.0.0.1:1/w")
     assert "127.0.0.1:1" in said
     assert "s3cret" not in said
+
+
+async def test_runs_are_found_by_namespace_and_id_start_on_postgresql(
+    store_url: str, start_daemon: Callable[..., Awaitable[Daemon]]
+) -> None:
+    """The new filters are SQL too: a range on ids (byte order, as `TEXT COLLATE "C"` keeps it)
+    and a workflow's name."""
+    daemon = await start_daemon(store=store_url)
+    wf = await apply(daemon, TWO_TASKS)
+    runs = [await trigger(daemon, wf.id) for _ in range(3)]
+    for run in runs:
+        for length in (4, 9, 36):  # the 9th character is a hyphen
+            found = await daemon.stub.ListRuns(pb.ListRunsRequest(run_id_prefix=run.id[:length]))
+            assert run.id in [r.id for r in found.runs]
+            assert all(r.id.startswith(run.id[:length]) for r in found.runs)
+    by_name = await daemon.stub.ListRuns(
+        pb.ListRunsRequest(namespace="analytics", name="on-postgres")
+    )
+    assert {r.id for r in by_name.runs} == {r.id for r in runs}
+    named = await daemon.stub.ListWorkflows(pb.ListWorkflowsRequest(name="on-postgres"))
+    assert [w.id for w in named.workflows] == [wf.id]
+    for run in runs:
+        await finished(daemon, run.id)

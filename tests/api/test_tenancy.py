@@ -96,6 +96,24 @@ def requests_on(objects: dict[str, str]) -> list[tuple[str, Any]]:
             ),
         ),
         ("WatchRun", pb.WatchRunRequest(run_id=run)),
+        # The same, naming the workflow by namespace and name, or by the newer field name.
+        ("GetWorkflow", pb.GetWorkflowRequest(workflow_id=wf)),
+        ("ArchiveWorkflow", pb.ArchiveWorkflowRequest(workflow_id=wf)),
+        ("ArchiveWorkflow", pb.ArchiveWorkflowRequest(namespace="analytics", name=name)),
+        ("ScheduleWorkflow", pb.ScheduleWorkflowRequest(namespace="analytics", name=name)),
+        ("UnscheduleWorkflow", pb.UnscheduleWorkflowRequest(namespace="analytics", name=name)),
+        ("GetSchedule", pb.GetScheduleRequest(namespace="analytics", name=name)),
+        (
+            "BackfillWorkflow",
+            pb.BackfillWorkflowRequest(
+                namespace="analytics",
+                name=name,
+                start_time=ts(day),
+                end_time=ts(day + timedelta(days=1)),
+            ),
+        ),
+        ("ListRuns", pb.ListRunsRequest(namespace="analytics", name=name)),
+        ("WatchRuns", pb.WatchRunsRequest(namespace="analytics", name=name)),
     ]
 
 
@@ -130,6 +148,12 @@ async def test_one_companys_token_finds_nothing_of_another_company(daemon: Daemo
         pb.ListRunsRequest(workflow_id=theirs["workflow"]), metadata=ACME
     )
     assert list(mine.runs) == []
+    # A run id's start finds only the caller's runs, as a whole id does.
+    prefix = theirs["run"][:8]
+    found = await daemon.stub.ListRuns(pb.ListRunsRequest(run_id_prefix=prefix), metadata=ACME)
+    assert list(found.runs) == []
+    found = await daemon.stub.ListRuns(pb.ListRunsRequest(run_id_prefix=prefix), metadata=GLOBEX)
+    assert [r.id for r in found.runs] == [theirs["run"]]
     schedules = await daemon.stub.ListSchedules(pb.ListSchedulesRequest(), metadata=ACME)
     assert [s.name for s in schedules.schedules] == ["acme-own"]
     # Nothing of theirs was changed by the attempts.

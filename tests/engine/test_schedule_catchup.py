@@ -67,7 +67,7 @@ async def test_latest_fires_the_most_recent_missed_instant_and_records_the_rest(
     decisions = by_instant(sched)
     missed = decisions[T0.replace(minute=5)]
     assert missed.outcome == pb.FIRE_OUTCOME_MISSED
-    assert "outside the catch-up window (3600 s)" in missed.reason
+    assert "outside the catch-up window (1h)" in missed.reason
     caught = decisions[IN_WINDOW[-1]]
     assert caught.outcome == pb.FIRE_OUTCOME_CAUGHT_UP
     assert set(decisions) == {T0.replace(minute=5), IN_WINDOW[-1]}

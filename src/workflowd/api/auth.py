@@ -19,6 +19,7 @@ import grpc
 
 from workflowd.api.tokens import Principal, TokenTable
 from workflowd.domain.errors import Unauthenticated
+from workflowd.domain.units import plural
 
 log = logging.getLogger("workflowd.api")
 
@@ -81,7 +82,9 @@ class Authenticator:
                 entry.revoked = True
                 entry.task.cancel("token revoked")
                 ended += 1
-        log.info("tokens reloaded: %d tokens, %d streams ended", len(table), ended)
+        log.info(
+            "tokens reloaded: %s, %s ended", plural(len(table), "token"), plural(ended, "stream")
+        )
         return ended
 
 

@@ -19,11 +19,13 @@ from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
 
 class ClientError(WorkflowdError):
-    """A failed call: the status code name, the server's message and its field violations."""
+    """A failed call: the status code name, the server's message (`detail`; `message` is the
+    two together) and its field violations."""
 
     def __init__(self, code: str, message: str, violations: list[tuple[str, str]]) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.detail = message
         self.violations = violations
 
 
@@ -70,13 +72,21 @@ class ClientTls:
     key: bytes | None = None
 
 
+# A daemon that restarts is back within seconds: try to reconnect at least every 2 s, not
+# after gRPC's default backoff (up to 2 minutes), during which every call fails at once.
+_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
 class Client:
     def __init__(self, address: str, *, token: str = "", tls: ClientTls | None = None) -> None:
         if tls is None:
-            self._channel = grpc.aio.insecure_channel(address)
+            self._channel = grpc.aio.insecure_channel(address, _CHANNEL_OPTIONS)
         else:
             credentials = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
-            self._channel = grpc.aio.secure_channel(address, credentials)
+            self._channel = grpc.aio.secure_channel(address, credentials, _CHANNEL_OPTIONS)
         # Metadata rather than call credentials: gRPC sends call credentials only over TLS,
         # and a loopback daemon with a tokens file asks for a token over plain TCP as well.
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()

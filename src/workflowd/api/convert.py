@@ -277,6 +277,15 @@ def run(r: Run) -> pb.Run:
     )
 
 
+def backfill_run(r: Run, created: bool) -> pb.BackfillRun:
+    return pb.BackfillRun(
+        run_id=r.id,
+        scheduled_at=timestamp(r.scheduled_at),
+        status=RUN_STATUS[r.status],
+        created=created,
+    )
+
+
 def run_event(e: RunEvent) -> pb.RunEvent:
     return pb.RunEvent(
         run_id=e.run_id,

@@ -119,7 +119,7 @@ def _field_violations(exc: WorkflowdError) -> list[Violation]:
             for d in exc.diagnostics
         ]
     if isinstance(exc, InvalidRequest):
-        return [Violation(field=exc.field, description=_bounded(exc.message, 500))]
+        return [Violation(field=exc.field, description=_bounded(exc.reason, 500))]
     return []
 
 

@@ -55,6 +55,20 @@ def _company(service: WorkflowService, context: Ctx) -> str:
     return company
 
 
+def _named(request: pb.GetWorkflowRequest | pb.ArchiveWorkflowRequest) -> WorkflowRef:
+    """The workflow a request names by `workflow_id`, by its deprecated twin `id` (errors then
+    name `id`, as they did), or by namespace and name."""
+    if request.id and request.workflow_id and request.id != request.workflow_id:
+        raise InvalidRequest(
+            "id", "is the deprecated name of workflow_id and differs from it: give workflow_id"
+        )
+    field = "id" if request.id and not request.workflow_id else "workflow_id"
+    version = request.version if isinstance(request, pb.GetWorkflowRequest) else ""
+    return WorkflowRef(
+        request.workflow_id or request.id, request.namespace, request.name, version, field
+    )
+
+
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
     def __init__(
         self,
@@ -79,6 +93,18 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
 
     def _fit(self, page: Page[Any], messages: Sequence[Message]) -> tuple[int, str]:
         return page.cut([m.ByteSize() for m in messages], self._page_budget)
+
+    async def _workflow_id(self, company: str, workflow_id: str, namespace: str, name: str) -> str:
+        """The id of the workflow a request names by id, or by namespace and name."""
+        ref = WorkflowRef(workflow_id, namespace, name)
+        return (await self._definitions.get(company, ref)).id
+
+    async def _runs_of(self, company: str, workflow_id: str, namespace: str, name: str) -> str:
+        """The workflow id a run filter selects: namespace and name resolved to it; without a
+        name, `workflow_id` and `namespace` filter on their own."""
+        if not name:
+            return workflow_id
+        return await self._workflow_id(company, workflow_id, namespace, name)
 
     @unary
     async def ValidateWorkflow(
@@ -122,10 +148,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def GetWorkflow(
         self, request: pb.GetWorkflowRequest, context: Ctx
     ) -> pb.GetWorkflowResponse:
-        ref = WorkflowRef(
-            request.id, request.namespace, request.name, request.version, id_field="id"
-        )
-        workflow = await self._definitions.get(_company(self, context), ref)
+        workflow = await self._definitions.get(_company(self, context), _named(request))
         return pb.GetWorkflowResponse(workflow=convert.workflow(workflow))
 
     @unary
@@ -136,6 +159,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             namespace=request.namespace,
             tag=request.tag,
             status=convert.workflow_status_from(request.status),
+            name=request.name,
         )
         page = await self._definitions.list(
             _company(self, context), filt, request.page_size, request.page_token
@@ -148,7 +172,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def ArchiveWorkflow(
         self, request: pb.ArchiveWorkflowRequest, context: Ctx
     ) -> pb.ArchiveWorkflowResponse:
-        workflow = await self._definitions.archive(_company(self, context), request.id)
+        company = _company(self, context)
+        named = await self._definitions.get(company, _named(request))
+        workflow = await self._definitions.archive(company, named.id)
         await self._schedules.changed(workflow.id)
         return pb.ArchiveWorkflowResponse(workflow=convert.workflow(workflow))
 
@@ -174,8 +200,13 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
 
     @unary
     async def ListRuns(self, request: pb.ListRunsRequest, context: Ctx) -> pb.ListRunsResponse:
+        company = _company(self, context)
         filt = RunFilter(
-            workflow_id=request.workflow_id,
+            workflow_id=await self._runs_of(
+                company, request.workflow_id, request.namespace, request.name
+            ),
+            namespace=request.namespace,
+            id_prefix=request.run_id_prefix,
             statuses=_run_statuses(request.statuses),
             created_after=convert.from_timestamp(
                 request.created_after, request.HasField("created_after"), "created_after"
@@ -184,9 +215,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
                 request.created_before, request.HasField("created_before"), "created_before"
             ),
         )
-        page = await self._runs.list(
-            _company(self, context), filt, request.page_size, request.page_token
-        )
+        page = await self._runs.list(company, filt, request.page_size, request.page_token)
         runs = [convert.run(r) for r in page.items]
         kept, token = self._fit(page, runs)
         return pb.ListRunsResponse(runs=runs[:kept], next_page_token=token)
@@ -223,14 +252,16 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def WatchRuns(
         self, request: pb.WatchRunsRequest, context: Ctx
     ) -> AsyncIterator[pb.WatchRunsResponse]:
-        filt = WatchFilter(
-            workflow_id=request.workflow_id,
-            namespace=request.namespace,
-            statuses=_run_statuses(request.statuses),
-            after_global_seq=request.after_global_seq,
-        )
         async with self.authenticator.stream(context) as company:
             acting_for.set(company)
+            filt = WatchFilter(
+                workflow_id=await self._runs_of(
+                    company, request.workflow_id, request.namespace, request.name
+                ),
+                namespace=request.namespace,
+                statuses=_run_statuses(request.statuses),
+                after_global_seq=request.after_global_seq,
+            )
             async for event in self._runs.watch_many(company, filt, _headers(context)):
                 yield pb.WatchRunsResponse(event=convert.run_event(event))
 
@@ -245,9 +276,10 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
                 request.catchup_window, request.HasField("catchup_window"), "catchup_window"
             ),
         )
+        company = _company(self, context)
         view, run_id = await self._schedules.activate(
-            _company(self, context),
-            request.workflow_id,
+            company,
+            await self._workflow_id(company, request.workflow_id, request.namespace, request.name),
             change,
             request.trigger_immediately,
         )
@@ -257,14 +289,22 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def UnscheduleWorkflow(
         self, request: pb.UnscheduleWorkflowRequest, context: Ctx
     ) -> pb.UnscheduleWorkflowResponse:
-        view = await self._schedules.deactivate(_company(self, context), request.workflow_id)
+        company = _company(self, context)
+        workflow_id = await self._workflow_id(
+            company, request.workflow_id, request.namespace, request.name
+        )
+        view = await self._schedules.deactivate(company, workflow_id)
         return pb.UnscheduleWorkflowResponse(schedule=convert.schedule(view))
 
     @unary
     async def GetSchedule(
         self, request: pb.GetScheduleRequest, context: Ctx
     ) -> pb.GetScheduleResponse:
-        view = await self._schedules.get(_company(self, context), request.workflow_id)
+        company = _company(self, context)
+        workflow_id = await self._workflow_id(
+            company, request.workflow_id, request.namespace, request.name
+        )
+        view = await self._schedules.get(company, workflow_id)
         return pb.GetScheduleResponse(schedule=convert.schedule(view))
 
     @unary
@@ -289,16 +329,18 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             request.start_time, request.HasField("start_time"), "start_time"
         )
         end = convert.required_timestamp(request.end_time, request.HasField("end_time"), "end_time")
+        company = _company(self, context)
+        workflow_id = await self._workflow_id(
+            company, request.workflow_id, request.namespace, request.name
+        )
+        rerun = convert.rerun_policy(request.rerun)
         done = await self._schedules.backfill(
-            _company(self, context),
-            request.workflow_id,
-            start,
-            end,
-            not request.parallel,
-            convert.rerun_policy(request.rerun),
+            company, workflow_id, start, end, not request.parallel, rerun
         )
         return pb.BackfillWorkflowResponse(
-            run_ids=[run.id for run in done.runs], created=done.created
+            run_ids=[run.id for run in done.runs],
+            created=len(done.created),
+            runs=[convert.backfill_run(run, run.id in done.created) for run in done.runs],
         )
 
     @unary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from workflowd.cli import dataplane, datasets, deliveries, runs, schedules, serve, workflows
 from workflowd.cli.common import CliError, visible
@@ -25,11 +25,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (serve, workflows, runs, schedules, deliveries, datasets, dataplane):
         module.register(sub)
+    for command in _commands(parser):
+        command.set_defaults(command_parser=command)
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parsers of the commands themselves (`runs list`), below the groups that hold them."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield parser
+    for group in groups:
+        for child in group.choices.values():
+            yield from _commands(child)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        # argparse leaves arguments no subcommand knows to the top-level parser, whose usage
+        # says nothing about the command that was typed: let that command refuse them.
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         code: int = args.handler(args)
         sys.stdout.flush()  # a closed pipe must surface here, not at interpreter exit

@@ -46,13 +46,14 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
-def add_output_option(parser: argparse.ArgumentParser) -> None:
+def add_output_option(parser: argparse.ArgumentParser, *, yaml: bool = False) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        choices=("text", "json"),
+        choices=("text", "json", "yaml") if yaml else ("text", "json"),
         default="text",
-        help="output format (default: text)",
+        help="output format (default: text"
+        + ("; yaml: the specification as stored)" if yaml else ")"),
     )
 
 

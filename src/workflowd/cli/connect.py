@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from workflowd.api.client import Client, ClientError, ClientTls
 from workflowd.cli.common import CliError, add_token_option, read_file, token_of, visible
-from workflowd.cli.refs import workflow_ref
+from workflowd.cli.refs import (
+    MIN_RUN_PREFIX,
+    NOT_A_REF,
+    REF_FORMS,
+    RefFields,
+    is_uuid,
+    parse_ref,
+)
+from workflowd.cli.words import cli_words, flag_of
+from workflowd.domain import ids
+from workflowd.domain.errors import InvalidRequest
 from workflowd.v1 import workflow_service_pb2 as pb
+
+_SUGGESTIONS = 5
+_CANDIDATES = 10
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -64,26 +78,82 @@ def _tls(args: argparse.Namespace) -> ClientTls | None:
     )
 
 
-async def call(client: Client, rpc: str, request: Any, source: str = "") -> Any:
-    """The response, or a CliError with the daemon's message and one line per field
-    violation (prefixed by `source`, the file a specification came from)."""
+async def call(
+    client: Client,
+    rpc: str,
+    request: Any,
+    *,
+    flags: Mapping[str, str] | None = None,
+) -> Any:
+    """The response, or a CliError with the daemon's refusal in the CLI's words: the RPCs it
+    names as commands, the fields as the `flags` (and common flags) that set them."""
     try:
         return await client.call(rpc, request)
     except ClientError as exc:
-        # One line each: a field is a pointer that may hold a task's name.
-        lines = [visible(exc.message)]
-        lines += [
-            "  "
-            + visible(f"{source}{field.removeprefix('specification') if source else field}: {why}")
-            for field, why in exc.violations
-        ]
-        raise CliError("\n".join(lines)) from exc
+        raise CliError(explain(exc, flags)) from exc
 
 
-async def workflow_id(client: Client, ref: str) -> str:
-    """The id of the workflow `ref` names (an id, or namespace/name)."""
-    fields = workflow_ref(ref)
-    if "id" in fields:
-        return fields["id"]
-    got = await call(client, "GetWorkflow", pb.GetWorkflowRequest(**fields))
-    return str(got.workflow.id)
+def explain(exc: ClientError, flags: Mapping[str, str] | None = None) -> str:
+    """`CODE: message`, then one line per field violation the message does not already say;
+    each line as a terminal shows it (a field is a pointer that may hold a task's name)."""
+    detail = exc.detail
+    lines = []
+    for field, why in exc.violations:
+        said = f"{field}: {why}"
+        if detail in (said, why):  # one refused field: the message says it all
+            detail = f"{flag_of(field, flags)}: {why}" if field else why
+        else:
+            lines.append(f"  {flag_of(field, flags)}: {why}" if field else f"  {why}")
+    return cli_words("\n".join(visible(line) for line in [f"{exc.code}: {detail}", *lines]), flags)
+
+
+async def named(client: Client, text: str) -> RefFields:
+    """The request fields naming the workflow `text` names (NAMESPACE/NAME, or an id); a word
+    that is neither is refused with what would work, and the namespace that holds a workflow
+    of that name when there is one."""
+    ref = parse_ref(text)
+    if not ref.bare:
+        return ref.fields()
+    raise CliError(f"{text!r} {NOT_A_REF}{await _suggest(client, ref.bare)}")
+
+
+async def _suggest(client: Client, word: str) -> str:
+    """What would work instead of `word`, with the workflows that have that name."""
+    if not ids.NAME.match(word):
+        return f": {REF_FORMS}"
+    request = pb.ListWorkflowsRequest(name=word, page_size=_SUGGESTIONS)
+    listed = (await call(client, "ListWorkflows", request)).workflows
+    found = [f"{w.namespace}/{w.name}" for w in listed]
+    if len(found) == 1:
+        return f": did you mean {found[0]}? Write NAMESPACE/NAME or the workflow's id"
+    if found:
+        return f": workflows of that name are {', '.join(found)}; write NAMESPACE/NAME or an id"
+    return f", and no workflow has that name: {REF_FORMS} (`workflowd workflows list` lists them)"
+
+
+async def find_run(client: Client, text: str) -> str:
+    """The id of the run `text` names: its id, or (as git's short hashes) a unique start of
+    it, at least MIN_RUN_PREFIX characters long. Only the caller's company's runs match."""
+    prefix = text.strip().lower()
+    if is_uuid(prefix):
+        return prefix
+    try:
+        ids.check_uuid_prefix("run", prefix, "run")
+    except InvalidRequest:
+        prefix = ""
+    if len(prefix) < MIN_RUN_PREFIX:
+        raise CliError(
+            f"{text!r} is not a run id: give the id, or its first {MIN_RUN_PREFIX} characters "
+            "or more"
+        )
+    request = pb.ListRunsRequest(run_id_prefix=prefix, page_size=_CANDIDATES)
+    page = await call(client, "ListRuns", request)
+    if len(page.runs) == 1:
+        return str(page.runs[0].id)
+    if not page.runs:
+        raise CliError(
+            f"no run has an id starting with {prefix} (`workflowd runs list` lists them)"
+        )
+    more = "\n  …" if page.next_page_token else ""
+    candidates = "\n".join(f"  {r.id}  {r.namespace}/{r.name}" for r in page.runs)
+    raise CliError(f"{prefix} starts more than one run id; give more of it:\n{candidates}{more}")

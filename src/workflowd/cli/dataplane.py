@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dp = sub.add_parser("dataplane", help="run the local data plane on its own")
     dpsub = dp.add_subparsers(dest="dataplane_command", required=True, metavar="COMMAND")
     p = dpsub.add_parser("serve", help="serve the jobs HTTP API over per-company DuckDB files")
-    p.add_argument("--listen", default="127.0.0.1:50052", help="HOST:PORT (default :50052)")
+    p.add_argument(
+        "--listen", default="127.0.0.1:50052", help="HOST:PORT (default 127.0.0.1:50052)"
+    )
     p.add_argument("--data-dir", required=True, type=Path, help="directory of DuckDB files")
     p.add_argument("--workers", type=int, default=2, help="job worker threads per company")
     p.add_argument(

@@ -18,7 +18,8 @@ from workflowd.cli.common import (
     token_of,
     visible,
 )
-from workflowd.domain.errors import WorkflowdError
+from workflowd.domain.errors import InvalidRequest, WorkflowdError
+from workflowd.domain.units import plural
 
 if TYPE_CHECKING:
     from workflowd.jobs.datasets import DatasetsClient
@@ -60,7 +61,10 @@ def _call(args: argparse.Namespace, action: Callable[[DatasetsClient], Awaitable
     try:
         return asyncio.run(run())
     except WorkflowdError as exc:
-        raise CliError(exc.message) from exc
+        # Each refusal's reason names what it is about; its field would only repeat it. The
+        # data plane speaks its HTTP API (`?replace=true`); the CLI's word is the flag.
+        said = exc.reason if isinstance(exc, InvalidRequest) else exc.message
+        raise CliError(said.replace("replace=true", "--replace")) from exc
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -75,8 +79,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         print(
             visible(
                 f"loaded company_data.{described['dataset_name']} (dataset "
-                f"{described['dataset_id']}): {described['row_count']} rows, "
-                f"{len(described['columns'])} columns"
+                f"{described['dataset_id']}): {plural(described['row_count'], 'row')}, "
+                f"{plural(len(described['columns']), 'column')}"
             )
         )
     return 0
@@ -107,7 +111,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(
         visible(
             f"company_data.{described['dataset_name']}  (id {described['dataset_id']}, "
-            f"{described['kind']}, {described['row_count']} rows)"
+            f"{described['kind']}, {plural(described['row_count'], 'row')})"
         )
     )
     if described.get("query"):

@@ -14,6 +14,7 @@ from typing import TextIO
 from workflowd.api.client import ClientError
 from workflowd.cli.common import CliError, visible
 from workflowd.cli.show import depths, duration, instant, label, status, task_status, when
+from workflowd.domain.units import plural
 from workflowd.v1 import workflow_service_pb2 as pb
 
 TICK_S = 1.0  # elapsed times on a terminal move on between events at this pace
@@ -117,7 +118,8 @@ def _window(rows: list[str], focus: int, room: int) -> list[str]:
     shown = room - 2
     start = min(max(focus - 1, 0), len(rows) - shown)
     end = start + shown
-    return [f"  … {start} earlier tasks", *rows[start:end], f"  … {len(rows) - end} more tasks"]
+    earlier, later = plural(start, "earlier task"), plural(len(rows) - end, "more task")
+    return [f"  … {earlier}", *rows[start:end], f"  … {later}"]
 
 
 class LiveTable:
@@ -159,25 +161,30 @@ async def ticking(redraw: Callable[[], None]) -> AsyncIterator[None]:
 
 
 def event_line(event: pb.RunEvent) -> str:
-    """One event of a run being followed: `#4 task_job_submitted build[2] job J (run running)`."""
+    """One event of a run being followed, with its time (UTC):
+    `2026-01-31 06:00:01.250  #4 task_job_submitted build[2] job J (run running)`."""
+    moment = instant(event.time.ToDatetime(tzinfo=UTC))
     task = f" {label(event)}" if event.task_name else ""
     job = f" job {event.job_id}" if event.job_id else ""
     until = ""
     if event.HasField("until"):
         until = f" until {instant(event.until.ToDatetime(tzinfo=UTC))}"
     return visible(
-        f"#{event.seq} {_kind(event)}{task}{job}{until} (run {status(event.run_status)})"
+        f"{moment}  #{event.seq} {_kind(event)}{task}{job}{until} (run {status(event.run_status)})"
     )
 
 
-def watch_line(event: pb.RunEvent) -> str:
-    """One event among many runs: time (UTC), run, event, task, status, job."""
+def watch_line(event: pb.RunEvent, workflow: str) -> str:
+    """One event among many runs: time (UTC), run, workflow, event, task, status, job."""
     moment = instant(event.time.ToDatetime(tzinfo=UTC))
     is_task = bool(event.task_key)
     state = task_status(event.task_status) if is_task else status(event.run_status)
     task = label(event) if is_task else "-"
     run_id, job_id = visible(event.run_id), visible(event.job_id) or "-"
-    return f"{moment}  {run_id}  {_kind(event):18}  {task:20}  {state:10}  {job_id}".rstrip()
+    return (
+        f"{moment}  {run_id}  {visible(workflow):24}  {_kind(event):18}  {task:20}  {state:10}  "
+        f"{job_id}"
+    ).rstrip()
 
 
 def _kind(event: pb.RunEvent) -> str:

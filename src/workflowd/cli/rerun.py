@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import timestamp_pb2
-
 from workflowd.api.client import Client, to_dict
+from workflowd.cli import times
 from workflowd.cli.common import CliError, add_output_option, print_json, visible
-from workflowd.cli.connect import add_connection_options, call, client_of, workflow_id
+from workflowd.cli.connect import add_connection_options, call, client_of, find_run, named
 from workflowd.cli.refs import parse_input
 from workflowd.cli.show import status
+from workflowd.domain.units import plural
 from workflowd.v1 import workflow_service_pb2 as pb
 
 _STATUSES = ("completed", "failed", "cancelled")
@@ -25,17 +25,24 @@ def register(runs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "rerun",
         help="a new run of an ended run, reusing what it did before its failure (or a task)",
     )
-    p.add_argument("run_id", nargs="?", help="the run to re-run (or select several: --workflow)")
+    p.add_argument(
+        "run_id",
+        nargs="?",
+        metavar="RUN",
+        help="the run to re-run: its id or a unique start of it (or select several: --workflow)",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--from-failure", action="store_true", help="replay up to its failure (the default)"
     )
     where.add_argument("--from-start", action="store_true", help="replay nothing")
     where.add_argument("--from", dest="from_ref", metavar="REF", help="replay up to this task")
-    p.add_argument("--input", help="the re-run's input as JSON (default: the run's own)")
+    p.add_argument("--input", help="the re-run's input as JSON, or @FILE (default: the run's own)")
     p.add_argument("--workflow", default="", metavar="REF", help="every matching run of it")
     p.add_argument("--status", action="append", default=[], choices=_STATUSES)
-    p.add_argument("--since", help="with --workflow: runs created at or after this instant")
+    p.add_argument(
+        "--since", help="with --workflow: runs created at or after an instant, or a duration ago"
+    )
     add_connection_options(p)
     add_output_option(p)
     p.set_defaults(handler=cmd_rerun)
@@ -50,7 +57,10 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
     async def go() -> list[pb.Run]:
         async with client_of(args) as client:
-            chosen = [args.run_id] if args.run_id else await _selected(client, args)
+            if args.run_id:
+                chosen = [await find_run(client, args.run_id)]
+            else:
+                chosen = await _selected(client, args)
             return [await _rerun(client, run_id, start, args.input) for run_id in chosen]
 
     made = asyncio.run(go())
@@ -60,7 +70,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     for run in made:
         print(f"run {visible(run.id)} re-runs {visible(run.rerun_of)}: {status(run.status)}")
     if args.workflow:
-        print(f"{len(made)} {'run' if len(made) == 1 else 'runs'} re-run")
+        print(f"{plural(len(made), 'run')} re-run")
     return 0
 
 
@@ -76,12 +86,14 @@ async def _selected(client: Client, args: argparse.Namespace) -> list[str]:
     """The runs of the workflow that match, oldest first (each page, newest first, then
     reversed): a night's failures are re-run in the order they happened."""
     request = pb.ListRunsRequest(
-        workflow_id=await workflow_id(client, args.workflow),
+        **await named(client, args.workflow),
         statuses=[pb.RunStatus.Value(f"RUN_STATUS_{s.upper()}") for s in args.status or ["failed"]],
         page_size=1000,
     )
     if args.since:
-        request.created_after.CopyFrom(_instant(args.since))
+        # The API's bound is exclusive; --since includes the instant it names.
+        since = times.since(args.since, "--since", datetime.now(UTC))
+        request.created_after.FromDatetime(since - timedelta(microseconds=1))
     found: list[str] = []
     while True:
         page: Any = await call(client, "ListRuns", request)
@@ -89,13 +101,3 @@ async def _selected(client: Client, args: argparse.Namespace) -> list[str]:
         if not page.next_page_token:
             return found[::-1]
         request.page_token = page.next_page_token
-
-
-def _instant(text: str) -> timestamp_pb2.Timestamp:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise CliError(f"--since {text!r} is not an ISO-8601 instant") from exc
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp

@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from google.protobuf import duration_pb2, timestamp_pb2
-
 from workflowd.api.client import to_dict
 from workflowd.cli import runs as runs_cli
-from workflowd.cli.common import CliError, add_output_option, print_json, visible
-from workflowd.cli.connect import add_connection_options, call, client_of, workflow_id
+from workflowd.cli import times
+from workflowd.cli.common import add_output_option, print_json, print_table, visible
+from workflowd.cli.connect import add_connection_options, call, client_of, named
+from workflowd.cli.show import status
+from workflowd.domain.units import plural, span
 from workflowd.v1 import workflow_service_pb2 as pb
 
 _OVERLAP = ("skip", "buffer-one", "allow-all", "cancel-other")
 _CATCHUP = ("latest", "all", "none")
-_SHORT_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_REF_HELP = "NAMESPACE/NAME or workflow id"
+_SCHEDULE_FLAGS = {"trigger_immediately": "--trigger-now"}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("schedule", help="activate a workflow's schedule, or change its policies")
-    p.add_argument("ref", help="workflow id or namespace/name")
+    p.add_argument("ref", help=_REF_HELP)
     p.add_argument("--trigger-now", action="store_true", help="also start a run now")
     p.add_argument("--overlap", choices=_OVERLAP, help="while the previous run is active")
     p.add_argument("--catchup", choices=_CATCHUP, help="instants missed during downtime")
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(p, cmd_schedule)
 
     p = sub.add_parser("unschedule", help="stop a workflow's schedule")
-    p.add_argument("ref", help="workflow id or namespace/name")
+    p.add_argument("ref", help=_REF_HELP)
     _common(p, cmd_unschedule)
 
     schedules = sub.add_parser("schedules", help="list and show schedules")
@@ -44,11 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--page-token", default="")
     _common(p, cmd_list)
     p = ssub.add_parser("get", help="show a schedule: its next fires and recent decisions")
-    p.add_argument("ref", help="workflow id or namespace/name")
+    p.add_argument("ref", help=_REF_HELP)
     _common(p, cmd_get)
 
     p = sub.add_parser("backfill", help="a run for every instant of the schedule in [start, end)")
-    p.add_argument("ref", help="workflow id or namespace/name")
+    p.add_argument("ref", help=_REF_HELP)
     p.add_argument("--start", required=True, help="ISO-8601 instant (UTC unless it says)")
     p.add_argument("--end", required=True, help="ISO-8601 instant (UTC unless it says)")
     p.add_argument("--parallel", action="store_true", help="start every run at once")
@@ -76,13 +76,14 @@ def _run(coro: Any) -> Any:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    window = _duration(args.catchup_window) if args.catchup_window else None
+    window = (
+        times.duration(args.catchup_window, "--catchup-window") if args.catchup_window else None
+    )
 
     async def go() -> Any:
         async with client_of(args) as client:
             request = pb.ScheduleWorkflowRequest(
-                workflow_id=await workflow_id(client, args.ref),
-                trigger_immediately=args.trigger_now,
+                trigger_immediately=args.trigger_now, **await named(client, args.ref)
             )
             if args.overlap:
                 name = "OVERLAP_POLICY_" + args.overlap.upper().replace("-", "_")
@@ -93,7 +94,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 )
             if window is not None:
                 request.catchup_window.CopyFrom(window)
-            return await call(client, "ScheduleWorkflow", request)
+            return await call(client, "ScheduleWorkflow", request, flags=_SCHEDULE_FLAGS)
 
     response = _run(go())
     if args.output == "json":
@@ -108,7 +109,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 def cmd_unschedule(args: argparse.Namespace) -> int:
     async def go() -> Any:
         async with client_of(args) as client:
-            request = pb.UnscheduleWorkflowRequest(workflow_id=await workflow_id(client, args.ref))
+            request = pb.UnscheduleWorkflowRequest(**await named(client, args.ref))
             return await call(client, "UnscheduleWorkflow", request)
 
     response = _run(go())
@@ -132,12 +133,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(to_dict(response))
         return 0
-    print(f"{'WORKFLOW':40}  {'SCHEDULE':34}  {'ACTIVE':6}  NEXT FIRE (UTC)")
-    for s in response.schedules:
-        nxt = _utc(s.next_fire_at) if s.HasField("next_fire_at") else "-"
-        active = "yes" if s.active else "no"
-        name = visible(s.namespace + "/" + s.name)
-        print(f"{name:40}  {_describe(s):34}  {active:6}  {nxt}")
+    rows = [
+        [
+            f"{s.namespace}/{s.name}",
+            _describe(s),
+            "yes" if s.active else "no",
+            times.utc(s.next_fire_at) if s.HasField("next_fire_at") else "-",
+        ]
+        for s in response.schedules
+    ]
+    print_table(["WORKFLOW", "SCHEDULE", "ACTIVE", "NEXT FIRE (UTC)"], rows)
     if response.next_page_token:
         print(f"more: --page-token {visible(response.next_page_token)}")
     return 0
@@ -146,7 +151,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     async def go() -> Any:
         async with client_of(args) as client:
-            request = pb.GetScheduleRequest(workflow_id=await workflow_id(client, args.ref))
+            request = pb.GetScheduleRequest(**await named(client, args.ref))
             return await call(client, "GetSchedule", request)
 
     response = _run(go())
@@ -158,23 +163,21 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    start = times.timestamp(args.start, "--start")
+    end = times.timestamp(args.end, "--end")
+
     async def go() -> int:
         async with client_of(args) as client:
             request = pb.BackfillWorkflowRequest(
-                workflow_id=await workflow_id(client, args.ref),
-                parallel=args.parallel,
+                parallel=args.parallel, start_time=start, end_time=end,
                 rerun=pb.RerunPolicy.Value(f"RERUN_POLICY_{args.rerun.upper()}"),
-            )
-            request.start_time.CopyFrom(_timestamp(args.start, "--start"))
-            request.end_time.CopyFrom(_timestamp(args.end, "--end"))
+                **await named(client, args.ref),
+            )  # fmt: skip
             response = await call(client, "BackfillWorkflow", request)
             if args.output == "json":
                 print_json(to_dict(response))
             else:
-                print(
-                    f"{len(response.run_ids)} instants, {response.created} new runs: "
-                    + visible(" ".join(response.run_ids))
-                )
+                _show_backfill(response)
             if not args.watch:
                 return 0
             codes = [
@@ -186,13 +189,30 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return code
 
 
+def _show_backfill(response: pb.BackfillWorkflowResponse) -> None:
+    """`3 instants, 2 new runs`, then a row per instant: when, its run, whether it is new."""
+    print(f"{plural(len(response.runs), 'instant')}, {plural(response.created, 'new run')}")
+    rows = [
+        [
+            times.utc(r.scheduled_at),
+            r.run_id,
+            status(r.status),
+            "yes" if r.created else "no",
+        ]
+        for r in response.runs
+    ]
+    if rows:
+        print_table(["SCHEDULED FOR (UTC)", "RUN", "STATUS", "NEW"], rows)
+
+
 def _show(s: pb.Schedule, recent: int) -> None:
     zone = ZoneInfo(s.timezone or "UTC")
     state = "active" if s.active else "stopped"
     print(visible(f"{s.namespace}/{s.name} version {s.version}") + f": {_describe(s)} ({state})")
     overlap = pb.OverlapPolicy.Name(s.overlap_policy).removeprefix("OVERLAP_POLICY_")
     catchup = pb.CatchupPolicy.Name(s.catchup_policy).removeprefix("CATCHUP_POLICY_")
-    print(f"overlap {overlap}, catch-up {catchup} within {s.catchup_window.seconds} s")
+    window = span(s.catchup_window.ToTimedelta().total_seconds())
+    print(f"overlap {overlap}, catch-up {catchup} within {window}")
     if s.next_fire_times:
         print(f"next fires ({visible(s.timezone or 'UTC')}):")
         for t in s.next_fire_times:
@@ -203,41 +223,11 @@ def _show(s: pb.Schedule, recent: int) -> None:
         for d in list(s.recent_decisions)[:recent]:
             outcome = pb.FireOutcome.Name(d.outcome).removeprefix("FIRE_OUTCOME_").lower()
             run = f" run {d.run_id}" if d.run_id else ""
-            print(f"  {_utc(d.fire_time)}  {outcome:18}" + visible(f"{run}  {d.reason}"))
+            print(f"  {times.utc(d.fire_time)}  {outcome:18}" + visible(f"{run}  {d.reason}"))
 
 
 def _describe(s: pb.Schedule) -> str:
     if s.cron:
         zone = "" if s.timezone in ("", "UTC") else f"CRON_TZ={s.timezone} "
         return visible(f"cron {zone}{s.cron}")
-    return f"every {s.every.seconds} s"
-
-
-def _utc(value: timestamp_pb2.Timestamp) -> str:
-    return value.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(text: str) -> duration_pb2.Duration:
-    from workflowd.spec.fields import duration_seconds  # the language loads only when used
-
-    match = _SHORT_DURATION.match(text)
-    seconds = (
-        int(match.group(1)) * _UNIT_S[match.group(2)] if match else duration_seconds(text.upper())
-    )
-    if seconds is None:
-        raise CliError(f"--catchup-window {text!r}: write 90s, 30m, 2h, 1d or ISO-8601 (PT1H)")
-    out = duration_pb2.Duration()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out
-
-
-def _timestamp(text: str, flag: str) -> timestamp_pb2.Timestamp:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"{flag} {text!r} is not an ISO-8601 instant (2026-01-31T06:00Z)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(moment)
-    return out
+    return f"every {span(s.every.ToTimedelta().total_seconds())}"

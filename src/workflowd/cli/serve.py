@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--http-listen", help="metrics and /healthz address (default 127.0.0.1:9464)")
     p.add_argument("--jobs-url", help="a remote jobs API; without it the local data plane runs")
     p.add_argument("--jobs-token", help="bearer token for the jobs API")
-    p.add_argument("--dataplane-listen", help="embedded data plane address (default :50052)")
+    p.add_argument(
+        "--dataplane-listen", help="embedded data plane address (default 127.0.0.1:50052)"
+    )
     p.add_argument("--dataplane-workers", type=int, help="data plane worker threads")
     p.add_argument(
         "--dataplane-job-timeout-s",

@@ -40,6 +40,7 @@ class InvalidRequest(WorkflowdError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.reason = message
 
 
 class ValueRefused(InvalidRequest):

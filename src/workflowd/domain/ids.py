@@ -20,6 +20,8 @@ MAX_TAG_CHARS = 256
 MAX_TAGS = 32
 _SHOWN_CHARS = 60
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_UUID_TEMPLATE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+_HEX = frozenset("0123456789abcdef")
 
 
 def shown(value: str) -> str:
@@ -43,6 +45,19 @@ def check_uuid(field: str, value: str, what: str) -> None:
         canonical = False
     if not canonical:
         raise InvalidRequest(field, f"{shown(value)} is not a {what} id (a UUID)")
+
+
+def check_uuid_prefix(field: str, value: str, what: str) -> None:
+    """`value` must be the start of a canonical UUID (lowercase hex, hyphens in their places)."""
+    fits = 0 < len(value) <= len(_UUID_TEMPLATE) and all(
+        c == "-" if t == "-" else c in _HEX for c, t in zip(value, _UUID_TEMPLATE, strict=False)
+    )
+    if not fits:
+        raise InvalidRequest(
+            field,
+            f"{shown(value)} is not the start of a {what} id: lowercase hexadecimal digits, "
+            "with hyphens where a UUID has them",
+        )
 
 
 def check_name(field: str, value: str) -> None:

@@ -355,6 +355,9 @@ class RunFilter:
     statuses: tuple[RunStatus, ...] = ()
     created_after: datetime | None = None
     created_before: datetime | None = None
+    namespace: str = ""
+    id_prefix: str = ""
+    """Runs whose id starts with it: a short id, resolved."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ class WorkflowFilter:
     namespace: str = ""
     tag: str = ""
     status: WorkflowStatus | None = None
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

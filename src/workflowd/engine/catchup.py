@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from workflowd.domain.schedule import CatchupPolicy, FireDecision, FireOutcome, WorkflowSchedule
+from workflowd.domain.units import span
 from workflowd.engine import fires
 
 COUNT_CAP = 100_000
@@ -64,7 +65,7 @@ def _reason(
     else:
         if outside:
             why.append(
-                f"{_count(outside)} outside the catch-up window ({policies.catchup_window_s:g} s)"
+                f"{_count(outside)} outside the catch-up window ({span(policies.catchup_window_s)})"
             )
         if inside and policies.catchup is CatchupPolicy.LATEST:
             why.append(f"{_count(inside)} in it: LATEST fires only the most recent instant")
@@ -74,10 +75,10 @@ def _reason(
                 "catch-up fires (max_catchup_runs)"
             )
     total = outside + inside
-    span = "" if total == 1 else f" to {last.isoformat()}"
+    through = "" if total == 1 else f" to {last.isoformat()}"
     return (
         f"no scheduler ran from {first.isoformat()}: {_count(total)} not fired from "
-        f"{first.isoformat()}{span}; " + "; ".join(why)
+        f"{first.isoformat()}{through}; " + "; ".join(why)
     )
 
 

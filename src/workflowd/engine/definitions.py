@@ -20,9 +20,13 @@ from workflowd.spec import Limits, ValidationResult, parse, validate
 _DEFINITION_CACHE = 256
 
 
+HOW_TO_NAME = "name a workflow by its workflow_id, or by namespace and name"
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowRef:
-    """A workflow named by id, or by namespace and name; `version` empty means current."""
+    """A workflow named by id, or by namespace and name (both: they must name the same
+    workflow); `version` empty means current."""
 
     workflow_id: str = ""
     namespace: str = ""
@@ -34,12 +38,30 @@ class WorkflowRef:
         if self.version:
             ids.check_version("version", self.version)
         if self.workflow_id:
-            ids.check_uuid(self.id_field, self.workflow_id, "workflow")
-            return
-        if not (self.namespace and self.name):
-            raise InvalidRequest(self.id_field, "give a workflow id, or both namespace and name")
+            try:
+                ids.check_uuid(self.id_field, self.workflow_id, "workflow")
+            except InvalidRequest as exc:
+                raise InvalidRequest(self.id_field, f"{exc.reason}: {HOW_TO_NAME}") from None
+            if not (self.namespace or self.name):
+                return
+        elif not (self.namespace or self.name):
+            raise InvalidRequest(self.id_field, f"is required: {HOW_TO_NAME}")
+        if not self.namespace:
+            raise InvalidRequest("namespace", f"is required with name: {HOW_TO_NAME}")
+        if not self.name:
+            raise InvalidRequest("name", f"is required with namespace: {HOW_TO_NAME}")
         ids.check_name("namespace", self.namespace)
         ids.check_name("name", self.name)
+
+    def agrees(self, workflow: Workflow) -> None:
+        """A workflow found by id must also be the one namespace and name say, when given."""
+        named = self.namespace or self.name
+        if named and (workflow.namespace, workflow.name) != (self.namespace, self.name):
+            raise InvalidRequest(
+                self.id_field,
+                f"names {workflow.namespace}/{workflow.name}, but namespace and name say "
+                f"{self.namespace}/{self.name}: give one or the other",
+            )
 
 
 class Definitions:
@@ -104,19 +126,23 @@ class Definitions:
 
     async def get(self, company: str, ref: WorkflowRef) -> Workflow:
         ref.check()
-        return await self._store.get_workflow(
+        workflow = await self._store.get_workflow(
             company,
             workflow_id=ref.workflow_id,
             namespace=ref.namespace,
             name=ref.name,
             version=ref.version,
         )
+        ref.agrees(workflow)
+        return workflow
 
     async def list(
         self, company: str, filt: WorkflowFilter, size: int, token: str
     ) -> Page[Workflow]:
         if filt.namespace:
             ids.check_name("namespace", filt.namespace)
+        if filt.name:
+            ids.check_name("name", filt.name)
         if filt.tag:
             ids.check_tag("tag", filt.tag)
         return await self._store.list_workflows(company, filt, size, token)

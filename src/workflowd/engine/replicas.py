@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from workflowd.domain.run import RunEvent, RunEventType
+from workflowd.domain.units import plural
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.runs import Runs
 
@@ -82,10 +83,10 @@ class Replica:
             asyncio.create_task(self._follow(), name="replica-follow"),
         ]
         log.info(
-            "replica %s joined (lease %.0f s), %d runs claimed",
+            "replica %s joined (lease %.0f s), %s claimed",
             self.id,
             self._settings.lease_s,
-            claimed,
+            plural(claimed, "run"),
         )
         return claimed
 

@@ -200,6 +200,10 @@ class Runs:
     async def list(self, company: str, filt: RunFilter, size: int, token: str) -> Page[Run]:
         if filt.workflow_id:
             ids.check_uuid("workflow_id", filt.workflow_id, "workflow")
+        if filt.namespace:
+            ids.check_name("namespace", filt.namespace)
+        if filt.id_prefix:
+            ids.check_uuid_prefix("run_id_prefix", filt.id_prefix, "run")
         return await self._deps.store.list_runs(company, filt, size, token)
 
     async def cancel(self, company: str, run_id: str, reason: str = "") -> Run:

@@ -78,7 +78,8 @@ class ScheduleView:
 @dataclass(frozen=True, slots=True)
 class Backfill:
     runs: tuple[Run, ...]
-    created: int
+    created: frozenset[str]
+    """The ids of the runs this backfill created (the others' instants had them already)."""
 
 
 class LoopPort(Protocol):
@@ -214,7 +215,9 @@ class Schedules:
             self._deps.metrics.observe_events(events)
             if is_new:
                 self._runs.launcher.start(run, definition)
-        return Backfill(tuple(run for run, _, _ in created), sum(1 for *_, n in created if n))
+        return Backfill(
+            tuple(run for run, _, _ in created), frozenset(run.id for run, _, new in created if new)
+        )
 
     async def _reruns(
         self, workflow: Workflow, news: list[NewRun], rerun: RerunPolicy, now: datetime

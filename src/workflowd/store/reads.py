@@ -95,15 +95,22 @@ async def list_runs(
             ",".join(sorted(filt.statuses)),
             str(ts(filt.created_after)),
             str(ts(filt.created_before)),
+            filt.namespace,
+            filt.id_prefix,
         ]
     )
     select = (
         Select("runs", "company = ?", company)
         .where_if(filt.workflow_id, "workflow_id = ?", filt.workflow_id)
+        .where_if(filt.namespace, "namespace = ?", filt.namespace)
         .where_in("status", (s.value for s in filt.statuses))
         .where_if(filt.created_after, "created_at > ?", ts(filt.created_after))
         .where_if(filt.created_before, "created_at < ?", ts(filt.created_before))
     )
+    if filt.id_prefix:
+        # A range on the unique index of ids, which compare byte-wise in both dialects.
+        following = filt.id_prefix[:-1] + chr(ord(filt.id_prefix[-1]) + 1)
+        select.where("id >= ? AND id < ?", filt.id_prefix, following)
     return await keyset_page(
         reader, select, size, token, filter_key, lambda found: runs_of(reader, found), tokens
     )
@@ -236,10 +243,11 @@ async def list_workflows(
     token: str,
     tokens: PageTokens,
 ) -> Page[Workflow]:
-    filter_key = f"{company}|{filt.namespace}|{filt.tag}|{filt.status or ''}"
+    filter_key = f"{company}|{filt.namespace}|{filt.tag}|{filt.status or ''}|{filt.name}"
     select = (
         Select("workflows", "company = ?", company)
         .where_if(filt.namespace, "namespace = ?", filt.namespace)
+        .where_if(filt.name, "name = ?", filt.name)
         .where_if(filt.status, "status = ?", filt.status.value if filt.status else None)
         .where_if(filt.tag, reader.dialect.has_tag, filt.tag)
     )

@@ -20,6 +20,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _WorkflowStatus:
@@ -1024,7 +1029,7 @@ Global___CreateWorkflowResponse: _TypeAlias = CreateWorkflowResponse  # noqa: Y0
 
 @_typing.final
 class GetWorkflowRequest(_message.Message):
-    """GetWorkflowRequest names a workflow by id, or by namespace and name."""
+    """GetWorkflowRequest names a workflow by workflow_id, or by namespace and name."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1032,11 +1037,22 @@ class GetWorkflowRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def id(self) -> _builtins.str:
+        """Deprecated: the same as workflow_id, which every request naming a workflow uses."""
+
+    @id.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def id(self, value: _builtins.str) -> None:
+        """Deprecated: the same as workflow_id, which every request naming a workflow uses."""
+
     namespace: _builtins.str
     name: _builtins.str
     version: _builtins.str
     """Empty for the current version."""
+    workflow_id: _builtins.str
     def __init__(
         self,
         *,
@@ -1044,10 +1060,11 @@ class GetWorkflowRequest(_message.Message):
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
         version: _builtins.str = ...,
+        workflow_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "namespace", b"namespace", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "namespace", b"namespace", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1086,12 +1103,15 @@ class ListWorkflowsRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     tag: _builtins.str
     status: Global___WorkflowStatus.ValueType
     page_size: _builtins.int
     """At most 1000; 0 means 50."""
     page_token: _builtins.str
+    name: _builtins.str
+    """Workflows of this name, in whichever namespace."""
     def __init__(
         self,
         *,
@@ -1100,10 +1120,11 @@ class ListWorkflowsRequest(_message.Message):
         status: Global___WorkflowStatus.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "tag", b"tag"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "tag", b"tag"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1137,20 +1158,40 @@ Global___ListWorkflowsResponse: _TypeAlias = ListWorkflowsResponse  # noqa: Y015
 
 @_typing.final
 class ArchiveWorkflowRequest(_message.Message):
-    """ArchiveWorkflowRequest names the workflow to archive."""
+    """ArchiveWorkflowRequest names the workflow to archive: by workflow_id, or by
+    namespace and name.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def id(self) -> _builtins.str:
+        """Deprecated: the same as workflow_id, which every request naming a workflow uses."""
+
+    @id.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def id(self, value: _builtins.str) -> None:
+        """Deprecated: the same as workflow_id, which every request naming a workflow uses."""
+
+    workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "namespace", b"namespace", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1180,7 +1221,9 @@ Global___ArchiveWorkflowResponse: _TypeAlias = ArchiveWorkflowResponse  # noqa: 
 
 @_typing.final
 class TriggerWorkflowRequest(_message.Message):
-    """TriggerWorkflowRequest starts a run."""
+    """TriggerWorkflowRequest starts a run of the workflow named by workflow_id, or by
+    namespace and name.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1284,7 +1327,10 @@ Global___GetRunResponse: _TypeAlias = GetRunResponse  # noqa: Y015
 
 @_typing.final
 class ListRunsRequest(_message.Message):
-    """ListRunsRequest filters and pages runs."""
+    """ListRunsRequest filters and pages runs; empty fields match everything. A
+    workflow is named by workflow_id, or by namespace and name; namespace alone
+    selects the runs of every workflow in it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1294,9 +1340,18 @@ class ListRunsRequest(_message.Message):
     CREATED_BEFORE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    RUN_ID_PREFIX_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     page_size: _builtins.int
     page_token: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    run_id_prefix: _builtins.str
+    """Runs whose id starts with this (lowercase, as ids are issued): how a short
+    id such as c0e9c47f is resolved.
+    """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___RunStatus.ValueType]: ...
     @_builtins.property
@@ -1312,10 +1367,13 @@ class ListRunsRequest(_message.Message):
         created_before: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        run_id_prefix: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "name", b"name", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "run_id_prefix", b"run_id_prefix", "statuses", b"statuses", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1498,7 +1556,10 @@ Global___WatchRunResponse: _TypeAlias = WatchRunResponse  # noqa: Y015
 
 @_typing.final
 class WatchRunsRequest(_message.Message):
-    """WatchRunsRequest filters the runs to watch; empty fields match everything."""
+    """WatchRunsRequest filters the runs to watch; empty fields match everything. A
+    workflow is named by workflow_id, or by namespace and name; namespace alone
+    selects the runs of every workflow in it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1506,12 +1567,14 @@ class WatchRunsRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     STATUSES_FIELD_NUMBER: _builtins.int
     AFTER_GLOBAL_SEQ_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     namespace: _builtins.str
     after_global_seq: _builtins.int
     """Resume after this global sequence number (the company's own, as its events carry it);
     0 streams live events only. Past the company's last event it is INVALID_ARGUMENT.
     """
+    name: _builtins.str
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___RunStatus.ValueType]: ...
     def __init__(
@@ -1521,10 +1584,11 @@ class WatchRunsRequest(_message.Message):
         namespace: _builtins.str = ...,
         statuses: _abc.Iterable[Global___RunStatus.ValueType] | None = ...,
         after_global_seq: _builtins.int = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_global_seq", b"after_global_seq", "namespace", b"namespace", "statuses", b"statuses", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_global_seq", b"after_global_seq", "name", b"name", "namespace", b"namespace", "statuses", b"statuses", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1554,8 +1618,9 @@ Global___WatchRunsResponse: _TypeAlias = WatchRunsResponse  # noqa: Y015
 
 @_typing.final
 class ScheduleWorkflowRequest(_message.Message):
-    """ScheduleWorkflowRequest activates a workflow's schedule. Unspecified
-    policies keep their current value (SKIP, LATEST and 1 h at first).
+    """ScheduleWorkflowRequest activates the schedule of the workflow named by
+    workflow_id, or by namespace and name. Unspecified policies keep their
+    current value (SKIP, LATEST and 1 h at first).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1565,10 +1630,14 @@ class ScheduleWorkflowRequest(_message.Message):
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     CATCHUP_POLICY_FIELD_NUMBER: _builtins.int
     CATCHUP_WINDOW_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     trigger_immediately: _builtins.bool
     overlap_policy: Global___OverlapPolicy.ValueType
     catchup_policy: Global___CatchupPolicy.ValueType
+    namespace: _builtins.str
+    name: _builtins.str
     @_builtins.property
     def catchup_window(self) -> _duration_pb2.Duration: ...
     def __init__(
@@ -1579,10 +1648,12 @@ class ScheduleWorkflowRequest(_message.Message):
         overlap_policy: Global___OverlapPolicy.ValueType = ...,
         catchup_policy: Global___CatchupPolicy.ValueType = ...,
         catchup_window: _duration_pb2.Duration | None = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "overlap_policy", b"overlap_policy", "trigger_immediately", b"trigger_immediately", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "name", b"name", "namespace", b"namespace", "overlap_policy", b"overlap_policy", "trigger_immediately", b"trigger_immediately", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1615,20 +1686,28 @@ Global___ScheduleWorkflowResponse: _TypeAlias = ScheduleWorkflowResponse  # noqa
 
 @_typing.final
 class UnscheduleWorkflowRequest(_message.Message):
-    """UnscheduleWorkflowRequest names the workflow whose schedule stops."""
+    """UnscheduleWorkflowRequest names the workflow whose schedule stops: by
+    workflow_id, or by namespace and name.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
     def __init__(
         self,
         *,
         workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1658,20 +1737,26 @@ Global___UnscheduleWorkflowResponse: _TypeAlias = UnscheduleWorkflowResponse  # 
 
 @_typing.final
 class GetScheduleRequest(_message.Message):
-    """GetScheduleRequest names a workflow."""
+    """GetScheduleRequest names a workflow: by workflow_id, or by namespace and name."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
     def __init__(
         self,
         *,
         workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1754,8 +1839,9 @@ Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
 @_typing.final
 class BackfillWorkflowRequest(_message.Message):
     """BackfillWorkflowRequest creates runs for the schedule's instants in
-    [start_time, end_time), which must be in the past. Repeating it creates no
-    new runs: an instant that has a run keeps it.
+    [start_time, end_time), which must be in the past, of the workflow named by
+    workflow_id, or by namespace and name. Repeating it creates no new runs: an
+    instant that has a run keeps it.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1765,11 +1851,15 @@ class BackfillWorkflowRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     PARALLEL_FIELD_NUMBER: _builtins.int
     RERUN_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     parallel: _builtins.bool
     """Start every run at once instead of each when the previous one has ended."""
     rerun: Global___RerunPolicy.ValueType
     """What to do with instants that have a run already (default: keep them)."""
+    namespace: _builtins.str
+    name: _builtins.str
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1782,14 +1872,50 @@ class BackfillWorkflowRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         parallel: _builtins.bool = ...,
         rerun: Global___RerunPolicy.ValueType = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "parallel", b"parallel", "rerun", b"rerun", "start_time", b"start_time", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "name", b"name", "namespace", b"namespace", "parallel", b"parallel", "rerun", b"rerun", "start_time", b"start_time", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BackfillWorkflowRequest: _TypeAlias = BackfillWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class BackfillRun(_message.Message):
+    """BackfillRun is the run of one instant of a backfill."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULED_AT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    status: Global___RunStatus.ValueType
+    created: _builtins.bool
+    """True when this request created it (a new run, or a re-run of the instant's run)."""
+    @_builtins.property
+    def scheduled_at(self) -> _timestamp_pb2.Timestamp:
+        """The instant it runs for."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        scheduled_at: _timestamp_pb2.Timestamp | None = ...,
+        status: Global___RunStatus.ValueType = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scheduled_at", b"scheduled_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "run_id", b"run_id", "scheduled_at", b"scheduled_at", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackfillRun: _TypeAlias = BackfillRun  # noqa: Y015
 
 @_typing.final
 class BackfillWorkflowResponse(_message.Message):
@@ -1799,19 +1925,25 @@ class BackfillWorkflowResponse(_message.Message):
 
     RUN_IDS_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
     created: _builtins.int
     """How many of them this request created."""
     @_builtins.property
     def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___BackfillRun]:
+        """The same runs as run_ids, with their instants."""
+
     def __init__(
         self,
         *,
         run_ids: _abc.Iterable[_builtins.str] | None = ...,
         created: _builtins.int = ...,
+        runs: _abc.Iterable[Global___BackfillRun] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "run_ids", b"run_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "run_ids", b"run_ids", "runs", b"runs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
