@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import random
 
 from workflowd.domain.jobs import JobNotFound, JobsError
+from workflowd.domain.retry import Backoff
 from workflowd.engine.ports import JobsPort, RunStore
 
 log = logging.getLogger("workflowd.engine")
 
-_FIRST_RETRY_S = 1.0
-_MAX_RETRY_S = 60.0
+# Exponential from 1 s to a minute, each delay drawn from its upper half: orphans of one outage
+# do not all ask again in the same instant.
+_BACKOFF = Backoff(1.0, max_delay_s=60.0, spread=0.5)
 _ATTEMPT_DEADLINE_S = 10.0
 
 
@@ -60,7 +61,7 @@ class OrphanJobs:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _cancel_until_confirmed(self, job_id: str, company: str) -> None:
-        delay = _FIRST_RETRY_S
+        delays = _BACKOFF.delays()
         while True:
             try:
                 info = await self._jobs.cancel(
@@ -77,6 +78,5 @@ class OrphanJobs:
                     extra={"job_id": job_id},
                 )  # fmt: skip
                 break
-            await asyncio.sleep(random.uniform(delay / 2, delay))  # ok: retry backoff
-            delay = min(delay * 2, _MAX_RETRY_S)
+            await asyncio.sleep(delays.next())  # ok: retry backoff
         await self._store.job_cancel_confirmed(job_id)

@@ -41,6 +41,7 @@ from typing import Any
 import aiohttp
 
 from workflowd.domain.errors import InvalidRequest
+from workflowd.domain.retry import Backoff
 from workflowd.jobs.credential import Credential
 from workflowd.jobs.local_trust import (
     CompanyToken,
@@ -68,7 +69,9 @@ RELOAD_TIMEOUT_S = 10.0
 HEALTH_INTERVAL_S = 5.0
 HEALTH_TIMEOUT_S = 5.0
 HEALTH_FAILURES = 3  # consecutive failed checks before a live but silent child is replaced
-BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# Between a failed start and the next: 0.1 s, 0.2 s, 0.4 s… up to 30 s (one child, nothing
+# to spread apart, so no jitter).
+RESTART_BACKOFF = Backoff(0.1, max_delay_s=30.0)
 STABLE_S = 60.0  # a child that served this long resets the backoff
 STOP_TIMEOUT_S = 30.0
 
@@ -121,7 +124,7 @@ class LocalDataPlane:
         last = "it never said it was serving"
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
-                for delay in _backoff():
+                for delay in _delays():
                     try:
                         await self._spawn()
                         break
@@ -264,13 +267,13 @@ class LocalDataPlane:
         """Restart the child whenever it dies or stops answering, backing off while it keeps
         failing and starting over once it has served for a while."""
         loop = asyncio.get_running_loop()
-        backoff = _backoff()
+        delays = RESTART_BACKOFF.delays()
         while True:
             started = loop.time()
             reason = await self._watch()
             if loop.time() - started >= STABLE_S:
-                backoff = _backoff()
-            delay = next(backoff)
+                delays.reset()
+            delay = delays.next()
             self.restarts += 1
             log.error("dataplane %s; restarting it in %.1f s", reason, delay)
             await asyncio.sleep(delay)  # ok: backoff before the restart
@@ -387,10 +390,10 @@ class _ChildFailed(Exception):
         super().__init__(self.reason)
 
 
-def _backoff() -> Iterator[float]:
-    yield from BACKOFF_S
+def _delays() -> Iterator[float]:
+    delays = RESTART_BACKOFF.delays()
     while True:
-        yield BACKOFF_S[-1]
+        yield delays.next()
 
 
 async def _healthy(session: aiohttp.ClientSession, url: str) -> bool:
