@@ -10,6 +10,11 @@ the instant jobs API (its own process; completes jobs at once), so workflowd's c
   (instant API: `time.time_ns()`; data plane: ISO timestamps with microseconds);
 - ratio: median workflowd wall time / median direct wall time.
 
+Control flow on the same terms (each case once per jobs API): `loop`, one `for` of 20 iterations
+of one such task (its gaps are per iteration, with the item's expression evaluated each time),
+against the script's 20 jobs in a row; `fork`, two branches of one task each, against the script
+submitting both jobs at once and awaiting both (`branch_skew_ms`: between the two jobs' creation).
+
 Usage: `.venv/bin/python scripts/bench/overhead.py [--quick] [--repetitions R]`. The last line
 of output is one JSON object.
 """
@@ -26,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +50,8 @@ TERMINAL_EVENTS = frozenset(
 RUN_TIMEOUT_S = 120.0
 TARGET_P50_MS = 1.0
 TARGET_RATIO = 1.05
+LOOP_ITERATIONS = 20
+FORK_SIDES = ("left", "right")
 
 
 def chain_spec(name: str, prefix: str, tasks: int) -> str:
@@ -57,6 +64,42 @@ def chain_spec(name: str, prefix: str, tasks: int) -> str:
             f"      with: {{nql: SELECT 1 AS one, datasetName: {prefix}t{i}}}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def loop_spec(name: str, prefix: str, iterations: int) -> str:
+    """One `for` over `iterations` items, each a trivial view named by its item."""
+    return (
+        "\n".join(
+            [
+                f"document: {{dsl: '1.0.0', namespace: bench, name: {name}, version: '1.0.0'}}",
+                "do:",
+                "  - each:",
+                f"      for: {{each: i, in: '${{ [range({iterations})] }}'}}",
+                "      do:",
+                "        - t:",
+                "            call: CreateMaterializedViewIfNotExists",
+                "            with:",
+                "              nql: SELECT 1 AS one",
+                f"              datasetName: '${{ \"{prefix}t\" + ($i | tostring) }}'",
+            ]
+        )
+        + "\n"
+    )
+
+
+def fork_spec(name: str, prefix: str) -> str:
+    """A fork of two branches, one trivial view each."""
+    branches = []
+    for side in ("left", "right"):
+        branches += [
+            f"          - {side}:",
+            "              call: CreateMaterializedViewIfNotExists",
+            f"              with: {{nql: SELECT 1 AS one, datasetName: {prefix}{side}}}",
+        ]
+    head = f"document: {{dsl: '1.0.0', namespace: bench, name: {name}, version: '1.0.0'}}"
+    return (
+        "\n".join([head, "do:", "  - both:", "      fork:", "        branches:", *branches]) + "\n"
+    )
 
 
 # The benches measure capacity: the per-company quotas, which would refuse their load, are off.
@@ -177,20 +220,31 @@ class DirectScript:
         async with asyncio.timeout(RUN_TIMEOUT_S):
             started = time.perf_counter()
             for i in range(tasks):
-                body = {
-                    "type": "materialize-view",
-                    "input": {"nql": "SELECT 1 AS one", "dataset_name": f"{prefix}t{i}"},
-                    "idempotency_key": str(uuid.uuid4()),
-                    "tags": [self.TAG],
-                    "metadata": {"workflow_run_id": label, "task_name": f"t{i}"},
-                }
-                async with self._session.post("/jobs", json=body) as resp:
-                    job = await resp.json()
-                    if resp.status not in (200, 201):
-                        raise RuntimeError(f"direct submit failed: {resp.status} {job}")
-                if job["state"] not in ("completed", "failed", "cancelled"):
-                    await self._future(job["job_id"])
+                await self._job(label, f"{prefix}t{i}", f"t{i}")
             return label, time.perf_counter() - started
+
+    async def run_parallel(self, prefix: str, sides: Sequence[str]) -> tuple[str, float]:
+        """Submit one job per side at once and await them all: (run label, wall seconds)."""
+        label = f"direct-{prefix}"
+        async with asyncio.timeout(RUN_TIMEOUT_S):
+            started = time.perf_counter()
+            await asyncio.gather(*(self._job(label, f"{prefix}{side}", side) for side in sides))
+            return label, time.perf_counter() - started
+
+    async def _job(self, label: str, dataset: str, task: str) -> None:
+        body = {
+            "type": "materialize-view",
+            "input": {"nql": "SELECT 1 AS one", "dataset_name": dataset},
+            "idempotency_key": str(uuid.uuid4()),
+            "tags": [self.TAG],
+            "metadata": {"workflow_run_id": label, "task_name": task},
+        }
+        async with self._session.post("/jobs", json=body) as resp:
+            job = await resp.json()
+            if resp.status not in (200, 201):
+                raise RuntimeError(f"direct submit failed: {resp.status} {job}")
+        if job["state"] not in ("completed", "failed", "cancelled"):
+            await self._future(job["job_id"])
 
     def _future(self, job_id: str) -> asyncio.Future[None]:
         # Created by whichever comes first: the submit's reply or the job's end on the stream.
@@ -227,23 +281,23 @@ def _iso_ns(value: str) -> int:
 async def job_times(
     session: aiohttp.ClientSession, run_ids: Sequence[str], instant: bool
 ) -> dict[str, list[tuple[int, int]]]:
-    """Per run: (created_ns, ended_ns) of each task's job, in task order."""
-    by_run: dict[str, list[tuple[int, int, int]]] = {run_id: [] for run_id in run_ids}
+    """Per run: (created_ns, ended_ns) of each task's job, in the order they were created (a
+    chain's and a loop's order of tasks)."""
+    by_run: dict[str, list[tuple[int, int]]] = {run_id: [] for run_id in run_ids}
     if instant:
         async with session.get("/bench/timings") as resp:
             timings: dict[str, dict[str, Any]] = await resp.json()
         for t in timings.values():
             if t["run_id"] in by_run:
-                by_run[t["run_id"]].append((int(t["task"][1:]), t["created_ns"], t["ended_ns"]))
+                by_run[t["run_id"]].append((t["created_ns"], t["ended_ns"]))
     else:
         for run_id in run_ids:
             params = {"workflow_run_id": run_id, "per_page": "500"}
             async with session.get("/jobs", params=params) as resp:
                 page = await resp.json()
             for job in page["records"]:
-                index = int(job["metadata"]["task_name"][1:])
-                by_run[run_id].append((index, _iso_ns(job["created_at"]), _iso_ns(job["ended_at"])))
-    return {run_id: [(c, e) for _, c, e in sorted(jobs)] for run_id, jobs in by_run.items()}
+                by_run[run_id].append((_iso_ns(job["created_at"]), _iso_ns(job["ended_at"])))
+    return {run_id: sorted(jobs) for run_id, jobs in by_run.items()}
 
 
 # Where a gap goes, from the daemon's event times (its clock is the same machine clock):
@@ -298,14 +352,20 @@ class Repetitions:
     followed: dict[str, Followed] = field(default_factory=dict)  # by run id
 
 
-async def repeat(case: Case, daemon: Workflowd, direct: DirectScript) -> Repetitions:
+Spec = Callable[[str], str]  # a prefix → a specification named after it, on fresh datasets
+DirectRun = Callable[[str], Awaitable[tuple[str, float]]]  # a prefix → (label, wall seconds)
+
+
+async def repeat(
+    repetitions: int, daemon: Workflowd, spec: Spec, direct_run: DirectRun, tag: str
+) -> Repetitions:
     """Warm-up once, then alternate workflowd and direct runs; fresh datasets every time."""
     out = Repetitions()
-    for rep in range(case.repetitions + 1):
-        prefix = f"n{case.tasks}r{rep}"
-        workflow_id = await daemon.create(chain_spec(f"chain-{prefix}", f"w{prefix}", case.tasks))
+    for rep in range(repetitions + 1):
+        prefix = f"{tag}r{rep}"
+        workflow_id = await daemon.create(spec(prefix))
         followed = await daemon.run_to_end(workflow_id)
-        label, direct_wall = await direct.run_chain(f"d{prefix}", case.tasks)
+        label, direct_wall = await direct_run(f"d{prefix}")
         if rep == 0:
             continue  # warm-up: first-use costs (imports, caches, connections) on both sides
         out.walls["workflowd"].append(followed.wall_s)
@@ -315,9 +375,26 @@ async def repeat(case: Case, daemon: Workflowd, direct: DirectScript) -> Repetit
     return out
 
 
+def walls(reps: Repetitions) -> dict[str, float]:
+    wf_wall = statistics.median(reps.walls["workflowd"])
+    direct_wall = statistics.median(reps.walls["direct"])
+    return {
+        "workflowd_wall_s": round(wf_wall, 4),
+        "direct_wall_s": round(direct_wall, 4),
+        "ratio": round(wf_wall / direct_wall, 3),
+    }
+
+
 async def measure(case: Case, daemon: Workflowd, direct: DirectScript) -> dict[str, Any]:
-    reps = await repeat(case, daemon, direct)
-    walls, followed_runs = reps.walls, reps.followed
+    n = case.tasks
+    reps = await repeat(
+        case.repetitions,
+        daemon,
+        lambda prefix: chain_spec(f"chain-{prefix}", f"w{prefix}", n),
+        lambda prefix: direct.run_chain(prefix, n),
+        f"n{n}",
+    )
+    followed_runs = reps.followed
     async with aiohttp.ClientSession(daemon.jobs_url) as session:
         wf_times = await job_times(session, list(followed_runs), case.plane == "instant")
         direct_times = await job_times(session, reps.direct_runs, case.plane == "instant")
@@ -328,12 +405,8 @@ async def measure(case: Case, daemon: Workflowd, direct: DirectScript) -> dict[s
     # terminal event received by the watcher (bench and jobs API share the machine clock).
     run_start = [(wf_times[r][0][0] - f.trigger_ns) / 1e6 for r, f in followed_runs.items()]
     run_end = [(f.terminal_ns - wf_times[r][-1][1]) / 1e6 for r, f in followed_runs.items()]
-    wf_wall = statistics.median(walls["workflowd"])
-    direct_wall = statistics.median(walls["direct"])
     return {
-        "workflowd_wall_s": round(wf_wall, 4),
-        "direct_wall_s": round(direct_wall, 4),
-        "ratio": round(wf_wall / direct_wall, 3),
+        **walls(reps),
         "overhead_ms_p50": round(percentile(wf_gaps, 50), 3),
         "overhead_ms_p99": round(percentile(wf_gaps, 99), 3),
         "direct_gap_ms_p50": round(percentile(direct_gaps, 50), 3),
@@ -347,6 +420,51 @@ async def measure(case: Case, daemon: Workflowd, direct: DirectScript) -> dict[s
         "run_end_ms_p50": round(statistics.median(run_end), 3),
         "gap_breakdown_ms_p50": {k: round(percentile(v, 50), 3) for k, v in segments.items()},
     }
+
+
+async def measure_flow(
+    plane: str, repetitions: int, daemon: Workflowd, direct: DirectScript
+) -> dict[str, Any]:
+    """The `for` and `fork` cases (the module's docstring says what each measures)."""
+    loop = await repeat(
+        repetitions,
+        daemon,
+        lambda prefix: loop_spec(f"loop-{prefix}", f"w{prefix}", LOOP_ITERATIONS),
+        lambda prefix: direct.run_chain(prefix, LOOP_ITERATIONS),
+        "loop",
+    )
+    fork = await repeat(
+        repetitions,
+        daemon,
+        lambda prefix: fork_spec(f"fork-{prefix}", f"w{prefix}"),
+        lambda prefix: direct.run_parallel(prefix, FORK_SIDES),
+        "fork",
+    )
+    instant = plane == "instant"
+    async with aiohttp.ClientSession(daemon.jobs_url) as session:
+        loop_gaps = gaps_ms(await job_times(session, list(loop.followed), instant))
+        loop_direct = gaps_ms(await job_times(session, loop.direct_runs, instant))
+        fork_skews = skews_ms(await job_times(session, list(fork.followed), instant))
+        fork_direct = skews_ms(await job_times(session, fork.direct_runs, instant))
+    return {
+        f"loop_{LOOP_ITERATIONS}": {
+            **walls(loop),
+            "overhead_ms_p50": round(percentile(loop_gaps, 50), 3),
+            "overhead_ms_p99": round(percentile(loop_gaps, 99), 3),
+            "direct_gap_ms_p50": round(percentile(loop_direct, 50), 3),
+            "gap_samples": len(loop_gaps),
+        },
+        "fork_2": {
+            **walls(fork),
+            "branch_skew_ms_p50": round(percentile(fork_skews, 50), 3),
+            "direct_skew_ms_p50": round(percentile(fork_direct, 50), 3),
+        },
+    }
+
+
+def skews_ms(times: dict[str, list[tuple[int, int]]]) -> list[float]:
+    """Per run, first job's creation → last job's creation (jobs meant to start together)."""
+    return [(jobs[-1][0] - jobs[0][0]) / 1e6 for jobs in times.values() if jobs]
 
 
 async def bench(tasks: Sequence[int], repetitions: int, work: Path) -> dict[str, Any]:
@@ -366,6 +484,10 @@ async def bench(tasks: Sequence[int], repetitions: int, work: Path) -> dict[str,
                     case = Case(plane, n, repetitions)
                     results[f"{plane}_{n}"] = figures = await measure(case, daemon, direct)
                     print(f"{plane:8} {n:4} tasks: {json.dumps(figures)}", flush=True)
+                results[f"{plane}_flow"] = flow = await measure_flow(
+                    plane, repetitions, daemon, direct
+                )
+                print(f"{plane:8} control flow: {json.dumps(flow)}", flush=True)
             finally:
                 await direct.aclose()
         return results
@@ -381,6 +503,10 @@ def summary(results: dict[str, Any], small: int, large: int) -> dict[str, Any]:
         "per_task_overhead_ms_p50": head["overhead_ms_p50"],
         "per_task_overhead_ms_p99": head["overhead_ms_p99"],
         "ratio_vs_direct": results[f"embedded_{small}"]["ratio"],
+        "loop_overhead_ms_p50": results["instant_flow"][f"loop_{LOOP_ITERATIONS}"][
+            "overhead_ms_p50"
+        ],
+        "fork_ratio_vs_direct": results["embedded_flow"]["fork_2"]["ratio"],
         "targets_met": {
             "per_task_overhead_ms_p50": head["overhead_ms_p50"] <= TARGET_P50_MS,
             "ratio_vs_direct": results[f"embedded_{small}"]["ratio"] <= TARGET_RATIO,
