@@ -124,6 +124,7 @@ def test_fairness_bench_reports_its_figures() -> None:
     assert isinstance(flood, dict)
     assert lifted["schedules_active"] == 30
     assert lifted["runs_created_after_unschedule"] == 0
+    assert lifted["quiet_refused_by_own_quota"] == 0
     assert default["activations_refused"] == {"RESOURCE_EXHAUSTED: quota_min_every_s": 30}
     assert isinstance(flood["noisy_triggers"], dict)
     assert flood["noisy_triggers"]["RESOURCE_EXHAUSTED"] > 0

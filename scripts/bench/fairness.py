@@ -110,24 +110,38 @@ async def unschedule_all(
     return answered, calls
 
 
-async def quiet_triggers(quiet: Client, workflow_id: str, seconds: float) -> Latencies:
-    latencies, stop = Latencies(), asyncio.Event()
+async def quiet_triggers(
+    quiet: Client, workflow_id: str, seconds: float
+) -> tuple[Latencies, int]:
+    """The quiet company's trigger latencies, and how many of its triggers its own quota
+    refused (a refusal is an answer too: the smoke run's small bucket holds for both)."""
+    latencies, stop, refused = Latencies(), asyncio.Event(), 0
     request = pb.TriggerWorkflowRequest(workflow_id=workflow_id)
-    probe = asyncio.create_task(
-        latencies.probe(lambda: quiet.call("TriggerWorkflow", request), stop, TRIGGER_INTERVAL_S)
-    )
+
+    async def trigger() -> None:
+        nonlocal refused
+        try:
+            await quiet.call("TriggerWorkflow", request)
+        except ClientError as exc:
+            if exc.code != "RESOURCE_EXHAUSTED":
+                raise
+            refused += 1
+
+    probe = asyncio.create_task(latencies.probe(trigger, stop, TRIGGER_INTERVAL_S))
     await asyncio.sleep(seconds)  # ok: the probe samples for this long
     stop.set()
     await probe
-    return latencies
+    return latencies, refused
 
 
 async def measure(tenants: Tenants, schedules: int, seconds: float) -> dict[str, Any]:
     noisy, quiet = tenants.clients["noisy"], tenants.clients["quiet"]
     mine = await quiet.call("CreateWorkflow", pb.CreateWorkflowRequest(specification=spec("mine")))
-    baseline = await quiet_triggers(quiet, mine.workflow.id, min(5.0, seconds / 2))
+    baseline, baseline_refused = await quiet_triggers(
+        quiet, mine.workflow.id, min(5.0, seconds / 2)
+    )
     active, refused = await schedule_all(noisy, schedules)
-    loaded = await quiet_triggers(quiet, mine.workflow.id, seconds)
+    loaded, loaded_refused = await quiet_triggers(quiet, mine.workflow.id, seconds)
     piled_up = len(await count_runs(noisy, ACTIVE))
     started = time.perf_counter()
     answered, calls = await unschedule_all(noisy, active)
@@ -142,6 +156,7 @@ async def measure(tenants: Tenants, schedules: int, seconds: float) -> dict[str,
     return {
         "schedules_active": len(active),
         "activations_refused": dict(refused),
+        "quiet_refused_by_own_quota": baseline_refused + loaded_refused,
         "noisy_active_runs_after_load": piled_up,
         **baseline.figures("baseline_trigger"),
         **loaded.figures("loaded_trigger"),
@@ -166,17 +181,20 @@ async def measure_flood(tenants: Tenants, seconds: float) -> dict[str, Any]:
     noisy, quiet = tenants.clients["noisy"], tenants.clients["quiet"]
     mine = await quiet.call("CreateWorkflow", pb.CreateWorkflowRequest(specification=spec("mine")))
     theirs = await noisy.call("CreateWorkflow", pb.CreateWorkflowRequest(specification=spec("x")))
-    baseline = await quiet_triggers(quiet, mine.workflow.id, min(5.0, seconds / 2))
+    baseline, baseline_refused = await quiet_triggers(
+        quiet, mine.workflow.id, min(5.0, seconds / 2)
+    )
     stop, tally = asyncio.Event(), Counter[str]()
     callers = [
         asyncio.create_task(flood(noisy, theirs.workflow.id, stop, tally))
         for _ in range(FLOOD_CALLERS)
     ]
-    loaded = await quiet_triggers(quiet, mine.workflow.id, seconds)
+    loaded, loaded_refused = await quiet_triggers(quiet, mine.workflow.id, seconds)
     stop.set()
     await asyncio.gather(*callers)
     return {
         "noisy_triggers": dict(tally),
+        "quiet_refused_by_own_quota": baseline_refused + loaded_refused,
         **baseline.figures("baseline_trigger"),
         **loaded.figures("loaded_trigger"),
     }
