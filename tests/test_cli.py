@@ -32,7 +32,7 @@ async def cli(*args: str, address: str = "", stdin: bytes | None = None) -> tupl
 
 @pytest.fixture
 async def plane(daemon: Daemon) -> AsyncIterator[Plane]:
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("events", EVENTS_CSV)
     await plane.load_csv("audit", AUDIT_CSV)
     yield plane

@@ -18,6 +18,8 @@ import re
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Daemon, venv_bin
 from tests.engine.support import Plane, apply, finished, jv, trigger, workflow
 from tests.specs import spec
@@ -123,8 +125,9 @@ async def test_an_error_detail_with_escapes_shows_them_in_trigger_watch_and_runs
     assert "  detail    \\x1b]52;c;b3duZWQ=\\x07\\x9b2J" in out
 
 
+@pytest.mark.own_plane  # the datasets CLI calls the daemon's own data plane
 async def test_dataset_columns_and_cells_with_escapes_show_them(daemon: Daemon) -> None:
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     try:
         await plane.load_csv("loud", f'"{HOSTILE}",plain\n"{HOSTILE}",1\n')
     finally:

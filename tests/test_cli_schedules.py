@@ -18,7 +18,7 @@ from tests.test_cli import cli
 
 @pytest.fixture
 async def plane(daemon: Daemon) -> AsyncIterator[Plane]:
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("audit", AUDIT_CSV)
     yield plane
     await plane.aclose()

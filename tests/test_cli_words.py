@@ -9,6 +9,8 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.api.test_naming import SET_TASK, create
 from tests.conftest import REPO, Daemon
 from tests.engine.schedule_support import scheduled
@@ -18,6 +20,7 @@ from workflowd.settings import Settings
 from workflowd.v1 import workflow_service_pb2 as pb
 
 
+@pytest.mark.own_plane  # the datasets CLI calls the daemon's own data plane
 async def test_a_dataset_load_conflict_names_the_flag(daemon: Daemon, tmp_path: Path) -> None:
     csv = tmp_path / "one.csv"
     csv.write_text("id,note\n1,first\n")

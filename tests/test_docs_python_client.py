@@ -23,7 +23,7 @@ def examples() -> list[str]:
 
 @pytest.fixture
 async def ready(daemon: Daemon) -> Daemon:
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("events", (REPO / "examples" / "data" / "events.csv").read_text())
     await plane.aclose()
     text = (REPO / "examples" / "daily-summary.yaml").read_text()

@@ -33,7 +33,7 @@ CONTROL_FLOW = ["nightly-retry.yaml", "two-views.yaml", "per-country.yaml"]
 @pytest.mark.parametrize("name", CONTROL_FLOW)
 async def test_control_flow_example_runs_on_the_local_data_plane(daemon: Daemon, name: str) -> None:
     """The examples a newcomer copies run as shipped, on the events they come with."""
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("events", (REPO / "examples" / "data" / "events.csv").read_text())
     text = (REPO / "examples" / name).read_text()
     created = await daemon.stub.CreateWorkflow(pb.CreateWorkflowRequest(specification=text))

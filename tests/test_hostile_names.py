@@ -18,6 +18,9 @@ from workflowd.jobs import JobNotFound, JobsClient
 from workflowd.jobs.datasets import DatasetsClient
 from workflowd.jobs.urls import Base, path
 
+# The datasets CLI and client call the daemon's own data plane, as a person on its host does.
+pytestmark = pytest.mark.own_plane
+
 HOSTILE = [
     "events?replace=true&format=csv",
     "../jobs",
@@ -32,7 +35,7 @@ HOSTILE = [
 
 @pytest.fixture
 async def plane(daemon: Daemon) -> AsyncIterator[Plane]:
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("events", EVENTS_CSV)
     yield plane
     await plane.aclose()

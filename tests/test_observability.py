@@ -166,7 +166,7 @@ async def test_metrics_move_with_runs_tasks_and_watchers(daemon: Daemon) -> None
         ended.value("workflowd_task_duration_seconds_count", call=CREATE, status="cancelled") == 1
     )
     job_id = (await daemon.stub.GetRun(pb.GetRunRequest(run_id=slow_run.id))).run.tasks[0].job_id
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     try:
 
         async def job_cancelled() -> bool:

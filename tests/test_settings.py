@@ -52,6 +52,12 @@ def test_no_setting_can_switch_on_crash_points(tmp_path: Path) -> None:
         ({"http_listen": "127.0.0.1:99999"}, "http_listen"),
         ({"max_tasks": "many"}, "max_tasks"),
         ({"log_format": "xml"}, "log_format"),
+        ({"jobs_company": "acme"}, "jobs_company"),  # no remote jobs API to name it on
+        ({"jobs_url": "http://127.0.0.1:9", "jobs_company": "Acme\n"}, "jobs_company"),
+        (
+            {"jobs_url": "http://127.0.0.1:9", "jobs_company": "acme", "tokens_file": "t.toml"},
+            "jobs_company",
+        ),
     ],
 )
 def test_bad_settings_name_the_setting(flags: dict[str, object], field: str) -> None:

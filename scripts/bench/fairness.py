@@ -110,9 +110,7 @@ async def unschedule_all(
     return answered, calls
 
 
-async def quiet_triggers(
-    quiet: Client, workflow_id: str, seconds: float
-) -> tuple[Latencies, int]:
+async def quiet_triggers(quiet: Client, workflow_id: str, seconds: float) -> tuple[Latencies, int]:
     """The quiet company's trigger latencies, and how many of its triggers its own quota
     refused (a refusal is an answer too: the smoke run's small bucket holds for both)."""
     latencies, stop, refused = Latencies(), asyncio.Event(), 0

@@ -120,6 +120,7 @@ class App:
             JobsClientConfig(
                 base_url=self.jobs_url,
                 token=s.jobs_token or None,
+                company=s.jobs_company or None,
                 ca_file=s.jobs_ca or None,
                 pinned_sha256=pin,
                 retry_deadline_s=s.jobs_retry_deadline_s,

@@ -4,6 +4,7 @@ file over defaults."""
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -17,6 +18,7 @@ from workflowd.domain.quotas import GIB, Quotas
 
 _ENV_PREFIX = "WORKFLOWD_"
 _QUOTAS = Quotas()
+_JOBS_COMPANY = re.compile(r"[a-z0-9_-]{1,64}")
 _STORE_URLS = "sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DATABASE"
 
 
@@ -40,6 +42,9 @@ class Settings:
     dataplane_tls_client_ca: str = ""
     jobs_url: str = ""
     jobs_token: str = ""
+    # A daemon without a tokens file acts for one company; on a jobs system it shares with
+    # other such daemons (one service token), each names a company of its own.
+    jobs_company: str = ""
     jobs_retry_deadline_s: float = 300.0
     jobs_request_timeout_s: float = 10.0
     jobs_ca: str = ""
@@ -122,6 +127,7 @@ class Settings:
         if self.tls_client_ca and not self.tls_cert:
             raise InvalidRequest("tls_client_ca", "client certificates need --tls-cert/--tls-key")
         self._check_dataplane_tls()
+        self._check_jobs_company()
         for name, text in self.listeners().items():
             address = Address.parse(text, name)
             if not self.insecure and not self.authenticated and not address.is_loopback:
@@ -131,6 +137,25 @@ class Settings:
                     "127.0.0.1, give --tokens-file, or pass --insecure to serve without "
                     "authentication",
                 )
+
+    def _check_jobs_company(self) -> None:
+        if not self.jobs_company:
+            return
+        if not _JOBS_COMPANY.fullmatch(self.jobs_company):
+            raise InvalidRequest(
+                "jobs_company",
+                f"{self.jobs_company!r} is not a company name: 1 to 64 of a-z, 0-9, _ and -",
+            )
+        if not self.jobs_url:
+            raise InvalidRequest(
+                "jobs_company", "names this daemon's company on a remote jobs API: give --jobs-url"
+            )
+        if self.tokens_file:
+            raise InvalidRequest(
+                "jobs_company",
+                "is for a daemon without a tokens file: with one, each company's jobs are filed"
+                " under its own name",
+            )
 
     def _check_dataplane_tls(self) -> None:
         """The data plane's TLS settings hang together, and its listener is no weaker than

@@ -20,7 +20,7 @@ WORKERS = 2  # the fault rig's data plane worker threads
 
 @pytest.fixture
 async def plane(daemon: Daemon) -> AsyncIterator[Plane]:
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("events", EVENTS_CSV)
     await plane.load_csv("audit", AUDIT_CSV)
     yield plane

@@ -22,9 +22,14 @@ TERMINAL = {pb.RUN_STATUS_COMPLETED, pb.RUN_STATUS_FAILED, pb.RUN_STATUS_CANCELL
 class Plane:
     """The data plane's HTTP API, as a person or another service would use it."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
         self.base_url = base_url
-        self.session = aiohttp.ClientSession(base_url)
+        self.session = aiohttp.ClientSession(base_url, headers=headers)
+
+    @classmethod
+    def of(cls, daemon: Daemon) -> Plane:
+        """The data plane of `daemon`, as its company there."""
+        return cls(daemon.jobs_url, daemon.plane_headers)
 
     async def aclose(self) -> None:
         await self.session.close()

@@ -23,7 +23,7 @@ DAY = [T0.replace(hour=h, minute=0) for h in range(13, 19)]  # 13:00 … 18:00
 @pytest.fixture
 async def daemon(start_daemon: Callable[..., Awaitable[Daemon]]) -> AsyncIterator[Daemon]:
     daemon = await start_daemon(clock=ManualClock(NOW), max_backfill_runs=10)
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
     return daemon

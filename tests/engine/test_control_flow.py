@@ -144,7 +144,7 @@ async def test_compete_cancels_the_losing_branch_and_its_job(daemon: Daemon, pla
 async def test_a_retried_task_succeeds_once_its_table_exists(daemon: Daemon) -> None:
     """A transient failure, as a nightly pipeline meets one: the table is missing at the first
     attempt and loaded during the backoff; the second attempt is a new job and succeeds."""
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     text = workflow(
         "nightly",
         """\

@@ -45,7 +45,7 @@ async def test_drain_is_fast_keeps_state_and_the_run_resumes(
 ) -> None:
     data_dir = tmp_path / "state"
     daemon = await start_daemon(data_dir)
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("events", EVENTS_CSV)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
@@ -67,7 +67,7 @@ async def test_drain_is_fast_keeps_state_and_the_run_resumes(
     done = await finished(again, run.id)
     assert done.status == pb.RUN_STATUS_COMPLETED, done.error
     assert done.tasks[0].job_id == submitted.job_id
-    plane = Plane(again.jobs_url)
+    plane = Plane.of(again)
     try:
         assert len(await plane.jobs_for_run(run.id)) == 2
         assert [r["note"] for r in await plane.rows("audit")].count("after drain") == 1

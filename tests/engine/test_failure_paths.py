@@ -111,7 +111,7 @@ async def test_a_refused_status_read_cancels_the_job_and_says_so(rig: Rig) -> No
 
 
 async def test_a_cancelled_run_carries_its_reason_and_no_error(daemon: Daemon) -> None:
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await load_tables(plane)
     run = await trigger(daemon, (await apply(daemon, SLOW_THEN_LOG)).id)
     await wait_for_event(daemon, run.id, pb.RUN_EVENT_TYPE_TASK_JOB_SUBMITTED, 0)
@@ -131,7 +131,7 @@ async def test_a_cancelled_run_carries_its_reason_and_no_error(daemon: Daemon) -
 
 
 async def test_a_job_the_jobs_system_cancelled_on_its_own_says_so(daemon: Daemon) -> None:
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await load_tables(plane)
     run = await trigger(daemon, (await apply(daemon, SLOW_THEN_LOG)).id)
     submitted = await wait_for_event(daemon, run.id, pb.RUN_EVENT_TYPE_TASK_JOB_SUBMITTED, 0)
@@ -152,7 +152,7 @@ async def test_no_job_is_submitted_once_the_workflow_timeout_has_passed(
 ) -> None:
     clock = ManualClock(T0)
     daemon = await start_daemon(clock=clock, dataplane_workers=1)
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await load_tables(plane)
     [blocker] = await occupy_workers(plane, 1)  # the first task's job waits for a worker
     run = await trigger(daemon, (await apply(daemon, QUICK_THEN_LOG)).id)
@@ -180,7 +180,7 @@ async def test_a_job_id_survives_a_failed_side_commit(
 ) -> None:
     """The side commit that records a job id shortly after its POST fails here (the store
     raises inside it, once); the task's completion records the id anyway."""
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await load_tables(plane)
     failed: list[str] = []
     record_job = RunTx.record_job
@@ -210,7 +210,7 @@ async def test_a_job_id_survives_a_failed_side_commit(
 
 
 async def test_time_runs_forward_from_task_to_task(daemon: Daemon) -> None:
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await load_tables(plane)
     tasks = "".join(
         f"  - t{i}:\n      call: ExecuteDml\n"

@@ -34,7 +34,7 @@ async def down_and_up(
 ) -> tuple[Daemon, str]:
     """Activate a 5-minute schedule at 12:01, stop, and come back at 15:01."""
     first = await start_daemon(clock=ManualClock(T0), quota_min_every_s=0)
-    plane = Plane(first.jobs_url)
+    plane = Plane.of(first)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
     wf = await create(first, scheduled("catcher", "{cron: '*/5 * * * *'}"))
@@ -131,7 +131,7 @@ async def test_an_outage_shorter_than_a_minute_fires_every_instant_it_hid(
     the restart (23:05:33) is on time, and so are the two that came while it waited."""
     activated = datetime(2026, 1, 5, 23, 5, 18, tzinfo=UTC)
     first = await start_daemon(clock=ManualClock(activated), quota_min_every_s=0)
-    plane = Plane(first.jobs_url)
+    plane = Plane.of(first)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
     wf = await create(first, scheduled("quarter", "{every: {seconds: 15}}"))
@@ -165,7 +165,7 @@ async def test_a_long_outage_fires_at_most_max_catchup_runs_and_records_the_rest
     The latest 100 (max_catchup_runs) fire; the other 10,700 are one MISSED record that says
     how many and from when to when, and none vanishes."""
     first = await start_daemon(clock=ManualClock(T0), quota_min_every_s=0)
-    plane = Plane(first.jobs_url)
+    plane = Plane.of(first)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
     wf = await create(first, scheduled("second", "{every: {seconds: 1}}"))

@@ -71,11 +71,12 @@ async def test_a_kill_right_after_a_fire_neither_refires_nor_stops_the_schedule(
         await plane_proc.stop()
 
 
+@pytest.mark.clock
 async def test_a_minute_cron_fires_on_the_real_clock(
     start_daemon: Callable[..., Awaitable[Daemon]],
 ) -> None:
     daemon = await start_daemon()
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
     text = scheduled("every-minute", "{cron: '* * * * *'}")

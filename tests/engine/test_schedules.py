@@ -42,7 +42,7 @@ async def daemon(start_daemon: Callable[..., Awaitable[Daemon]], clock: ManualCl
 
 @pytest.fixture
 async def plane(daemon: Daemon) -> AsyncIterator[Plane]:
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("audit", AUDIT_CSV)
     yield plane
     await plane.aclose()

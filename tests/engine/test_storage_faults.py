@@ -72,7 +72,7 @@ async def test_a_run_waits_out_a_full_disk_and_then_ends(
     start_daemon: Callable[..., Awaitable[Daemon]], small_disk: Path
 ) -> None:
     daemon = await start_daemon(store=f"sqlite://{small_disk}/workflowd.db")
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("events", EVENTS_CSV)
     await plane.load_csv("audit", AUDIT_CSV)
     wf = await apply(daemon, SLOW_THEN_LOG)
@@ -106,7 +106,7 @@ async def test_a_cancel_asked_after_the_fault_ends_the_run(
     start_daemon: Callable[..., Awaitable[Daemon]], small_disk: Path
 ) -> None:
     daemon = await start_daemon(store=f"sqlite://{small_disk}/workflowd.db")
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("events", EVENTS_CSV)
     await plane.load_csv("audit", AUDIT_CSV)
     wf = await apply(daemon, SLOW_THEN_LOG)

@@ -77,7 +77,8 @@ async def test_the_data_planes_span_is_under_the_tasks_span(
     start_daemon: Callable[..., Awaitable[Daemon]], collector: Collector
 ) -> None:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
-    daemon = await start_daemon(telemetry=telemetry_from_env(env))
+    # Its own data plane: the child inherits the daemon's OTEL settings and exports its spans.
+    daemon = await start_daemon(telemetry=telemetry_from_env(env), own_plane=True)
     spec = workflow(
         "otlp",
         "  - build:\n      call: CreateMaterializedViewIfNotExists\n"

@@ -216,7 +216,7 @@ async def test_a_missed_schedule_is_told(
     start_daemon: Start, receiver: Receiver, tmp_path: Path
 ) -> None:
     first = await start_daemon(clock=ManualClock(T0))
-    plane = Plane(first.jobs_url)
+    plane = Plane.of(first)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
     wf = await create(first, scheduled("nightly", "{cron: '*/5 * * * *'}"))

@@ -81,7 +81,7 @@ async def test_the_last_success_is_known_again_after_a_restart(start_daemon: Sta
 async def test_schedule_decisions_and_lateness_per_workflow(start_daemon: Start) -> None:
     clock = ManualClock(T0)
     daemon = await start_daemon(clock=clock)
-    plane = Plane(daemon.jobs_url)
+    plane = Plane.of(daemon)
     await plane.load_csv("audit", AUDIT_CSV)
     await plane.aclose()
     wf = await create(daemon, scheduled("ticking", "{cron: '*/5 * * * *'}"))

@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--jobs-url", help="a remote jobs API; without it the local data plane runs")
     p.add_argument("--jobs-token", help="bearer token for the jobs API")
     p.add_argument(
+        "--jobs-company",
+        help="without a tokens file: the company to file jobs under on a jobs API shared with"
+        " other daemons (with a service token)",
+    )
+    p.add_argument(
         "--dataplane-listen", help="embedded data plane address (default 127.0.0.1:50052)"
     )
     p.add_argument("--dataplane-workers", type=int, help="data plane worker threads")
@@ -114,6 +119,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
             "http_listen",
             "jobs_url",
             "jobs_token",
+            "jobs_company",
             "dataplane_listen",
             "dataplane_workers",
             "dataplane_job_timeout_s",

@@ -265,7 +265,7 @@ class JobsClient:
                 self._config,
                 self._session,
                 self._stats,
-                company,
+                self._config.company or company,
                 self._credential,
                 self._turns,
                 self._spans,

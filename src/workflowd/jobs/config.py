@@ -9,6 +9,9 @@ from dataclasses import dataclass
 class JobsClientConfig:
     base_url: str
     token: str | None = None
+    # Every call names this company instead of the caller's: a daemon without tokens (one
+    # company) sharing a jobs system with others through one service token.
+    company: str | None = None
     # A CA certificate (PEM file) the jobs API's TLS certificate must chain to, instead of the
     # system's trust store.
     ca_file: str | None = None
