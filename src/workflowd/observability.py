@@ -90,14 +90,22 @@ class LoopLagProbe:
 
 
 class HttpEndpoint:
-    """`/metrics` (Prometheus text format) and `/healthz` (200 while serving, else 503)."""
+    """`/metrics` (Prometheus text format) and `/healthz` (200 while serving, else 503);
+    `install` adds more routes (the web page's)."""
 
-    def __init__(self, registry: CollectorRegistry, serving: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        serving: Callable[[], bool],
+        install: Callable[[web.Application], None] | None = None,
+    ) -> None:
         self._registry = registry
         self._serving = serving
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        if install is not None:
+            install(app)
         self._runner = web.AppRunner(app, access_log=None)
         self.port = 0
 
@@ -108,7 +116,7 @@ class HttpEndpoint:
         bound = self._runner.addresses[0]
         self.port = int(bound[1])
         # Names the bound port, which `--http-listen HOST:0` leaves to the system.
-        log.info("serving /metrics and /healthz on http://%s", address.with_port(self.port))
+        log.info("serving HTTP on http://%s", address.with_port(self.port))
         return self.port
 
     async def aclose(self) -> None:
