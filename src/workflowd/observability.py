@@ -116,7 +116,7 @@ class HttpEndpoint:
         bound = self._runner.addresses[0]
         self.port = int(bound[1])
         # Names the bound port, which `--http-listen HOST:0` leaves to the system.
-        log.info("serving HTTP on http://%s", address.with_port(self.port))
+        log.info("serving /metrics and /healthz on http://%s", address.with_port(self.port))
         return self.port
 
     async def aclose(self) -> None:

@@ -120,6 +120,8 @@ async def stream(
             if ended and not changed.is_set():
                 await response.write(message("end", "the run has ended", through))
                 return
+    except ConnectionResetError:
+        return  # the browser left (a closed tab, a navigation, a daemon that drains)
     finally:
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError, WorkflowdError):

@@ -119,6 +119,7 @@ def layout(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="htmx-config" content="{e(_HTMX_CONFIG)}">'
         f"<title>{e(title)} · workflowd</title>"
+        '<link rel="icon" href="/static/favicon.svg">'
         '<link rel="stylesheet" href="/static/app.css">'
         '<script src="/static/htmx.min.js" defer></script>'
         '<script src="/static/sse.js" defer></script>'

@@ -55,7 +55,7 @@ CSP = (
 _SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 _STATIC = {
@@ -63,6 +63,7 @@ _STATIC = {
     "sse.js": "text/javascript",
     "app.js": "text/javascript",
     "app.css": "text/css",
+    "favicon.svg": "image/svg+xml",
 }
 _STATUS = {
     InvalidRequest: 400,
@@ -135,6 +136,7 @@ class WebUi:
         app.router.add_post("/login", self._login)
         app.router.add_post("/logout", page(self._logout, post=True))
         app.router.add_get("/static/{name}", self._static_file)
+        app.router.add_get("/favicon.ico", self._favicon)
 
     # --- the guard every page goes through -------------------------------------------------
 
@@ -387,6 +389,9 @@ class WebUi:
         redirect.del_cookie(COOKIE, path="/")
         return redirect
 
+    async def _favicon(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        return _see_other("/static/favicon.svg")
+
     async def _static_file(self, request: aioweb.Request) -> aioweb.StreamResponse:
         name = request.match_info["name"]
         if name not in self._static:
@@ -491,8 +496,12 @@ async def _refuse_forgery(request: aioweb.Request, session: Session) -> aioweb.R
 
 
 def _same_origin(request: aioweb.Request) -> bool:
-    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-        return False
+    """Whether a POST comes from our own pages: browsers say so in `Sec-Fetch-Site`, older
+    ones in `Origin`; a client that sends neither (a script) must still hold the CSRF
+    token."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site == "same-origin"
     origin = request.headers.get("Origin")
     return origin is None or origin == f"{request.scheme}://{request.host}"
 
