@@ -29,10 +29,20 @@ Render = Callable[[], Awaitable[dict[str, str]]]
 """The live part's fragments now, by SSE event name."""
 
 
+def subscriber() -> tuple[asyncio.Event, Callable[[], Awaitable[None]]]:
+    """An event, and the `on_subscribed` callback of a watch that sets it."""
+    subscribed = asyncio.Event()
+
+    async def ready() -> None:
+        subscribed.set()
+
+    return subscribed, ready
+
+
 @dataclass(frozen=True, slots=True)
 class LiveTiming:
     heartbeat_s: float = 15.0
-    interval_s: float = 0.1
+    interval_s: float = 0.05
     """The least time between two messages: what a burst of events is coalesced into."""
 
 
@@ -69,13 +79,15 @@ async def stream(
     still_valid: Callable[[], bool],
     timing: LiveTiming,
     *,
+    subscribed: asyncio.Event,
     render_first: bool,
     start: int,
 ) -> None:
     """Send `render`'s fragments after each burst of `events` until they end (then an `end`
     message, which closes the page's EventSource), the client leaves, or the session stops
-    holding. `render_first`: send the current state at once (a stream that resumes from
-    nothing may have missed events since the page was rendered)."""
+    holding. `render_first`: send the current state as soon as `subscribed` is set (the
+    watch sets it once no later event can be missed), for a stream that resumes from nothing
+    and may have missed events since the page was rendered."""
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
     last = start
@@ -91,6 +103,9 @@ async def stream(
 
     feeder = asyncio.create_task(pump(), name="web-live-events")
     if render_first:
+        ready = asyncio.create_task(subscribed.wait())
+        await asyncio.wait({ready, feeder}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
         changed.set()
     sent_at = loop.time() - timing.interval_s
     try:
