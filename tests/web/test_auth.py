@@ -167,3 +167,13 @@ async def test_a_revoked_token_stops_its_cookie_and_its_streams(
     assert (await acme.get("/runs"))[0] == 303
     status, _, _ = await acme.post(f"/runs/{run.run.id}/cancel", {"csrf": "x"})
     assert status == 401
+
+
+async def test_signing_out_ends_the_session(daemon: Daemon, acme: Visitor) -> None:
+    csrf = await acme.csrf("/")
+    status, _, _ = await acme.post("/logout", {})
+    assert status == 403  # no CSRF token: not even a sign-out
+    status, _, location = await acme.post("/logout", {"csrf": csrf})
+    assert status == 303
+    assert location == "/login"
+    assert (await acme.get("/runs"))[0] == 303

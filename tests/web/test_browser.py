@@ -38,9 +38,10 @@ SLOW = workflow(
 )
 
 
-def _playwright() -> Any:
+def require_chromium() -> None:
+    """Skip without chromium or playwright; fail instead where they are required (CI)."""
     try:
-        from playwright.async_api import async_playwright
+        import playwright.async_api  # noqa: F401
     except ImportError:
         if _REQUIRED:
             raise
@@ -49,6 +50,12 @@ def _playwright() -> Any:
         if _REQUIRED:
             pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium")
         pytest.skip(f"no chromium at {CHROMIUM}")
+
+
+def _playwright() -> Any:
+    require_chromium()
+    from playwright.async_api import async_playwright
+
     return async_playwright
 
 
