@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from tests.conftest import Daemon, eventually
 from tests.engine.support import apply, finished, jv, trigger, workflow
-from tests.web.support import BROKEN, PAUSED, QUICK, Visitor, base_url, text_of
+from tests.web.support import BROKEN, PAUSED, QUICK, Stream, Visitor, base_url, text_of
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.web.server import CSP
 
@@ -148,7 +148,7 @@ async def test_the_workflows_page_shows_versions_schedules_cells_and_last_succes
     shown = text_of(page)
     assert "analytics/nightly" in shown
     assert "1.0.0" in shown
-    assert "Europe/Paris" in shown
+    assert "02:00:00 Europe/Paris" in shown  # the next fires, in the schedule's zone
     fires = re.findall(r'<ul class="fires".*?</ul>', page)
     assert len(fires) == 1
     assert fires[0].count("<time") == 3
@@ -378,3 +378,20 @@ async def test_the_runs_stream_sends_a_change_as_it_happens(
 
 async def _has_watchers(daemon: Daemon) -> bool:
     return daemon.app.hub.watchers > 0
+
+
+async def test_the_workflows_grid_follows_runs_live(daemon: Daemon, visitor: Visitor) -> None:
+    wf = await apply(daemon, QUICK)
+    status, page = await visitor.get("/")
+    assert status == 200
+    assert 'sse-connect="/live/workflows"' in page
+
+    def completed_cell(stream: Stream) -> bool:
+        return any("st-completed" in m.data for m in stream.messages)
+
+    watching = asyncio.create_task(visitor.stream("/live/workflows", completed_cell))
+    await eventually(lambda: _has_watchers(daemon))
+    run = await finished(daemon, (await trigger(daemon, wf.id)).id)
+    got = await watching
+    assert "analytics/quick" in got.messages[0].data
+    assert f'class="cell st-completed" href="/runs/{run.id}"' in got.messages[-1].data

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from workflowd.domain.json import Json
 from workflowd.domain.run import Problem, Run, RunStatus, RunTrigger
@@ -40,6 +41,18 @@ def when(at: datetime | None) -> str:
     if at is None:
         return '<span class="muted">—</span>'
     return f'<time datetime="{e(at.isoformat())}">{e(at.strftime("%Y-%m-%d %H:%M:%S"))} UTC</time>'
+
+
+def zoned(at: datetime, zone: str) -> str:
+    """An instant in a schedule's own zone, with the instant itself beside it (which app.js
+    shows in the viewer's zone when asked)."""
+    if zone == "UTC":
+        return when(at)
+    try:
+        local = at.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return when(at)
+    return f"{e(local.strftime('%Y-%m-%d %H:%M:%S'))} {e(zone)} ({when(at)})"
 
 
 def duration(seconds: float) -> str:
@@ -186,15 +199,18 @@ def schedule_summary(view: ScheduleView | None) -> str:
     spec = schedule.spec
     state = "" if schedule.active else ' <span class="muted">(inactive)</span>'
     zone = f" in {e(spec.timezone)}" if spec.every_s is None else ""
-    fires = "".join(f"<li>{when(at)}</li>" for at in view.upcoming[:3])
+    fires = "".join(f"<li>{zoned(at, spec.timezone)}</li>" for at in view.upcoming[:3])
     upcoming = f'<ul class="fires" aria-label="next fires">{fires}</ul>' if fires else ""
     return f"<code>{e(spec.describe())}</code>{zone}{state}{upcoming}"
 
 
-def workflows_body(rows: Sequence[WorkflowRow], next_token: str) -> str:
+def workflow_rows(rows: Sequence[WorkflowRow]) -> str:
     if not rows:
-        return "<p>No workflows yet: create one with <code>workflowd apply</code>.</p>"
-    lines = "".join(
+        return (
+            '<tr><td colspan="5" class="muted">No workflows yet: create one with'
+            " <code>workflowd apply</code>.</td></tr>"
+        )
+    return "".join(
         "<tr>"
         f'<td><a href="/workflows/{e(r.workflow.id)}">'
         f"{e(r.workflow.namespace)}/{e(r.workflow.name)}</a></td>"
@@ -205,6 +221,9 @@ def workflows_body(rows: Sequence[WorkflowRow], next_token: str) -> str:
         "</tr>"
         for r in rows
     )
+
+
+def workflows_body(rows: str, next_token: str) -> str:
     more = (
         f'<p><a href="/?{e(urlencode({"page": next_token}))}">Next page</a></p>'
         if next_token
@@ -214,7 +233,8 @@ def workflows_body(rows: Sequence[WorkflowRow], next_token: str) -> str:
         '<table class="grid"><thead><tr><th scope="col">Workflow</th>'
         '<th scope="col">Version</th><th scope="col">Schedule (next fires)</th>'
         '<th scope="col">Last runs</th><th scope="col">Last success</th></tr></thead>'
-        f"<tbody>{lines}</tbody></table>{more}"
+        f'<tbody id="workflows-body" sse-swap="workflows" hx-swap="innerHTML">{rows}</tbody>'
+        f"</table>{more}"
     )
 
 

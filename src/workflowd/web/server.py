@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from urllib.parse import urlencode
@@ -73,6 +73,7 @@ _STATUS = {
     Unavailable: 503,
 }
 _CANCEL_REASON = "from the web page"
+_GRID_INTERVAL_S = 1.0
 
 Handler = Callable[[aioweb.Request, Session], Awaitable[aioweb.StreamResponse]]
 
@@ -128,6 +129,7 @@ class WebUi:
             "/workflows/{workflow_id}/check-input", page(self._check_input, post=True)
         )
         app.router.add_get("/schedules", page(self._schedules_page))
+        app.router.add_get("/live/workflows", page(self._live_workflows))
         app.router.add_get("/live/runs", page(self._live_runs))
         app.router.add_get("/live/runs/{run_id}", page(self._live_run))
         app.router.add_get("/login", self._login_page)
@@ -168,7 +170,7 @@ class WebUi:
                 took_ms = (time.perf_counter() - began) * 1000
                 response.headers["Server-Timing"] = f"app;dur={took_ms:.1f}"
                 if fresh:
-                    _set_cookie(request, response, session)
+                    _set_cookie(response, session)
             return _secured(response)
 
         return guarded
@@ -193,8 +195,10 @@ class WebUi:
         found = await self._views.workflows(
             session.company, WORKFLOWS_PAGE, request.query.get("page", "")
         )
-        body = render.workflows_body(found.rows, found.next_token)
-        return self._page(session, "Workflows", body, "workflows")
+        body = render.workflows_body(render.workflow_rows(found.rows), found.next_token)
+        page = request.query.get("page", "")
+        live_url = "/live/workflows" + (f"?{urlencode({'page': page})}" if page else "")
+        return self._page(session, "Workflows", body, "workflows", live_url)
 
     async def _runs_page(self, request: aioweb.Request, session: Session) -> aioweb.Response:
         query = _runs_query(request)
@@ -310,11 +314,45 @@ class WebUi:
 
     # --- live streams ----------------------------------------------------------------------
 
-    async def _live_runs(self, request: aioweb.Request, session: Session) -> aioweb.StreamResponse:
-        query = _runs_query(request)
+    async def _live_workflows(
+        self, request: aioweb.Request, session: Session
+    ) -> aioweb.StreamResponse:
+        """The workflows table, again after runs change: its rows read several listings
+        each, so it is rendered at most once a second."""
+        token = request.query.get("page", "")
+        resume = await self._resume_point(request, session)
+        subscribed, ready = live.subscriber()
+        events = self._runs.watch_many(session.company, WatchFilter(after_global_seq=resume), ready)
+
+        async def fragments() -> dict[str, str]:
+            found = await self._views.workflows(session.company, WORKFLOWS_PAGE, token)
+            return {"workflows": render.workflow_rows(found.rows)}
+
+        response = await live.open_stream(request)
+        await live.stream(
+            response,
+            events,
+            lambda e: e.global_seq,
+            fragments,
+            self._still(session),
+            replace(self._timing, interval_s=max(self._timing.interval_s, _GRID_INTERVAL_S)),
+            subscribed=subscribed,
+            render_first=resume == 0,
+            start=resume,
+        )
+        return response
+
+    async def _resume_point(self, request: aioweb.Request, session: Session) -> int:
+        """The company position a reconnecting browser resumes after (0: none, or one that
+        is not the company's)."""
         resume = live.last_event_id(request)
         if resume and resume > await self._runs.last_event_seq(session.company):
-            resume = 0
+            return 0
+        return resume
+
+    async def _live_runs(self, request: aioweb.Request, session: Session) -> aioweb.StreamResponse:
+        query = _runs_query(request)
+        resume = await self._resume_point(request, session)
         watch = WatchFilter(workflow_id=query.filt.workflow_id, after_global_seq=resume)
         subscribed, ready = live.subscriber()
         events = self._runs.watch_many(session.company, watch, ready)
@@ -389,7 +427,7 @@ class WebUi:
             response.set_status(401)
             return _secured(response)
         redirect = _see_other("/")
-        _set_cookie(request, redirect, session)
+        _set_cookie(redirect, session)
         return _secured(redirect)
 
     async def _logout(self, request: aioweb.Request, session: Session) -> aioweb.StreamResponse:
@@ -514,14 +552,13 @@ def _same_origin(request: aioweb.Request) -> bool:
     return origin is None or origin == f"{request.scheme}://{request.host}"
 
 
-def _set_cookie(request: aioweb.Request, response: aioweb.StreamResponse, session: Session) -> None:
+def _set_cookie(response: aioweb.StreamResponse, session: Session) -> None:
     response.set_cookie(
         COOKIE,
         session.cookie,
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
     )
 
 
