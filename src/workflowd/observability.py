@@ -22,6 +22,10 @@ _CONTEXT_FIELDS = (
 
 log = logging.getLogger("workflowd.http")
 
+# A request body the HTTP listener reads at most: the web page's forms, whose largest is a run's
+# input (bounded by max_value_bytes, 1 MiB by default), percent-encoded.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -101,7 +105,7 @@ class HttpEndpoint:
     ) -> None:
         self._registry = registry
         self._serving = serving
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         if install is not None:

@@ -39,7 +39,7 @@ async def test_hostile_requests_get_clear_refusals(daemon: Daemon, visitor: Visi
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     for body, code in (
         (b"csrf=" + csrf.encode() + b"&input=%FF%FE", 400),
-        (b"csrf=" + csrf.encode() + b"&input=" + b"x" * 3_000_000, 413),
+        (b"csrf=" + csrf.encode() + b"&input=" + b"x" * 3_500_000, 413),
     ):
         async with visitor.session.post(
             f"/workflows/{wf.id}/trigger",

@@ -129,7 +129,12 @@ async def stream(
                 await asyncio.sleep(wait)  # coalesce a burst into one message
             changed.clear()
             through = last
-            for name, fragment in (await render()).items():
+            try:
+                fragments = await render()
+            except WorkflowdError as exc:
+                await _end(response, exc)
+                return
+            for name, fragment in fragments.items():
                 await response.write(message(name, fragment, through))
             sent_at = loop.time()
             if ended and not changed.is_set():

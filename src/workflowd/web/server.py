@@ -45,7 +45,7 @@ from workflowd.web.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, Session
 RUNS_PAGE = 50
 WORKFLOWS_PAGE = 50
 _WORKFLOW_CHOICES = 200
-_MAX_FORM_BYTES = 2 * 1024 * 1024
+_MAX_FORM_BYTES = 3 * 1024 * 1024
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
