@@ -230,3 +230,28 @@ async def test_a_company_sees_none_of_anothers_runs(
     assert "tok-acme" not in page.url
     cookies = await page.context.cookies()
     assert [(c["httpOnly"], c["sameSite"]) for c in cookies] == [(True, "Strict")]
+
+
+async def test_an_input_is_checked_against_the_schema_as_it_is_typed(
+    daemon: Daemon, page_of: Any
+) -> None:
+    typed = workflow(
+        "typed",
+        "  - echo: {set: {n: '${ .n }'}}\n",
+        extra=(
+            "input:\n  schema:\n    format: json\n    document:\n      type: object\n"
+            "      required: [n]\n      properties: {n: {type: integer}}\n"
+        ),
+    )
+    wf = await apply(daemon, typed)
+    page, _ = await page_of()
+    await page.goto(f"{base_url(daemon)}/workflows/{wf.id}")
+    field = page.get_by_label("Input (JSON", exact=False)
+    await field.fill('{"n": "three"}')
+    await page.locator("#input-check .error").wait_for()
+    assert "input/n" in await page.locator("#input-check").inner_text()
+    await field.fill('{"n": 3}')
+    await page.locator("#input-check .ok").wait_for()
+    await page.get_by_role("button", name="Trigger a run").click()
+    await page.wait_for_url(lambda url: "/runs/" in url)
+    await page.locator("#run-header .st-completed").wait_for()

@@ -28,7 +28,9 @@ _HTMX_CONFIG = json.dumps(
         "historyCacheSize": 0,
     }
 )
-_MAX_SHOWN_CHARS = 200_000
+# A run may hold thousands of instances, each with an input and an output of up to a MiB:
+# the timeline shows the start of each value, and says how long it is.
+_MAX_SHOWN_CHARS = 20_000
 BAR_WIDTH = 1000
 
 
