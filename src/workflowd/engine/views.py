@@ -145,8 +145,9 @@ def timeline(run: Run, now: datetime) -> Timeline:
 
 
 def failing_reference(run: Run) -> str:
-    """The reference of the task where the run's failure happened (the last instance to fail),
-    "" when none failed."""
+    """The reference of the task where the run's failure happened: of the failed instances,
+    the last to start (a failure goes up the tree, failing the instances it runs inside,
+    which started before it); "" when none failed."""
     failed = [t for t in run.tasks if t.status == TaskStatus.FAILED]
     return max(failed, key=lambda t: t.order).reference if failed else ""
 
