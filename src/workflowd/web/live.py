@@ -102,13 +102,13 @@ async def stream(
         changed.set()
 
     feeder = asyncio.create_task(pump(), name="web-live-events")
-    if render_first:
-        ready = asyncio.create_task(subscribed.wait())
-        await asyncio.wait({ready, feeder}, return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        changed.set()
     sent_at = loop.time() - timing.interval_s
     try:
+        if render_first:
+            ready = asyncio.create_task(subscribed.wait())
+            await asyncio.wait({ready, feeder}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            changed.set()
         while True:
             waiter = asyncio.create_task(changed.wait())
             done, _ = await asyncio.wait(
