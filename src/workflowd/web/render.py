@@ -200,7 +200,8 @@ def schedule_summary(view: ScheduleView | None) -> str:
     schedule = view.schedule
     spec = schedule.spec
     state = "" if schedule.active else ' <span class="muted">(inactive)</span>'
-    zone = f" in {e(spec.timezone)}" if spec.every_s is None else ""
+    # `describe` names a zone other than UTC itself (CRON_TZ=…).
+    zone = " in UTC" if spec.every_s is None and spec.timezone == "UTC" else ""
     fires = "".join(f"<li>{zoned(at, spec.timezone)}</li>" for at in view.upcoming[:3])
     upcoming = f'<ul class="fires" aria-label="next fires">{fires}</ul>' if fires else ""
     return f"<code>{e(spec.describe())}</code>{zone}{state}{upcoming}"
@@ -458,7 +459,8 @@ def schedule_block(view: ScheduleView) -> str:
     schedule = view.schedule
     policies = schedule.policies
     return (
-        f"<h2>{e(schedule.namespace)}/{e(schedule.name)}</h2>"
+        f'<h2><a href="/workflows/{e(schedule.workflow_id)}">'
+        f"{e(schedule.namespace)}/{e(schedule.name)}</a></h2>"
         f"<p>{schedule_summary(view)}</p>"
         f"<p>Overlap {e(policies.overlap)}, catch-up {e(policies.catchup)}"
         f" within {e(duration(policies.catchup_window_s))}; last fired"
