@@ -156,7 +156,9 @@ class Runs:
 
     async def check_input(self, company: str, ref: WorkflowRef, run_input: Json) -> None:
         """What `trigger` would say of `run_input` (its bounds, the workflow's `input.schema`),
-        without creating a run: InvalidRequest names where it fails."""
+        without creating a run: InvalidRequest names where it fails. It costs a schema check
+        in the evaluator's workers, as a trigger does, so it draws on the same rate quota."""
+        self._rate.take(company)
         workflow = await self._definitions.get(company, ref)
         await self._check_input(await self._definitions.definition(workflow), run_input)
 

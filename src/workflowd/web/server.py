@@ -308,7 +308,7 @@ class WebUi:
                 WorkflowRef(workflow_id=request.match_info["workflow_id"]),
                 value,
             )
-        except (InvalidRequest, FailedPrecondition) as exc:
+        except (InvalidRequest, FailedPrecondition, QuotaExceeded) as exc:
             return _html(render.input_check(exc.message))
         return _html(render.input_check(""))
 
