@@ -132,3 +132,18 @@ def test_large_input_bench_reports_its_figures() -> None:
         value = result[key]
         assert isinstance(value, float), key
         assert value > 0, key
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_web_bench_reports_its_figures() -> None:
+    from tests.web.test_browser import require_chromium
+
+    require_chromium()
+    result = last_json_line("web.py")
+    assert result["runs_stored"] == 20_000
+    for key in ("first_render_server_ms", "runs_page_server_ms_p50", "event_latency_ms_p99"):
+        value = result[key]
+        assert isinstance(value, float), key
+        assert value > 0, key
+    assert result["latency_samples"] == result["events_published"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import serve_refused
+from workflowd.cli import build_parser
 from workflowd.domain.errors import InvalidRequest
 from workflowd.settings import Settings
 
@@ -30,6 +31,14 @@ def test_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
 def test_booleans_from_the_environment() -> None:
     settings = Settings.load({}, {"WORKFLOWD_INSECURE": "true", "WORKFLOWD_LISTEN": "0.0.0.0:1"})
     assert settings.insecure
+
+
+def test_the_web_page_is_served_unless_told_not_to() -> None:
+    assert Settings.load({}, {}).web_enabled
+    assert not Settings.load({}, {"WORKFLOWD_WEB_ENABLED": "false"}).web_enabled
+    # `serve --no-web` gives the flag; without it the flag is unset (the default holds).
+    assert build_parser().parse_args(["serve", "--no-web"]).web_enabled is False
+    assert build_parser().parse_args(["serve"]).web_enabled is None
 
 
 def test_no_setting_can_switch_on_crash_points(tmp_path: Path) -> None:
@@ -58,6 +67,7 @@ def test_no_setting_can_switch_on_crash_points(tmp_path: Path) -> None:
             {"jobs_url": "http://127.0.0.1:9", "jobs_company": "acme", "tokens_file": "t.toml"},
             "jobs_company",
         ),
+        ({"web_heartbeat_s": 0}, "web_heartbeat_s"),
     ],
 )
 def test_bad_settings_name_the_setting(flags: dict[str, object], field: str) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from workflowd import __version__
 from workflowd.address import Address
-from workflowd.api.auth import Authenticator
+from workflowd.api.auth import LOCAL_COMPANY, Authenticator
 from workflowd.api.server import GrpcServer, Tls
-from workflowd.api.tokens import TokenTable, load_tokens
+from workflowd.api.tokens import Principal, TokenTable, load_tokens
 from workflowd.datadir import DataDirLock, create_private, make_private
 from workflowd.domain.definition import FlowLimits
 from workflowd.domain.errors import InvalidRequest, WorkflowdError
@@ -30,6 +30,7 @@ from workflowd.engine.replicas import Replica, ReplicaSettings
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import ScheduleLimits, Schedules
 from workflowd.engine.tracing import Tracing
+from workflowd.engine.views import Views
 from workflowd.jobs import JobsClient, JobsClientConfig
 from workflowd.jobs.credential import Credential
 from workflowd.jobs.local import LocalDataPlane, LocalPlaneConfig
@@ -41,6 +42,9 @@ from workflowd.spec import Limits
 from workflowd.spec.expressions import Evaluator
 from workflowd.store import make_store
 from workflowd.telemetry import Telemetry
+from workflowd.web.auth import Sessions
+from workflowd.web.live import LiveTiming
+from workflowd.web.server import WebUi
 from workflowd.webhooks import Webhooks
 
 log = logging.getLogger("workflowd")
@@ -204,7 +208,21 @@ class App:
             tls=_tls(s),
         )
         self.grpc_port = await self.grpc.start(s.listen)
-        self.http = HttpEndpoint(self.metrics.registry, lambda: self._serving)
+        self.web: WebUi | None = None
+        if s.web_enabled:
+            self.web = WebUi(
+                runs,
+                schedules,
+                Views(definitions, runs, schedules),
+                Sessions(_WebTokens(self.authenticator)),
+                clock,
+                LiveTiming(heartbeat_s=s.web_heartbeat_s),
+            )
+        self.http = HttpEndpoint(
+            self.metrics.registry,
+            lambda: self._serving,
+            self.web.install if self.web is not None else None,
+        )
         await self.http.start(Address.parse(s.http_listen, "http_listen"))
         self.lag_probe.start()
         self._serving = True
@@ -368,6 +386,27 @@ class App:
         if self.dataplane is not None:
             await self.dataplane.aclose()
         await self.telemetry.aclose()
+
+
+class _WebTokens:
+    """The web page's view of the tokens gRPC authenticates with: the same table, reloaded
+    by SIGHUP in one place."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    @property
+    def local_company(self) -> str | None:
+        return LOCAL_COMPANY if self._authenticator.table is None else None
+
+    def principal(self, token: str) -> tuple[str, str] | None:
+        table = self._authenticator.table
+        found = table.principal(token) if table is not None and token else None
+        return None if found is None else (found.company, found.sha256)
+
+    def grants(self, company: str, digest: str) -> bool:
+        table = self._authenticator.table
+        return table is not None and table.grants(Principal(company, "", digest))
 
 
 def _company_tokens(table: TokenTable) -> list[CompanyToken]:

@@ -22,6 +22,10 @@ _CONTEXT_FIELDS = (
 
 log = logging.getLogger("workflowd.http")
 
+# A request body the HTTP listener reads at most: the web page's forms, whose largest is a run's
+# input (bounded by max_value_bytes, 1 MiB by default), percent-encoded.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -90,14 +94,22 @@ class LoopLagProbe:
 
 
 class HttpEndpoint:
-    """`/metrics` (Prometheus text format) and `/healthz` (200 while serving, else 503)."""
+    """`/metrics` (Prometheus text format) and `/healthz` (200 while serving, else 503);
+    `install` adds more routes (the web page's)."""
 
-    def __init__(self, registry: CollectorRegistry, serving: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        serving: Callable[[], bool],
+        install: Callable[[web.Application], None] | None = None,
+    ) -> None:
         self._registry = registry
         self._serving = serving
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        if install is not None:
+            install(app)
         self._runner = web.AppRunner(app, access_log=None)
         self.port = 0
 

@@ -32,6 +32,10 @@ class Settings:
     # this long is taken for dead, and its runs are adopted by the others.
     replica_lease_s: float = 15.0
     http_listen: str = "127.0.0.1:9464"
+    # The web page on the HTTP listener (docs/web.md); its live streams send a heartbeat this
+    # often.
+    web_enabled: bool = True
+    web_heartbeat_s: float = 15.0
     dataplane_listen: str = "127.0.0.1:50052"
     dataplane_workers: int = 2
     dataplane_job_timeout_s: float = 3600.0
@@ -120,6 +124,8 @@ class Settings:
             raise InvalidRequest("max_catchup_runs", "must be between 1 and 100000")
         if not 1 <= self.metrics_max_workflows <= 100_000:
             raise InvalidRequest("metrics_max_workflows", "must be between 1 and 100000")
+        if not 0.05 <= self.web_heartbeat_s <= 3600.0:
+            raise InvalidRequest("web_heartbeat_s", "must be between 0.05 and 3600 seconds")
         if self.log_format not in ("text", "json"):
             raise InvalidRequest("log_format", "must be text or json")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -38,7 +38,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="replicas on PostgreSQL: seconds before a silent replica's runs are adopted "
         "(default 15)",
     )
-    p.add_argument("--http-listen", help="metrics and /healthz address (default 127.0.0.1:9464)")
+    p.add_argument(
+        "--http-listen",
+        help="the web page, /metrics and /healthz address (default 127.0.0.1:9464)",
+    )
+    p.add_argument(
+        "--no-web",
+        dest="web_enabled",
+        action="store_false",
+        default=None,
+        help="serve /metrics and /healthz only, not the web page",
+    )
     p.add_argument("--jobs-url", help="a remote jobs API; without it the local data plane runs")
     p.add_argument("--jobs-token", help="bearer token for the jobs API")
     p.add_argument(
@@ -117,6 +127,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
             "store",
             "replica_lease_s",
             "http_listen",
+            "web_enabled",
             "jobs_url",
             "jobs_token",
             "jobs_company",

@@ -358,6 +358,7 @@ class RunFilter:
     namespace: str = ""
     id_prefix: str = ""
     """Runs whose id starts with it: a short id, resolved."""
+    triggers: tuple[RunTrigger, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

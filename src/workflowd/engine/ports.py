@@ -122,7 +122,7 @@ class RunStore(Protocol):
     async def get_run(self, company: str, run_id: str) -> Run: ...
 
     async def list_runs(
-        self, company: str, filt: RunFilter, size: int, token: str
+        self, company: str, filt: RunFilter, size: int, token: str, *, tasks: bool = True
     ) -> Page[Run]: ...
 
     def update_run(

@@ -154,6 +154,14 @@ class Runs:
         self._rate.take(company)
         return await asyncio.shield(self._create(new, definition))
 
+    async def check_input(self, company: str, ref: WorkflowRef, run_input: Json) -> None:
+        """What `trigger` would say of `run_input` (its bounds, the workflow's `input.schema`),
+        without creating a run: InvalidRequest names where it fails. It costs a schema check
+        in the evaluator's workers, as a trigger does, so it draws on the same rate quota."""
+        self._rate.take(company)
+        workflow = await self._definitions.get(company, ref)
+        await self._check_input(await self._definitions.definition(workflow), run_input)
+
     async def _create(self, new: NewRun, definition: WorkflowDefinition) -> Run:
         run, events, created = await self._deps.store.create_run(new)
         self._deps.hub.publish(events)
@@ -197,14 +205,17 @@ class Runs:
         ids.check_uuid("run_id", run_id, "run")
         return await self._deps.store.get_run(company, run_id)
 
-    async def list(self, company: str, filt: RunFilter, size: int, token: str) -> Page[Run]:
+    async def list(
+        self, company: str, filt: RunFilter, size: int, token: str, *, tasks: bool = True
+    ) -> Page[Run]:
+        """A page of runs, newest first; without `tasks`, the runs only (a listing)."""
         if filt.workflow_id:
             ids.check_uuid("workflow_id", filt.workflow_id, "workflow")
         if filt.namespace:
             ids.check_name("namespace", filt.namespace)
         if filt.id_prefix:
             ids.check_uuid_prefix("run_id_prefix", filt.id_prefix, "run")
-        return await self._deps.store.list_runs(company, filt, size, token)
+        return await self._deps.store.list_runs(company, filt, size, token, tasks=tasks)
 
     async def cancel(self, company: str, run_id: str, reason: str = "") -> Run:
         """Ask the run to stop (CANCELLING, then CANCELLED once its job stopped); a run that
@@ -350,6 +361,17 @@ class Runs:
         finally:
             self._deps.hub.unsubscribe(sub)
             self._deps.metrics.watchers.set(self._deps.hub.watchers)
+
+    async def last_event_seq(self, company: str) -> int:
+        """The `global_seq` of the company's last event (0 before any)."""
+        return await self._deps.store.last_company_seq(company)
+
+    async def has_event(self, company: str, run_id: str, seq: int) -> bool:
+        """Whether the run has an event `seq` (a watcher may resume after it)."""
+        if seq < 1:
+            return False
+        found = await self._deps.store.events_after(company, run_id, seq - 1, 1)
+        return bool(found) and found[0].seq == seq
 
     async def _check_watch_filter(self, company: str, filt: WatchFilter) -> None:
         if filt.workflow_id:

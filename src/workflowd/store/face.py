@@ -244,9 +244,13 @@ class Store:
     async def runs_by_id(self, run_ids: list[str]) -> list[Run]:
         return await self._read(lambda r: reads.runs_by_id(r, run_ids))
 
-    async def list_runs(self, company: str, filt: RunFilter, size: int, token: str) -> Page[Run]:
+    async def list_runs(
+        self, company: str, filt: RunFilter, size: int, token: str, *, tasks: bool = True
+    ) -> Page[Run]:
         n = page_size(size)
-        return await self._read(lambda r: reads.list_runs(r, company, filt, n, token, self.tokens))
+        return await self._read(
+            lambda r: reads.list_runs(r, company, filt, n, token, self.tokens, tasks=tasks)
+        )
 
     def update_run(
         self,

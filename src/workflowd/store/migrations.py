@@ -383,4 +383,11 @@ MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
         "CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_at)",
         "CREATE INDEX webhook_outbox_company ON webhook_outbox (company, seq)",
     ),
+    # The web page's run listings: newest first within one status, one trigger kind, or one
+    # workflow's runs of one status (its last success), without walking every run.
+    (
+        "CREATE INDEX runs_company_status_seq ON runs (company, status, seq)",
+        "CREATE INDEX runs_company_trigger_seq ON runs (company, trigger, seq)",
+        "CREATE INDEX runs_workflow_status_seq ON runs (workflow_id, status, seq)",
+    ),
 )

@@ -86,8 +86,17 @@ async def latest_runs_at(
 
 
 async def list_runs(
-    reader: Reader, company: str, filt: RunFilter, size: int, token: str, tokens: PageTokens
+    reader: Reader,
+    company: str,
+    filt: RunFilter,
+    size: int,
+    token: str,
+    tokens: PageTokens,
+    *,
+    tasks: bool = True,
 ) -> Page[Run]:
+    """A page of runs, newest first; without `tasks`, their task instances are not read (a
+    listing that shows runs only)."""
     filter_key = "|".join(
         [
             company,
@@ -97,6 +106,7 @@ async def list_runs(
             str(ts(filt.created_before)),
             filt.namespace,
             filt.id_prefix,
+            ",".join(sorted(filt.triggers)),
         ]
     )
     select = (
@@ -104,6 +114,7 @@ async def list_runs(
         .where_if(filt.workflow_id, "workflow_id = ?", filt.workflow_id)
         .where_if(filt.namespace, "namespace = ?", filt.namespace)
         .where_in("status", (s.value for s in filt.statuses))
+        .where_in("trigger", (t.value for t in filt.triggers))
         .where_if(filt.created_after, "created_at > ?", ts(filt.created_after))
         .where_if(filt.created_before, "created_at < ?", ts(filt.created_before))
     )
@@ -111,9 +122,13 @@ async def list_runs(
         # A range on the unique index of ids, which compare byte-wise in both dialects.
         following = filt.id_prefix[:-1] + chr(ord(filt.id_prefix[-1]) + 1)
         select.where("id >= ? AND id < ?", filt.id_prefix, following)
-    return await keyset_page(
-        reader, select, size, token, filter_key, lambda found: runs_of(reader, found), tokens
-    )
+
+    async def build(found: Sequence[Any]) -> list[Run]:
+        if tasks:
+            return await runs_of(reader, found)
+        return [rows.run(row, ()) for row in found]
+
+    return await keyset_page(reader, select, size, token, filter_key, build, tokens)
 
 
 async def job_request(reader: Reader, run_id: str, key: str) -> Json:
