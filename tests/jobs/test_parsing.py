@@ -8,9 +8,9 @@ import pytest
 
 from workflowd.domain.jobs import JobState
 from workflowd.jobs import MalformedResponse, job_info_from_json
+from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.parse import problem_detail
 from workflowd.jobs.sse import SseDecoder, SseEvent
-from workflowd.jobs.transport import Backoff
 
 
 def _decode(text: str) -> list[SseEvent]:
@@ -76,10 +76,14 @@ def test_problem_detail_prefers_detail_then_title_then_text() -> None:
     assert problem_detail(b"", 400, None) == "HTTP 400"
 
 
-def test_backoff_is_capped_full_jitter() -> None:
-    backoff = Backoff(0.1, 0.4)
-    delays = [backoff.next_delay() for _ in range(50)]
+def test_transport_backoff_is_capped_full_jitter() -> None:
+    config = JobsClientConfig("http://jobs", backoff_initial_s=0.1, backoff_max_s=0.4)
+    backoff = config.backoff.delays()
+    delays = [backoff.next() for _ in range(50)]
     assert all(0 <= d <= 0.4 for d in delays)
     assert delays[0] <= 0.1
+    ceilings = config.backoff.delays(uniform=lambda _low, high: high)
+    assert [ceilings.next() for _ in range(4)] == [0.1, 0.2, 0.4, 0.4]
+    assert config.backoff.delay(1, uniform=lambda low, _high: low) == 0  # full jitter
     backoff.reset()
-    assert backoff.next_delay() <= 0.1
+    assert backoff.next() <= 0.1
