@@ -22,6 +22,7 @@ from tests.dataplane.dp_support import (
 )
 
 SLOW = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE i % 7 = 3"
+ENDLESS_DML = f"INSERT INTO company_data.ledger SELECT -1 FROM ({SLOW}) WHERE n > 0"
 JOBS = 24
 
 
@@ -32,14 +33,14 @@ async def test_records_and_event_ids_survive_a_restart(
     await first.client.load_csv("events", EVENTS_CSV)
     done = await first.client.run("execute-dml", {"nql": "DELETE FROM company_data.events"})
     blocker = await first.client.submit("materialize-view", {"nql": SLOW, "dataset_name": "s"})
-    await _state(first, blocker["job_id"], "running")
+    await _state(first.client, blocker["job_id"], "running")
     queued = await first.client.submit("execute-dml", {"nql": "DELETE FROM company_data.events"})
     await first.plane.aclose()
 
     second = await start_plane(tmp_path / "d", workers=1)
     _, again = await second.client.request("GET", f"/jobs/{done['job_id']}")
     assert again == done
-    await _state(second, blocker["job_id"], "running")
+    await _state(second.client, blocker["job_id"], "running")
     await second.client.request("POST", f"/jobs/{blocker['job_id']}/cancel")
     assert (await second.client.wait(blocker["job_id"]))["state"] == "cancelled"
     assert (await second.client.wait(queued["job_id"]))["state"] == "completed"
@@ -80,9 +81,9 @@ async def test_a_cancel_interrupted_by_a_crash_ends_cancelled(
     assert recovered["ended_at"] is not None
 
 
-async def _state(running: Running, job_id: str, state: str) -> None:
+async def _state(client: Client, job_id: str, state: str) -> None:
     async def reached() -> bool:
-        _, job = await running.client.request("GET", f"/jobs/{job_id}")
+        _, job = await client.request("GET", f"/jobs/{job_id}")
         return bool(job["state"] == state)
 
     await eventually(reached)
@@ -94,7 +95,7 @@ async def _events(running: Running, path: str, count: int) -> list[dict[str, Any
 
 
 def _ledger_at_kill(data_dir: Path) -> bool:
-    """The killed process left work unfinished, and exactly the completed DML took effect."""
+    """The killed process left a job running, and exactly the completed DML took effect."""
     with duckdb.connect(str(data_dir / "default.duckdb"), read_only=True) as con:
         states = dict(
             con.execute(
@@ -125,29 +126,38 @@ async def test_sigkill_while_jobs_run_then_restart_applies_each_dml_once(
             {"nql": "SELECT 0::INTEGER AS n WHERE false", "dataset_name": "ledger"},
         )
         assert ledger["state"] == "completed"
+        # A DML that never ends by itself, alone on one worker before the others are
+        # submitted: whenever the kill lands, a job is running, whatever the machine's speed.
+        endless = await client.submit(
+            "execute-dml", {"nql": ENDLESS_DML}, idempotency_key="endless"
+        )
+        await _state(client, endless["job_id"], "running")
         for n in range(JOBS):
             nql = (
                 f"INSERT INTO company_data.ledger SELECT {n}"
-                " FROM (SELECT count(*) AS c FROM range(150000000)) WHERE c > 0"
+                " FROM (SELECT count(*) AS c FROM range(20000000)) WHERE c > 0"
             )
             await client.submit("execute-dml", {"nql": nql}, idempotency_key=f"dml-{n}")
 
-        async def some_done_and_one_running() -> bool:
-            done = await _count(client, "state=completed&type=execute-dml")
-            return done >= 2 and await _count(client, "state=running") >= 1
+        async def some_done() -> bool:
+            return await _count(client, "state=completed&type=execute-dml") >= 2
 
-        await eventually(some_done_and_one_running)
+        await eventually(some_done)
         served.process.send_signal(signal.SIGKILL)
         await served.process.wait()
     assert _ledger_at_kill(data_dir)
 
     async with dataplane_process(data_dir, "--workers", "2") as served:
         client = Client(served.url, session)
+        # Recovered jobs may queue behind the endless one: it must be cancelled to end.
+        await _state(client, endless["job_id"], "running")
+        await client.request("POST", f"/jobs/{endless['job_id']}/cancel")
 
         async def all_completed() -> bool:
             return await _count(client, "state=completed&type=execute-dml") == JOBS
 
         await eventually(all_completed, timeout_s=90)
+        assert (await client.wait(endless["job_id"]))["state"] == "cancelled"
         assert await _count(client, "state=failed") == 0
         served.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(served.process.wait(), 30) == 0
