@@ -25,6 +25,7 @@ from opentelemetry.trace import Tracer
 
 from dataplane import catalog, loader, store
 from dataplane.catalog import IdAllocator
+from dataplane.effects import Workspace
 from dataplane.errors import Overloaded, quote
 from dataplane.guard import EXPLAIN_CONFIG
 from dataplane.hub import Event, Hub
@@ -120,6 +121,7 @@ class Company:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._journal: Journal | None = None
         self._ids: IdAllocator | None = None
+        self._database: str | None = None
         self._runner: Runner | None = None
         self._submissions: Submissions | None = None
         self._quota = DatasetQuota(limits.dataset_quota_bytes, Path(f"{path}.wal"))
@@ -129,7 +131,7 @@ class Company:
         journal = self._need(self._journal)
         self._runner = Runner(
             journal,
-            self._need(self._ids),
+            Workspace(self._need(self._ids), self._need(self._database)),
             self._cursor,
             timeout_s=self._limits.job_timeout_s,
             window_s=self._limits.batch_window_s,
@@ -159,6 +161,8 @@ class Company:
         con.execute(store.SCHEMA_DDL)
         last_event_id = store.event_id_range(con)[1]
         self._ids = IdAllocator(con)
+        row = con.execute("SELECT current_database()").fetchone()
+        self._database = str(row[0]) if row else ""
         if self._limits.query_threads is not None:
             con.execute(f"SET threads = {int(self._limits.query_threads)}")
         # Validated by Limits, so safe to splice; settings cannot change after the lockdown.

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from dataplane import effects, store
-from dataplane.catalog import IdAllocator
+from dataplane.effects import Workspace
 from dataplane.errors import JobFailure, NotFound, readable
 from dataplane.journal import Journal, rollback
 from dataplane.model import Failure, FailureKind, Job, JobState, JsonObject, now_iso
@@ -86,7 +86,7 @@ class Runner:
     def __init__(
         self,
         journal: Journal,
-        ids: IdAllocator,
+        space: Workspace,
         cursor: Callable[[], duckdb.DuckDBPyConnection],
         *,
         timeout_s: float,
@@ -96,7 +96,7 @@ class Runner:
         tracing: JobTracing | None = None,
     ) -> None:
         self._journal = journal
-        self._ids = ids
+        self._space = space
         self._cursor = cursor
         self._timeout_s = timeout_s
         self._window_s = window_s
@@ -171,7 +171,7 @@ class Runner:
             try:
                 before = self._quota.before_job(cur, task.job)
                 with self._tracing.effect(task.job, speculative=bool(txn.done)):
-                    result = effects.run(cur, task.job, self._ids)
+                    result = effects.run(cur, task.job, self._space)
                 self._quota.after_job(cur, before)
             except Exception as exc:
                 self.tracker.end_effect(batch, task.job.job_id, succeeded=False)
