@@ -21,6 +21,17 @@ from dataplane.errors import JobFailure, NotFound, quote
 from dataplane.model import JsonObject, now_iso
 from dataplane.nql import quote_ident, table_ref
 
+# The company's DuckDB database: its datasets in `company_data`, the catalog in `_dataplane`.
+SCHEMA_DDL = """
+CREATE SCHEMA IF NOT EXISTS company_data;
+CREATE SCHEMA IF NOT EXISTS _dataplane;
+CREATE TABLE IF NOT EXISTS _dataplane.datasets (
+    dataset_id BIGINT NOT NULL, name VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+    query VARCHAR, options VARCHAR NOT NULL, created_at VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS _dataplane.snapshots (
+    dataset_id BIGINT NOT NULL, snapshot_id BIGINT NOT NULL, recalculation_id VARCHAR NOT NULL,
+    created_at VARCHAR NOT NULL, row_count BIGINT NOT NULL);
+"""
 TABLE = "table"
 MATERIALIZED_VIEW = "materialized_view"
 

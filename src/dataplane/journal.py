@@ -1,17 +1,18 @@
 """Commits job changes with their events, a batch per transaction, so event ids follow commit
 order.
 
-Every change of a job record happens under `Journal.lock`: the records, their change-log rows
-and (for completions) the jobs' effects commit in one DuckDB transaction, and the event ids are
-the next integers after the last committed one. Because ids are assigned and published under
-the lock, a stream that has seen id N will never later be handed a smaller one. A batch of changes
-costs one commit and two statements whatever its size, which is what lets trivial jobs go
-faster than a commit per change.
+Every change of a job record happens under `Journal.lock`, in one transaction of the job
+journal (`store`, SQLite) per batch, and the event ids are the next integers after the last
+committed one. Because ids are assigned and published under the lock, a stream that has seen id
+N will never later be handed a smaller one. Completions come with the DuckDB transaction that
+holds their jobs' effects and proofs (`proofs`): it commits first, then the journal, so a
+crash between the two leaves a proof that completes the job at the next start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 
@@ -32,48 +33,62 @@ def rollback(cur: duckdb.DuckDBPyConnection) -> None:
 
 class Journal:
     def __init__(
-        self, last_event_id: int, retain: int, publish: Callable[[list[Event]], None]
+        self,
+        db: sqlite3.Connection,
+        last_event_id: int,
+        retain: int,
+        publish: Callable[[list[Event]], None],
     ) -> None:
         self.lock = threading.Lock()
+        self.db = db  # read and written under `lock` only
         self._last = last_event_id
         self._retain = max(retain, 1)
         self._publish = publish
-        self._prune_due = False
+        self._proved: list[str] = []
 
     def commit(
         self,
-        cur: duckdb.DuckDBPyConnection,
         jobs: Sequence[Job],
         *,
         digests: Sequence[str] | None = None,
-        in_transaction: bool = False,
+        effects: duckdb.DuckDBPyConnection | None = None,
     ) -> list[Event]:
         """Records `jobs` as changed (as new jobs when their `digests` are given) and commits,
-        one event each, in order. The caller holds `lock`; with `in_transaction` it has
-        already begun the transaction (holding the jobs' effects)."""
+        one event each, in order. The caller holds `lock`. `effects` is a DuckDB cursor whose
+        open transaction holds these completed jobs' effects and proofs: it commits first
+        (a conflict raises `duckdb.TransactionException`, and nothing is recorded)."""
         if not jobs:
             return []
-        if not in_transaction:
-            cur.execute("BEGIN")
         first = self._last + 1
         events = [Event.of(first + index, job) for index, job in enumerate(jobs)]
+        self.db.execute("BEGIN IMMEDIATE")
         try:
             if digests is None:
-                store.update_jobs(cur, events)
+                store.update_jobs(self.db, events)
             else:
-                store.insert_jobs(cur, events, digests)
-            store.append_changes(cur, events)
+                store.insert_jobs(self.db, events, digests)
+            store.append_changes(self.db, events)
             every = min(_PRUNE_EVERY, self._retain)
-            self._prune_due |= events[-1].event_id // every != (first - 1) // every
-            # Never alongside effects: their transaction began earlier, and deleting rows that
-            # a newer transaction already pruned would fail it with a conflict.
-            if self._prune_due and not in_transaction:
-                store.prune_changes(cur, events[-1].event_id - self._retain)
-                self._prune_due = False
-            cur.execute("COMMIT")
+            if events[-1].event_id // every != (first - 1) // every:
+                store.prune_changes(self.db, events[-1].event_id - self._retain)
+            if effects is not None:
+                effects.execute("COMMIT")
         except BaseException:
-            rollback(cur)
+            self.db.execute("ROLLBACK")
+            if effects is not None:
+                rollback(effects)
             raise
+        self.db.execute("COMMIT")
+        if effects is not None:
+            self._proved.extend(job.job_id for job in jobs)
         self._last = events[-1].event_id
         self._publish(events)
         return events
+
+    def take_proved(self, at_least: int) -> list[str]:
+        """The jobs whose proofs the journal made redundant, once there are `at_least` of
+        them (their proofs are then the caller's to forget). The caller holds `lock`."""
+        if len(self._proved) < at_least:
+            return []
+        proved, self._proved = self._proved, []
+        return proved

@@ -229,7 +229,7 @@ async def test_dml_must_be_exactly_one_insert_update_or_delete(dp: Running) -> N
         ("CREATE TABLE company_data.t (a INT)", "not CREATE"),
         ("DELETE FROM company_data.events; DELETE FROM company_data.events", "exactly one"),
         ("DELETE FROM company_data.events RETURNING event_id", "RETURNING"),
-        ("DELETE FROM _dataplane.jobs", "company_data.<name>"),
+        ("DELETE FROM _dataplane.datasets", "company_data.<name>"),
     ]:
         job = await dp.client.run("execute-dml", {"nql": nql})
         assert job["state"] == "failed", nql
