@@ -5,24 +5,25 @@ transaction that will also record the job's completion.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 
 from dataplane import catalog, guard, nql
-from dataplane.catalog import MATERIALIZED_VIEW, Dataset, IdAllocator
+from dataplane.catalog import MATERIALIZED_VIEW, Dataset, IdAllocator, KnownDatasets
 from dataplane.errors import JobFailure, quote
 from dataplane.model import Job, JobType, JsonObject, now_iso
 
 
 @dataclass(frozen=True)
 class Workspace:
-    """What effects share besides the cursor: the company's id allocator, and the name of its
+    """What effects share besides the cursor: the company's id allocator, the name of its
     DuckDB catalog, which the reference rule checks plans against (fixed while the file is
-    open, so read once rather than per job)."""
+    open, so read once rather than per job), and the datasets known from committed jobs."""
 
     ids: IdAllocator
     database: str
+    known: KnownDatasets = field(default_factory=KnownDatasets)
 
 
 Effect = Callable[[duckdb.DuckDBPyConnection, JsonObject, Workspace], JsonObject]
@@ -103,12 +104,15 @@ def refresh_materialized_view(
 def execute_dml(cur: duckdb.DuckDBPyConnection, params: JsonObject, space: Workspace) -> JsonObject:
     sql = nql.resolve_numeric_ids(params["nql"], lambda i: catalog.name_of(cur, i))
     statement_type, name = nql.dml_target(sql)
-    dataset = catalog.require(cur, name)
+    known = space.known.lookup(name)
+    if known is None:
+        dataset = catalog.require(cur, name)
+        known = dataset.dataset_id, dataset.name
     guard.check(cur, sql, space.database)
     row = cur.execute(sql).fetchone()
     return {
-        "dataset_id": dataset.dataset_id,
-        "dataset_name": dataset.name,
+        "dataset_id": known[0],
+        "dataset_name": known[1],
         "statement_type": statement_type,
         "rows_affected": int(row[0]) if row else 0,
     }

@@ -219,6 +219,7 @@ class Runner:
                 self._again(tasks, again)
                 return
             proved = self._journal.take_proved(_FORGET_EVERY)
+        self._space.known.learn(result for _, result in txn.done)
         try:
             proofs.forget(cur, proved)
         except duckdb.TransactionException as exc:
