@@ -4,9 +4,9 @@ order.
 Every change of a job record happens under `Journal.lock`, in one transaction of the job
 journal (`store`, SQLite) per batch, and the event ids are the next integers after the last
 committed one. Because ids are assigned and published under the lock, a stream that has seen id
-N will never later be handed a smaller one. Completions come with the DuckDB transaction that
-holds their jobs' effects and proofs (`proofs`): it commits first, then the journal, so a
-crash between the two leaves a proof that completes the job at the next start.
+N will never later be handed a smaller one. A completion is recorded after the DuckDB
+transaction holding the job's effect and its proof (`proofs`) committed, so a crash between
+the two commits leaves a proof that completes the job at the next start.
 """
 
 from __future__ import annotations
@@ -51,12 +51,11 @@ class Journal:
         jobs: Sequence[Job],
         *,
         digests: Sequence[str] | None = None,
-        effects: duckdb.DuckDBPyConnection | None = None,
+        proved: bool = False,
     ) -> list[Event]:
         """Records `jobs` as changed (as new jobs when their `digests` are given) and commits,
-        one event each, in order. The caller holds `lock`. `effects` is a DuckDB cursor whose
-        open transaction holds these completed jobs' effects and proofs: it commits first
-        (a conflict raises `duckdb.TransactionException`, and nothing is recorded)."""
+        one event each, in order. The caller holds `lock`. `proved`: these are completions
+        whose proofs committed with their effects, to be forgotten once this commit is done."""
         if not jobs:
             return []
         first = self._last + 1
@@ -71,15 +70,11 @@ class Journal:
             every = min(_PRUNE_EVERY, self._retain)
             if events[-1].event_id // every != (first - 1) // every:
                 store.prune_changes(self.db, events[-1].event_id - self._retain)
-            if effects is not None:
-                effects.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
-            if effects is not None:
-                rollback(effects)
             raise
         self.db.execute("COMMIT")
-        if effects is not None:
+        if proved:
             self._proved.extend(job.job_id for job in jobs)
         self._last = events[-1].event_id
         self._publish(events)

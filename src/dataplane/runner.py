@@ -198,16 +198,18 @@ class Runner:
     def _commit(
         self, cur: duckdb.DuckDBPyConnection, tasks: deque[_Task], txn: _Transaction
     ) -> None:
-        completed = [task.job.moved_to(JobState.COMPLETED, result=r) for task, r in txn.done]
-        proofs.record(cur, completed)
+        """Commits the effects with their proofs, then their completions in the journal."""
+        ended = [task.job.moved_to(JobState.COMPLETED, result=r) for task, r in txn.done]
+        proofs.record(cur, ended)  # stamped a little early: used only if never journaled
         with self._journal.lock:
             if self.tracker.cancel_requested([task.job.job_id for task in txn.tasks]):
                 rollback(cur)
                 self._again(tasks, self._settle_cancelled(txn.tasks))
                 return
             try:
-                self._journal.commit(completed, effects=cur)
+                cur.execute("COMMIT")
             except duckdb.TransactionException as exc:
+                rollback(cur)
                 log.debug("a transaction of %d jobs conflicted: %s", len(txn.done), exc)
                 again = []
                 for task in txn.tasks:
@@ -218,6 +220,9 @@ class Runner:
                         self._fail(task.job, str(exc), FailureKind.CONFLICT)
                 self._again(tasks, again)
                 return
+            # Stamped once the effects are final: a job ends when its effect commits.
+            completed = [task.job.moved_to(JobState.COMPLETED, result=r) for task, r in txn.done]
+            self._journal.commit(completed, proved=True)
             proved = self._journal.take_proved(_FORGET_EVERY)
         self._space.known.learn(result for _, result in txn.done)
         try:

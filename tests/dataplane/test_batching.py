@@ -40,7 +40,7 @@ def commits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Commits]:
     def counted(self: Journal, jobs: Any, **options: Any) -> Any:
         if jobs:
             kind = "submit" if options.get("digests") is not None else "change"
-            record.made.append(("effect" if options.get("effects") else kind, len(jobs)))
+            record.made.append(("effect" if options.get("proved") else kind, len(jobs)))
             if kind == "submit" and record.hold is not None and not record.held:
                 record.held = True
                 assert record.hold.wait(30), "the test never let the first submission commit"

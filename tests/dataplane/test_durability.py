@@ -307,7 +307,8 @@ async def test_a_crash_between_the_effect_and_the_journal_completes_the_job_once
     _, recovered = await second.client.request("GET", f"/jobs/{done['job_id']}")
     assert recovered["state"] == "completed"
     assert recovered["result"] == done["result"]
-    assert recovered["ended_at"] == done["ended_at"]
+    # The proof's stamp: taken just before the effect's commit, the journal's just after.
+    assert recovered["created_at"] < recovered["ended_at"] <= done["ended_at"]
     assert second.query("SELECT n FROM company_data.ledger") == [(7,)]  # not run again
     history = await _events(second, f"/jobs/events?last_event_id={running_event}", 1)
     assert [(e["data"]["job_id"], e["data"]["state"]) for e in history] == [
