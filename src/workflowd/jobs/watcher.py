@@ -20,14 +20,13 @@ import logging
 from collections.abc import Sequence
 
 import aiohttp
-from aiohttp.http_exceptions import LineTooLong
 
 from workflowd.domain.retry import BackoffDelays
 from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.errors import JobNotFound, JobRejected, JobsCommunicationError, JobsError
 from workflowd.jobs.parse import job_info_from_json, jobs_page_from_json, problem_detail
 from workflowd.jobs.registry import WaiterRegistry
-from workflowd.jobs.sse import SseEvent, StreamIdle, iter_events
+from workflowd.jobs.sse import EventTooLarge, SseEvent, StreamIdle, iter_events
 from workflowd.jobs.transport import ClientStats, TransientFault, Transport, describe_fault
 from workflowd.jobs.urls import path
 
@@ -37,7 +36,7 @@ logger = logging.getLogger("workflowd.jobs")
 # servers (aiohttp's default among them) refuse lines over 8 KB: 150 ids stay near 5.5 KB.
 BATCH_SIZE = 150
 _NO_STREAM_STATUSES = frozenset({404, 405, 501})
-_STREAM_FAULTS = (aiohttp.ClientError, OSError, TimeoutError, StreamIdle, LineTooLong)
+_STREAM_FAULTS = (aiohttp.ClientError, OSError, TimeoutError, StreamIdle, EventTooLarge)
 
 
 class _StreamUnavailable(Exception):
@@ -135,7 +134,7 @@ class Watcher:
                 if not resumed:
                     self._registry.mark_all_fresh()  # whatever ended before we listened
                 await self._consume(response)
-        except LineTooLong as exc:
+        except EventTooLarge as exc:
             # Resuming would replay the same oversized event forever: start afresh instead.
             self._last_event_id = None
             raise TransientFault(f"event larger than {self._config.max_event_bytes} bytes") from exc
