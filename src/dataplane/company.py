@@ -153,7 +153,7 @@ class Company:
     def _open_database(self) -> None:
         con = duckdb.connect(str(self._path), config=dict(OPEN_CONFIG))
         try:
-            db = store.connect(self._path.with_suffix(JOURNAL_SUFFIX))
+            db = store.open_journal(self._path.with_suffix(JOURNAL_SUFFIX))
         except BaseException:
             con.close()
             raise
@@ -168,7 +168,6 @@ class Company:
     def _prepare(self, con: duckdb.DuckDBPyConnection, db: sqlite3.Connection) -> None:
         con.execute(catalog.SCHEMA_DDL)
         con.execute(proofs.SCHEMA_DDL)
-        db.executescript(store.SCHEMA_DDL)
         _adopt_duckdb_journal(con, db)
         last_event_id = store.event_id_range(db)[1]
         self._ids = IdAllocator(con)

@@ -48,6 +48,24 @@ ORDERINGS = {
 }
 
 
+class JournalUnusable(Exception):
+    """The journal file cannot be opened (damaged, or not a SQLite file)."""
+
+
+def open_journal(path: Path) -> sqlite3.Connection:
+    """The journal's connection for writes, its tables created if new."""
+    try:
+        db = connect(path)
+        try:
+            db.executescript(SCHEMA_DDL)
+        except BaseException:
+            db.close()
+            raise
+    except sqlite3.Error as exc:
+        raise JournalUnusable(f"the job journal {path.name}: {exc}") from exc
+    return db
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to the journal; commits are durable (WAL, synchronous=FULL) because a
     submission is acknowledged once it commits. Transactions are the caller's (BEGIN)."""

@@ -389,3 +389,23 @@ async def test_a_journal_kept_in_duckdb_moves_to_its_own_file(
     new = await running.client.submit("materialize-view", {"nql": "SELECT 1", "dataset_name": "x"})
     history = await _events(running, "/jobs/events?last_event_id=3", 1)
     assert (int(history[0]["id"]), history[0]["data"]["job_id"]) == (4, new["job_id"])
+
+
+async def test_a_damaged_journal_makes_its_company_unusable_saying_which_file(
+    start_plane: PlaneFactory, tmp_path: Path
+) -> None:
+    first = await start_plane(tmp_path / "d")
+    await first.client.run("materialize-view", {"nql": "SELECT 1 AS x", "dataset_name": "v"})
+    await first.plane.aclose()
+    for stale in ("default.journal-wal", "default.journal-shm"):
+        (tmp_path / "d" / stale).unlink(missing_ok=True)
+    with (tmp_path / "d" / "default.journal").open("r+b") as file:  # its header overwritten
+        file.write(b"\xff" * 100)
+
+    second = await start_plane(tmp_path / "d")
+    status, problem = await second.client.request("GET", "/jobs")
+    assert status == 507
+    assert problem["detail"] == (
+        "company default's database cannot be opened (the job journal default.journal: file is"
+        " not a database); its jobs and datasets are unavailable until an operator restores it"
+    )
