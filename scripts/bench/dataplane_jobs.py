@@ -8,8 +8,9 @@ divided by first submit → last completion; a job's end reaching the client is 
 `ended_at` (the data plane's clock, when it committed the end) → its terminal event parsed by
 this script (the same machine's clock). Every job's row is counted at the end.
 
-Usage: `.venv/bin/python scripts/bench/dataplane_jobs.py [--jobs N] [--in-flight C] [--src DIR]`
-(`--src`: the source tree whose data plane to run, e.g. an older commit's `src/`). The last
+Usage: `.venv/bin/python scripts/bench/dataplane_jobs.py [--quick] [--jobs N] [--in-flight C]
+[--src DIR]` (`--quick`: 100 jobs; `--src`: the source tree whose data plane to run, e.g. an
+older commit's `src/`). The last
 line of output is one JSON object: `{"workers_1": {...}, "workers_2": {...}, "machine": {...}}`,
 where `machine` gives the CPU count and the 1-minute load average before and after: the client
 and the data plane share the machine, so figures taken under other load are not comparable.
@@ -165,7 +166,10 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=400, help="jobs per configuration")
     parser.add_argument("--in-flight", type=int, default=16, help="jobs awaited at once")
     parser.add_argument("--src", type=Path, default=SRC, help="the data plane's source tree")
+    parser.add_argument("--quick", action="store_true", help="smoke run (100 jobs)")
     args = parser.parse_args()
+    if args.quick:
+        args.jobs = 100
     load_before = os.getloadavg()[0]
     figures: dict[str, Any] = {}
     for workers in (1, 2):

@@ -44,7 +44,9 @@ class Journal:
         self._last = last_event_id
         self._retain = max(retain, 1)
         self._publish = publish
-        self._proved: list[str] = []
+        self._synced = True  # the connection's `synchronous` is FULL
+        self._unsynced: list[str] = []  # proved completions not yet on disk for certain
+        self._proved: list[str] = []  # proved completions on disk: their proofs may go
 
     def commit(
         self,
@@ -52,14 +54,22 @@ class Journal:
         *,
         digests: Sequence[str] | None = None,
         proved: bool = False,
+        durable: bool = True,
     ) -> list[Event]:
         """Records `jobs` as changed (as new jobs when their `digests` are given) and commits,
         one event each, in order. The caller holds `lock`. `proved`: these are completions
-        whose proofs committed with their effects, to be forgotten once this commit is done."""
+        whose proofs committed with their effects. Without `durable` the commit is not synced
+        to disk (it survives the process, not the machine): for changes that need not outlive
+        a power loss, a job taken to run (it runs again) and a proved completion (its proof
+        stays until a later durable commit has synced it, since the journal's file is written
+        in order)."""
         if not jobs:
             return []
         first = self._last + 1
         events = [Event.of(first + index, job) for index, job in enumerate(jobs)]
+        if durable != self._synced:
+            self.db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._synced = durable
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if digests is None:
@@ -75,7 +85,10 @@ class Journal:
             raise
         self.db.execute("COMMIT")
         if proved:
-            self._proved.extend(job.job_id for job in jobs)
+            self._unsynced.extend(job.job_id for job in jobs)
+        if durable:
+            self._proved.extend(self._unsynced)
+            self._unsynced.clear()
         self._last = events[-1].event_id
         self._publish(events)
         return events

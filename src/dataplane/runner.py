@@ -150,7 +150,7 @@ class Runner:
             moved = [
                 job.moved_to(JobState.RUNNING) for job in taken if job.state is JobState.PENDING
             ]
-            self._journal.commit(moved)
+            self._journal.commit(moved, durable=False)
             started = {job.job_id: job for job in moved}
             jobs = [started.get(job.job_id, job) for job in taken]
             self.tracker.hold(batch, cur, [job.job_id for job in jobs])
@@ -222,7 +222,7 @@ class Runner:
                 return
             # Stamped once the effects are final: a job ends when its effect commits.
             completed = [task.job.moved_to(JobState.COMPLETED, result=r) for task, r in txn.done]
-            self._journal.commit(completed, proved=True)
+            self._journal.commit(completed, proved=True, durable=False)
             proved = self._journal.take_proved(_FORGET_EVERY)
         self._space.known.learn(result for _, result in txn.done)
         try:
