@@ -220,7 +220,10 @@ class Company:
                 if job.job_id in proved or job.state is JobState.PENDING_CANCELLATION
             ]
             journal.commit(settled)
-            proofs.forget(cur)  # every completion they prove is in the journal now
+            # Every completion a proof proves is in the journal now; the last run may have
+            # left some unsynced, so the journal is synced before the proofs go.
+            journal.sync()
+            proofs.forget(cur)
         ended = {job.job_id for job in settled}
         return [job.job_id for job in unfinished if job.job_id not in ended]
 

@@ -93,6 +93,11 @@ class Journal:
         self._publish(events)
         return events
 
+    def sync(self) -> None:
+        """Makes every commit so far durable: the journal's log is synced as it is copied into
+        its file (a checkpoint). The caller holds `lock`."""
+        self.db.execute("PRAGMA wal_checkpoint(FULL)")
+
     def take_proved(self, at_least: int) -> list[str]:
         """The jobs whose proofs the journal made redundant, once there are `at_least` of
         them (their proofs are then the caller's to forget). The caller holds `lock`."""
