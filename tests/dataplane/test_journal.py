@@ -44,15 +44,15 @@ def test_a_proof_is_forgotten_only_once_a_synced_commit_follows_its_completion(
         assert journal.take_proved(2) == []  # fewer than asked for: kept for a later batch
         assert journal.take_proved(1) == [first.job_id]
         assert journal.take_proved(1) == []
-    assert [(e.event_id, e.job.state) for e in published] == [
-        (1, JobState.PENDING), (2, JobState.RUNNING), (3, JobState.COMPLETED),
-        (4, JobState.PENDING), (5, JobState.RUNNING),
-    ]  # fmt: skip
     with journal.lock:
         journal.commit([second.moved_to(JobState.RUNNING)], durable=False)
         journal.sync()  # at a start, before the proofs of the last run are forgotten
     busy, logged, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert (busy, logged) == (0, copied), "every commit is in the synced file"
+    assert [(e.event_id, e.job.state) for e in published] == [
+        (1, JobState.PENDING), (2, JobState.RUNNING), (3, JobState.COMPLETED),
+        (4, JobState.PENDING), (5, JobState.RUNNING),
+    ]  # fmt: skip
     found = store.get_job(db, first.job_id)
     assert found is not None
     assert found[0].state is JobState.COMPLETED
