@@ -41,6 +41,18 @@ def test_overhead_bench_reports_its_figures() -> None:
         assert value > 0, key
 
 
+def test_dataplane_jobs_bench_reports_its_figures() -> None:
+    result = last_json_line("dataplane_jobs.py")
+    for workers in ("workers_1", "workers_2"):
+        figures = result[workers]
+        assert isinstance(figures, dict)
+        assert figures["jobs"] == 100
+        for key in ("jobs_per_s", "latency_ms_p50", "end_to_client_ms_p50", "end_to_client_ms_p99"):
+            value = figures[key]
+            assert isinstance(value, float), key
+            assert value > 0, key
+
+
 def test_tracing_overhead_bench_reports_its_figures() -> None:
     result = last_json_line("tracing_overhead.py")
     for key in ("per_task_overhead_ms_p50_off", "per_task_overhead_ms_p50_on"):

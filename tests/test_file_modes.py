@@ -78,7 +78,7 @@ async def test_the_data_directory_and_its_files_are_private(tmp_path: Path) -> N
         found = modes(data_dir)
         for name in (
             "workflowd.db", "workflowd.db-wal", "workflowd.db-shm", "dataplane-tokens.toml",
-            "dataplane", "dataplane/acme.duckdb",
+            "dataplane", "dataplane/acme.duckdb", "dataplane/acme.journal",
         ):  # fmt: skip
             assert name in found, sorted(found)
         assert loose(found, data_dir) == {}

@@ -4,9 +4,13 @@ For 1 and 2 worker threads, the data plane runs as its own process (`python -m d
 serve`, fresh data directory) and this script submits N trivial `execute-dml` jobs (a one-row
 INSERT each) with at most C in flight, awaiting each on the shared event stream
 `GET /jobs/events`. Latency is POST sent → `completed` event received; throughput is jobs
-divided by first submit → last completion. Every job's row is counted at the end.
+divided by first submit → last completion; a job's end reaching the client is the job's
+`ended_at` (the data plane's clock, when it committed the end) → its terminal event parsed by
+this script (the same machine's clock). Every job's row is counted at the end.
 
-Usage: `.venv/bin/python scripts/bench/dataplane_jobs.py [--jobs N] [--in-flight C]`. The last
+Usage: `.venv/bin/python scripts/bench/dataplane_jobs.py [--quick] [--jobs N] [--in-flight C]
+[--src DIR]` (`--quick`: 100 jobs; `--src`: the source tree whose data plane to run, e.g. an
+older commit's `src/`). The last
 line of output is one JSON object: `{"workers_1": {...}, "workers_2": {...}, "machine": {...}}`,
 where `machine` gives the CPU count and the 1-minute load average before and after: the client
 and the data plane share the machine, so figures taken under other load are not comparable.
@@ -25,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +40,13 @@ TIME_LIMIT_S = 120.0
 
 
 @contextlib.asynccontextmanager
-async def dataplane(workers: int) -> AsyncIterator[str]:
+async def dataplane(workers: int, src: Path) -> AsyncIterator[str]:
     with tempfile.TemporaryDirectory(prefix="bench-dataplane-") as data_dir:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "dataplane", "serve", "--listen", "127.0.0.1:0",
             "--data-dir", data_dir, "--workers", str(workers),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            env={"PYTHONPATH": str(SRC), "PATH": ""},
+            env={"PYTHONPATH": str(src), "PATH": ""},
         )  # fmt: skip
         try:
             assert process.stdout is not None
@@ -64,7 +69,10 @@ async def submit(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) ->
 
 
 async def follow_completions(
-    http: aiohttp.ClientSession, url: str, done: dict[str, asyncio.Future[str]]
+    http: aiohttp.ClientSession,
+    url: str,
+    done: dict[str, asyncio.Future[str]],
+    end_to_client_ms: list[float],
 ) -> None:
     """Resolves each job's future with its terminal state as events arrive on the shared
     stream, reconnecting with Last-Event-ID if the server closes it (a slow reader)."""
@@ -77,7 +85,11 @@ async def follow_completions(
                     if line.startswith("id: "):
                         headers["Last-Event-ID"] = line[4:].strip()
                     elif line.startswith("data: "):
-                        resolve(done, json.loads(line[6:]))
+                        job = json.loads(line[6:])
+                        if job["ended_at"] is not None:
+                            ended = datetime.fromisoformat(job["ended_at"]).timestamp()
+                            end_to_client_ms.append((time.time() - ended) * 1000)
+                        resolve(done, job)
 
 
 def resolve(done: dict[str, asyncio.Future[str]], job: dict[str, Any]) -> None:
@@ -107,16 +119,18 @@ async def one_job(
         return (time.perf_counter() - started) * 1000
 
 
-async def measure(workers: int, jobs: int, in_flight: int) -> dict[str, Any]:
-    async with dataplane(workers) as url, aiohttp.ClientSession() as http:
+async def measure(workers: int, jobs: int, in_flight: int, src: Path) -> dict[str, Any]:
+    async with dataplane(workers, src) as url, aiohttp.ClientSession() as http:
         done: dict[str, asyncio.Future[str]] = {}
-        listener = asyncio.create_task(follow_completions(http, url, done))
+        ends: list[float] = []
+        listener = asyncio.create_task(follow_completions(http, url, done, ends))
         try:
             setup = {"nql": "SELECT 0::BIGINT AS n WHERE false", "dataset_name": "bench"}
             job = await submit(http, url, {"type": "materialize-view", "input": setup})
             setup_done = done.setdefault(job["job_id"], asyncio.get_running_loop().create_future())
             await asyncio.wait_for(setup_done, 30)
             gate = asyncio.Semaphore(in_flight)
+            ends.clear()
             started = time.perf_counter()
             latencies = await asyncio.wait_for(
                 asyncio.gather(*(one_job(http, url, n, done, gate) for n in range(jobs))),
@@ -131,29 +145,40 @@ async def measure(workers: int, jobs: int, in_flight: int) -> dict[str, Any]:
             rows = (await response.json())["row_count"]
     if rows != jobs:
         raise RuntimeError(f"expected {jobs} rows, found {rows}")
-    ordered = sorted(latencies)
     return {
         "jobs": jobs,
         "in_flight": in_flight,
         "jobs_per_s": round(jobs / elapsed, 1),
-        "latency_ms_p50": round(statistics.median(ordered), 2),
-        "latency_ms_p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+        "latency_ms_p50": round(statistics.median(latencies), 2),
+        "latency_ms_p99": percentile(latencies, 0.99),
+        "end_to_client_ms_p50": round(statistics.median(ends), 2),
+        "end_to_client_ms_p99": percentile(ends, 0.99),
     }
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))], 2)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=400, help="jobs per configuration")
     parser.add_argument("--in-flight", type=int, default=16, help="jobs awaited at once")
+    parser.add_argument("--src", type=Path, default=SRC, help="the data plane's source tree")
+    parser.add_argument("--quick", action="store_true", help="smoke run (100 jobs)")
     args = parser.parse_args()
+    if args.quick:
+        args.jobs = 100
     load_before = os.getloadavg()[0]
     figures: dict[str, Any] = {}
     for workers in (1, 2):
-        result = await measure(workers, args.jobs, args.in_flight)
+        result = await measure(workers, args.jobs, args.in_flight, args.src)
         figures[f"workers_{workers}"] = result
         print(
             f"workers={workers}: {result['jobs_per_s']} jobs/s, latency p50 "
-            f"{result['latency_ms_p50']} ms, p99 {result['latency_ms_p99']} ms "
+            f"{result['latency_ms_p50']} ms, p99 {result['latency_ms_p99']} ms, end to client"
+            f" p50 {result['end_to_client_ms_p50']} ms, p99 {result['end_to_client_ms_p99']} ms "
             f"({result['jobs']} jobs, {result['in_flight']} in flight)",
             flush=True,
         )

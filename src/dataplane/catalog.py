@@ -12,6 +12,7 @@ import json
 import math
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,17 @@ from dataplane.errors import JobFailure, NotFound, quote
 from dataplane.model import JsonObject, now_iso
 from dataplane.nql import quote_ident, table_ref
 
+# The company's DuckDB database: its datasets in `company_data`, the catalog in `_dataplane`.
+SCHEMA_DDL = """
+CREATE SCHEMA IF NOT EXISTS company_data;
+CREATE SCHEMA IF NOT EXISTS _dataplane;
+CREATE TABLE IF NOT EXISTS _dataplane.datasets (
+    dataset_id BIGINT NOT NULL, name VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+    query VARCHAR, options VARCHAR NOT NULL, created_at VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS _dataplane.snapshots (
+    dataset_id BIGINT NOT NULL, snapshot_id BIGINT NOT NULL, recalculation_id VARCHAR NOT NULL,
+    created_at VARCHAR NOT NULL, row_count BIGINT NOT NULL);
+"""
 TABLE = "table"
 MATERIALIZED_VIEW = "materialized_view"
 
@@ -72,6 +84,31 @@ class IdAllocator:
         with self._lock:
             self._snapshot += 1
             return self._snapshot
+
+
+class KnownDatasets:
+    """The ids and names of datasets that committed jobs reported, so that a job need not find
+    its target in the catalog: once committed, a dataset keeps its id and name (datasets are
+    never dropped, and replacing one keeps both)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_name: dict[str, tuple[int, str]] = {}
+
+    def lookup(self, name: str) -> tuple[int, str] | None:
+        """(id, name) of the dataset `name` designates (case-insensitive), if known."""
+        if not name.isascii():  # Python and DuckDB agree on the case of ASCII letters only
+            return None
+        with self._lock:
+            return self._by_name.get(name.lower())
+
+    def learn(self, results: Iterable[JsonObject]) -> None:
+        """Records the datasets named by the results of jobs whose effects committed."""
+        with self._lock:
+            for result in results:
+                dataset_id, name = result.get("dataset_id"), result.get("dataset_name")
+                if isinstance(dataset_id, int) and isinstance(name, str) and name.isascii():
+                    self._by_name[name.lower()] = (dataset_id, name)
 
 
 def _max(cur: duckdb.DuckDBPyConnection, sql: str) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -23,8 +24,9 @@ from typing import ParamSpec, TypeVar
 import duckdb
 from opentelemetry.trace import Tracer
 
-from dataplane import catalog, loader, store
+from dataplane import catalog, loader, proofs, store
 from dataplane.catalog import IdAllocator
+from dataplane.effects import Workspace
 from dataplane.errors import Overloaded, quote
 from dataplane.guard import EXPLAIN_CONFIG
 from dataplane.hub import Event, Hub
@@ -51,6 +53,8 @@ OPEN_CONFIG = {
     "allow_community_extensions": False,
     "allow_persistent_secrets": False,
 }
+# The job journal (SQLite) beside the company's DuckDB file: `<company>.journal`.
+JOURNAL_SUFFIX = ".journal"
 _INTERRUPT_EVERY_S = 0.05
 _LOCKDOWN = ("SET enable_external_access = false", "SET lock_configuration = true")
 _MEMORY = re.compile(r"([0-9]+(\.[0-9]+)? ?[KMGT]i?B|[0-9]{1,2}%)", re.IGNORECASE)
@@ -112,6 +116,7 @@ class Company:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._readers: list[sqlite3.Connection] = []
         self._cursors_lock = threading.Lock()
         self._workers = ThreadPoolExecutor(limits.workers, f"dataplane-{name}-worker")
         self._control = ThreadPoolExecutor(limits.control_threads, f"dataplane-{name}-control")
@@ -120,6 +125,7 @@ class Company:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._journal: Journal | None = None
         self._ids: IdAllocator | None = None
+        self._database: str | None = None
         self._runner: Runner | None = None
         self._submissions: Submissions | None = None
         self._quota = DatasetQuota(limits.dataset_quota_bytes, Path(f"{path}.wal"))
@@ -129,7 +135,7 @@ class Company:
         journal = self._need(self._journal)
         self._runner = Runner(
             journal,
-            self._need(self._ids),
+            Workspace(self._need(self._ids), self._need(self._database)),
             self._cursor,
             timeout_s=self._limits.job_timeout_s,
             window_s=self._limits.batch_window_s,
@@ -137,9 +143,7 @@ class Company:
             quota=self._quota,
             tracing=JobTracing(self._tracer, self.name),
         )
-        self._submissions = Submissions(
-            journal, self._cursor, lambda fn: self._call(fn), self._queue_jobs
-        )
+        self._submissions = Submissions(journal, lambda fn: self._call(fn), self._queue_jobs)
         self._queue_jobs(await self._call(self._recover))
         self._tasks = [
             asyncio.create_task(self._work(), name=f"dataplane-{self.name}-{i}")
@@ -149,16 +153,26 @@ class Company:
     def _open_database(self) -> None:
         con = duckdb.connect(str(self._path), config=dict(OPEN_CONFIG))
         try:
-            self._prepare(con)
+            db = store.open_journal(self._path.with_suffix(JOURNAL_SUFFIX))
+        except BaseException:
+            con.close()
+            raise
+        try:
+            self._prepare(con, db)
         except BaseException:
             con.close()  # a damaged file: nothing of it stays open
+            db.close()
             raise
         self._con = con
 
-    def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
-        con.execute(store.SCHEMA_DDL)
-        last_event_id = store.event_id_range(con)[1]
+    def _prepare(self, con: duckdb.DuckDBPyConnection, db: sqlite3.Connection) -> None:
+        con.execute(catalog.SCHEMA_DDL)
+        con.execute(proofs.SCHEMA_DDL)
+        _adopt_duckdb_journal(con, db)
+        last_event_id = store.event_id_range(db)[1]
         self._ids = IdAllocator(con)
+        row = con.execute("SELECT current_database()").fetchone()
+        self._database = str(row[0]) if row else ""
         if self._limits.query_threads is not None:
             con.execute(f"SET threads = {int(self._limits.query_threads)}")
         # Validated by Limits, so safe to splice; settings cannot change after the lockdown.
@@ -167,7 +181,7 @@ class Company:
             con.execute(f"SET GLOBAL {setting} = '{value}'")
         for statement in _LOCKDOWN:
             con.execute(statement)
-        self._journal = Journal(last_event_id, self._limits.retain_changes, self._publish)
+        self._journal = Journal(db, last_event_id, self._limits.retain_changes, self._publish)
 
     def _publish(self, events: list[Event]) -> None:
         # Called under the journal lock, so batches are handed over in event-id order.
@@ -191,13 +205,27 @@ class Company:
         return Load(self._busy, self._limits.workers, self._queue.qsize(), submitting)
 
     def _recover(self) -> list[str]:
-        """Cancel what was being cancelled; queue the rest (running jobs run again)."""
+        """Complete the jobs whose effects committed before the crash let the journal record
+        them (their proofs say so); cancel what was being cancelled; queue the rest (running
+        jobs run again)."""
         cur, journal = self._cursor(), self._need(self._journal)
-        unfinished = store.unfinished(cur)
-        stopping = [job for job in unfinished if job.state is JobState.PENDING_CANCELLATION]
         with journal.lock:
-            journal.commit(cur, [job.moved_to(JobState.CANCELLED) for job in stopping])
-        return [job.job_id for job in unfinished if job.state is not JobState.PENDING_CANCELLATION]
+            unfinished = store.unfinished(journal.db)
+            proved = proofs.find(cur, [job.job_id for job in unfinished])
+            settled = [
+                proved[job.job_id].completes(job)
+                if job.job_id in proved
+                else job.moved_to(JobState.CANCELLED)
+                for job in unfinished
+                if job.job_id in proved or job.state is JobState.PENDING_CANCELLATION
+            ]
+            journal.commit(settled)
+            # Every completion a proof proves is in the journal now; the last run may have
+            # left some unsynced, so the journal is synced before the proofs go.
+            journal.sync()
+            proofs.forget(cur)
+        ended = {job.job_id for job in settled}
+        return [job.job_id for job in unfinished if job.job_id not in ended]
 
     def _requeue(self, job_ids: list[str]) -> None:
         """Queues jobs again, from a worker thread."""
@@ -215,6 +243,17 @@ class Company:
             with self._cursors_lock:
                 self._cursors.append(cur)
         return cur
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection for reads of the job journal outside the journal's lock
+        (WAL: they never wait for its writer)."""
+        db: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if db is None:
+            db = store.connect(self._path.with_suffix(JOURNAL_SUFFIX))
+            self._local.reader = db
+            with self._cursors_lock:
+                self._readers.append(db)
+        return db
 
     async def _work(self) -> None:
         runner = self._need(self._runner)
@@ -257,18 +296,18 @@ class Company:
         return await self._need(self._submissions).submit(submission)
 
     async def get(self, job_id: str) -> tuple[Job, int] | None:
-        return await self._call(lambda: store.get_job(self._cursor(), job_id))
+        return await self._call(lambda: store.get_job(self._reader(), job_id))
 
     async def list_jobs(
         self, where: JobFilter, order_by: str, limit: int, offset: int
     ) -> tuple[list[Job], int]:
         return await self._call(
-            lambda: store.list_jobs(self._cursor(), where, order_by, limit, offset)
+            lambda: store.list_jobs(self._reader(), where, order_by, limit, offset)
         )
 
     async def cancel(self, job_id: str) -> Job:
         runner = self._need(self._runner)
-        job = await self._call(lambda: runner.cancel(self._cursor(), job_id))
+        job = await self._call(lambda: runner.cancel(job_id))
         if job.state is JobState.PENDING_CANCELLATION:
             self._keep_interrupting(runner.tracker, job_id)
         return job
@@ -290,8 +329,8 @@ class Company:
         """The retained id range and the stored changes after `after`."""
 
         def read() -> tuple[tuple[int, int], list[tuple[int, str]]]:
-            cur = self._cursor()
-            return store.event_id_range(cur), store.changes_after(cur, after, where, limit)
+            db = self._reader()
+            return store.event_id_range(db), store.changes_after(db, after, where, limit)
 
         return await self._call(read)
 
@@ -343,9 +382,46 @@ class Company:
             cur.close()
         if self._con is not None:
             self._con.close()
+        for db in self._readers:
+            db.close()
+        if self._journal is not None:
+            self._journal.db.close()
 
     @staticmethod
     def _need(value: T | None) -> T:
         if value is None:
             raise RuntimeError("the company's database is not open")
         return value
+
+
+def _adopt_duckdb_journal(con: duckdb.DuckDBPyConnection, db: sqlite3.Connection) -> None:
+    """Moves a journal kept in DuckDB (`_dataplane.jobs` and `changes`, before the journal had
+    its own file) into the SQLite journal, once: copied in one transaction, then dropped."""
+    old = con.execute(
+        "SELECT count(*) FROM duckdb_tables()"
+        " WHERE schema_name = '_dataplane' AND table_name IN ('jobs', 'changes')"
+    ).fetchone()
+    if not old or not old[0]:
+        return
+    row = db.execute("SELECT count(*) FROM jobs").fetchone()
+    if row is not None and row[0] == 0:  # not copied yet (a crash may have come after the copy)
+        jobs = con.execute(
+            "SELECT job_id, type, state, input, result, failures, idempotency_key, digest,"
+            " to_json(tags)::VARCHAR, metadata, workflow_run_id, created_at, updated_at,"
+            " ended_at, last_event_id, traceparent FROM _dataplane.jobs"
+        ).fetchall()
+        changes = con.execute(
+            "SELECT event_id, job_id, type, to_json(tags)::VARCHAR, workflow_run_id, job"
+            " FROM _dataplane.changes"
+        ).fetchall()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(f"INSERT INTO jobs VALUES ({', '.join('?' * 16)})", jobs)
+            db.executemany("INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?)", changes)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        log.info("moved %d jobs and %d changes to the job journal", len(jobs), len(changes))
+    con.execute("DROP TABLE IF EXISTS _dataplane.changes")
+    con.execute("DROP TABLE IF EXISTS _dataplane.jobs")

@@ -9,8 +9,9 @@ dataset's name before DuckDB sees the query (datasets are real tables named by t
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,16 +70,23 @@ def table_ref(name: str) -> str:
     return f"{SCHEMA}.{quote_ident(name)}"
 
 
-def tokenize(sql: str) -> list[Token]:
+# A job's text is read by several checks (its quota, its target, the reference rule): each
+# reads the same tokens and statement, parsed once. Pure functions of the text, so cached.
+_PARSED = 256
+
+
+@functools.lru_cache(maxsize=_PARSED)
+def tokenize(sql: str) -> tuple[Token, ...]:
     raw = duckdb.tokenize(sql)
     tokens = []
     for index, (start, kind) in enumerate(raw):
         end = raw[index + 1][0] if index + 1 < len(raw) else len(sql)
         text = sql[start:end].rstrip()
         tokens.append(Token(text, kind.name, start, start + len(text)))
-    return [t for t in tokens if t.kind != "comment"]
+    return tuple(t for t in tokens if t.kind != "comment")
 
 
+@functools.lru_cache(maxsize=_PARSED)
 def statement_kind(sql: str) -> str:
     """What the only statement in `sql` is, as its author would name it (e.g. "SELECT").
 
@@ -173,7 +181,7 @@ def parse_materialized_view(sql: str) -> MaterializedViewSpec | None:
     return MaterializedViewSpec(name=name, select=select, replace=replace, options=options)
 
 
-def _view_name(tokens: list[Token]) -> str:
+def _view_name(tokens: Sequence[Token]) -> str:
     if len(tokens) == 3 and unquote(tokens[0]).lower() != SCHEMA:
         raise JobFailure(f"a materialized view lives in {SCHEMA}, not {quote(unquote(tokens[0]))}")
     if not tokens or not tokens[-1].is_name:
@@ -184,7 +192,7 @@ def _view_name(tokens: list[Token]) -> str:
     return unquote(tokens[-1])
 
 
-def _parse_options(tokens: list[Token]) -> dict[str, Any]:
+def _parse_options(tokens: Sequence[Token]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     index = 0
     while index < len(tokens):
@@ -213,7 +221,7 @@ def _all_options() -> set[str]:
     return _SUPPORTED_OPTIONS | set(_UNSUPPORTED_OPTIONS)
 
 
-def _option_value(key: str, tokens: list[Token]) -> Any:
+def _option_value(key: str, tokens: Sequence[Token]) -> Any:
     values = [_literal(t) for t in tokens if t.text not in ("(", ")", ",")]
     if not values:
         raise JobFailure(f"materialized view option {key} needs a value")
@@ -232,7 +240,7 @@ def _literal(token: Token) -> str:
     return unquote(token)
 
 
-def _top_level(tokens: list[Token]) -> list[Token]:
+def _top_level(tokens: Sequence[Token]) -> list[Token]:
     depth, outside = 0, []
     for token in tokens:
         if token.text == "(":
@@ -244,7 +252,7 @@ def _top_level(tokens: list[Token]) -> list[Token]:
     return outside
 
 
-def _qualified_name(tokens: list[Token]) -> str | None:
+def _qualified_name(tokens: Sequence[Token]) -> str | None:
     if len(tokens) < 3 or tokens[1].text != "." or not tokens[2].is_name:
         return None
     if unquote(tokens[0]).lower() != SCHEMA:

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from dataplane import effects, store
-from dataplane.catalog import IdAllocator
+from dataplane import effects, proofs, store
+from dataplane.effects import Workspace
 from dataplane.errors import JobFailure, NotFound, readable
 from dataplane.journal import Journal, rollback
 from dataplane.model import Failure, FailureKind, Job, JobState, JsonObject, now_iso
@@ -44,6 +44,8 @@ from dataplane.tracking import Batch, Phase, Tracker
 
 log = logging.getLogger(__name__)
 
+# Proofs of completion are forgotten in batches, once the journal has recorded their jobs.
+_FORGET_EVERY = 256
 _MAX_ATTEMPTS = 5  # DuckDB is optimistic: concurrent writers to one table can conflict
 # DuckDB's errors that say the query itself is wrong: its syntax, a name it uses, a type, a
 # constraint, something locked down.
@@ -86,7 +88,7 @@ class Runner:
     def __init__(
         self,
         journal: Journal,
-        ids: IdAllocator,
+        space: Workspace,
         cursor: Callable[[], duckdb.DuckDBPyConnection],
         *,
         timeout_s: float,
@@ -96,7 +98,7 @@ class Runner:
         tracing: JobTracing | None = None,
     ) -> None:
         self._journal = journal
-        self._ids = ids
+        self._space = space
         self._cursor = cursor
         self._timeout_s = timeout_s
         self._window_s = window_s
@@ -114,11 +116,11 @@ class Runner:
         finally:
             self.tracker.release(batch)
 
-    def cancel(self, cur: duckdb.DuckDBPyConnection, job_id: str) -> Job:
+    def cancel(self, job_id: str) -> Job:
         """Cancels at once a job whose effect has not begun; marks one whose effect runs, or
         waits uncommitted in its transaction, as `pending_cancellation`."""
         with self._journal.lock:
-            found = store.get_job(cur, job_id)
+            found = store.get_job(self._journal.db, job_id)
             if found is None:
                 raise NotFound(f"no job {job_id}")
             job = found[0]
@@ -128,7 +130,7 @@ class Runner:
                 job = job.moved_to(JobState.PENDING_CANCELLATION)
             else:
                 job = job.moved_to(JobState.CANCELLED)
-            self._journal.commit(cur, [job])
+            self._journal.commit([job])
             return job
 
     def _start(self, cur: duckdb.DuckDBPyConnection, batch: Batch) -> list[Job]:
@@ -137,7 +139,7 @@ class Runner:
         with self._journal.lock:
             if self.tracker.closing:
                 return []
-            found = store.get_jobs(cur, batch.job_ids)
+            found = store.get_jobs(self._journal.db, batch.job_ids)
             taken = [
                 found[job_id]
                 for job_id in dict.fromkeys(batch.job_ids)
@@ -148,7 +150,7 @@ class Runner:
             moved = [
                 job.moved_to(JobState.RUNNING) for job in taken if job.state is JobState.PENDING
             ]
-            self._journal.commit(cur, moved)
+            self._journal.commit(moved, durable=False)
             started = {job.job_id: job for job in moved}
             jobs = [started.get(job.job_id, job) for job in taken]
             self.tracker.hold(batch, cur, [job.job_id for job in jobs])
@@ -171,7 +173,7 @@ class Runner:
             try:
                 before = self._quota.before_job(cur, task.job)
                 with self._tracing.effect(task.job, speculative=bool(txn.done)):
-                    result = effects.run(cur, task.job, self._ids)
+                    result = effects.run(cur, task.job, self._space)
                 self._quota.after_job(cur, before)
             except Exception as exc:
                 self.tracker.end_effect(batch, task.job.job_id, succeeded=False)
@@ -196,15 +198,18 @@ class Runner:
     def _commit(
         self, cur: duckdb.DuckDBPyConnection, tasks: deque[_Task], txn: _Transaction
     ) -> None:
+        """Commits the effects with their proofs, then their completions in the journal."""
+        ended = [task.job.moved_to(JobState.COMPLETED, result=r) for task, r in txn.done]
+        proofs.record(cur, ended)  # stamped a little early: used only if never journaled
         with self._journal.lock:
             if self.tracker.cancel_requested([task.job.job_id for task in txn.tasks]):
                 rollback(cur)
-                self._again(tasks, self._settle_cancelled(cur, txn.tasks))
+                self._again(tasks, self._settle_cancelled(txn.tasks))
                 return
-            completed = [task.job.moved_to(JobState.COMPLETED, result=r) for task, r in txn.done]
             try:
-                self._journal.commit(cur, completed, in_transaction=True)
+                cur.execute("COMMIT")
             except duckdb.TransactionException as exc:
+                rollback(cur)
                 log.debug("a transaction of %d jobs conflicted: %s", len(txn.done), exc)
                 again = []
                 for task in txn.tasks:
@@ -212,8 +217,18 @@ class Runner:
                     if task.conflicts < _MAX_ATTEMPTS:
                         again.append(task)
                     else:
-                        self._fail(cur, task.job, str(exc), FailureKind.CONFLICT)
+                        self._fail(task.job, str(exc), FailureKind.CONFLICT)
                 self._again(tasks, again)
+                return
+            # Stamped once the effects are final: a job ends when its effect commits.
+            completed = [task.job.moved_to(JobState.COMPLETED, result=r) for task, r in txn.done]
+            self._journal.commit(completed, proved=True, durable=False)
+            proved = self._journal.take_proved(_FORGET_EVERY)
+        self._space.known.learn(result for _, result in txn.done)
+        try:
+            proofs.forget(cur, proved)
+        except duckdb.TransactionException as exc:
+            log.debug("proofs kept until the next start: %s", exc)
 
     def _after_error(
         self,
@@ -229,13 +244,13 @@ class Runner:
         with self._journal.lock:
             if self.tracker.closing:
                 return  # everything stays `running` and runs again after restart
-            again = self._settle_cancelled(cur, txn.tasks)
+            again = self._settle_cancelled(txn.tasks)
             marks = self.tracker.take_marks(task.job.job_id)
             if marks.cancelled:
-                self._commit_cancelled(cur, [task.job])
+                self._commit_cancelled([task.job])
                 tasks.popleft()
             elif marks.timed_out:
-                self._fail(cur, task.job, self._time_limit_message(), FailureKind.TIME_LIMIT)
+                self._fail(task.job, self._time_limit_message(), FailureKind.TIME_LIMIT)
                 tasks.popleft()
             elif txn.done:
                 # Speculative: the error may come from the uncommitted effects before it.
@@ -270,7 +285,7 @@ class Runner:
         else:
             log.error("job %s failed unexpectedly", task.job.job_id, exc_info=exc)
             message, kind = f"internal error: {exc}", FailureKind.INTERNAL
-        self._fail(cur, task.job, message, kind)
+        self._fail(task.job, message, kind)
         return True
 
     def _hand_back(self, batch: Batch, tasks: deque[_Task]) -> None:
@@ -285,24 +300,22 @@ class Runner:
         self.tracker.set_phase([task.job.job_id for task in again], Phase.WAITING)
         tasks.extendleft(reversed(again))
 
-    def _settle_cancelled(self, cur: duckdb.DuckDBPyConnection, done: list[_Task]) -> list[_Task]:
+    def _settle_cancelled(self, done: list[_Task]) -> list[_Task]:
         """Commits the cancellation of the jobs among `done` (their effects rolled back) that
         were cancelled meanwhile; returns the others."""
         requested = self.tracker.cancel_requested([task.job.job_id for task in done])
-        self._commit_cancelled(cur, [task.job for task in done if task.job.job_id in requested])
+        self._commit_cancelled([task.job for task in done if task.job.job_id in requested])
         return [task for task in done if task.job.job_id not in requested]
 
-    def _commit_cancelled(self, cur: duckdb.DuckDBPyConnection, jobs: list[Job]) -> None:
-        current = store.get_jobs(cur, [job.job_id for job in jobs])
+    def _commit_cancelled(self, jobs: list[Job]) -> None:
+        current = store.get_jobs(self._journal.db, [job.job_id for job in jobs])
         self._journal.commit(
-            cur, [current.get(job.job_id, job).moved_to(JobState.CANCELLED) for job in jobs]
+            [current.get(job.job_id, job).moved_to(JobState.CANCELLED) for job in jobs]
         )
 
-    def _fail(
-        self, cur: duckdb.DuckDBPyConnection, job: Job, message: str, kind: FailureKind
-    ) -> None:
+    def _fail(self, job: Job, message: str, kind: FailureKind) -> None:
         failure = Failure(message=readable(message), timestamp=now_iso(), value={"kind": kind})
-        self._journal.commit(cur, [job.moved_to(JobState.FAILED, failure=failure)])
+        self._journal.commit([job.moved_to(JobState.FAILED, failure=failure)])
 
     def _time_limit_message(self) -> str:
         return (

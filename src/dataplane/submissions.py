@@ -13,14 +13,12 @@ import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
-import duckdb
-
 from dataplane import store
 from dataplane.errors import Conflict, quote
 from dataplane.journal import Journal
 from dataplane.model import Job, JobState, Submission, now_iso
 
-# One statement carries a batch (15 parameters a job); more wait for the next commit.
+# One transaction carries at most this many submissions; more wait for the next commit.
 MAX_BATCH = 256
 
 Outcome = tuple[Job, bool] | Conflict
@@ -30,12 +28,10 @@ class Submissions:
     def __init__(
         self,
         journal: Journal,
-        cursor: Callable[[], duckdb.DuckDBPyConnection],
         on_thread: Callable[[Callable[[], list[Outcome]]], Awaitable[list[Outcome]]],
         created: Callable[[list[str]], None],
     ) -> None:
         self._journal = journal
-        self._cursor = cursor
         self._on_thread = on_thread
         self._created = created
         self._waiting: list[tuple[Submission, asyncio.Future[tuple[Job, bool]]]] = []
@@ -83,10 +79,9 @@ class Submissions:
             future.cancel()
 
     def _commit(self, submissions: Sequence[Submission]) -> list[Outcome]:
-        cur = self._cursor()
         with self._journal.lock:
             keys = [s.idempotency_key for s in submissions if s.idempotency_key is not None]
-            known = store.find_by_keys(cur, keys)
+            known = store.find_by_keys(self._journal.db, keys)
             outcomes: list[Outcome] = []
             jobs: list[Job] = []
             digests: list[str] = []
@@ -102,7 +97,7 @@ class Submissions:
                 outcomes.append((job, True))
                 if key is not None:  # the same key again in this batch finds this job
                     known[key] = (job, submission.digest)
-            self._journal.commit(cur, jobs, digests=digests)
+            self._journal.commit(jobs, digests=digests)
             return outcomes
 
 

@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ import aiohttp
 import duckdb
 
 from dataplane.app import DataPlane
-from dataplane.company import OPEN_CONFIG
+from dataplane.company import JOURNAL_SUFFIX, OPEN_CONFIG
 
 T = TypeVar("T")
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -117,6 +118,20 @@ class Running:
             str(self.data_dir / f"{company}.duckdb"), config=dict(OPEN_CONFIG)
         ) as con:
             return list(con.execute(sql).fetchall())
+
+    def journal(self, sql: str, company: str = "default") -> list[tuple[Any, ...]]:
+        """Reads the company's job journal (SQLite) directly."""
+        return read_journal(self.data_dir, sql, company)
+
+
+def read_journal(
+    data_dir: Path, sql: str, company: str = "default", params: Sequence[Any] = ()
+) -> list[tuple[Any, ...]]:
+    """Runs `sql` on a company's job journal file (`jobs`, `changes`) and commits."""
+    with contextlib.closing(sqlite3.connect(data_dir / f"{company}{JOURNAL_SUFFIX}")) as db:
+        rows = list(db.execute(sql, params).fetchall())
+        db.commit()
+        return rows
 
 
 PlaneFactory = Callable[..., Awaitable[Running]]

@@ -62,7 +62,7 @@ async def test_a_company_token_reaches_its_own_company_only(start_plane: PlaneFa
     detail = await _as(plane, "tok-acme", "globex").problem("GET", "/datasets", 403)
     assert detail == "this token belongs to another company"
     assert plane.query("SELECT count(*) FROM company_data.acme_events", "acme") == [(100,)]
-    assert plane.query("SELECT count(*) FROM _dataplane.jobs", "globex") == [(1,)]
+    assert plane.journal("SELECT count(*) FROM jobs", "globex") == [(1,)]
 
 
 async def test_a_service_token_acts_for_the_company_it_names(start_plane: PlaneFactory) -> None:
@@ -134,5 +134,5 @@ async def test_replaced_tokens_apply_to_the_next_request(start_plane: PlaneFacto
 
 
 async def _only_job(plane: Running) -> str:
-    [(job_id,)] = plane.query("SELECT job_id FROM _dataplane.jobs", "acme")
+    [(job_id,)] = plane.journal("SELECT job_id FROM jobs", "acme")
     return str(job_id)

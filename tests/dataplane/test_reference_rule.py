@@ -16,26 +16,26 @@ CALL = "is not allowed in NQL"
 CATALOG = "DESCRIBE and SHOW read the database catalog"
 
 VIEW_BYPASSES = [
-    ("SELECT * FROM _dataplane.jobs", f"{TABLE} _dataplane.jobs"),
-    ('SELECT * FROM "_dataplane"."jobs"', f"{TABLE} _dataplane.jobs"),
-    ('SELECT * FROM "_DATAPLANE"."JOBS"', f"{TABLE} _dataplane.jobs"),
-    ("select job from _DataPlane.Changes", f"{TABLE} _dataplane.changes"),
+    ("SELECT * FROM _dataplane.datasets", f"{TABLE} _dataplane.datasets"),
+    ('SELECT * FROM "_dataplane"."datasets"', f"{TABLE} _dataplane.datasets"),
+    ('SELECT * FROM "_DATAPLANE"."DATASETS"', f"{TABLE} _dataplane.datasets"),
+    ("select row_count from _DataPlane.Snapshots", f"{TABLE} _dataplane.snapshots"),
     ('SELECT * FROM "default"._dataplane.datasets', f"{TABLE} _dataplane.datasets"),
-    ("FROM _dataplane.jobs", TABLE),
+    ("FROM _dataplane.datasets", TABLE),
     ("TABLE _dataplane.snapshots", TABLE),
-    ("WITH x AS (SELECT * FROM _dataplane.jobs) SELECT * FROM x", TABLE),
-    ("WITH company_data AS (SELECT 1) SELECT * FROM _dataplane.jobs", TABLE),
+    ("WITH x AS (SELECT * FROM _dataplane.datasets) SELECT * FROM x", TABLE),
+    ("WITH company_data AS (SELECT 1) SELECT * FROM _dataplane.datasets", TABLE),
     (
         "SELECT * FROM company_data.events WHERE event_id IN"
-        " (SELECT count(*) FROM _dataplane.jobs)",
+        " (SELECT count(*) FROM _dataplane.datasets)",
         TABLE,
     ),
     # DuckDB folds this from table statistics: its optimized plan has no scan left to see.
-    ("SELECT (SELECT max(last_event_id) FROM _dataplane.jobs) AS n", TABLE),
-    ("SELECT * FROM company_data.events, LATERAL (SELECT * FROM _dataplane.jobs) j", TABLE),
-    ("SELECT * FROM histogram('_dataplane.jobs', state)", TABLE),
-    ("SELECT * FROM (PIVOT _dataplane.jobs ON state USING count(*))", TABLE),
-    ("SUMMARIZE _dataplane.jobs", TABLE),
+    ("SELECT (SELECT max(dataset_id) FROM _dataplane.datasets) AS n", TABLE),
+    ("SELECT * FROM company_data.events, LATERAL (SELECT * FROM _dataplane.datasets) j", TABLE),
+    ("SELECT * FROM histogram('_dataplane.datasets', kind)", TABLE),
+    ("SELECT * FROM (PIVOT _dataplane.datasets ON kind USING count(*))", TABLE),
+    ("SUMMARIZE _dataplane.datasets", TABLE),
     ("SELECT * FROM duckdb_settings()", f"{SYSTEM} duckdb_settings()"),
     ("FROM system.main.duckdb_settings()", f"{SYSTEM} duckdb_settings()"),
     ("SELECT * FROM duckdb_databases()", f"{SYSTEM} duckdb_databases()"),
@@ -46,14 +46,14 @@ VIEW_BYPASSES = [
     ("SELECT * FROM duckdb_secrets()", f"{SYSTEM} duckdb_secrets()"),
     ("SELECT * FROM which_secret('s3://bucket/x', 's3')", f"{SYSTEM} which_secret()"),
     ("SELECT * FROM pragma_database_size()", f"{SYSTEM} pragma_database_size()"),
-    ("SELECT * FROM pragma_table_info('_dataplane.jobs')", f"{SYSTEM} pragma_table_info()"),
+    ("SELECT * FROM pragma_table_info('_dataplane.datasets')", f"{SYSTEM} pragma_table_info()"),
     ("SELECT * FROM information_schema.tables", SYSTEM),
     ("SELECT * FROM pg_catalog.pg_class", SYSTEM),
     ("SELECT pg_get_viewdef(1) AS v", SYSTEM),
     ("SHOW TABLES", SYSTEM),
     ("SELECT * FROM test_all_types()", f"{SYSTEM} test_all_types()"),
-    ("DESCRIBE _dataplane.jobs", CATALOG),
-    ("SELECT * FROM (DESC _dataplane.jobs)", CATALOG),
+    ("DESCRIBE _dataplane.datasets", CATALOG),
+    ("SELECT * FROM (DESC _dataplane.datasets)", CATALOG),
     ("SELECT current_setting('temp_directory') AS t", f"current_setting() {CALL}"),
     ("SELECT CAST(current_setting('temp_directory') AS INT) AS t", f"current_setting() {CALL}"),
     ("SELECT \"CURRENT_SETTING\"('threads') AS t", f"current_setting() {CALL}"),
@@ -61,8 +61,8 @@ VIEW_BYPASSES = [
     ("SELECT system.main.current_setting /* c */ ('threads') AS t", f"current_setting() {CALL}"),
     ("SELECT current_database() AS d", f"current_database() {CALL}"),
     ("SELECT version() AS v", f"version() {CALL}"),
-    ("SELECT * FROM query('SELECT * FROM _dataplane.jobs')", f"query() {CALL}"),
-    ("SELECT * FROM query_table('_dataplane.jobs')", f"query_table() {CALL}"),
+    ("SELECT * FROM query('SELECT * FROM _dataplane.datasets')", f"query() {CALL}"),
+    ("SELECT * FROM query_table('_dataplane.datasets')", f"query_table() {CALL}"),
     (
         "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT 1'))",
         f"json_execute_serialized_sql() {CALL}",
@@ -70,18 +70,18 @@ VIEW_BYPASSES = [
 ]
 
 DML_BYPASSES = [
-    "INSERT INTO company_data.events SELECT 0, job_id, state, 0 FROM _dataplane.jobs",
-    "UPDATE company_data.events SET user_id = (SELECT max(job_id) FROM _dataplane.jobs)",
-    "UPDATE company_data.events SET amount = (SELECT max(last_event_id) FROM _dataplane.jobs)",
-    "DELETE FROM company_data.events WHERE event_id IN (SELECT last_event_id FROM _dataplane.jobs)",
+    "INSERT INTO company_data.events SELECT 0, name, kind, 0 FROM _dataplane.datasets",
+    "UPDATE company_data.events SET user_id = (SELECT max(name) FROM _dataplane.datasets)",
+    "UPDATE company_data.events SET amount = (SELECT max(dataset_id) FROM _dataplane.datasets)",
+    "DELETE FROM company_data.events WHERE event_id IN (SELECT dataset_id FROM _dataplane.datasets)",
     "DELETE FROM company_data.events USING _dataplane.datasets d WHERE d.dataset_id > 0",
-    "WITH j AS (SELECT * FROM _dataplane.jobs) INSERT INTO company_data.events SELECT 1, job_id, 'x', 1 FROM j",
+    "WITH j AS (SELECT * FROM _dataplane.datasets) INSERT INTO company_data.events SELECT 1, name, 'x', 1 FROM j",
     "INSERT INTO company_data.events SELECT 1, current_setting('temp_directory'), 'x', 1",
-    "INSERT INTO company_data.events SELECT 1, column_name, 'x', 1 FROM (DESCRIBE _dataplane.jobs)",
+    "INSERT INTO company_data.events SELECT 1, column_name, 'x', 1 FROM (DESCRIBE _dataplane.datasets)",
     "INSERT INTO company_data.events SELECT 1, name, value, 1 FROM duckdb_settings()",
     "INSERT INTO company_data.events SELECT 1, path, 'x', 1 FROM duckdb_databases()",
     "INSERT INTO company_data.events (event_id, user_id) VALUES (1, current_setting('temp_directory'))",
-    "UPDATE company_data.events SET user_id = j.job_id FROM _dataplane.jobs j",
+    "UPDATE company_data.events SET user_id = j.name FROM _dataplane.datasets j",
 ]
 
 ALLOWED_VIEWS = [
@@ -146,7 +146,7 @@ async def test_ordinary_queries_still_run(dp: Running) -> None:
 @pytest.mark.parametrize(
     ("stored", "phrase"),
     [
-        ("SELECT count(*) AS n FROM _dataplane.jobs", f"{TABLE} _dataplane.jobs"),
+        ("SELECT count(*) AS n FROM _dataplane.datasets", f"{TABLE} _dataplane.datasets"),
         (
             "SELECT count(*) AS n FROM company_data.events; DELETE FROM company_data.events",
             "expected exactly one statement, found 2",

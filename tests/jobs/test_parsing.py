@@ -8,9 +8,9 @@ import pytest
 
 from workflowd.domain.jobs import JobState
 from workflowd.jobs import MalformedResponse, job_info_from_json
+from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.parse import problem_detail
-from workflowd.jobs.sse import SseDecoder, SseEvent
-from workflowd.jobs.transport import Backoff
+from workflowd.jobs.sse import EventTooLarge, SseDecoder, SseEvent, iter_events
 
 
 def _decode(text: str) -> list[SseEvent]:
@@ -32,6 +32,48 @@ def test_sse_fields_comments_and_multiline_data() -> None:
         SseEvent(event="job", data='{"a":\n1}', id="7"),
         SseEvent(event="reset", data='{"reason": "old"}', id=None),
         SseEvent(event="message", data="plain", id=None),
+    ]
+
+
+class _Chunks:
+    """A stream that delivers these chunks, then ends."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self._chunks = list(chunks)
+
+    async def readany(self) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+
+async def _events(*chunks: bytes, limit: int = 1000) -> list[SseEvent]:
+    stream = iter_events(_Chunks(*chunks), idle_timeout_s=5, max_line_bytes=limit)
+    return [event async for event in stream]
+
+
+async def test_sse_events_split_anywhere_across_chunks_read_the_same() -> None:
+    stream = 'id: 1\nevent: job\ndata: {"é": 1}\n\n: keepalive\n\nid: 2\r\ndata: x\r\n\r\nid: 3\n'
+    expected = [
+        SseEvent(event="job", data='{"é": 1}', id="1"),
+        SseEvent(event="message", data="x", id="2"),
+    ]
+    raw = stream.encode()
+    assert await _events(raw) == expected
+    # Every split point, the two-byte "é" and the CRLFs included; the unfinished event is dropped.
+    for cut in range(1, len(raw)):
+        assert await _events(raw[:cut], raw[cut:]) == expected, cut
+    assert await _events(*(raw[i : i + 1] for i in range(len(raw)))) == expected
+
+
+async def test_an_sse_line_over_the_bound_is_refused_however_it_arrives() -> None:
+    line = b"data: " + b"x" * 20
+    with pytest.raises(EventTooLarge):
+        await _events(line + b"\n\n", limit=20)
+    with pytest.raises(EventTooLarge):
+        await _events(line[:10], line[10:], b"\n\n", limit=20)  # no end of line yet
+    with pytest.raises(EventTooLarge):
+        await _events(b"data: a\n" + line, limit=20)
+    assert await _events(b"data: " + b"x" * 14 + b"\n\n", limit=20) == [
+        SseEvent(event="message", data="x" * 14, id=None)
     ]
 
 
@@ -76,10 +118,14 @@ def test_problem_detail_prefers_detail_then_title_then_text() -> None:
     assert problem_detail(b"", 400, None) == "HTTP 400"
 
 
-def test_backoff_is_capped_full_jitter() -> None:
-    backoff = Backoff(0.1, 0.4)
-    delays = [backoff.next_delay() for _ in range(50)]
+def test_transport_backoff_is_capped_full_jitter() -> None:
+    config = JobsClientConfig("http://jobs", backoff_initial_s=0.1, backoff_max_s=0.4)
+    backoff = config.backoff.delays()
+    delays = [backoff.next() for _ in range(50)]
     assert all(0 <= d <= 0.4 for d in delays)
     assert delays[0] <= 0.1
+    ceilings = config.backoff.delays(uniform=lambda _low, high: high)
+    assert [ceilings.next() for _ in range(4)] == [0.1, 0.2, 0.4, 0.4]
+    assert config.backoff.delay(1, uniform=lambda low, _high: low) == 0  # full jitter
     backoff.reset()
-    assert backoff.next_delay() <= 0.1
+    assert backoff.next() <= 0.1

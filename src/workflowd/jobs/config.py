@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workflowd.domain.retry import Backoff
+
 
 @dataclass(frozen=True, slots=True)
 class JobsClientConfig:
@@ -51,3 +53,8 @@ class JobsClientConfig:
             raise ValueError("backoff must satisfy 0 < backoff_initial_s <= backoff_max_s")
         if not 0 < self.poll_interval_initial_s <= self.poll_interval_max_s:
             raise ValueError("poll intervals must satisfy 0 < initial <= max")
+
+    @property
+    def backoff(self) -> Backoff:
+        """Transport faults' retries: capped exponential with full jitter."""
+        return Backoff(self.backoff_initial_s, max_delay_s=self.backoff_max_s, spread=1.0)

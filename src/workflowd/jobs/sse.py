@@ -1,7 +1,8 @@
 """A minimal server-sent-events reader (the subset of the WHATWG format the jobs API uses).
 
-Parsed by hand over aiohttp's `StreamReader.readline()` so that the stream costs one buffered
-socket and no extra dependency.
+Parsed by hand over aiohttp's `StreamReader.readany()` so that the stream costs one buffered
+socket and no extra dependency: each chunk the socket delivers is read with one await (and one
+idle timer), however many events it holds, and split into lines once.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ class SseEvent:
     id: str | None  # the `id:` of this event; None when it carried none
 
 
-class _LineReader(Protocol):
-    async def readline(self, *, max_line_length: int | None = None) -> bytes: ...
+class _ChunkReader(Protocol):
+    async def readany(self) -> bytes: ...
 
 
 class StreamIdle(Exception):
     """No bytes at all arrived within the idle timeout: the connection is presumed dead."""
+
+
+class EventTooLarge(Exception):
+    """A line longer than the bound: refused rather than buffered."""
 
 
 class SseDecoder:
@@ -62,18 +67,35 @@ class SseDecoder:
 
 
 async def iter_events(
-    reader: _LineReader, *, idle_timeout_s: float, max_line_bytes: int
+    reader: _ChunkReader, *, idle_timeout_s: float, max_line_bytes: int
 ) -> AsyncIterator[SseEvent]:
-    """Yield events until the server ends the stream; raise `StreamIdle` on silence."""
+    """Yield events until the server ends the stream; raise `StreamIdle` on silence and
+    `EventTooLarge` for a line over `max_line_bytes`."""
     decoder = SseDecoder()
+    partial: list[bytes] = []  # the pieces of a line that has not ended yet
+    partial_bytes = 0
     while True:
         try:
             async with asyncio.timeout(idle_timeout_s):
-                raw = await reader.readline(max_line_length=max_line_bytes)
+                chunk = await reader.readany()
         except TimeoutError:
             raise StreamIdle(f"no data for {idle_timeout_s:g} s") from None
-        if not raw:
+        if not chunk:
             return  # EOF; a partial event without its blank line is discarded, per the spec
-        event = decoder.feed(raw.decode("utf-8", "replace").rstrip("\r\n"))
-        if event is not None:
-            yield event
+        if b"\n" not in chunk:
+            partial.append(chunk)
+            partial_bytes += len(chunk)
+            if partial_bytes > max_line_bytes:
+                raise EventTooLarge(f"a line of more than {max_line_bytes} bytes")
+            continue
+        lines = b"".join([*partial, chunk]).split(b"\n")
+        rest = lines.pop()
+        partial, partial_bytes = ([rest], len(rest)) if rest else ([], 0)
+        for raw in lines:
+            if len(raw) > max_line_bytes:
+                raise EventTooLarge(f"a line of more than {max_line_bytes} bytes")
+            event = decoder.feed(raw.decode("utf-8", "replace").rstrip("\r"))
+            if event is not None:
+                yield event
+        if partial_bytes > max_line_bytes:
+            raise EventTooLarge(f"a line of more than {max_line_bytes} bytes")

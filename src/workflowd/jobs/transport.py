@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,23 +55,6 @@ class ClientStats:
     api_errors: int = 0
     poll_rounds: int = 0
     reconcile_requests: int = 0
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter (AWS's "full jitter" variant)."""
-
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        self._initial_s = initial_s
-        self._max_s = max_s
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self._max_s, self._initial_s * 2 ** min(self._attempt, 32))
-        self._attempt += 1
-        return random.uniform(0, ceiling)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class Transport:
@@ -139,7 +121,7 @@ class Transport:
         loop = asyncio.get_running_loop()
         patience = self._config.retry_deadline_s if retry_deadline_s is None else retry_deadline_s
         deadline = loop.time() + patience
-        backoff = Backoff(self._config.backoff_initial_s, self._config.backoff_max_s)
+        delays = self._config.backoff.delays()
         while True:
             try:
                 return await self.attempt(
@@ -157,7 +139,7 @@ class Transport:
                     raise JobsCommunicationError(
                         f"jobs API unreachable for {patience:g} s: {fault}"
                     ) from fault
-                await asyncio.sleep(min(backoff.next_delay(), remaining))
+                await asyncio.sleep(min(delays.next(), remaining))
 
     async def attempt(
         self,

@@ -20,14 +20,14 @@ import logging
 from collections.abc import Sequence
 
 import aiohttp
-from aiohttp.http_exceptions import LineTooLong
 
+from workflowd.domain.retry import BackoffDelays
 from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.errors import JobNotFound, JobRejected, JobsCommunicationError, JobsError
 from workflowd.jobs.parse import job_info_from_json, jobs_page_from_json, problem_detail
 from workflowd.jobs.registry import WaiterRegistry
-from workflowd.jobs.sse import SseEvent, StreamIdle, iter_events
-from workflowd.jobs.transport import Backoff, ClientStats, TransientFault, Transport, describe_fault
+from workflowd.jobs.sse import EventTooLarge, SseEvent, StreamIdle, iter_events
+from workflowd.jobs.transport import ClientStats, TransientFault, Transport, describe_fault
 from workflowd.jobs.urls import path
 
 logger = logging.getLogger("workflowd.jobs")
@@ -36,7 +36,7 @@ logger = logging.getLogger("workflowd.jobs")
 # servers (aiohttp's default among them) refuse lines over 8 KB: 150 ids stay near 5.5 KB.
 BATCH_SIZE = 150
 _NO_STREAM_STATUSES = frozenset({404, 405, 501})
-_STREAM_FAULTS = (aiohttp.ClientError, OSError, TimeoutError, StreamIdle, LineTooLong)
+_STREAM_FAULTS = (aiohttp.ClientError, OSError, TimeoutError, StreamIdle, EventTooLarge)
 
 
 class _StreamUnavailable(Exception):
@@ -89,7 +89,7 @@ class Watcher:
     # --- the shared stream -------------------------------------------------------------------
 
     async def _stream_loop(self) -> None:
-        backoff = Backoff(self._config.backoff_initial_s, self._config.backoff_max_s)
+        backoff = self._config.backoff.delays()
         failures = 0
         while True:
             connects = self._stats.stream_connects
@@ -108,9 +108,9 @@ class Watcher:
                 # Not a blip that `Last-Event-ID` will cover but a stream outage: read the
                 # awaited jobs at each reconnect attempt so they still end meanwhile.
                 self._registry.mark_all_fresh()
-            await asyncio.sleep(backoff.next_delay())
+            await asyncio.sleep(backoff.next())
 
-    async def _stream_once(self, backoff: Backoff) -> None:
+    async def _stream_once(self, backoff: BackoffDelays) -> None:
         """One connection, until the server ends it; faults raise TransientFault."""
         headers, sent = self._transport.headers()
         headers["Accept"] = "text/event-stream"
@@ -134,7 +134,7 @@ class Watcher:
                 if not resumed:
                     self._registry.mark_all_fresh()  # whatever ended before we listened
                 await self._consume(response)
-        except LineTooLong as exc:
+        except EventTooLarge as exc:
             # Resuming would replay the same oversized event forever: start afresh instead.
             self._last_event_id = None
             raise TransientFault(f"event larger than {self._config.max_event_bytes} bytes") from exc
@@ -213,7 +213,7 @@ class Watcher:
             await asyncio.sleep(interval)
 
     async def _fresh_loop(self) -> None:
-        backoff = Backoff(self._config.backoff_initial_s, self._config.backoff_max_s)
+        backoff = self._config.backoff.delays()
         while True:
             await self._registry.fresh_added.wait()
             job_ids = self._registry.take_fresh()
@@ -222,7 +222,7 @@ class Watcher:
             except TransientFault as fault:
                 self._registry.mark_fresh(job_ids)
                 self._on_fault(fault)
-                await asyncio.sleep(backoff.next_delay())
+                await asyncio.sleep(backoff.next())
             else:
                 backoff.reset()
 
