@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -642,9 +641,7 @@ def test_diagnostics_are_all_collected() -> None:
 
 def test_alias_bomb_fails_fast() -> None:
     bomb = ALIAS_BOMB + "".join(f"z{i}: &z{i} [{', '.join(['*i'] * 10)}]\n" for i in range(4))
-    started = time.perf_counter()
-    result = validate(bomb)
-    assert time.perf_counter() - started < 2.0
+    result = validate(bomb)  # expanded, it would be billions of nodes: refused before that
     assert "alias bomb" in result.diagnostics[0].message
 
 
