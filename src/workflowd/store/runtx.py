@@ -80,6 +80,10 @@ class RunTx:
         self._conn = conn
         self._run_id = run_id
         self._now = now
+        self._now_text = ts(now)
+        # Bytes of stored values added (or freed) by this transaction's changes: counted in the
+        # company's total once, when the transaction's changes close, not once per value.
+        self._stored_bytes = 0
         self._company = row["company"]
         self._workflow_id = row["workflow_id"]
         self._namespace = row["namespace"]
@@ -129,7 +133,7 @@ class RunTx:
             "SELECT LENGTH(context) AS n FROM runs WHERE id = ?", (self._run_id,)
         ).fetchone()
         text = dump(context)
-        usage.add_stored(self._conn, self._company, len(text.encode()) - int(old["n"] or 0))
+        self._stored_bytes += len(text.encode()) - int(old["n"] or 0)
         self._update("runs", "id = ?", (self._run_id,), {"context": text})
 
     def set_cursor(self, cursor: JsonObject | None) -> None:
@@ -255,14 +259,14 @@ class RunTx:
         self._conn.execute(
             "INSERT INTO jobs_to_cancel (job_id, run_id, task_index, task_key, since)"
             " VALUES (?, ?, -1, ?, ?) ON CONFLICT DO NOTHING",
-            (job_id, self._run_id, key, ts(self._now)),
+            (job_id, self._run_id, key, self._now_text),
         )
 
     # --- writing ------------------------------------------------------------------------------
 
     def _stored(self, text: str) -> str:
         """`text`, counted in the company's stored bytes (`usage.py`): a value the run keeps."""
-        usage.add_stored(self._conn, self._company, len(text.encode()))
+        self._stored_bytes += len(text.encode())
         return text
 
     def _instance(self, key: str) -> tuple[_Instance, TaskStatus]:
@@ -312,7 +316,7 @@ class RunTx:
             " RETURNING global_seq",
             (
                 self._run_id, self._seq, self._company, self._workflow_id, self._namespace,
-                kind.value, ts(self._now), self.run_status.value, task.position,
+                kind.value, self._now_text, self.run_status.value, task.position,
                 task.name, fields.task_status.value if fields.task_status else None,
                 fields.job_id, dump(error.to_json()) if error else None, fields.reason,
                 task.key, task.reference, dump(list(task.iteration)), task.attempt,
@@ -348,6 +352,8 @@ class RunTx:
 
     def close(self) -> list[RunEvent]:
         self._conn.execute("UPDATE runs SET last_seq = ? WHERE id = ?", (self._seq, self._run_id))
+        usage.add_stored(self._conn, self._company, self._stored_bytes)
+        self._stored_bytes = 0
         return self.events
 
 
