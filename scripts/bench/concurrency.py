@@ -37,7 +37,6 @@ import grpc
 from instant_jobs_api import Child, percentile, spawn_instant_api
 from overhead import NO_QUOTAS, TERMINAL_EVENTS, chain_spec
 
-from workflowd import eventloop
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
@@ -415,7 +414,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="keep logs and databases here")
     args = parser.parse_args()
     if args.command == "host":
-        eventloop.run(host(args.jobs_url, args.data_dir, args.slow_callback_ms))
+        asyncio.run(host(args.jobs_url, args.data_dir, args.slow_callback_ms))
         return
     counts = args.runs or ([200] if args.quick else [1000, 10_000])
     watchers = min(args.watchers, 100) if args.quick else args.watchers

@@ -9,7 +9,6 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workflowd import eventloop
 from workflowd.address import Address
 from workflowd.cli.common import CliError
 from workflowd.datadir import DataDirInUse
@@ -165,7 +164,7 @@ def serve(app: App) -> None:
     start is one line, `cannot start: <why>` (exit status 2 when workflowd refused what it
     was given or found, 1 when the system failed it)."""
     try:
-        eventloop.run(_serve(app))
+        asyncio.run(_serve(app))
     except DataDirInUse as exc:
         raise CliError(str(exc)) from exc
     except WorkflowdError as exc:  # a bad tokens or TLS file, a data plane that did not start
