@@ -216,10 +216,7 @@ class Store:
                 added = [news[i].input for i, (_, _, new) in enumerate(made) if new]
                 usage.admit_runs(conn, self.quotas, news[0].company, added, inserted=True)
             replicas.own(conn, [run_id for run_id, _, new in made if new], self.replica)
-            return [
-                (runs.written_run(conn, run_id), events, new)
-                for run_id, events, new in made
-            ]
+            return [(runs.written_run(conn, run_id), events, new) for run_id, events, new in made]
 
         return await self._write(op)
 
