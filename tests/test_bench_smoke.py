@@ -72,6 +72,8 @@ def test_concurrency_bench_reports_its_figures() -> None:
     for key in ("peak_rss_mb", "loop_lag_ms_p99", "event_latency_ms_p99"):
         assert isinstance(phase[key], float), key
     assert phase["watch_seq_faults"] == 0
+    split = phase["loop_thread_cpu_ms_per_task"] + phase["other_threads_cpu_ms_per_task"]
+    assert abs(split - phase["daemon_cpu_ms_per_task"]) < 0.5  # the CPU split by thread
     assert phase["latency_samples"] == 2 * phase["watchers"]  # two tasks per watched run
 
 
@@ -79,10 +81,12 @@ def test_scheduler_bench_reports_its_figures() -> None:
     result = last_json_line("scheduler.py")
     assert isinstance(result["fires_measured"], int)
     assert result["fires_measured"] > 0
-    for key in ("fire_lateness_ms_p99", "idle_cpu_percent", "rss_mb"):
+    for key in ("fire_lateness_ms_p99", "idle_cpu_percent", "rss_mb", "schedule_backlog_max"):
         value = result[key]
         assert isinstance(value, float), key
         assert value >= 0, key
+    assert isinstance(result["other_runs"], int)
+    assert result["other_runs"] > 0  # another workflow's runs went through meanwhile
 
 
 def test_recovery_bench_reports_its_figures() -> None:

@@ -107,6 +107,13 @@ class GcTimer:
         }
 
 
+def loop_thread_cpu() -> dict[str, float]:
+    """The CPU time of the thread this runs on (the signal handler: the event loop's), to tell
+    the loop's share of the daemon's CPU from its other threads' (the store's writer, the
+    readers, the log)."""
+    return {"loop_thread_cpu_s": time.thread_time()}
+
+
 async def host(jobs_url: str, data_dir: Path, slow_callback_ms: float) -> None:
     from workflowd.app import App
     from workflowd.observability import configure_logging
@@ -132,7 +139,9 @@ async def host(jobs_url: str, data_dir: Path, slow_callback_ms: float) -> None:
     gc_timer.install()
     loop.add_signal_handler(
         signal.SIGUSR1,
-        lambda: print("lag " + json.dumps(probe.take() | gc_timer.take()), flush=True),
+        lambda: print(
+            "lag " + json.dumps(probe.take() | gc_timer.take() | loop_thread_cpu()), flush=True
+        ),
     )
     if slow_callback_ms:
         # Diagnostics only (asyncio debug mode costs CPU): log each callback that holds the
@@ -295,6 +304,7 @@ class Observed:
     baseline_mb: float
     peak_mb: float
     cpu_s: float
+    loop_cpu_s: float
     lag: dict[str, Any]
 
 
@@ -310,7 +320,7 @@ async def _drive(
         await ends_call.initial_metadata()  # subscribed: no run end can be missed from here on
         ends = asyncio.create_task(count_ends(ends_call, phase.runs), name="bench.run-ends")
         baseline_mb, cpu_before = daemon.status_mb("VmRSS"), daemon.cpu_s()
-        await lag_window(daemon)  # start the daemon's lag window now
+        opened = await lag_window(daemon)  # start the daemon's lag window now
         started = time.perf_counter()
         budget_s = PHASE_TIMEOUT_S + phase.runs / 50 + 2 * phase.tasks * phase.delay_s
         async with asyncio.timeout(budget_s):
@@ -330,6 +340,7 @@ async def _drive(
             baseline_mb,
             daemon.status_mb("VmHWM"),
             daemon.cpu_s() - cpu_before,
+            lag.pop("loop_thread_cpu_s") - opened["loop_thread_cpu_s"],
             lag,
         )
     finally:
@@ -365,6 +376,11 @@ async def _measure(phase: Phase, daemon: Child, api_url: str) -> dict[str, Any]:
         "all_ended_s": round(seen.all_ended_s, 2),
         "daemon_cpu_s": round(seen.cpu_s, 1),
         "daemon_cpu_ms_per_task": round(seen.cpu_s * 1000 / (runs * phase.tasks), 2),
+        # Of which the event loop's thread, and the others (the store's writer, readers, log).
+        "loop_thread_cpu_ms_per_task": round(seen.loop_cpu_s * 1000 / (runs * phase.tasks), 2),
+        "other_threads_cpu_ms_per_task": round(
+            (seen.cpu_s - seen.loop_cpu_s) * 1000 / (runs * phase.tasks), 2
+        ),
         "baseline_rss_mb": round(seen.baseline_mb, 1),
         "peak_rss_mb": round(seen.peak_mb, 1),
         **seen.lag,

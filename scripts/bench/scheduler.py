@@ -1,21 +1,29 @@
-"""The scheduler under many active schedules: fire lateness, CPU while idle between fires, RSS.
+"""The scheduler under many active schedules: fire lateness, CPU while idle between fires, RSS,
+the backlog, and whether another workflow's runs still get through.
 
 A `workflowd serve` subprocess runs against the instant jobs API (its own process). The bench
 creates `--schedules` workflows whose `schedule: {every: …}` is one hour, and activates them
-evenly over `--spread-s` seconds (so their phases are spread, as a real fleet's would be):
+evenly over `--spread-s` seconds (by default the fire period, so that their phases are spread
+over it, as a real fleet's would be):
 
 - idle CPU: with every schedule active and none due for the next hour, the daemon's CPU time
   (/proc/<pid>/stat) over `--idle-s` seconds;
-- fire lateness: every workflow then gets a version 2.0.0 whose schedule is every minute (its
-  phase, the activation instant, stays). A `WatchRuns` stream receives each scheduled run's
-  RUN_CREATED event; lateness = receipt (`time.time()` here, after the fire committed and the
-  event crossed gRPC) − the instant (anchor + k × period). Measured over `--minutes` minutes,
-  after every workflow's first minute-period fire;
+- fire lateness: every workflow then gets a version 2.0.0 whose schedule is every
+  `--period-s` seconds (its phase, the activation instant, stays): by default 10,000 schedules
+  every 100 s, 100 instants a second, within what the daemon completes. A `WatchRuns` stream
+  receives each scheduled run's RUN_CREATED event; lateness = receipt (`time.time()` here,
+  after the fire committed and the event crossed gRPC) − the instant (anchor + k × period).
+  Measured over `--window-s` seconds, after every workflow's first fire of the new period;
+- backlog: `workflowd_schedule_backlog` and `workflowd_schedule_backlog_seconds` from
+  `/metrics`, every second of that window (their maximum); a shorter `--period-s` puts the
+  daemon above its capacity, where the backlog grows instead of the lateness hiding;
+- other runs: meanwhile, one run at a time of another (unscheduled) workflow, every 100 ms:
+  trigger to its terminal event, so a fleet of schedules is seen not to starve other runs;
 - RSS: VmRSS and VmHWM of the daemon at the end.
 
-Usage: `.venv/bin/python scripts/bench/scheduler.py [--quick] [--schedules 10000]`
-(`--period-s` and `--window-s` change the every-minute phase). The last line
-of output is one JSON object with `fire_lateness_ms_p99` and `idle_cpu_percent`.
+Usage: `.venv/bin/python scripts/bench/scheduler.py [--quick] [--schedules 10000]
+[--period-s 100]`. The last line of output is one JSON object with `fire_lateness_ms_p99`,
+`idle_cpu_percent` and `schedule_backlog_max`.
 """
 
 from __future__ import annotations
@@ -34,13 +42,16 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import grpc
 from instant_jobs_api import Child, percentile, spawn_instant_api
-from overhead import Workflowd
+from overhead import SERVE_READY, TERMINAL_EVENTS, Workflowd, workflowd_argv
 
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
 CONCURRENCY = 64
+OTHER_EVERY_S = 0.1
 TARGETS = {"fire_lateness_ms_p99": 100.0, "idle_cpu_percent": 1.0}
 
 
@@ -140,11 +151,61 @@ class Plan:
     window_s: float
 
 
+async def spawn_daemon(work: Path, api_url: str) -> tuple[Workflowd, str]:
+    """`workflowd serve` and the URL of its /metrics."""
+    ready = SERVE_READY + r" metrics (\S+),"
+    child = await Child.spawn(workflowd_argv(work, api_url), ready, work / "stderr.log")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{child.ready.group(1)}")
+    daemon = Workflowd(child, channel, pb_grpc.WorkflowServiceStub(channel), child.ready.group(2))
+    return daemon, child.ready.group(3)
+
+
+async def sample_backlog(metrics_url: str, samples: list[tuple[float, float]]) -> None:
+    """(backlog, its oldest instant's age) from /metrics, every second."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(metrics_url) as resp:
+                found = {}
+                for line in (await resp.text()).splitlines():
+                    name, _, value = line.partition(" ")
+                    if name in ("workflowd_schedule_backlog", "workflowd_schedule_backlog_seconds"):
+                        found[name] = float(value)
+            samples.append(
+                (found["workflowd_schedule_backlog"], found["workflowd_schedule_backlog_seconds"])
+            )
+            await asyncio.sleep(1.0)  # ok: the sampling period
+
+
+async def other_runs(stub: pb_grpc.WorkflowServiceAsyncStub, latencies_ms: list[float]) -> None:
+    """One run at a time of an unscheduled workflow, started every OTHER_EVERY_S: trigger to
+    its terminal event."""
+    reply = await stub.CreateWorkflow(pb.CreateWorkflowRequest(specification=other_spec()))
+    workflow_id = reply.workflow.id
+    while True:
+        started = time.perf_counter()
+        run = await stub.TriggerWorkflow(pb.TriggerWorkflowRequest(workflow_id=workflow_id))
+        async for response in stub.WatchRun(pb.WatchRunRequest(run_id=run.run.id)):
+            if response.event.type in TERMINAL_EVENTS:
+                break
+        latencies_ms.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(max(0.0, started + OTHER_EVERY_S - time.perf_counter()))  # ok: pace
+
+
+def other_spec() -> str:
+    return (
+        "document: {dsl: '1.0.0', namespace: bench, name: other, version: '1.0.0'}\n"
+        "do:\n"
+        "  - one:\n"
+        "      call: CreateMaterializedViewIfNotExists\n"
+        "      with: {nql: SELECT 1 AS one, datasetName: other}\n"
+    )
+
+
 async def bench(plan: Plan, work: Path) -> dict[str, Any]:
     started = time.monotonic()
     api, api_url = await spawn_instant_api(0.0, work / "api.log")
     (work / "workflowd").mkdir(exist_ok=True)
-    daemon = await Workflowd.spawn(work / "workflowd", api_url)
+    daemon, metrics_url = await spawn_daemon(work / "workflowd", api_url)
     try:
         fleet = Fleet(daemon.stub)
         await create_all(fleet, plan.schedules, "1.0.0", "{hours: 1}")
@@ -155,17 +216,33 @@ async def bench(plan: Plan, work: Path) -> dict[str, Any]:
         await create_all(fleet, plan.schedules, "2.0.0", f"{{seconds: {plan.period_s}}}")
         # From here on every workflow fires each period at anchor + k × period.
         measure_from = time.time() + plan.period_s
-        await asyncio.sleep(plan.period_s + plan.window_s)  # ok: the measuring window
-        watcher.cancel()
+        await asyncio.sleep(plan.period_s)  # ok: every schedule moves to its new period
+        backlog: list[tuple[float, float]] = []
+        others_ms: list[float] = []
+        sidelines = [
+            asyncio.create_task(sample_backlog(metrics_url, backlog)),
+            asyncio.create_task(other_runs(daemon.stub, others_ms)),
+        ]
+        await asyncio.sleep(plan.window_s)  # ok: the measuring window
+        for task in [watcher, *sidelines]:
+            task.cancel()
+        await asyncio.gather(watcher, *sidelines, return_exceptions=True)
         samples = lateness_ms(fleet, seen, measure_from, plan.period_s)
-        result = {
+        result: dict[str, Any] = {
             "schedules": plan.schedules,
             "period_s": plan.period_s,
+            "instants_per_s": round(plan.schedules / plan.period_s, 1),
             "fires_measured": len(samples),
             "fire_lateness_ms_p50": round(percentile(samples, 50), 2),
             "fire_lateness_ms_p99": round(percentile(samples, 99), 2),
             "fire_lateness_ms_max": round(max(samples, default=float("nan")), 2),
+            "schedule_backlog_max": max((b for b, _ in backlog), default=float("nan")),
+            "schedule_backlog_seconds_max": max((a for _, a in backlog), default=float("nan")),
+            "other_runs": len(others_ms),
+            "other_run_ms_p50": round(percentile(others_ms, 50), 2),
+            "other_run_ms_p99": round(percentile(others_ms, 99), 2),
             "idle_cpu_percent": idle,
+            "daemon_cpu_s": round(daemon.child.cpu_s(), 1),
             "rss_mb": round(daemon.child.status_mb("VmRSS"), 1),
             "peak_rss_mb": round(daemon.child.status_mb("VmHWM"), 1),
             "bench_seconds": round(time.monotonic() - started, 1),
@@ -181,14 +258,15 @@ async def bench(plan: Plan, work: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedules", type=int, default=10_000)
-    parser.add_argument("--spread-s", type=float, default=60.0, help="activations spread")
-    parser.add_argument("--idle-s", type=float, default=30.0, help="idle CPU window")
-    parser.add_argument("--period-s", type=int, default=60, help="the fleet's fire period")
-    parser.add_argument("--window-s", type=float, default=120.0, help="lateness window")
+    parser.add_argument("--spread-s", type=float, help="activations spread (default: the period)")
+    parser.add_argument("--idle-s", type=float, default=20.0, help="idle CPU window")
+    parser.add_argument("--period-s", type=int, default=100, help="the fleet's fire period")
+    parser.add_argument("--window-s", type=float, default=100.0, help="lateness window")
     parser.add_argument("--quick", action="store_true", help="100 schedules, short windows")
     parser.add_argument("--work-dir", type=Path, help="keep logs and state here")
     args = parser.parse_args()
-    plan = Plan(args.schedules, args.spread_s, args.idle_s, args.period_s, args.window_s)
+    spread_s = args.spread_s if args.spread_s is not None else float(args.period_s)
+    plan = Plan(args.schedules, spread_s, args.idle_s, args.period_s, args.window_s)
     if args.quick:
         plan = Plan(schedules=100, spread_s=3.0, idle_s=2.0, period_s=5, window_s=8.0)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="workflowd-bench-"))

@@ -196,6 +196,7 @@ class App:
         await self._start_deliveries()
         self.scheduler = SchedulerLoop(schedules, clock)
         schedules.attach(self.scheduler)
+        self.metrics.watch_schedule_backlog(self.scheduler.backlog, clock.now)
         await self.scheduler.start()
         self.grpc = GrpcServer(
             definitions,

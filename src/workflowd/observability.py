@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -55,12 +58,48 @@ class TextFormatter(logging.Formatter):
         return f"{text} [{context}]" if context else text
 
 
+class _Enqueue(logging.handlers.QueueHandler):
+    """Hands each record as it is to the log's thread, which formats and writes it: the event
+    loop pays for the record, not for the formatting or a write to a slow stderr."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+_writer: logging.handlers.QueueListener | None = None
+
+
 def configure_logging(fmt: str, level: str) -> None:
+    global _writer
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if _writer is not None:
+        _writer.stop()
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _writer = logging.handlers.QueueListener(records, handler)
+    _writer.start()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Enqueue(records)]
     root.setLevel(level.upper())
+    # No line of ours names its source file or thread: a record need not find its caller's
+    # frame (logging's documented switch) or look up the thread and process.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
+@atexit.register
+def log_directly() -> None:
+    """Write every queued record, then log on the caller's thread again: once the event loop
+    has ended, so that nothing logged after it (an error on the way out) comes before what was
+    logged while it ran; and at exit."""
+    global _writer
+    if _writer is None:
+        return
+    _writer.stop()  # drains the queue
+    logging.getLogger().handlers[:] = list(_writer.handlers)
+    _writer = None
 
 
 class LoopLagProbe:

@@ -12,7 +12,16 @@ from workflowd.domain.diagnostics import Diagnostic, Severity
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.json import Json, JsonObject
 from workflowd.domain.notify import Delivery, DeliveryStatus
-from workflowd.domain.run import Problem, Run, RunEvent, RunStatus, RunTrigger, TaskRun, TaskStatus
+from workflowd.domain.run import (
+    Problem,
+    Run,
+    RunEvent,
+    RunEventType,
+    RunStatus,
+    RunTrigger,
+    TaskRun,
+    TaskStatus,
+)
 from workflowd.domain.schedule import (
     CatchupPolicy,
     FireDecision,
@@ -33,6 +42,7 @@ _SEVERITY = {Severity.ERROR: pb.SEVERITY_ERROR, Severity.WARNING: pb.SEVERITY_WA
 RUN_STATUS = {s: pb.RunStatus.Value(f"RUN_STATUS_{s.name}") for s in RunStatus}
 RUN_STATUS_BACK = {v: k for k, v in RUN_STATUS.items()}
 TASK_STATUS = {s: pb.TaskStatus.Value(f"TASK_STATUS_{s.name}") for s in TaskStatus}
+_EVENT_TYPE = {t: pb.RunEventType.Value(f"RUN_EVENT_TYPE_{t.name}") for t in RunEventType}
 _TRIGGER = {t: pb.RunTrigger.Value(f"RUN_TRIGGER_{t.name}") for t in RunTrigger}
 _OVERLAP = {p: pb.OverlapPolicy.Value(f"OVERLAP_POLICY_{p.name}") for p in OverlapPolicy}
 _OVERLAP_BACK = {v: k for k, v in _OVERLAP.items()}
@@ -153,6 +163,7 @@ def schedule(view: ScheduleView) -> pb.Schedule:
         last_fire_at=timestamp(s.last_fire_at),
         next_fire_times=[instant(t) for t in view.upcoming],
         recent_decisions=[fire_decision(d) for d in s.decisions],
+        overdue=duration(view.overdue_s),
         created_at=timestamp(s.created_at),
         updated_at=timestamp(s.updated_at),
     )
@@ -291,7 +302,7 @@ def run_event(e: RunEvent) -> pb.RunEvent:
         run_id=e.run_id,
         seq=e.seq,
         global_seq=e.global_seq,
-        type=pb.RunEventType.Value(f"RUN_EVENT_TYPE_{e.type.name}"),
+        type=_EVENT_TYPE[e.type],
         time=timestamp(e.time),
         workflow_id=e.workflow_id,
         run_status=RUN_STATUS[e.run_status],

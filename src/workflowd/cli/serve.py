@@ -180,8 +180,13 @@ def serve(app: App) -> None:
     """Run `app` until SIGTERM or SIGINT (or until it must stop), then drain it. A failure to
     start is one line, `cannot start: <why>` (exit status 2 when workflowd refused what it
     was given or found, 1 when the system failed it)."""
+    from workflowd.observability import log_directly  # with the daemon's other parts
+
     try:
-        asyncio.run(_serve(app))
+        try:
+            asyncio.run(_serve(app))
+        finally:
+            log_directly()
     except DataDirInUse as exc:
         raise CliError(str(exc)) from exc
     except WorkflowdError as exc:  # a bad tokens or TLS file, a data plane that did not start

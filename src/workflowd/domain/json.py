@@ -34,53 +34,58 @@ class JsonBounds:
     max_depth: int = 32
     max_bytes: int = 1024 * 1024
 
-    def problem(self, value: Json) -> str | None:
-        """Why `value` cannot be stored and read back, in one sentence; None when it can."""
-        try:
-            self.measure(value)
-        except ValueTooLarge as exc:
-            return str(exc)
-        return None
-
     def measure(self, value: Json) -> int:
         """The value's encoded size; raises `ValueTooLarge` past any bound."""
-        size = encoded_size(value, self.max_depth)
+        return self.inspect(value)[0]
+
+    def inspect(self, value: Json) -> tuple[int, bool]:
+        """The value's encoded size, and whether a string or key in it holds a NUL (see
+        `nul_pointer`), in one walk; raises `ValueTooLarge` past any bound."""
+        size, nul = encoded_size(value, self.max_depth)
         if size > self.max_bytes:
             raise ValueTooLarge(
                 f"it takes {size} bytes in an API response, over the limit of {self.max_bytes}"
             )
-        return size
+        return size, nul
 
 
-def encoded_size(value: Json, max_depth: int) -> int:
+def encoded_size(value: Json, max_depth: int) -> tuple[int, bool]:
     """Walks the value without recursion (it may be hostile), checking depth, numbers and
-    strings on the way, and sums an upper bound of its encoded size."""
+    strings on the way, and sums an upper bound of its encoded size; also says whether a
+    string or key holds a NUL."""
     size = 0
+    nul = False
     stack: list[tuple[Json, int]] = [(value, 0)]
+    pop, push = stack.pop, stack.append
     while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
+        item, depth = pop()
+        if isinstance(item, str):
+            size += _FRAME + _text_bytes(item, "a string")
+            nul = nul or "\0" in item
+        elif isinstance(item, dict):
             if depth >= max_depth:
                 raise ValueTooLarge(f"it is nested deeper than {max_depth} levels")
             size += _FRAME
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    size += 2 * _FRAME + _text_bytes(key, "a key")
-                    stack.append((child, depth + 1))
-            else:
-                size += _FRAME * len(item)
-                stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str):
-            size += _FRAME + _text_bytes(item, "a string")
-        elif isinstance(item, bool) or item is None:
+            for key, child in item.items():
+                size += 2 * _FRAME + _text_bytes(key, "a key")
+                nul = nul or "\0" in key
+                push((child, depth + 1))
+        elif isinstance(item, list):
+            if depth >= max_depth:
+                raise ValueTooLarge(f"it is nested deeper than {max_depth} levels")
+            size += _FRAME * (1 + len(item))
+            stack.extend([(child, depth + 1) for child in item])
+        elif item is None or isinstance(item, bool):
             size += _SCALAR
         else:
             _check_number(item)
             size += _NUMBER
-    return size
+    return size, nul
 
 
 def _text_bytes(text: str, what: str) -> int:
+    if text.isascii():  # most text: its length is its size, with nothing to encode
+        return len(text)
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError:

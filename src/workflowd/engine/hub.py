@@ -77,28 +77,35 @@ class EventHub:
         self._by_run: dict[str, set[Subscription]] = defaultdict(set)
         self._global: set[Subscription] = set()
         self._closed = False
+        # Kept as subscriptions come and go: read on every subscribe, it must not walk them.
+        self._count = 0
 
     @property
     def watchers(self) -> int:
-        return len(self._global) + sum(len(s) for s in self._by_run.values())
+        return self._count
 
     def subscribe_run(self, run_id: str) -> Subscription:
         self._check_open()
         sub = Subscription(lambda _: True, self._capacity)
         self._by_run[run_id].add(sub)
+        self._count += 1
         return sub
 
     def subscribe(self, accepts: Callable[[RunEvent], bool]) -> Subscription:
         self._check_open()
         sub = Subscription(accepts, self._capacity)
         self._global.add(sub)
+        self._count += 1
         return sub
 
     def unsubscribe(self, sub: Subscription, run_id: str = "") -> None:
-        self._global.discard(sub)
+        if sub in self._global:
+            self._global.discard(sub)
+            self._count -= 1
         subs = self._by_run.get(run_id)
-        if subs is not None:
+        if subs is not None and sub in subs:
             subs.discard(sub)
+            self._count -= 1
             if not subs:
                 del self._by_run[run_id]
 

@@ -9,7 +9,7 @@ bounded: the first `max_workflows` workflows seen get their own series, any late
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -103,6 +103,17 @@ class EngineMetrics:
         self.active_schedules = Gauge(
             "workflowd_active_schedules", "Schedules the scheduler waits on", registry=self.registry
         )
+        self.schedule_backlog = Gauge(
+            "workflowd_schedule_backlog",
+            "Schedules whose instant has come and is not fired yet (waiting for a slot, or "
+            "firing): grows when schedules come due faster than the daemon fires them",
+            registry=self.registry,
+        )
+        self.schedule_backlog_age = Gauge(
+            "workflowd_schedule_backlog_seconds",
+            "How long the oldest instant in the schedule backlog has waited (0: none waits)",
+            registry=self.registry,
+        )
         self.store_writes_queued = Gauge(
             "workflowd_store_writes_queued",
             "Store changes waiting for the writer's next batch (a backlog grows here)",
@@ -168,6 +179,24 @@ class EngineMetrics:
             ["destination", "outcome", *by],
             registry=self.registry,
         )
+
+    def watch_schedule_backlog(
+        self,
+        backlog: Callable[[datetime], tuple[int, datetime | None]],
+        now: Callable[[], datetime],
+    ) -> None:
+        """The scheduler's backlog, read when the metrics are scraped."""
+
+        def count() -> float:
+            return backlog(now())[0]
+
+        def age() -> float:
+            at = now()
+            oldest = backlog(at)[1]
+            return 0.0 if oldest is None else max((at - oldest).total_seconds(), 0.0)
+
+        self.schedule_backlog.set_function(count)
+        self.schedule_backlog_age.set_function(age)
 
     def observe_events(self, events: Iterable[RunEvent], run: Run | None = None) -> None:
         for event in events:

@@ -13,7 +13,7 @@ from datetime import datetime
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable, WorkflowdError
-from workflowd.domain.json import Json, nul_pointer
+from workflowd.domain.json import Json, ValueTooLarge, nul_pointer
 from workflowd.domain.page import Page
 from workflowd.domain.run import (
     NewRun,
@@ -171,10 +171,12 @@ class Runs:
         return run
 
     async def _check_input(self, definition: WorkflowDefinition, run_input: Json) -> None:
-        problem = self._deps.limits.values.problem(run_input)
-        if problem is not None:
-            raise InvalidRequest("input", f"cannot be stored: {problem}")
-        nul = nul_pointer(run_input)
+        try:
+            _, holds_nul = self._deps.limits.values.inspect(run_input)
+        except ValueTooLarge as exc:
+            raise InvalidRequest("input", f"cannot be stored: {exc}") from None
+        # The pointer is looked for only in an input that holds a NUL: one walk, not two.
+        nul = nul_pointer(run_input) if holds_nul else None
         if nul is not None:
             # The pointer names keys of the caller's: bounded, like every echo of input.
             raise InvalidRequest(

@@ -73,6 +73,9 @@ class PolicyChange:
 class ScheduleView:
     schedule: WorkflowSchedule
     upcoming: tuple[datetime, ...]
+    overdue_s: float | None = None
+    """How long ago its next instant came without having fired yet (the scheduler's backlog);
+    None when that instant is still to come."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,8 +379,11 @@ class Schedules:
         if not schedule.active or schedule.next_fire_at is None:
             return ScheduleView(schedule, ())
         after = schedule.next_fire_at - timedelta(microseconds=1)
+        late = (self._deps.clock.now() - schedule.next_fire_at).total_seconds()
         return ScheduleView(
-            schedule, tuple(fires.upcoming(schedule.spec, schedule.anchor, after, UPCOMING))
+            schedule,
+            tuple(fires.upcoming(schedule.spec, schedule.anchor, after, UPCOMING)),
+            late if late >= 0 else None,
         )
 
     def _tell_loop(self, schedule: WorkflowSchedule) -> None:

@@ -66,12 +66,25 @@ class SchedulerLoop:
         self._pushed = 0
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
-        self._firing: set[asyncio.Task[None]] = set()
+        # The instant of each fire in flight, and of the one popped that waits for a slot.
+        self._firing: dict[asyncio.Task[None], datetime] = {}
+        self._waiting: datetime | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
     def scheduled(self) -> int:
         return len(self._next)
+
+    def backlog(self, now: datetime) -> tuple[int, datetime | None]:
+        """The instants that have come and are not fired yet (waiting for a fire slot, or
+        firing), and the oldest of them. Zero, or the few fires in flight, while the daemon
+        keeps up; when it cannot, the number that grows instead of hiding as lateness. One pass
+        over the schedules: it is read when metrics are scraped, not per fire."""
+        due = [e.instant for e in self._next.values() if e.wake_at <= now]
+        due += self._firing.values()
+        if self._waiting is not None:
+            due.append(self._waiting)
+        return len(due), min(due, default=None)
 
     @property
     def heap_size(self) -> int:
@@ -127,10 +140,12 @@ class SchedulerLoop:
         while True:
             due = self._pop_due()
             if due is not None:
+                self._waiting = due[1]
                 await self._slots.acquire()
+                self._waiting = None
                 task = asyncio.create_task(self._fire(*due))
-                self._firing.add(task)
-                task.add_done_callback(self._firing.discard)
+                self._firing[task] = due[1]
+                task.add_done_callback(self._firing.pop)
                 continue
             await self._sleep()
 

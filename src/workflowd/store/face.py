@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -31,7 +30,6 @@ from workflowd.store import outbox, reads, replicas, runs, schedules, usage, wor
 from workflowd.store.paging import PageTokens, page_size, stored_key
 from workflowd.store.query import Reader
 from workflowd.store.runtx import RunTx
-from workflowd.store.sequence import as_company_sees
 from workflowd.store.sql import Conn
 from workflowd.store.writer import GroupWriter
 
@@ -187,7 +185,6 @@ class Store:
 
         def op(conn: Conn) -> tuple[FireResult, Run | None]:
             result = schedules.fire(conn, request, next_at, self.quotas)
-            result = replace(result, events=tuple(as_company_sees(conn, result.events)))
             self.outbox.decision(conn, request.workflow_id, result.decision)
             if not result.run_id:
                 return result, None
@@ -219,10 +216,7 @@ class Store:
                 added = [news[i].input for i, (_, _, new) in enumerate(made) if new]
                 usage.admit_runs(conn, self.quotas, news[0].company, added, inserted=True)
             replicas.own(conn, [run_id for run_id, _, new in made if new], self.replica)
-            return [
-                (runs.written_run(conn, run_id), as_company_sees(conn, events), new)
-                for run_id, events, new in made
-            ]
+            return [(runs.written_run(conn, run_id), events, new) for run_id, events, new in made]
 
         return await self._write(op)
 
@@ -234,7 +228,7 @@ class Store:
             if created:
                 usage.admit_runs(conn, self.quotas, new.company, [new.input], inserted=True)
                 replicas.own(conn, [run_id], self.replica)
-            return runs.written_run(conn, run_id), as_company_sees(conn, events), created
+            return runs.written_run(conn, run_id), events, created
 
         return await self._write(op)
 
@@ -271,7 +265,7 @@ class Store:
         def op(conn: Conn) -> list[RunEvent]:
             tx = RunTx(conn, run_id, now, owner, self.outbox)
             change(tx)
-            return as_company_sees(conn, tx.close())
+            return tx.close()
 
         return self.db.writer.submit(op, urgent=urgent)
 

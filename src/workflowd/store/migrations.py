@@ -390,4 +390,10 @@ MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
         "CREATE INDEX runs_company_trigger_seq ON runs (company, trigger, seq)",
         "CREATE INDEX runs_workflow_status_seq ON runs (workflow_id, status, seq)",
     ),
+    # SQLite: a run's change numbers its events in the company's sequence itself, all of them
+    # in one statement (`RunTx.close`), instead of a trigger that moved the sequence and
+    # rewrote each row just inserted. Its one process and one writer number them in commit
+    # order, and no older workflowd writes to a schema newer than it knows. PostgreSQL keeps
+    # its trigger: replicas of different versions may share the store during an upgrade.
+    (PerDialect(sqlite=("DROP TRIGGER number_run_event",), postgresql=()),),
 )

@@ -2,7 +2,10 @@
 
 Each method is one state change the engine makes: it checks the move against the domain's
 transition tables and the row's current state, writes it, and appends the matching `RunEvent`,
-all in the caller's transaction. `close()` returns the events, to publish after the commit.
+all in the caller's transaction. `close()` writes the events, each numbered in its company's
+sequence (the `global_seq` a company sees: its events 1, 2, 3… in commit order, so that its
+cursors count nothing of other companies'), and returns them, to publish after the commit. Only
+the replicas' follower reads the log's own order (`run_events.global_seq`, `reads.events_since`).
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ class RunTx:
         self._conn = conn
         self._run_id = run_id
         self._now = now
+        self._now_text = ts(now)
+        # Bytes of stored values added (or freed) by this transaction's changes: counted in the
+        # company's total once, when the transaction's changes close, not once per value.
+        self._stored_bytes = 0
         self._company = row["company"]
         self._workflow_id = row["workflow_id"]
         self._namespace = row["namespace"]
@@ -87,6 +94,8 @@ class RunTx:
         self._seq = int(row["last_seq"])
         self._instances: dict[str, tuple[_Instance, TaskStatus]] = {}
         self._outbox = outbox
+        # (type, fields, seq, the run's status then) of each event not written yet.
+        self._drafts: list[tuple[RunEventType, _EventFields, int, RunStatus]] = []
         self.events: list[RunEvent] = []
 
     # --- the run ------------------------------------------------------------------------------
@@ -129,7 +138,7 @@ class RunTx:
             "SELECT LENGTH(context) AS n FROM runs WHERE id = ?", (self._run_id,)
         ).fetchone()
         text = dump(context)
-        usage.add_stored(self._conn, self._company, len(text.encode()) - int(old["n"] or 0))
+        self._stored_bytes += len(text.encode()) - int(old["n"] or 0)
         self._update("runs", "id = ?", (self._run_id,), {"context": text})
 
     def set_cursor(self, cursor: JsonObject | None) -> None:
@@ -255,14 +264,14 @@ class RunTx:
         self._conn.execute(
             "INSERT INTO jobs_to_cancel (job_id, run_id, task_index, task_key, since)"
             " VALUES (?, ?, -1, ?, ?) ON CONFLICT DO NOTHING",
-            (job_id, self._run_id, key, ts(self._now)),
+            (job_id, self._run_id, key, self._now_text),
         )
 
     # --- writing ------------------------------------------------------------------------------
 
     def _stored(self, text: str) -> str:
         """`text`, counted in the company's stored bytes (`usage.py`): a value the run keeps."""
-        usage.add_stored(self._conn, self._company, len(text.encode()))
+        self._stored_bytes += len(text.encode())
         return text
 
     def _instance(self, key: str) -> tuple[_Instance, TaskStatus]:
@@ -302,53 +311,86 @@ class RunTx:
         )
 
     def _event(self, kind: RunEventType, fields: _EventFields) -> None:
+        """The event, written with the others when the changes close (`close`)."""
         self._seq += 1
+        self._drafts.append((kind, fields, self._seq, self.run_status))
+
+    def close(self) -> list[RunEvent]:
+        """Write the run's new events, each with its company's number (the `global_seq` the
+        company sees), its last seq, and the stored bytes its changes added; return the
+        events, to publish once the transaction committed."""
+        self._conn.execute("UPDATE runs SET last_seq = ? WHERE id = ?", (self._seq, self._run_id))
+        usage.add_stored(self._conn, self._company, self._stored_bytes)
+        self._stored_bytes = 0
+        drafts, self._drafts = self._drafts, []
+        first = self._number(len(drafts)) if drafts else 0
+        for i, (kind, fields, seq, run_status) in enumerate(drafts):
+            event = self._write_event(kind, fields, seq, run_status, first + i if first else 0)
+            self.events.append(event)
+            if self._outbox is not None:
+                self._outbox.run_event(self._conn, event)
+        return self.events
+
+    def _number(self, count: int) -> int:
+        """SQLite: the first of `count` numbers the company's sequence hands out, in one
+        statement (the store's one writer takes them in commit order). 0 on PostgreSQL, whose
+        trigger numbers each event as it is inserted, under the write lock replicas share."""
+        if self._conn.dialect.name == "postgresql":
+            return 0
+        row = self._conn.execute(
+            "INSERT INTO company_sequences (company, last_seq) VALUES (?, ?)"
+            " ON CONFLICT (company) DO UPDATE"
+            " SET last_seq = company_sequences.last_seq + excluded.last_seq RETURNING last_seq",
+            (self._company, count),
+        ).fetchone()
+        return int(row["last_seq"]) - count + 1
+
+    def _write_event(
+        self,
+        kind: RunEventType,
+        fields: _EventFields,
+        seq: int,
+        run_status: RunStatus,
+        company_seq: int,
+    ) -> RunEvent:
         error, task = fields.error, fields.task
-        cur = self._conn.execute(
+        row = self._conn.execute(
             "INSERT INTO run_events (run_id, seq, company, workflow_id, namespace, type, time,"
             " run_status, task_index, task_name, task_status, job_id, error, reason, task_key,"
-            " task_ref, iteration, attempt, until)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " RETURNING global_seq",
+            " task_ref, iteration, attempt, until, company_seq)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING company_seq",
             (
-                self._run_id, self._seq, self._company, self._workflow_id, self._namespace,
-                kind.value, ts(self._now), self.run_status.value, task.position,
+                self._run_id, seq, self._company, self._workflow_id, self._namespace,
+                kind.value, self._now_text, run_status.value, task.position,
                 task.name, fields.task_status.value if fields.task_status else None,
                 fields.job_id, dump(error.to_json()) if error else None, fields.reason,
                 task.key, task.reference, dump(list(task.iteration)), task.attempt,
-                ts(fields.until),
+                ts(fields.until), company_seq,
             ),
-        )  # fmt: skip
-        self.events.append(
-            RunEvent(
-                run_id=self._run_id,
-                seq=self._seq,
-                global_seq=int(cur.fetchone()["global_seq"]),
-                type=kind,
-                time=self._now,
-                company=self._company,
-                workflow_id=self._workflow_id,
-                namespace=self._namespace,
-                run_status=self.run_status,
-                task_index=task.position,
-                task_name=task.name,
-                task_status=fields.task_status,
-                job_id=fields.job_id,
-                error=error,
-                reason=fields.reason,
-                task_key=task.key,
-                task_reference=task.reference,
-                iteration=task.iteration,
-                attempt=task.attempt,
-                until=fields.until,
-            )
+        ).fetchone()  # fmt: skip
+        return RunEvent(
+            run_id=self._run_id,
+            seq=seq,
+            global_seq=int(row["company_seq"]),
+            type=kind,
+            time=self._now,
+            company=self._company,
+            workflow_id=self._workflow_id,
+            namespace=self._namespace,
+            run_status=run_status,
+            task_index=task.position,
+            task_name=task.name,
+            task_status=fields.task_status,
+            job_id=fields.job_id,
+            error=error,
+            reason=fields.reason,
+            task_key=task.key,
+            task_reference=task.reference,
+            iteration=task.iteration,
+            attempt=task.attempt,
+            until=fields.until,
         )
-        if self._outbox is not None:
-            self._outbox.run_event(self._conn, self.events[-1])
-
-    def close(self) -> list[RunEvent]:
-        self._conn.execute("UPDATE runs SET last_seq = ? WHERE id = ?", (self._seq, self._run_id))
-        return self.events
 
 
 def _list(raw: str) -> list[Any]:

@@ -841,6 +841,7 @@ class Schedule(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
     RECENT_DECISIONS_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     cron: _builtins.str
     """The cron expression, without its CRON_TZ= prefix; empty for an interval."""
@@ -879,6 +880,13 @@ class Schedule(_message.Message):
     def recent_decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___FireDecision]:
         """The most recent decisions, newest first."""
 
+    @_builtins.property
+    def overdue(self) -> _duration_pb2.Duration:
+        """How long ago next_fire_at came without the daemon having fired it yet: the
+        scheduler's backlog, when it fires slower than its schedules come due
+        (a few milliseconds are the fire itself). Unset when the instant is still to come.
+        """
+
     def __init__(
         self,
         *,
@@ -900,10 +908,11 @@ class Schedule(_message.Message):
         version: _builtins.str = ...,
         next_fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
         recent_decisions: _abc.Iterable[Global___FireDecision] | None = ...,
+        overdue: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "catchup_window", b"catchup_window", "created_at", b"created_at", "every", b"every", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "catchup_window", b"catchup_window", "created_at", b"created_at", "every", b"every", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "overdue", b"overdue", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "anchor", b"anchor", "catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "created_at", b"created_at", "cron", b"cron", "every", b"every", "last_fire_at", b"last_fire_at", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "next_fire_times", b"next_fire_times", "overlap_policy", b"overlap_policy", "recent_decisions", b"recent_decisions", "timezone", b"timezone", "updated_at", b"updated_at", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "anchor", b"anchor", "catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "created_at", b"created_at", "cron", b"cron", "every", b"every", "last_fire_at", b"last_fire_at", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "next_fire_times", b"next_fire_times", "overdue", b"overdue", "overlap_policy", b"overlap_policy", "recent_decisions", b"recent_decisions", "timezone", b"timezone", "updated_at", b"updated_at", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
