@@ -43,3 +43,19 @@ async def test_a_runs_changes_count_the_values_they_store(store_url: str) -> Non
     await store.db.writer.submit(work)
     await store.aclose()
     assert await stored(store_url) == 2 + 2 + 8 + 12 + 5 + (7 - 2) + 6  # exact, after a restart
+
+
+async def test_a_replaced_context_of_other_scripts_is_counted_in_bytes(store_url: str) -> None:
+    store = await open_store(store_url)
+    await new_run(store, "r1")  # its input and its context, `{}` each: 2 + 2 bytes
+
+    def work(conn: Conn) -> None:
+        tx = RunTx(conn, "r1", NOW)
+        tx.start_run(NOW)
+        tx.set_context({"k": "é" * 100})  # {"k":"éé…"}: 8 + 200 bytes, 108 characters
+        tx.set_context({"k": 1})  # {"k":1}: 7 bytes, taking back all 208
+        tx.close()
+
+    await store.db.writer.submit(work)
+    await store.aclose()
+    assert await stored(store_url) == 2 + 7

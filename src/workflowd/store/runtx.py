@@ -134,11 +134,12 @@ class RunTx:
         self._run_status(status, columns, _EventFields(error=problem, reason=reason))
 
     def set_context(self, context: JsonObject) -> None:
+        # Counted in UTF-8 bytes both ways (SQL's LENGTH counts characters).
         old = self._conn.execute(
-            "SELECT LENGTH(context) AS n FROM runs WHERE id = ?", (self._run_id,)
+            "SELECT context FROM runs WHERE id = ?", (self._run_id,)
         ).fetchone()
         text = dump(context)
-        self._stored_bytes += len(text.encode()) - int(old["n"] or 0)
+        self._stored_bytes += len(text.encode()) - len((old["context"] or "").encode())
         self._update("runs", "id = ?", (self._run_id,), {"context": text})
 
     def set_cursor(self, cursor: JsonObject | None) -> None:
