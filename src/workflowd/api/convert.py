@@ -153,6 +153,7 @@ def schedule(view: ScheduleView) -> pb.Schedule:
         last_fire_at=timestamp(s.last_fire_at),
         next_fire_times=[instant(t) for t in view.upcoming],
         recent_decisions=[fire_decision(d) for d in s.decisions],
+        input=value(s.input),
         created_at=timestamp(s.created_at),
         updated_at=timestamp(s.updated_at),
     )

@@ -11,6 +11,7 @@ from opentelemetry.trace import Tracer
 from workflowd.api import convert
 from workflowd.api.auth import Authenticator
 from workflowd.api.errors import Ctx, streaming, unary
+from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.fairness import acting_for
 from workflowd.domain.notify import DeliveryFilter
@@ -121,15 +122,28 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         self, request: pb.CreateWorkflowRequest, context: Ctx
     ) -> pb.CreateWorkflowResponse:
         company = _company(self, context)
+        given = request.HasField("schedule_input")
+        schedule_input = (
+            convert.from_value(request.schedule_input, given, "schedule_input") if given else None
+        )
+
+        async def admit(definition: WorkflowDefinition) -> None:
+            await self._schedules.admit_version(
+                company, definition, request.schedule_immediately, schedule_input
+            )
+
         workflow, created = await self._definitions.create(
             company,
             request.specification,
             tuple(request.tags),
             require_schedule=request.schedule_immediately,
+            admit=admit,
         )
         await self._schedules.changed(workflow.id)
         if request.schedule_immediately:
-            await self._schedules.activate(company, workflow.id, PolicyChange(), False)
+            await self._schedules.activate(
+                company, workflow.id, PolicyChange(), False, schedule_input, "schedule_input"
+            )
         run_id = ""
         if request.trigger_immediately:
             run = await self._runs.trigger(
@@ -277,11 +291,13 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             ),
         )
         company = _company(self, context)
+        given = request.HasField("input")
         view, run_id = await self._schedules.activate(
             company,
             await self._workflow_id(company, request.workflow_id, request.namespace, request.name),
             change,
             request.trigger_immediately,
+            convert.from_value(request.input, given, "input") if given else None,
         )
         return pb.ScheduleWorkflowResponse(schedule=convert.schedule(view), run_id=run_id)
 

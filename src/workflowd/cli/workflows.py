@@ -24,7 +24,11 @@ from workflowd.domain.diagnostics import Diagnostic
 from workflowd.domain.units import plural
 from workflowd.v1 import workflow_service_pb2 as pb
 
-_APPLY_FLAGS = {"trigger_immediately": "--trigger", "schedule_immediately": "--schedule"}
+_APPLY_FLAGS = {
+    "trigger_immediately": "--trigger",
+    "schedule_immediately": "--schedule",
+    "schedule_input": "--schedule-input",
+}
 _FILES_HELP = "workflow YAML: a file, a directory (its *.yaml and *.yml), '-' for stdin; repeatable"
 
 
@@ -40,6 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--trigger", action="store_true", help="start a run right after")
     p.add_argument("--schedule", action="store_true", help="activate its schedule right after")
     p.add_argument("--input", help="run input as JSON, or @FILE (with --trigger)")
+    p.add_argument(
+        "--schedule-input", help="the schedule's runs' input as JSON, or @FILE (with --schedule)"
+    )
     p.add_argument("--watch", action="store_true", help="follow the run (with --trigger)")
     add_connection_options(p)
     add_output_option(p)
@@ -161,6 +168,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
         raise CliError("apply: --watch follows one run: apply one file with it", exit_code=2)
     if args.input is not None and not args.trigger:
         raise CliError("apply: --input is the input of the run --trigger starts", exit_code=2)
+    if args.schedule_input is not None and not args.schedule:
+        raise CliError(
+            "apply: --schedule-input is the input of the schedule --schedule activates",
+            exit_code=2,
+        )
     return asyncio.run(_apply(args, files))
 
 
@@ -197,6 +209,8 @@ async def _apply_one(
     )
     if run_input is not None:
         request.input.CopyFrom(run_input)
+    if args.schedule_input is not None:
+        request.schedule_input.CopyFrom(parse_input(args.schedule_input))
     try:
         response = await client.call("CreateWorkflow", request)
     except ClientError as exc:

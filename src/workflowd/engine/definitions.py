@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from workflowd.domain import ids
@@ -21,6 +22,8 @@ _DEFINITION_CACHE = 256
 
 
 HOW_TO_NAME = "name a workflow by its workflow_id, or by namespace and name"
+
+Admit = Callable[[WorkflowDefinition], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +99,15 @@ class Definitions:
         return await asyncio.to_thread(validate, text, self._limits)
 
     async def create(
-        self, company: str, text: str, tags: tuple[str, ...], require_schedule: bool = False
+        self,
+        company: str,
+        text: str,
+        tags: tuple[str, ...],
+        require_schedule: bool = False,
+        admit: Admit | None = None,
     ) -> tuple[Workflow, bool]:
+        """Store a version; `admit`, given the valid definition, may refuse it before it is
+        stored (its schedule's input, which its input.schema must accept)."""
         result = await self.validate(text)
         if result.definition is None or not result.valid:
             raise InvalidSpecification(result.diagnostics)
@@ -110,6 +120,8 @@ class Definitions:
             self._quotas.check_every(result.definition.schedule.every_s)
         ids.check_tags("tags", tags)
         definition = result.definition
+        if admit is not None:
+            await admit(definition)
         new = NewWorkflowVersion(
             company=company,
             namespace=definition.namespace,

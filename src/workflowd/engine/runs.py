@@ -118,7 +118,7 @@ class Runs:
             )
         definition = await self._definitions.definition(workflow)
         run_input = {} if request.input is None else request.input
-        await self._check_input(definition, run_input)
+        await self.check_input(definition, run_input)
         new = new_run(
             workflow,
             request.trigger,
@@ -149,7 +149,7 @@ class Runs:
         definition = await self._definitions.definition(workflow)
         new = rerun_of(workflow, original, start, self._deps.clock.now())
         if input is not None:
-            await self._check_input(definition, input)
+            await self.check_input(definition, input)
             new = replace(new, input=input)
         self._rate.take(company)
         return await asyncio.shield(self._create(new, definition))
@@ -162,15 +162,19 @@ class Runs:
             self.launcher.start(run, definition)
         return run
 
-    async def _check_input(self, definition: WorkflowDefinition, run_input: Json) -> None:
+    async def check_input(
+        self, definition: WorkflowDefinition, run_input: Json, field: str = "input"
+    ) -> None:
+        """Refuse (InvalidRequest, naming `field` and a pointer into it) an input a run of
+        `definition` cannot have: past the value bounds, or refused by its input.schema."""
         problem = self._deps.limits.values.problem(run_input)
         if problem is not None:
-            raise InvalidRequest("input", f"cannot be stored: {problem}")
+            raise InvalidRequest(field, f"cannot be stored: {problem}")
         nul = nul_pointer(run_input)
         if nul is not None:
             # The pointer names keys of the caller's: bounded, like every echo of input.
             raise InvalidRequest(
-                f"input{nul[:200]}", "holds a NUL character (U+0000), which cannot be stored"
+                f"{field}{nul[:200]}", "holds a NUL character (U+0000), which cannot be stored"
             )
         if not isinstance(definition.input_schema, dict | bool):
             return
@@ -179,7 +183,7 @@ class Runs:
             result = await self._deps.evaluator.check_schema(definition.input_schema, run_input)
         except EvaluationLimitError as exc:
             raise InvalidRequest(
-                "input", f"{exc}: shorten the input or simplify the schema's patterns"
+                field, f"{exc}: shorten the input or simplify the schema's patterns"
             ) from exc
         except SchemaUnusableError as exc:
             raise FailedPrecondition(
@@ -187,7 +191,7 @@ class Runs:
             ) from exc
         if result.message is not None:
             raise InvalidRequest(
-                f"input{result.pointer}",
+                f"{field}{result.pointer}",
                 f"does not match the workflow's input.schema: {result.message}",
             )
 

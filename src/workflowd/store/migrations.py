@@ -383,4 +383,6 @@ MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
         "CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_at)",
         "CREATE INDEX webhook_outbox_company ON webhook_outbox (company, seq)",
     ),
+    # Issue 18: a schedule's runs get the schedule's input.
+    ("ALTER TABLE schedules ADD COLUMN input TEXT NOT NULL DEFAULT '{}'",),
 )

@@ -841,6 +841,7 @@ class Schedule(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
     RECENT_DECISIONS_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     cron: _builtins.str
     """The cron expression, without its CRON_TZ= prefix; empty for an interval."""
@@ -879,6 +880,12 @@ class Schedule(_message.Message):
     def recent_decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___FireDecision]:
         """The most recent decisions, newest first."""
 
+    @_builtins.property
+    def input(self) -> _struct_pb2.Value:
+        """The input of the runs it creates (fires, catch-ups, backfills); {} unless
+        ScheduleWorkflow gave one.
+        """
+
     def __init__(
         self,
         *,
@@ -900,10 +907,11 @@ class Schedule(_message.Message):
         version: _builtins.str = ...,
         next_fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
         recent_decisions: _abc.Iterable[Global___FireDecision] | None = ...,
+        input: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "catchup_window", b"catchup_window", "created_at", b"created_at", "every", b"every", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "catchup_window", b"catchup_window", "created_at", b"created_at", "every", b"every", "input", b"input", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "anchor", b"anchor", "catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "created_at", b"created_at", "cron", b"cron", "every", b"every", "last_fire_at", b"last_fire_at", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "next_fire_times", b"next_fire_times", "overlap_policy", b"overlap_policy", "recent_decisions", b"recent_decisions", "timezone", b"timezone", "updated_at", b"updated_at", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "anchor", b"anchor", "catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "created_at", b"created_at", "cron", b"cron", "every", b"every", "input", b"input", "last_fire_at", b"last_fire_at", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "next_fire_times", b"next_fire_times", "overlap_policy", b"overlap_policy", "recent_decisions", b"recent_decisions", "timezone", b"timezone", "updated_at", b"updated_at", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -966,6 +974,7 @@ class CreateWorkflowRequest(_message.Message):
     TRIGGER_IMMEDIATELY_FIELD_NUMBER: _builtins.int
     SCHEDULE_IMMEDIATELY_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
+    SCHEDULE_INPUT_FIELD_NUMBER: _builtins.int
     specification: _builtins.str
     trigger_immediately: _builtins.bool
     schedule_immediately: _builtins.bool
@@ -980,6 +989,13 @@ class CreateWorkflowRequest(_message.Message):
     def input(self) -> _struct_pb2.Value:
         """Input of the run started by trigger_immediately."""
 
+    @_builtins.property
+    def schedule_input(self) -> _struct_pb2.Value:
+        """With schedule_immediately: the input of the schedule's runs (unset: the
+        schedule's current input, {} at first). The version is refused, and nothing
+        stored, when its input.schema refuses it.
+        """
+
     def __init__(
         self,
         *,
@@ -988,10 +1004,11 @@ class CreateWorkflowRequest(_message.Message):
         trigger_immediately: _builtins.bool = ...,
         schedule_immediately: _builtins.bool = ...,
         input: _struct_pb2.Value | None = ...,
+        schedule_input: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "schedule_input", b"schedule_input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "schedule_immediately", b"schedule_immediately", "specification", b"specification", "tags", b"tags", "trigger_immediately", b"trigger_immediately"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "schedule_immediately", b"schedule_immediately", "schedule_input", b"schedule_input", "specification", b"specification", "tags", b"tags", "trigger_immediately", b"trigger_immediately"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1619,8 +1636,8 @@ Global___WatchRunsResponse: _TypeAlias = WatchRunsResponse  # noqa: Y015
 @_typing.final
 class ScheduleWorkflowRequest(_message.Message):
     """ScheduleWorkflowRequest activates the schedule of the workflow named by
-    workflow_id, or by namespace and name. Unspecified policies keep their
-    current value (SKIP, LATEST and 1 h at first).
+    workflow_id, or by namespace and name. Unspecified policies and input keep
+    their current value (SKIP, LATEST, 1 h and {} at first).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1632,6 +1649,7 @@ class ScheduleWorkflowRequest(_message.Message):
     CATCHUP_WINDOW_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     trigger_immediately: _builtins.bool
     overlap_policy: Global___OverlapPolicy.ValueType
@@ -1640,6 +1658,13 @@ class ScheduleWorkflowRequest(_message.Message):
     name: _builtins.str
     @_builtins.property
     def catchup_window(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def input(self) -> _struct_pb2.Value:
+        """The input of the schedule's runs (bounded like a run's input). The
+        workflow's input.schema must accept it: a schedule whose every fire would be
+        refused is not activated.
+        """
+
     def __init__(
         self,
         *,
@@ -1650,10 +1675,11 @@ class ScheduleWorkflowRequest(_message.Message):
         catchup_window: _duration_pb2.Duration | None = ...,
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
+        input: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "name", b"name", "namespace", b"namespace", "overlap_policy", b"overlap_policy", "trigger_immediately", b"trigger_immediately", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "input", b"input", "name", b"name", "namespace", b"namespace", "overlap_policy", b"overlap_policy", "trigger_immediately", b"trigger_immediately", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
