@@ -114,6 +114,11 @@ def requests_on(objects: dict[str, str]) -> list[tuple[str, Any]]:
         ),
         ("ListRuns", pb.ListRunsRequest(namespace="analytics", name=name)),
         ("WatchRuns", pb.WatchRunsRequest(namespace="analytics", name=name)),
+        ("DeleteRun", pb.DeleteRunRequest(run_id=run)),
+        ("UnarchiveWorkflow", pb.UnarchiveWorkflowRequest(workflow_id=wf)),
+        ("UnarchiveWorkflow", pb.UnarchiveWorkflowRequest(namespace="analytics", name=name)),
+        ("DeleteWorkflow", pb.DeleteWorkflowRequest(workflow_id=wf)),
+        ("DeleteWorkflow", pb.DeleteWorkflowRequest(namespace="analytics", name=name)),
     ]
 
 
@@ -163,6 +168,10 @@ async def test_one_companys_token_finds_nothing_of_another_company(daemon: Daemo
     assert sched.schedule.active
     got = await daemon.stub.GetRun(pb.GetRunRequest(run_id=theirs["run"]), metadata=GLOBEX)
     assert got.run.status == pb.RUN_STATUS_COMPLETED
+    workflow = await daemon.stub.GetWorkflow(
+        pb.GetWorkflowRequest(workflow_id=theirs["workflow"]), metadata=GLOBEX
+    )
+    assert workflow.workflow.status == pb.WORKFLOW_STATUS_ACTIVE
 
 
 async def test_watch_runs_shows_only_the_callers_events(daemon: Daemon) -> None:

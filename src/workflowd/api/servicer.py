@@ -193,6 +193,29 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return pb.ArchiveWorkflowResponse(workflow=convert.workflow(workflow))
 
     @unary
+    async def UnarchiveWorkflow(
+        self, request: pb.UnarchiveWorkflowRequest, context: Ctx
+    ) -> pb.UnarchiveWorkflowResponse:
+        company = _company(self, context)
+        workflow_id = await self._workflow_id(
+            company, request.workflow_id, request.namespace, request.name
+        )
+        workflow = await self._definitions.unarchive(company, workflow_id)
+        return pb.UnarchiveWorkflowResponse(workflow=convert.workflow(workflow))
+
+    @unary
+    async def DeleteWorkflow(
+        self, request: pb.DeleteWorkflowRequest, context: Ctx
+    ) -> pb.DeleteWorkflowResponse:
+        company = _company(self, context)
+        workflow_id = await self._workflow_id(
+            company, request.workflow_id, request.namespace, request.name
+        )
+        runs, versions = await self._definitions.delete(company, workflow_id)
+        self._schedules.forget(workflow_id)
+        return pb.DeleteWorkflowResponse(deleted_runs=runs, deleted_versions=versions)
+
+    @unary
     async def TriggerWorkflow(
         self, request: pb.TriggerWorkflowRequest, context: Ctx
     ) -> pb.TriggerWorkflowResponse:
@@ -238,6 +261,11 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def CancelRun(self, request: pb.CancelRunRequest, context: Ctx) -> pb.CancelRunResponse:
         run = await self._runs.cancel(_company(self, context), request.run_id, request.reason)
         return pb.CancelRunResponse(run=convert.run(run))
+
+    @unary
+    async def DeleteRun(self, request: pb.DeleteRunRequest, context: Ctx) -> pb.DeleteRunResponse:
+        await self._runs.delete(_company(self, context), request.run_id)
+        return pb.DeleteRunResponse(run_id=request.run_id)
 
     @unary
     async def RerunRun(self, request: pb.RerunRunRequest, context: Ctx) -> pb.RerunRunResponse:

@@ -84,6 +84,20 @@ def _register_workflows(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--namespace", default="", help="with --all: only this namespace")
     add_connection_options(p)
     p.set_defaults(handler=cmd_export)
+    p = wsub.add_parser(
+        "unarchive", help="make an archived workflow active again (its schedule stays stopped)"
+    )
+    p.add_argument("ref", help="NAMESPACE/NAME or id")
+    add_connection_options(p)
+    add_output_option(p)
+    p.set_defaults(handler=cmd_unarchive)
+    p = wsub.add_parser(
+        "delete", help="delete an archived workflow with its versions, runs and schedule"
+    )
+    p.add_argument("ref", help="NAMESPACE/NAME or id")
+    add_connection_options(p)
+    add_output_option(p)
+    p.set_defaults(handler=cmd_delete)
     p = wsub.add_parser("archive", help="archive a workflow (REF: NAMESPACE/NAME or id)")
     p.add_argument("ref")
     add_connection_options(p)
@@ -366,4 +380,35 @@ def cmd_archive(args: argparse.Namespace) -> int:
     else:
         archived = response.workflow
         print(visible(f"{archived.namespace}/{archived.name} archived"))
+    return 0
+
+
+def cmd_unarchive(args: argparse.Namespace) -> int:
+    async def unarchive() -> Any:
+        async with client_of(args) as client:
+            request = pb.UnarchiveWorkflowRequest(**await named(client, args.ref))
+            return await call(client, "UnarchiveWorkflow", request)
+
+    response = asyncio.run(unarchive())
+    if args.output == "json":
+        print_json(to_dict(response.workflow))
+    else:
+        w = response.workflow
+        print(visible(f"{w.namespace}/{w.name} unarchived"))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    async def delete() -> Any:
+        async with client_of(args) as client:
+            request = pb.DeleteWorkflowRequest(**await named(client, args.ref))
+            return await call(client, "DeleteWorkflow", request)
+
+    response = asyncio.run(delete())
+    if args.output == "json":
+        print_json(to_dict(response))
+    else:
+        runs = plural(response.deleted_runs, "run")
+        versions = plural(response.deleted_versions, "version")
+        print(visible(f"{args.ref} deleted: {versions}, {runs}"))
     return 0

@@ -12,7 +12,13 @@ from datetime import datetime
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
-from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable, WorkflowdError
+from workflowd.domain.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    OutOfRange,
+    Unavailable,
+    WorkflowdError,
+)
 from workflowd.domain.json import Json, nul_pointer
 from workflowd.domain.page import Page
 from workflowd.domain.run import (
@@ -210,6 +216,13 @@ class Runs:
             ids.check_uuid_prefix("run_id_prefix", filt.id_prefix, "run")
         return await self._deps.store.list_runs(company, filt, size, token)
 
+    async def delete(self, company: str, run_id: str) -> None:
+        """Delete an ended run with its tasks and events, unless an active run needs it."""
+        if not run_id:
+            raise InvalidRequest("run_id", "is required")
+        ids.check_uuid("run_id", run_id, "run")
+        await self._deps.store.delete_run(company, run_id)
+
     async def cancel(self, company: str, run_id: str, reason: str = "") -> Run:
         """Ask the run to stop (CANCELLING, then CANCELLED once its job stopped); a run that
         has ended is returned as it is."""
@@ -340,6 +353,8 @@ class Runs:
             if on_subscribed is not None:
                 await on_subscribed()
             while True:
+                # Events deleted while the watcher lagged would be a silent gap: it is told.
+                await self._check_kept(company, last)
                 replay = await self._deps.store.events_after_global(
                     company, filt, last, _REPLAY_BATCH
                 )
@@ -368,6 +383,17 @@ class Runs:
                 "after_global_seq",
                 f"{filt.after_global_seq} is ahead of the event log: resume from a global_seq "
                 "you received",
+            )
+
+    async def _check_kept(self, company: str, after: int) -> None:
+        """Refuse to resume after `after` when events past it were deleted (retention, a
+        deleted run): the watcher would miss them without knowing."""
+        pruned = await self._deps.store.pruned_through(company)
+        if after < pruned:
+            raise OutOfRange(
+                f"after_global_seq {after} is older than what is kept: events up to {pruned}"
+                f" were deleted (retention or deleted runs); the oldest kept sequence is"
+                f" {pruned + 1}: resume from after_global_seq {pruned}, or 0 for live events only"
             )
 
     def _subscribe(self, make: Callable[[], Subscription]) -> Subscription:

@@ -260,6 +260,13 @@ class Schedules:
         if schedule is not None:
             self._tell_loop(schedule)
 
+    def forget(self, workflow_id: str) -> None:
+        """The workflow was deleted: the loop drops its schedule, if it still had one."""
+        self._companies.pop(workflow_id, None)
+        if self._loop is not None:
+            self._loop.set(workflow_id, None)
+            self._deps.metrics.active_schedules.set(self._loop.scheduled)
+
     async def backfill(
         self,
         company: str,

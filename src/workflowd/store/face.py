@@ -27,7 +27,16 @@ from workflowd.domain.schedule import (
     WorkflowSchedule,
 )
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
-from workflowd.store import outbox, reads, replicas, runs, schedules, usage, workflows
+from workflowd.store import (
+    deletion,
+    outbox,
+    reads,
+    replicas,
+    runs,
+    schedules,
+    usage,
+    workflows,
+)
 from workflowd.store.paging import PageTokens, page_size, stored_key
 from workflowd.store.query import Reader
 from workflowd.store.runtx import RunTx
@@ -148,6 +157,18 @@ class Store:
         await self._write(op)
         return await self._read(lambda r: reads.get_workflow(r, company, workflow_id))
 
+    async def unarchive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow:
+        await self._write(lambda conn: deletion.unarchive(conn, company, workflow_id, now))
+        return await self._read(lambda r: reads.get_workflow(r, company, workflow_id))
+
+    async def delete_workflow_runs(self, company: str, workflow_id: str, limit: int) -> int:
+        return await self._write(
+            lambda conn: deletion.delete_workflow_runs(conn, company, workflow_id, limit)
+        )
+
+    async def delete_workflow(self, company: str, workflow_id: str) -> int:
+        return await self._write(lambda conn: deletion.delete_workflow(conn, company, workflow_id))
+
     # --- schedules ----------------------------------------------------------------------------
 
     async def activate_schedule(
@@ -241,6 +262,9 @@ class Store:
     async def get_run(self, company: str, run_id: str) -> Run:
         return await self._read(lambda r: reads.get_run(r, company, run_id))
 
+    async def delete_run(self, company: str, run_id: str) -> None:
+        await self._write(lambda conn: deletion.delete_run(conn, company, run_id))
+
     async def runs_by_id(self, run_ids: list[str]) -> list[Run]:
         return await self._read(lambda r: reads.runs_by_id(r, run_ids))
 
@@ -320,6 +344,10 @@ class Store:
     async def log_position(self) -> int:
         """The position of the event log's last event, every company's (a replica's follower)."""
         return await self._read(reads.log_position, snapshot=False)
+
+    async def pruned_through(self, company: str) -> int:
+        """The company's newest deleted event (0: none was)."""
+        return await self._read(lambda r: reads.pruned_through(r, company), snapshot=False)
 
     async def last_company_seq(self, company: str) -> int:
         """The sequence number of the company's last event (0 before its first)."""

@@ -383,6 +383,13 @@ MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
         "CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_at)",
         "CREATE INDEX webhook_outbox_company ON webhook_outbox (company, seq)",
     ),
-    # Issue 18: a schedule's runs get the schedule's input.
-    ("ALTER TABLE schedules ADD COLUMN input TEXT NOT NULL DEFAULT '{}'",),
+    # Issue 18: a schedule's runs get the schedule's input. Runs are deleted (on request, by
+    # retention): what another run needs of them is found by index, and each company's newest
+    # deleted event is remembered, so a watcher resuming from before it is told.
+    (
+        "ALTER TABLE schedules ADD COLUMN input TEXT NOT NULL DEFAULT '{}'",
+        "CREATE INDEX runs_after_run_id ON runs (after_run_id) WHERE after_run_id != ''",
+        "CREATE INDEX jobs_to_cancel_run ON jobs_to_cancel (run_id)",
+        "ALTER TABLE company_sequences ADD COLUMN pruned_through INTEGER NOT NULL DEFAULT 0",
+    ),
 )

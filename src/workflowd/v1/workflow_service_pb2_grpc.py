@@ -61,6 +61,16 @@ class WorkflowServiceStub:
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ArchiveWorkflowRequest.SerializeToString,
                 response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.ArchiveWorkflowResponse.FromString,
                 _registered_method=True)
+        self.UnarchiveWorkflow = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/UnarchiveWorkflow',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowResponse.FromString,
+                _registered_method=True)
+        self.DeleteWorkflow = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/DeleteWorkflow',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowResponse.FromString,
+                _registered_method=True)
         self.TriggerWorkflow = channel.unary_unary(
                 '/workflowd.v1.WorkflowService/TriggerWorkflow',
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.TriggerWorkflowRequest.SerializeToString,
@@ -80,6 +90,11 @@ class WorkflowServiceStub:
                 '/workflowd.v1.WorkflowService/CancelRun',
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
+        self.DeleteRun = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/DeleteRun',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunResponse.FromString,
                 _registered_method=True)
         self.RerunRun = channel.unary_unary(
                 '/workflowd.v1.WorkflowService/RerunRun',
@@ -168,6 +183,21 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UnarchiveWorkflow(self, request, context):
+        """Makes an archived workflow active again (its schedule stays stopped).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWorkflow(self, request, context):
+        """Deletes an archived workflow with its versions, runs, events and schedule; its
+        name is free again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def TriggerWorkflow(self, request, context):
         """Starts a run of a workflow.
         """
@@ -191,6 +221,13 @@ class WorkflowServiceServicer:
 
     def CancelRun(self, request, context):
         """Asks a run to stop; its running job is cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRun(self, request, context):
+        """Deletes an ended run with its tasks and events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -290,6 +327,16 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.ArchiveWorkflowRequest.FromString,
                     response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ArchiveWorkflowResponse.SerializeToString,
             ),
+            'UnarchiveWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnarchiveWorkflow,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowResponse.SerializeToString,
+            ),
+            'DeleteWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWorkflow,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowResponse.SerializeToString,
+            ),
             'TriggerWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.TriggerWorkflow,
                     request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.TriggerWorkflowRequest.FromString,
@@ -309,6 +356,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunRequest.FromString,
                     response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'DeleteRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRun,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunResponse.SerializeToString,
             ),
             'RerunRun': grpc.unary_unary_rpc_method_handler(
                     servicer.RerunRun,
@@ -504,6 +556,60 @@ class WorkflowService:
             _registered_method=True)
 
     @staticmethod
+    def UnarchiveWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/UnarchiveWorkflow',
+            workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/DeleteWorkflow',
+            workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def TriggerWorkflow(request,
             target,
             options=(),
@@ -601,6 +707,33 @@ class WorkflowService:
             '/workflowd.v1.WorkflowService/CancelRun',
             workflowd_dot_v1_dot_workflow__service__pb2.CancelRunRequest.SerializeToString,
             workflowd_dot_v1_dot_workflow__service__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/DeleteRun',
+            workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,12 @@ class WorkflowServiceStub:
     """Lists workflows, newest first, with an opaque page token."""
     ArchiveWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ArchiveWorkflowRequest, _workflow_service_pb2.ArchiveWorkflowResponse]
     """Archives a workflow: its schedule stops, new triggers are refused, history stays."""
+    UnarchiveWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.UnarchiveWorkflowRequest, _workflow_service_pb2.UnarchiveWorkflowResponse]
+    """Makes an archived workflow active again (its schedule stays stopped)."""
+    DeleteWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteWorkflowRequest, _workflow_service_pb2.DeleteWorkflowResponse]
+    """Deletes an archived workflow with its versions, runs, events and schedule; its
+    name is free again.
+    """
     TriggerWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.TriggerWorkflowRequest, _workflow_service_pb2.TriggerWorkflowResponse]
     """Starts a run of a workflow."""
     GetRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.GetRunRequest, _workflow_service_pb2.GetRunResponse]
@@ -53,6 +59,8 @@ class WorkflowServiceStub:
     """Lists runs, newest first, with an opaque page token."""
     CancelRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.CancelRunRequest, _workflow_service_pb2.CancelRunResponse]
     """Asks a run to stop; its running job is cancelled."""
+    DeleteRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteRunRequest, _workflow_service_pb2.DeleteRunResponse]
+    """Deletes an ended run with its tasks and events."""
     RerunRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.RerunRunRequest, _workflow_service_pb2.RerunRunResponse]
     """Starts a new run of an ended run's version and instant, linked to it, that
     replays it up to its failure (or a given task) and goes on live from there.
@@ -95,6 +103,12 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Lists workflows, newest first, with an opaque page token."""
     ArchiveWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ArchiveWorkflowRequest, _workflow_service_pb2.ArchiveWorkflowResponse]  # type: ignore[assignment]
     """Archives a workflow: its schedule stops, new triggers are refused, history stays."""
+    UnarchiveWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.UnarchiveWorkflowRequest, _workflow_service_pb2.UnarchiveWorkflowResponse]  # type: ignore[assignment]
+    """Makes an archived workflow active again (its schedule stays stopped)."""
+    DeleteWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteWorkflowRequest, _workflow_service_pb2.DeleteWorkflowResponse]  # type: ignore[assignment]
+    """Deletes an archived workflow with its versions, runs, events and schedule; its
+    name is free again.
+    """
     TriggerWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.TriggerWorkflowRequest, _workflow_service_pb2.TriggerWorkflowResponse]  # type: ignore[assignment]
     """Starts a run of a workflow."""
     GetRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.GetRunRequest, _workflow_service_pb2.GetRunResponse]  # type: ignore[assignment]
@@ -103,6 +117,8 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Lists runs, newest first, with an opaque page token."""
     CancelRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.CancelRunRequest, _workflow_service_pb2.CancelRunResponse]  # type: ignore[assignment]
     """Asks a run to stop; its running job is cancelled."""
+    DeleteRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteRunRequest, _workflow_service_pb2.DeleteRunResponse]  # type: ignore[assignment]
+    """Deletes an ended run with its tasks and events."""
     RerunRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.RerunRunRequest, _workflow_service_pb2.RerunRunResponse]  # type: ignore[assignment]
     """Starts a new run of an ended run's version and instant, linked to it, that
     replays it up to its failure (or a given task) and goes on live from there.
@@ -174,6 +190,24 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         """Archives a workflow: its schedule stops, new triggers are refused, history stays."""
 
     @_abc_1.abstractmethod
+    def UnarchiveWorkflow(
+        self,
+        request: _workflow_service_pb2.UnarchiveWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.UnarchiveWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.UnarchiveWorkflowResponse]]:
+        """Makes an archived workflow active again (its schedule stays stopped)."""
+
+    @_abc_1.abstractmethod
+    def DeleteWorkflow(
+        self,
+        request: _workflow_service_pb2.DeleteWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.DeleteWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.DeleteWorkflowResponse]]:
+        """Deletes an archived workflow with its versions, runs, events and schedule; its
+        name is free again.
+        """
+
+    @_abc_1.abstractmethod
     def TriggerWorkflow(
         self,
         request: _workflow_service_pb2.TriggerWorkflowRequest,
@@ -204,6 +238,14 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.CancelRunResponse, _abc.Awaitable[_workflow_service_pb2.CancelRunResponse]]:
         """Asks a run to stop; its running job is cancelled."""
+
+    @_abc_1.abstractmethod
+    def DeleteRun(
+        self,
+        request: _workflow_service_pb2.DeleteRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.DeleteRunResponse, _abc.Awaitable[_workflow_service_pb2.DeleteRunResponse]]:
+        """Deletes an ended run with its tasks and events."""
 
     @_abc_1.abstractmethod
     def RerunRun(
