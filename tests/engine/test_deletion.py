@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from tests.conftest import Daemon
-from tests.postgres import fresh_schema
 from tests.engine.support import events_until_end, finished, wait_for_event, workflow
+from tests.postgres import fresh_schema
 from workflowd.v1 import workflow_service_pb2 as pb
 
 CALL = (
