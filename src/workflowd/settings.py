@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from workflowd.address import Address
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.quotas import GIB, Quotas
+from workflowd.domain.retention import RetentionPolicy
 
 _ENV_PREFIX = "WORKFLOWD_"
 _QUOTAS = Quotas()
@@ -73,6 +74,14 @@ class Settings:
     quota_stored_bytes: int = _QUOTAS.stored_bytes
     # The embedded data plane's (a remote jobs system has its own).
     quota_dataset_bytes: int = 10 * GIB
+    # Retention's default (docs/operations.md, "Retention"): ended runs are kept this many
+    # days after their end (failed ones `retention_keep_failed_days`), except the newest
+    # `retention_keep_last` of each workflow; 0 is no limit. Checked every
+    # `retention_interval_s`.
+    retention_keep_days: float = 0.0
+    retention_keep_last: int = 0
+    retention_keep_failed_days: float = 0.0
+    retention_interval_s: float = 3600.0
     drain_grace_s: float = 1.0
     log_format: str = "text"
     log_level: str = "INFO"
@@ -102,6 +111,7 @@ class Settings:
     def check(self) -> None:
         self._check_store()
         self._check_quotas()
+        self._check_retention()
         for name in ("max_iterations", "max_fork_width", "max_depth", "max_instances"):
             if getattr(self, name) < 1:
                 raise InvalidRequest(name, "must be at least 1")
@@ -178,6 +188,22 @@ class Settings:
             raise InvalidRequest(
                 "quota_trigger_burst", "must be at least 1 while quota_trigger_rate_per_s is set"
             )
+
+    def _check_retention(self) -> None:
+        self.retention_policy().check("retention_")
+        if not 1.0 <= self.retention_interval_s <= 7 * 86400.0:
+            raise InvalidRequest("retention_interval_s", "must be between 1 second and 7 days")
+
+    def retention_policy(self) -> RetentionPolicy:
+        """The default retention policy (days in the settings, seconds in the policy)."""
+        for name in ("retention_keep_days", "retention_keep_failed_days"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise InvalidRequest(name, "must be 0 (no limit) or a positive number of days")
+        return RetentionPolicy(
+            keep_s=self.retention_keep_days * 86400.0 or None,
+            keep_last=self.retention_keep_last,
+            keep_failed_s=self.retention_keep_failed_days * 86400.0 or None,
+        )
 
     def quotas(self) -> Quotas:
         return Quotas(

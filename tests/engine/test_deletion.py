@@ -4,19 +4,18 @@ company's stored bytes shrink by it; a watcher resuming from before a deleted ev
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 
 from tests.conftest import Daemon
+from tests.engine.backends import each_store, stored
 from tests.engine.support import events_until_end, finished, wait_for_event, workflow
-from tests.postgres import fresh_schema
 from workflowd.v1 import workflow_service_pb2 as pb
+
+__all__ = ["each_store"]  # the fixture, used by name
 
 CALL = (
     "  - view:\n      call: CreateMaterializedViewIfNotExists\n"
@@ -25,28 +24,9 @@ CALL = (
 PAUSE = "  - pause: {wait: PT1H}\n"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def daemon(
-    request: pytest.FixtureRequest, start_daemon: Callable[..., Awaitable[Daemon]]
-) -> AsyncIterator[Daemon]:
-    if request.param == "sqlite":
-        yield await start_daemon()
-        return
-    # The schema outlives the daemon: it is dropped after the daemon has drained.
-    with fresh_schema() as url:
-        daemon = await start_daemon(store=url)
-        yield daemon
-        await daemon.app.drain()
-
-
-def stored(daemon: Daemon, sql: str, *args: Any) -> list[Any]:
-    """Rows of the daemon's store, read directly (SQLite or PostgreSQL)."""
-    url = daemon.app.settings.store
-    if url.startswith("postgresql"):
-        with psycopg.connect(url) as pg:
-            return [tuple(row) for row in pg.execute(sql.replace("?", "%s"), args).fetchall()]
-    with contextlib.closing(sqlite3.connect(daemon.data_dir / "workflowd.db")) as conn:
-        return conn.execute(sql, args).fetchall()
+@pytest.fixture
+async def daemon(each_store: Callable[..., Awaitable[Daemon]]) -> Daemon:
+    return await each_store()
 
 
 async def refused(call: Any) -> grpc.aio.AioRpcError:

@@ -19,7 +19,7 @@ from workflowd.domain.errors import Unavailable, ValueRefused
 from workflowd.store.lock import ExclusiveFile, Locked
 from workflowd.store.migrate import migrate
 from workflowd.store.query import Reader
-from workflowd.store.sql import SQLITE, Dialect, SqliteConn
+from workflowd.store.sql import SQLITE, Conn, Dialect, SqliteConn
 from workflowd.store.writer import GroupWriter
 
 log = logging.getLogger("workflowd.store")
@@ -35,6 +35,10 @@ _BEGIN_WRITE = "BEGIN IMMEDIATE"
 
 
 def _pragmas(conn: sqlite3.Connection) -> None:
+    # Only a store created with it has it (it must come before the first table): pages freed
+    # by deleted runs then go back to the file system (`reclaim`). An older store keeps
+    # reusing its free pages, and shrinks only by a VACUUM (docs/operations.md, "Retention").
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS crash
     # or power loss can lose the last transactions ("Durability" in docs/architecture.md
@@ -45,6 +49,19 @@ def _pragmas(conn: sqlite3.Connection) -> None:
 
 
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+# Pages moved and freed per write (each about 30 µs): a step holds the writer ~4 ms at most.
+VACUUM_PAGES = 128
+
+
+def _vacuum_step(conn: Conn) -> bool:
+    """Free up to VACUUM_PAGES pages; whether free pages remain (always False in a store
+    without auto_vacuum, whose free pages are only reused)."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # 2: INCREMENTAL
+        return False
+    # Python's sqlite3 steps a PRAGMA once, and each step of this one frees one page.
+    for _ in range(VACUUM_PAGES):
+        conn.execute("PRAGMA incremental_vacuum")
+    return bool(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
 def translator(path: Path) -> Callable[[Exception], Exception]:
@@ -126,6 +143,13 @@ class SqliteDatabase:
             # Whoever failed to open a store does not close it: what it holds ends here.
             await self.aclose()
             raise
+
+    async def reclaim(self) -> None:
+        """Free pages back to the file system, a few at a time (each step a short write of its
+        own, so the writer is never held long), then the WAL truncated to nothing."""
+        while await self.writer.submit(_vacuum_step):
+            pass
+        await self.writer.run_once(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
 
     def _take_lock(self) -> None:
         """One process writes a SQLite store: a second daemon naming it with `--store` (from

@@ -143,8 +143,8 @@ def delete_workflow_runs(conn: Conn, company: str, workflow_id: str, limit: int)
 
 
 def delete_workflow(conn: Conn, company: str, workflow_id: str) -> int:
-    """Delete an archived workflow whose runs are gone: its versions, schedule and decisions;
-    returns how many versions went. Its name is free again."""
+    """Delete an archived workflow whose runs are gone: its versions, schedule, decisions and
+    retention policy; returns how many versions went. Its name is free again."""
     archived(conn, company, workflow_id)
     left = conn.execute(
         "SELECT COUNT(*) AS n FROM runs WHERE workflow_id = ?", (workflow_id,)
@@ -153,6 +153,10 @@ def delete_workflow(conn: Conn, company: str, workflow_id: str) -> int:
         raise FailedPrecondition(f"workflow {workflow_id} still has {left} runs to delete")
     conn.execute("DELETE FROM schedule_decisions WHERE workflow_id = ?", (workflow_id,))
     conn.execute("DELETE FROM schedules WHERE workflow_id = ?", (workflow_id,))
+    conn.execute(
+        "DELETE FROM retention_policies WHERE company = ? AND workflow_id = ?",
+        (company, workflow_id),
+    )
     versions = conn.execute(
         "DELETE FROM workflow_versions WHERE workflow_id = ? RETURNING version", (workflow_id,)
     ).fetchall()

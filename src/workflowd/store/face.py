@@ -17,6 +17,7 @@ from workflowd.domain.json import Json
 from workflowd.domain.notify import Delivery, DeliveryFilter, DeliveryStatus
 from workflowd.domain.page import Page
 from workflowd.domain.quotas import Quotas
+from workflowd.domain.retention import PolicyKey, RetentionPolicy, RetentionScope, Sweep
 from workflowd.domain.run import NewRun, Run, RunEvent, RunFilter, WatchFilter
 from workflowd.domain.schedule import (
     Activation,
@@ -32,6 +33,7 @@ from workflowd.store import (
     outbox,
     reads,
     replicas,
+    retention,
     runs,
     schedules,
     usage,
@@ -58,6 +60,8 @@ class Backend(Protocol):
     async def open(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+    async def reclaim(self) -> None: ...
 
 
 class Store:
@@ -352,6 +356,63 @@ class Store:
     async def last_company_seq(self, company: str) -> int:
         """The sequence number of the company's last event (0 before its first)."""
         return await self._read(lambda r: reads.last_company_seq(r, company), snapshot=False)
+
+    # --- retention ------------------------------------------------------------------------------
+
+    async def set_retention_policy(
+        self,
+        company: str,
+        scope: RetentionScope,
+        policy: RetentionPolicy | None,
+        now: datetime,
+    ) -> None:
+        await self._write(
+            lambda conn: retention.set_policy(
+                conn, company, scope.namespace, scope.workflow_id, policy, now
+            )
+        )
+
+    async def retention_policies(self, company: str) -> dict[PolicyKey, RetentionPolicy]:
+        """The company's policies (every company's with `company` empty)."""
+        return await self._read(lambda r: retention.policies(r, company), snapshot=False)
+
+    async def retention_workflows(
+        self, company: str, scope: RetentionScope, after: int, limit: int
+    ) -> list[tuple[int, str, str, str]]:
+        return await self._read(
+            lambda r: retention.workflows(
+                r, company, scope.namespace, scope.workflow_id, after, limit
+            ),
+            snapshot=False,
+        )
+
+    async def keep_last_bound(self, workflow_id: str, keep_last: int) -> int | None:
+        return await self._read(
+            lambda r: retention.keep_last_bound(r, workflow_id, keep_last), snapshot=False
+        )
+
+    async def sweep(
+        self,
+        company: str,
+        workflow_id: str,
+        policy: RetentionPolicy,
+        now: datetime,
+        *,
+        after: int,
+        before: int | None,
+        limit: int,
+        dry_run: bool,
+    ) -> Sweep:
+        return await self._write(
+            lambda conn: retention.sweep(
+                conn, company, workflow_id, policy, now,
+                after=after, before=before, limit=limit, dry_run=dry_run,
+            )
+        )  # fmt: skip
+
+    async def reclaim(self) -> None:
+        """Give the space of deleted rows back (SQLite: to the file system), in short steps."""
+        await self.db.reclaim()
 
     # --- webhooks -------------------------------------------------------------------------------
 

@@ -347,6 +347,36 @@ DELIVERY_STATUS_FAILED: DeliveryStatus.ValueType  # 3
 """Given up: its deadline passed, or its destination is no longer configured."""
 Global___DeliveryStatus: _TypeAlias = DeliveryStatus  # noqa: Y015
 
+class _RetentionSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RetentionSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RetentionSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RETENTION_SOURCE_UNSPECIFIED: _RetentionSource.ValueType  # 0
+    RETENTION_SOURCE_NONE: _RetentionSource.ValueType  # 1
+    """No policy applies: runs are kept."""
+    RETENTION_SOURCE_DEFAULT: _RetentionSource.ValueType  # 2
+    """The daemon's default (its settings)."""
+    RETENTION_SOURCE_NAMESPACE: _RetentionSource.ValueType  # 3
+    """The namespace's policy."""
+    RETENTION_SOURCE_WORKFLOW: _RetentionSource.ValueType  # 4
+    """The workflow's own policy."""
+
+class RetentionSource(_RetentionSource, metaclass=_RetentionSourceEnumTypeWrapper):
+    """RetentionSource says where the policy that applies comes from."""
+
+RETENTION_SOURCE_UNSPECIFIED: RetentionSource.ValueType  # 0
+RETENTION_SOURCE_NONE: RetentionSource.ValueType  # 1
+"""No policy applies: runs are kept."""
+RETENTION_SOURCE_DEFAULT: RetentionSource.ValueType  # 2
+"""The daemon's default (its settings)."""
+RETENTION_SOURCE_NAMESPACE: RetentionSource.ValueType  # 3
+"""The namespace's policy."""
+RETENTION_SOURCE_WORKFLOW: RetentionSource.ValueType  # 4
+"""The workflow's own policy."""
+Global___RetentionSource: _TypeAlias = RetentionSource  # noqa: Y015
+
 @_typing.final
 class Workflow(_message.Message):
     """Workflow is one stored workflow at one of its versions."""
@@ -2266,3 +2296,243 @@ class ListDeliveriesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDeliveriesResponse: _TypeAlias = ListDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class RetentionPolicy(_message.Message):
+    """RetentionPolicy says how long ended runs are kept. A run that has ended goes
+    once it is past its age limit and is not among the keep_last newest ended
+    runs of its workflow; an active run never goes, nor one an active run needs
+    (a re-run reads its original; a waiting run waits for it to end).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEEP_FOR_FIELD_NUMBER: _builtins.int
+    KEEP_LAST_FIELD_NUMBER: _builtins.int
+    KEEP_FAILED_FOR_FIELD_NUMBER: _builtins.int
+    keep_last: _builtins.int
+    """The newest this-many ended runs of each workflow stay, whatever their age;
+    0: no count limit.
+    """
+    @_builtins.property
+    def keep_for(self) -> _duration_pb2.Duration:
+        """Ended runs are kept this long after their end; unset: no age limit."""
+
+    @_builtins.property
+    def keep_failed_for(self) -> _duration_pb2.Duration:
+        """Failed runs' age limit instead of keep_for (at least as long); unset:
+        keep_for.
+        """
+
+    def __init__(
+        self,
+        *,
+        keep_for: _duration_pb2.Duration | None = ...,
+        keep_last: _builtins.int = ...,
+        keep_failed_for: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keep_failed_for", b"keep_failed_for", "keep_for", b"keep_for"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_failed_for", b"keep_failed_for", "keep_for", b"keep_for", "keep_last", b"keep_last"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionPolicy: _TypeAlias = RetentionPolicy  # noqa: Y015
+
+@_typing.final
+class SetRetentionPolicyRequest(_message.Message):
+    """SetRetentionPolicyRequest names a workflow (workflow_id, or namespace and
+    name) or a namespace (namespace alone), and its policy.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    @_builtins.property
+    def policy(self) -> Global___RetentionPolicy:
+        """Unset: the scope's own policy is removed (the namespace's, then the
+        default, apply instead).
+        """
+
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        policy: Global___RetentionPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "policy", b"policy", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionPolicyRequest: _TypeAlias = SetRetentionPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetRetentionPolicyResponse(_message.Message):
+    """SetRetentionPolicyResponse shows the scope's policy after the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    source: Global___RetentionSource.ValueType
+    @_builtins.property
+    def policy(self) -> Global___RetentionPolicy:
+        """The scope's own policy; unset when it has none."""
+
+    @_builtins.property
+    def effective(self) -> Global___RetentionPolicy:
+        """The policy that applies to the scope."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___RetentionPolicy | None = ...,
+        effective: Global___RetentionPolicy | None = ...,
+        source: Global___RetentionSource.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "policy", b"policy", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionPolicyResponse: _TypeAlias = SetRetentionPolicyResponse  # noqa: Y015
+
+@_typing.final
+class GetRetentionPolicyRequest(_message.Message):
+    """GetRetentionPolicyRequest names a workflow (workflow_id, or namespace and
+    name), a namespace (namespace alone), or nothing: the daemon's default.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetentionPolicyRequest: _TypeAlias = GetRetentionPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetRetentionPolicyResponse(_message.Message):
+    """GetRetentionPolicyResponse shows a scope's policy and the one that applies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    source: Global___RetentionSource.ValueType
+    @_builtins.property
+    def policy(self) -> Global___RetentionPolicy:
+        """The scope's own policy; unset when it has none."""
+
+    @_builtins.property
+    def effective(self) -> Global___RetentionPolicy:
+        """The policy that applies to the scope."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___RetentionPolicy | None = ...,
+        effective: Global___RetentionPolicy | None = ...,
+        source: Global___RetentionSource.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "policy", b"policy", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetentionPolicyResponse: _TypeAlias = GetRetentionPolicyResponse  # noqa: Y015
+
+@_typing.final
+class ApplyRetentionRequest(_message.Message):
+    """ApplyRetentionRequest names a workflow (workflow_id, or namespace and name), a
+    namespace (namespace alone), or nothing: every workflow of the caller.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    dry_run: _builtins.bool
+    """Count what would go; delete nothing."""
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "name", b"name", "namespace", b"namespace", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyRetentionRequest: _TypeAlias = ApplyRetentionRequest  # noqa: Y015
+
+@_typing.final
+class ApplyRetentionResponse(_message.Message):
+    """ApplyRetentionResponse counts what went (or, dry_run, would go)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_RUNS_FIELD_NUMBER: _builtins.int
+    PROTECTED_RUNS_FIELD_NUMBER: _builtins.int
+    WORKFLOWS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    deleted_runs: _builtins.int
+    """Ended runs deleted (dry_run: that would be), with their tasks and events."""
+    protected_runs: _builtins.int
+    """Ended runs past their limits that stay because an active run needs them."""
+    workflows: _builtins.int
+    """Workflows a policy applies to."""
+    dry_run: _builtins.bool
+    def __init__(
+        self,
+        *,
+        deleted_runs: _builtins.int = ...,
+        protected_runs: _builtins.int = ...,
+        workflows: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_runs", b"deleted_runs", "dry_run", b"dry_run", "protected_runs", b"protected_runs", "workflows", b"workflows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyRetentionResponse: _TypeAlias = ApplyRetentionResponse  # noqa: Y015

@@ -136,6 +136,21 @@ class WorkflowServiceStub:
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowRequest.SerializeToString,
                 response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowResponse.FromString,
                 _registered_method=True)
+        self.SetRetentionPolicy = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/SetRetentionPolicy',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.GetRetentionPolicy = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/GetRetentionPolicy',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.ApplyRetention = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/ApplyRetention',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionResponse.FromString,
+                _registered_method=True)
         self.ListDeliveries = channel.unary_unary(
                 '/workflowd.v1.WorkflowService/ListDeliveries',
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ListDeliveriesRequest.SerializeToString,
@@ -291,6 +306,30 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRetentionPolicy(self, request, context):
+        """Sets, or without a policy removes, the retention policy of a workflow or of
+        a namespace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRetentionPolicy(self, request, context):
+        """Reads the retention policy of a workflow, of a namespace, or the daemon's
+        default, and the one that applies there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyRetention(self, request, context):
+        """Deletes the ended runs that the retention policies let go now (the daemon
+        also does it periodically), or with dry_run counts them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDeliveries(self, request, context):
         """Lists the caller's recent webhook deliveries (notices of run and schedule
         events to the operator's destinations) and their outcome, newest first.
@@ -401,6 +440,21 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.BackfillWorkflow,
                     request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowRequest.FromString,
                     response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowResponse.SerializeToString,
+            ),
+            'SetRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetentionPolicy,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyResponse.SerializeToString,
+            ),
+            'GetRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRetentionPolicy,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyResponse.SerializeToString,
+            ),
+            'ApplyRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyRetention,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionResponse.SerializeToString,
             ),
             'ListDeliveries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeliveries,
@@ -950,6 +1004,87 @@ class WorkflowService:
             '/workflowd.v1.WorkflowService/BackfillWorkflow',
             workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowRequest.SerializeToString,
             workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/SetRetentionPolicy',
+            workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/GetRetentionPolicy',
+            workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/ApplyRetention',
+            workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionResponse.FromString,
             options,
             channel_credentials,
             insecure,

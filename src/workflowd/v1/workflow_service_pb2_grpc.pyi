@@ -81,6 +81,18 @@ class WorkflowServiceStub:
     """Lists schedules."""
     BackfillWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.BackfillWorkflowRequest, _workflow_service_pb2.BackfillWorkflowResponse]
     """Creates one run for every instant of the schedule in a past range."""
+    SetRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.SetRetentionPolicyRequest, _workflow_service_pb2.SetRetentionPolicyResponse]
+    """Sets, or without a policy removes, the retention policy of a workflow or of
+    a namespace.
+    """
+    GetRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.GetRetentionPolicyRequest, _workflow_service_pb2.GetRetentionPolicyResponse]
+    """Reads the retention policy of a workflow, of a namespace, or the daemon's
+    default, and the one that applies there.
+    """
+    ApplyRetention: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ApplyRetentionRequest, _workflow_service_pb2.ApplyRetentionResponse]
+    """Deletes the ended runs that the retention policies let go now (the daemon
+    also does it periodically), or with dry_run counts them.
+    """
     ListDeliveries: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ListDeliveriesRequest, _workflow_service_pb2.ListDeliveriesResponse]
     """Lists the caller's recent webhook deliveries (notices of run and schedule
     events to the operator's destinations) and their outcome, newest first.
@@ -139,6 +151,18 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Lists schedules."""
     BackfillWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.BackfillWorkflowRequest, _workflow_service_pb2.BackfillWorkflowResponse]  # type: ignore[assignment]
     """Creates one run for every instant of the schedule in a past range."""
+    SetRetentionPolicy: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.SetRetentionPolicyRequest, _workflow_service_pb2.SetRetentionPolicyResponse]  # type: ignore[assignment]
+    """Sets, or without a policy removes, the retention policy of a workflow or of
+    a namespace.
+    """
+    GetRetentionPolicy: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.GetRetentionPolicyRequest, _workflow_service_pb2.GetRetentionPolicyResponse]  # type: ignore[assignment]
+    """Reads the retention policy of a workflow, of a namespace, or the daemon's
+    default, and the one that applies there.
+    """
+    ApplyRetention: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ApplyRetentionRequest, _workflow_service_pb2.ApplyRetentionResponse]  # type: ignore[assignment]
+    """Deletes the ended runs that the retention policies let go now (the daemon
+    also does it periodically), or with dry_run counts them.
+    """
     ListDeliveries: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListDeliveriesRequest, _workflow_service_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
     """Lists the caller's recent webhook deliveries (notices of run and schedule
     events to the operator's destinations) and their outcome, newest first.
@@ -314,6 +338,36 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.BackfillWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.BackfillWorkflowResponse]]:
         """Creates one run for every instant of the schedule in a past range."""
+
+    @_abc_1.abstractmethod
+    def SetRetentionPolicy(
+        self,
+        request: _workflow_service_pb2.SetRetentionPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.SetRetentionPolicyResponse, _abc.Awaitable[_workflow_service_pb2.SetRetentionPolicyResponse]]:
+        """Sets, or without a policy removes, the retention policy of a workflow or of
+        a namespace.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRetentionPolicy(
+        self,
+        request: _workflow_service_pb2.GetRetentionPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.GetRetentionPolicyResponse, _abc.Awaitable[_workflow_service_pb2.GetRetentionPolicyResponse]]:
+        """Reads the retention policy of a workflow, of a namespace, or the daemon's
+        default, and the one that applies there.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyRetention(
+        self,
+        request: _workflow_service_pb2.ApplyRetentionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.ApplyRetentionResponse, _abc.Awaitable[_workflow_service_pb2.ApplyRetentionResponse]]:
+        """Deletes the ended runs that the retention policies let go now (the daemon
+        also does it periodically), or with dry_run counts them.
+        """
 
     @_abc_1.abstractmethod
     def ListDeliveries(
