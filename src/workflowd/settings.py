@@ -18,6 +18,11 @@ from workflowd.domain.retention import RetentionPolicy
 
 _ENV_PREFIX = "WORKFLOWD_"
 _QUOTAS = Quotas()
+_RETENTION_SETTINGS = {
+    "keep_for": "retention_keep_days",
+    "keep_last": "retention_keep_last",
+    "keep_failed_for": "retention_keep_failed_days",
+}
 _STORE_URLS = "sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DATABASE"
 
 
@@ -190,7 +195,12 @@ class Settings:
             )
 
     def _check_retention(self) -> None:
-        self.retention_policy().check("retention_")
+        try:
+            self.retention_policy().check()
+        except InvalidRequest as exc:
+            # The policy's words (the API's fields) as the settings name them.
+            said = exc.reason.replace("keep_for", "retention_keep_days")
+            raise InvalidRequest(_RETENTION_SETTINGS.get(exc.field, exc.field), said) from None
         if not 1.0 <= self.retention_interval_s <= 7 * 86400.0:
             raise InvalidRequest("retention_interval_s", "must be between 1 second and 7 days")
 

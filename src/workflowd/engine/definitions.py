@@ -26,7 +26,7 @@ HOW_TO_NAME = "name a workflow by its workflow_id, or by namespace and name"
 Admit = Callable[[WorkflowDefinition], Awaitable[None]]
 
 # Runs deleted per write: each batch holds the store's writer for a few milliseconds.
-DELETE_BATCH = 200
+DELETE_BATCH = 25
 
 
 @dataclass(frozen=True, slots=True)

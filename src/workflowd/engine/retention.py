@@ -192,6 +192,10 @@ class Retention:
             except WorkflowdError as exc:
                 log.warning("retention pass failed, retried in the next: %s", exc.message)
                 continue
+            except Exception:
+                # A bug must not end retention for the daemon's life: said, and tried again.
+                log.exception("retention pass failed, retried in the next")
+                continue
             if outcome.deleted or outcome.protected:
                 log.info(
                     "retention: %s deleted, %s kept for runs that need them",

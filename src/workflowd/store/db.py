@@ -40,6 +40,9 @@ def _pragmas(conn: sqlite3.Connection) -> None:
     # reusing its free pages, and shrinks only by a VACUUM (docs/operations.md, "Retention").
     conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
+    # The WAL is cut back to this when it starts over after a checkpoint: a burst of writes (a
+    # retention pass) leaves no large file behind.
+    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS crash
     # or power loss can lose the last transactions ("Durability" in docs/architecture.md
     # explains the trade).
@@ -49,19 +52,27 @@ def _pragmas(conn: sqlite3.Connection) -> None:
 
 
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+WAL_LIMIT_BYTES = 32 * 1024 * 1024
 # Pages moved and freed per write (each about 30 µs): a step holds the writer ~4 ms at most.
-VACUUM_PAGES = 128
+VACUUM_PAGES = 64
 
 
-def _vacuum_step(conn: Conn) -> bool:
-    """Free up to VACUUM_PAGES pages; whether free pages remain (always False in a store
-    without auto_vacuum, whose free pages are only reused)."""
+def _checkpoint(conn: Conn) -> None:
+    # PASSIVE: it never makes writes wait (a TRUNCATE would block them until readers are
+    # done); `journal_size_limit` then cuts the WAL when it starts over. Read to its end: a
+    # statement left in progress would refuse the next batch's SAVEPOINT.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _vacuum_step(conn: Conn) -> int:
+    """Free up to VACUUM_PAGES pages; how many free pages remain (0 in a store without
+    auto_vacuum, whose free pages are only reused)."""
     if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # 2: INCREMENTAL
-        return False
+        return 0
     # Python's sqlite3 steps a PRAGMA once, and each step of this one frees one page.
     for _ in range(VACUUM_PAGES):
-        conn.execute("PRAGMA incremental_vacuum")
-    return bool(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        conn.execute("PRAGMA incremental_vacuum").fetchall()
+    return int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
 def translator(path: Path) -> Callable[[Exception], Exception]:
@@ -146,10 +157,15 @@ class SqliteDatabase:
 
     async def reclaim(self) -> None:
         """Free pages back to the file system, a few at a time (each step a short write of its
-        own, so the writer is never held long), then the WAL truncated to nothing."""
-        while await self.writer.submit(_vacuum_step):
-            pass
-        await self.writer.run_once(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        own, so the writer is never held long), then the WAL checkpointed."""
+        left = await self.writer.submit(_vacuum_step)
+        # Bounded by what was free at the start: pages other writes free meanwhile wait for
+        # the next pass rather than keep this one going.
+        for _ in range(left // VACUUM_PAGES + 1):
+            if not left:
+                break
+            left = await self.writer.submit(_vacuum_step)
+        await self.writer.run_once(_checkpoint)
 
     def _take_lock(self) -> None:
         """One process writes a SQLite store: a second daemon naming it with `--store` (from

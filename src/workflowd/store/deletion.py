@@ -28,7 +28,8 @@ _ACTIVE = ", ".join(f"'{status.value}'" for status in ACTIVE_RUN_STATUSES)
 
 
 def needed(conn: Conn, run_ids: Sequence[str]) -> dict[str, str]:
-    """Of `run_ids`, those a run still needs, each with why."""
+    """Of `run_ids`, those a run still needs, each with why. (`!= ''` spelled out: the
+    planner then uses the partial indexes, which a bound list cannot be proved to match.)"""
     if not run_ids:
         return {}
     why: dict[str, str] = {}
@@ -39,13 +40,13 @@ def needed(conn: Conn, run_ids: Sequence[str]) -> dict[str, str]:
         why[row["run_id"]] = f"its job {row['job_id']} is still being cancelled"
     for row in conn.execute(
         f"SELECT id, after_run_id FROM runs WHERE after_run_id IN ({marks(len(run_ids))})"
-        f" AND status IN ({_ACTIVE})",
+        f" AND after_run_id != '' AND status IN ({_ACTIVE})",
         run_ids,
     ).fetchall():
         why[row["after_run_id"]] = f"run {row['id']} waits for it"
     for row in conn.execute(
         f"SELECT id, rerun_of FROM runs WHERE rerun_of IN ({marks(len(run_ids))})"
-        f" AND status IN ({_ACTIVE})",
+        f" AND rerun_of != '' AND status IN ({_ACTIVE})",
         run_ids,
     ).fetchall():
         why[row["rerun_of"]] = f"run {row['id']} re-runs it and reads its outcomes"
@@ -121,9 +122,12 @@ def archived(conn: Conn, company: str, workflow_id: str) -> None:
             f"workflow {named} is not archived: archive it with ArchiveWorkflow first (its"
             " schedule stops and it accepts no runs), then delete it"
         )
+    # By company first: the planner then walks the company's active runs (a partial index),
+    # not every run of the workflow, on each batch of a large delete.
     active = conn.execute(
-        f"SELECT COUNT(*) AS n FROM runs WHERE workflow_id = ? AND status IN ({_ACTIVE})",
-        (workflow_id,),
+        "SELECT COUNT(*) AS n FROM runs WHERE company = ? AND workflow_id = ?"
+        f" AND status IN ({_ACTIVE})",
+        (company, workflow_id),
     ).fetchone()["n"]
     if active:
         raise FailedPrecondition(
