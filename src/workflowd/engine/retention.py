@@ -8,7 +8,6 @@ policy that applies is: the workflow's own, else its namespace's, else the defau
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,7 +81,6 @@ class Retention:
         self._store = store
         self._clock = clock
         self._settings = settings
-        self._lock = asyncio.Lock()  # one pass at a time: two would race over the same runs
 
     # --- policies ------------------------------------------------------------------------
 
@@ -93,7 +91,7 @@ class Retention:
             raise InvalidRequest(
                 "namespace",
                 "is required: name a workflow, or a namespace; the default policy is the"
-                " daemon's ([retention] in its settings)",
+                " daemon's (its retention_* settings)",
             )
         if policy is not None:
             policy.check("policy.")
@@ -130,11 +128,9 @@ class Retention:
         self, company: str, scope: RetentionScope, dry_run: bool = False
     ) -> RetentionOutcome:
         """Delete (or count, `dry_run`) the company's ended runs in `scope` that the policies
-        let go now (every company's with `company` empty: the background pass)."""
-        async with self._lock:
-            return await self._pass(company, scope, dry_run)
-
-    async def _pass(self, company: str, scope: RetentionScope, dry_run: bool) -> RetentionOutcome:
+        let go now (every company's with `company` empty: the background pass). Passes may
+        overlap (a request during the background pass): each batch is a transaction of its
+        own, and a run one pass deleted is not found by the other."""
         found = await self._store.retention_policies(company)
         now = self._clock.now()
         outcome = RetentionOutcome(dry_run=dry_run)

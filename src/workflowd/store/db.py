@@ -53,8 +53,8 @@ def _pragmas(conn: sqlite3.Connection) -> None:
 
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 WAL_LIMIT_BYTES = 32 * 1024 * 1024
-# Pages moved and freed per write (each about 30 µs): a step holds the writer ~4 ms at most.
-VACUUM_PAGES = 64
+# Pages moved and freed per write (each some tens of µs of CPU): a step is a short write.
+VACUUM_PAGES = 16
 
 
 def _checkpoint(conn: Conn) -> None:
