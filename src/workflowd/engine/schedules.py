@@ -144,7 +144,7 @@ class Schedules:
         kept = {} if current is None else current.input
         schedule_input = kept if run_input is None else run_input
         await self._check_input(
-            definition, workflow, schedule_input, input_field if run_input is not None else ""
+            definition, schedule_input, input_field if run_input is not None else ""
         )
         activation = Activation(
             company=company,
@@ -196,7 +196,7 @@ class Schedules:
             value = kept if run_input is None else run_input
             field = "schedule_input" if run_input is not None else ""
             hint = "give the schedule an input its input.schema accepts in schedule_input"
-            await self._check_input(definition, None, value, field, hint)
+            await self._check_input(definition, value, field, hint)
         elif current is not None and current.active and definition.schedule is not None:
             try:
                 await self._runs.check_input(definition, current.input)
@@ -211,7 +211,6 @@ class Schedules:
     async def _check_input(
         self,
         definition: WorkflowDefinition,
-        workflow: Workflow | None,
         value: Json,
         field: str,
         hint: str = "give the schedule an input its input.schema accepts with ScheduleWorkflow",
@@ -226,8 +225,6 @@ class Schedules:
             await self._runs.check_input(definition, value)
         except InvalidRequest as exc:
             name = f"{definition.namespace}/{definition.name} version {definition.version}"
-            if workflow is not None:
-                name = f"{workflow.namespace}/{workflow.name} version {workflow.version}"
             raise FailedPrecondition(
                 f"the schedule's runs would get the input {_shown(value)}, which {name} refuses"
                 f" ({exc.message}): {hint}"
@@ -288,7 +285,7 @@ class Schedules:
         current = await self._store.schedule_of(workflow.id)
         anchor = current.anchor if current is not None else start
         run_input = {} if current is None else current.input
-        await self._check_input(definition, workflow, run_input, "")
+        await self._check_input(definition, run_input, "")
         cap = self._limits.max_backfill_runs
         instants = fires.between(definition.schedule, anchor, start, end, cap + 1)
         if len(instants) > cap:

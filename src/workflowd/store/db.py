@@ -53,8 +53,9 @@ def _pragmas(conn: sqlite3.Connection) -> None:
 
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 WAL_LIMIT_BYTES = 32 * 1024 * 1024
-# Pages moved and freed per write (each some tens of µs of CPU): a step is a short write.
-VACUUM_PAGES = 16
+# Pages moved and freed per write: moving a page rewrites the pointers to it, so on a large file
+# a step of 8 stays within a few milliseconds (docs/performance.md, "Retention").
+VACUUM_PAGES = 8
 
 
 def _checkpoint(conn: Conn) -> None:
