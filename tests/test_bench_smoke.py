@@ -163,3 +163,20 @@ def test_web_bench_reports_its_figures() -> None:
         assert isinstance(value, float), key
         assert value > 0, key
     assert result["latency_samples"] == result["events_published"]
+
+
+def test_retention_bench_reports_its_figures() -> None:
+    result = last_json_line("retention.py")
+    runs = result["runs"]
+    assert isinstance(runs, int)
+    # 90 % of the stored runs are past the 7 days kept, and go; the others stay.
+    assert result["deleted_runs"] == runs * 9 // 10
+    assert result["runs_left"] == runs - runs * 9 // 10
+    for key in ("deletion_s", "writer_stall_ms_p99", "store_mb_before", "store_mb_after"):
+        value = result[key]
+        assert isinstance(value, float), key
+        assert value > 0, key
+    assert result["store_mb_after"] < result["store_mb_before"]  # the file gave pages back
+    during = result["during_retention"]
+    assert isinstance(during, dict)
+    assert during["runs_triggered"] > 0

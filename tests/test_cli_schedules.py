@@ -102,3 +102,44 @@ async def test_schedule_errors_are_one_readable_line(daemon: Daemon, tmp_path: P
     )
     assert code == 1
     assert "--catchup-window 'soon': write 90s, 30m, 2h, 1d or ISO-8601 (PT1H)" in err
+
+
+async def test_schedule_and_apply_give_the_schedules_runs_an_input(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    text = scheduled("dayly", "{cron: '@daily'}").replace(
+        "schedule:",
+        "input:\n  schema:\n    format: json\n    document: {type: object, required: [day]}\n"
+        "schedule:",
+    )
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    code, out, err = await cli("apply", "-f", str(path), "--schedule", address=daemon.address)
+    assert code == 1
+    assert "'day' is a required property" in err, err
+    assert err.rstrip().endswith(
+        "give the schedule an input its input.schema accepts in --schedule-input"
+    ), err
+    (tmp_path / "input.json").write_text('{"day": "2026-01-01"}')
+    code, out, err = await cli(
+        "apply", "-f", str(path), "--schedule", "--schedule-input", f"@{tmp_path / 'input.json'}",
+        address=daemon.address,
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = await cli("schedules", "get", "analytics/dayly", address=daemon.address)
+    assert code == 0, err
+    assert 'input {"day": "2026-01-01"}' in out.splitlines()
+
+    code, out, err = await cli(
+        "schedule", "analytics/dayly", "--input", '{"month": 3}', address=daemon.address
+    )
+    assert code == 1
+    assert err.startswith(
+        "workflowd: INVALID_ARGUMENT: --input: does not match the workflow's input.schema"
+    ), err
+    code, out, err = await cli(
+        "schedule", "analytics/dayly", "--input", '{"day": "d2"}', "-o", "json",
+        address=daemon.address,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["schedule"]["input"] == {"day": "d2"}

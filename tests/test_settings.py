@@ -165,3 +165,29 @@ def test_bad_quotas_name_the_setting(flags: dict[str, object], field: str) -> No
 async def test_serve_refuses_a_negative_quota_in_one_sentence(tmp_path: Path) -> None:
     said = await serve_refused(tmp_path / "data", "--quota-dataset-bytes", "-5")
     assert "quota_dataset_bytes: must be 0 (no quota) or a positive number" in said
+
+
+def test_the_default_retention_policy_from_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "workflowd.toml"
+    config.write_text("retention_keep_days = 30\nretention_keep_failed_days = 90\n")
+    policy = Settings.load({}, {}, config).retention_policy()
+    assert (policy.keep_s, policy.keep_last, policy.keep_failed_s) == (30 * 86400, 0, 90 * 86400)
+    assert Settings().retention_policy().empty  # by default nothing is deleted
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        ({"retention_keep_days": -1}, "retention_keep_days"),
+        ({"retention_keep_last": -5}, "retention_keep_last"),
+        (
+            {"retention_keep_days": 10, "retention_keep_failed_days": 2},
+            "retention_keep_failed_days",
+        ),
+        ({"retention_interval_s": 0}, "retention_interval_s"),
+    ],
+)
+def test_bad_retention_settings_name_the_setting(flags: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        Settings.load(flags, {})
+    assert info.value.field == field

@@ -6,8 +6,10 @@ import asyncio
 import gc
 import logging
 import uuid
+from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from workflowd import __version__
 from workflowd.address import Address
@@ -27,6 +29,7 @@ from workflowd.engine.metrics import EngineMetrics
 from workflowd.engine.notify import DeliveryLog
 from workflowd.engine.orphans import OrphanJobs
 from workflowd.engine.replicas import Replica, ReplicaSettings
+from workflowd.engine.retention import Retention, RetentionSettings
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import ScheduleLimits, Schedules
 from workflowd.engine.tracing import Tracing
@@ -87,6 +90,7 @@ class App:
         self.deps: EngineDeps | None = None
         self.runs: Runs | None = None
         self.schedules: Schedules | None = None
+        self.retention: Retention | None = None
         self.scheduler: SchedulerLoop | None = None
         self.replica: Replica | None = None
         self.webhooks = Webhooks(settings.config_file, self.store)
@@ -198,11 +202,18 @@ class App:
         schedules.attach(self.scheduler)
         self.metrics.watch_schedule_backlog(self.scheduler.backlog, clock.now)
         await self.scheduler.start()
+        self.retention = retention = Retention(
+            self.store,
+            clock,
+            RetentionSettings(s.retention_policy(), s.retention_interval_s),
+        )
+        self._in_background(retention.run(), "retention")
         self.grpc = GrpcServer(
             definitions,
             runs,
             schedules,
             self.authenticator,
+            retention=retention,
             deliveries=DeliveryLog(self.store),
             tracer=self.telemetry.tracer("workflowd.api"),
             max_message_bytes=s.max_message_bytes,
@@ -241,7 +252,11 @@ class App:
         from."""
         alone = self.store.shared_log() is None
         await self.webhooks.start(self.clock, self.metrics, alone)
-        task = asyncio.create_task(self._seed_last_successes(), name="seed-last-successes")
+        self._in_background(self._seed_last_successes(), "seed-last-successes")
+
+    def _in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """A task the drain cancels."""
+        task = asyncio.create_task(work, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -15,10 +15,16 @@ from urllib.parse import urlsplit
 from workflowd.address import Address
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.quotas import GIB, Quotas
+from workflowd.domain.retention import RetentionPolicy
 
 _ENV_PREFIX = "WORKFLOWD_"
 _QUOTAS = Quotas()
 _JOBS_COMPANY = re.compile(r"[a-z0-9_-]{1,64}")
+_RETENTION_SETTINGS = {
+    "keep_for": "retention_keep_days",
+    "keep_last": "retention_keep_last",
+    "keep_failed_for": "retention_keep_failed_days",
+}
 _STORE_URLS = "sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST:PORT/DATABASE"
 
 
@@ -82,6 +88,14 @@ class Settings:
     quota_stored_bytes: int = _QUOTAS.stored_bytes
     # The embedded data plane's (a remote jobs system has its own).
     quota_dataset_bytes: int = 10 * GIB
+    # Retention's default (docs/operations.md, "Retention"): ended runs are kept this many
+    # days after their end (failed ones `retention_keep_failed_days`), except the newest
+    # `retention_keep_last` of each workflow; 0 is no limit. Checked every
+    # `retention_interval_s`.
+    retention_keep_days: float = 0.0
+    retention_keep_last: int = 0
+    retention_keep_failed_days: float = 0.0
+    retention_interval_s: float = 3600.0
     drain_grace_s: float = 1.0
     log_format: str = "text"
     log_level: str = "INFO"
@@ -111,6 +125,7 @@ class Settings:
     def check(self) -> None:
         self._check_store()
         self._check_quotas()
+        self._check_retention()
         for name in ("max_iterations", "max_fork_width", "max_depth", "max_instances"):
             if getattr(self, name) < 1:
                 raise InvalidRequest(name, "must be at least 1")
@@ -209,6 +224,27 @@ class Settings:
             raise InvalidRequest(
                 "quota_trigger_burst", "must be at least 1 while quota_trigger_rate_per_s is set"
             )
+
+    def _check_retention(self) -> None:
+        try:
+            self.retention_policy().check()
+        except InvalidRequest as exc:
+            # The policy's words (the API's fields) as the settings name them.
+            said = exc.reason.replace("keep_for", "retention_keep_days")
+            raise InvalidRequest(_RETENTION_SETTINGS.get(exc.field, exc.field), said) from None
+        if not 1.0 <= self.retention_interval_s <= 7 * 86400.0:
+            raise InvalidRequest("retention_interval_s", "must be between 1 second and 7 days")
+
+    def retention_policy(self) -> RetentionPolicy:
+        """The default retention policy (days in the settings, seconds in the policy)."""
+        for name in ("retention_keep_days", "retention_keep_failed_days"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise InvalidRequest(name, "must be 0 (no limit) or a positive number of days")
+        return RetentionPolicy(
+            keep_s=self.retention_keep_days * 86400.0 or None,
+            keep_last=self.retention_keep_last,
+            keep_failed_s=self.retention_keep_failed_days * 86400.0 or None,
+        )
 
     def quotas(self) -> Quotas:
         return Quotas(

@@ -114,6 +114,20 @@ def requests_on(objects: dict[str, str]) -> list[tuple[str, Any]]:
         ),
         ("ListRuns", pb.ListRunsRequest(namespace="analytics", name=name)),
         ("WatchRuns", pb.WatchRunsRequest(namespace="analytics", name=name)),
+        ("DeleteRun", pb.DeleteRunRequest(run_id=run)),
+        ("UnarchiveWorkflow", pb.UnarchiveWorkflowRequest(workflow_id=wf)),
+        ("UnarchiveWorkflow", pb.UnarchiveWorkflowRequest(namespace="analytics", name=name)),
+        ("DeleteWorkflow", pb.DeleteWorkflowRequest(workflow_id=wf)),
+        ("DeleteWorkflow", pb.DeleteWorkflowRequest(namespace="analytics", name=name)),
+        (
+            "SetRetentionPolicy",
+            pb.SetRetentionPolicyRequest(workflow_id=wf, policy=pb.RetentionPolicy(keep_last=1)),
+        ),
+        ("SetRetentionPolicy", pb.SetRetentionPolicyRequest(namespace="analytics", name=name)),
+        ("GetRetentionPolicy", pb.GetRetentionPolicyRequest(workflow_id=wf)),
+        ("GetRetentionPolicy", pb.GetRetentionPolicyRequest(namespace="analytics", name=name)),
+        ("ApplyRetention", pb.ApplyRetentionRequest(workflow_id=wf)),
+        ("ApplyRetention", pb.ApplyRetentionRequest(namespace="analytics", name=name)),
     ]
 
 
@@ -163,6 +177,22 @@ async def test_one_companys_token_finds_nothing_of_another_company(daemon: Daemo
     assert sched.schedule.active
     got = await daemon.stub.GetRun(pb.GetRunRequest(run_id=theirs["run"]), metadata=GLOBEX)
     assert got.run.status == pb.RUN_STATUS_COMPLETED
+    workflow = await daemon.stub.GetWorkflow(
+        pb.GetWorkflowRequest(workflow_id=theirs["workflow"]), metadata=GLOBEX
+    )
+    assert workflow.workflow.status == pb.WORKFLOW_STATUS_ACTIVE
+    # A namespace's policy and a pass over the caller's own workflows touch nothing of theirs.
+    await daemon.stub.SetRetentionPolicy(
+        pb.SetRetentionPolicyRequest(namespace="analytics", policy=pb.RetentionPolicy(keep_last=1)),
+        metadata=ACME,
+    )
+    await daemon.stub.ApplyRetention(pb.ApplyRetentionRequest(), metadata=ACME)
+    theirs_policy = await daemon.stub.GetRetentionPolicy(
+        pb.GetRetentionPolicyRequest(namespace="analytics"), metadata=GLOBEX
+    )
+    assert theirs_policy.source == pb.RETENTION_SOURCE_NONE
+    got = await daemon.stub.GetRun(pb.GetRunRequest(run_id=theirs["run"]), metadata=GLOBEX)
+    assert got.run.id == theirs["run"]
 
 
 async def test_watch_runs_shows_only_the_callers_events(daemon: Daemon) -> None:

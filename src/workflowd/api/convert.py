@@ -12,6 +12,7 @@ from workflowd.domain.diagnostics import Diagnostic, Severity
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.json import Json, JsonObject
 from workflowd.domain.notify import Delivery, DeliveryStatus
+from workflowd.domain.retention import RetentionPolicy, RetentionSource, RetentionView
 from workflowd.domain.run import (
     Problem,
     Run,
@@ -164,6 +165,7 @@ def schedule(view: ScheduleView) -> pb.Schedule:
         next_fire_times=[instant(t) for t in view.upcoming],
         recent_decisions=[fire_decision(d) for d in s.decisions],
         overdue=duration(view.overdue_s),
+        input=value(s.input),
         created_at=timestamp(s.created_at),
         updated_at=timestamp(s.updated_at),
     )
@@ -351,3 +353,39 @@ def delivery_statuses(values: Sequence[pb.DeliveryStatus.ValueType]) -> tuple[De
             raise InvalidRequest(f"statuses[{i}]", f"unknown delivery status {status}")
         statuses.append(_DELIVERY_BACK[status])
     return tuple(statuses)
+
+
+_RETENTION_SOURCE = {
+    RetentionSource.NONE: pb.RETENTION_SOURCE_NONE,
+    RetentionSource.DEFAULT: pb.RETENTION_SOURCE_DEFAULT,
+    RetentionSource.NAMESPACE: pb.RETENTION_SOURCE_NAMESPACE,
+    RetentionSource.WORKFLOW: pb.RETENTION_SOURCE_WORKFLOW,
+}
+
+
+def retention_policy(policy: RetentionPolicy) -> pb.RetentionPolicy:
+    return pb.RetentionPolicy(
+        keep_for=duration(policy.keep_s),
+        keep_last=policy.keep_last,
+        keep_failed_for=duration(policy.keep_failed_s),
+    )
+
+
+def retention_policy_from(message: pb.RetentionPolicy, field: str) -> RetentionPolicy:
+    return RetentionPolicy(
+        keep_s=from_duration(message.keep_for, message.HasField("keep_for"), f"{field}.keep_for"),
+        keep_last=message.keep_last,
+        keep_failed_s=from_duration(
+            message.keep_failed_for,
+            message.HasField("keep_failed_for"),
+            f"{field}.keep_failed_for",
+        ),
+    )
+
+
+def retention_view(
+    view: RetentionView,
+) -> tuple[pb.RetentionPolicy | None, pb.RetentionPolicy, pb.RetentionSource.ValueType]:
+    """The scope's own policy, the effective one, and where that comes from."""
+    own = None if view.policy is None else retention_policy(view.policy)
+    return own, retention_policy(view.effective), _RETENTION_SOURCE[view.source]

@@ -25,6 +25,7 @@ from workflowd.domain.errors import (
     InvalidRequest,
     InvalidSpecification,
     NotFound,
+    OutOfRange,
     QuotaExceeded,
     Unauthenticated,
     Unavailable,
@@ -40,6 +41,7 @@ _CODES: dict[type[WorkflowdError], int] = {
     AlreadyExists: code_pb2.ALREADY_EXISTS,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     QuotaExceeded: code_pb2.RESOURCE_EXHAUSTED,
+    OutOfRange: code_pb2.OUT_OF_RANGE,
     Unavailable: code_pb2.UNAVAILABLE,
     Unauthenticated: code_pb2.UNAUTHENTICATED,
 }

@@ -14,6 +14,7 @@ from workflowd.api.auth import Authenticator
 from workflowd.api.servicer import WorkflowService
 from workflowd.engine.definitions import Definitions
 from workflowd.engine.notify import DeliveryLog
+from workflowd.engine.retention import Retention
 from workflowd.engine.runs import Runs
 from workflowd.engine.schedules import Schedules
 
@@ -40,6 +41,7 @@ class GrpcServer:
         schedules: Schedules,
         auth: Authenticator,
         *,
+        retention: Retention,
         deliveries: DeliveryLog,
         tracer: Tracer | None = None,
         max_message_bytes: int,
@@ -59,6 +61,7 @@ class GrpcServer:
             runs,
             schedules,
             auth,
+            retention=retention,
             deliveries=deliveries,
             tracer=tracer,
             max_message_bytes=max_message_bytes,

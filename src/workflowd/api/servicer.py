@@ -11,15 +11,19 @@ from opentelemetry.trace import Tracer
 from workflowd.api import convert
 from workflowd.api.auth import Authenticator
 from workflowd.api.errors import Ctx, streaming, unary
+from workflowd.domain import ids
+from workflowd.domain.definition import WorkflowDefinition
 from workflowd.domain.errors import InvalidRequest
 from workflowd.domain.fairness import acting_for
 from workflowd.domain.notify import DeliveryFilter
 from workflowd.domain.page import Page
+from workflowd.domain.retention import RetentionScope
 from workflowd.domain.run import RunFilter, RunStatus, WatchFilter
 from workflowd.domain.workflow import WorkflowFilter
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.notify import DeliveryLog
 from workflowd.engine.reruns import FROM_FAILURE
+from workflowd.engine.retention import Retention
 from workflowd.engine.runs import Runs, TriggerRequest
 from workflowd.engine.schedules import PolicyChange, Schedules
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -77,6 +81,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         schedules: Schedules,
         auth: Authenticator,
         *,
+        retention: Retention,
         deliveries: DeliveryLog,
         tracer: Tracer | None = None,
         max_message_bytes: int,
@@ -87,6 +92,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         self._definitions = definitions
         self._runs = runs
         self._schedules = schedules
+        self._retention = retention
         # A page ends early rather than exceed what a response may carry: our own send limit,
         # and gRPC clients' default receive limit (4 MiB), which most callers never raise.
         self._page_budget = min(max_message_bytes, _CLIENT_RECEIVE_BYTES) - _PAGE_MARGIN_BYTES
@@ -121,15 +127,28 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         self, request: pb.CreateWorkflowRequest, context: Ctx
     ) -> pb.CreateWorkflowResponse:
         company = _company(self, context)
+        given = request.HasField("schedule_input")
+        schedule_input = (
+            convert.from_value(request.schedule_input, given, "schedule_input") if given else None
+        )
+
+        async def admit(definition: WorkflowDefinition) -> None:
+            await self._schedules.admit_version(
+                company, definition, request.schedule_immediately, schedule_input
+            )
+
         workflow, created = await self._definitions.create(
             company,
             request.specification,
             tuple(request.tags),
             require_schedule=request.schedule_immediately,
+            admit=admit,
         )
         await self._schedules.changed(workflow.id)
         if request.schedule_immediately:
-            await self._schedules.activate(company, workflow.id, PolicyChange(), False)
+            await self._schedules.activate(
+                company, workflow.id, PolicyChange(), False, schedule_input, "schedule_input"
+            )
         run_id = ""
         if request.trigger_immediately:
             run = await self._runs.trigger(
@@ -179,6 +198,29 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return pb.ArchiveWorkflowResponse(workflow=convert.workflow(workflow))
 
     @unary
+    async def UnarchiveWorkflow(
+        self, request: pb.UnarchiveWorkflowRequest, context: Ctx
+    ) -> pb.UnarchiveWorkflowResponse:
+        company = _company(self, context)
+        workflow_id = await self._workflow_id(
+            company, request.workflow_id, request.namespace, request.name
+        )
+        workflow = await self._definitions.unarchive(company, workflow_id)
+        return pb.UnarchiveWorkflowResponse(workflow=convert.workflow(workflow))
+
+    @unary
+    async def DeleteWorkflow(
+        self, request: pb.DeleteWorkflowRequest, context: Ctx
+    ) -> pb.DeleteWorkflowResponse:
+        company = _company(self, context)
+        workflow_id = await self._workflow_id(
+            company, request.workflow_id, request.namespace, request.name
+        )
+        runs, versions = await self._definitions.delete(company, workflow_id)
+        self._schedules.forget(workflow_id)
+        return pb.DeleteWorkflowResponse(deleted_runs=runs, deleted_versions=versions)
+
+    @unary
     async def TriggerWorkflow(
         self, request: pb.TriggerWorkflowRequest, context: Ctx
     ) -> pb.TriggerWorkflowResponse:
@@ -224,6 +266,11 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def CancelRun(self, request: pb.CancelRunRequest, context: Ctx) -> pb.CancelRunResponse:
         run = await self._runs.cancel(_company(self, context), request.run_id, request.reason)
         return pb.CancelRunResponse(run=convert.run(run))
+
+    @unary
+    async def DeleteRun(self, request: pb.DeleteRunRequest, context: Ctx) -> pb.DeleteRunResponse:
+        await self._runs.delete(_company(self, context), request.run_id)
+        return pb.DeleteRunResponse(run_id=request.run_id)
 
     @unary
     async def RerunRun(self, request: pb.RerunRunRequest, context: Ctx) -> pb.RerunRunResponse:
@@ -277,11 +324,13 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             ),
         )
         company = _company(self, context)
+        given = request.HasField("input")
         view, run_id = await self._schedules.activate(
             company,
             await self._workflow_id(company, request.workflow_id, request.namespace, request.name),
             change,
             request.trigger_immediately,
+            convert.from_value(request.input, given, "input") if given else None,
         )
         return pb.ScheduleWorkflowResponse(schedule=convert.schedule(view), run_id=run_id)
 
@@ -341,6 +390,64 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             run_ids=[run.id for run in done.runs],
             created=len(done.created),
             runs=[convert.backfill_run(run, run.id in done.created) for run in done.runs],
+        )
+
+    async def _retention_scope(
+        self, company: str, workflow_id: str, namespace: str, name: str
+    ) -> RetentionScope:
+        """A workflow (by id, or namespace and name), a namespace alone, or neither."""
+        if not (workflow_id or name):
+            if namespace:
+                ids.check_name("namespace", namespace)
+            return RetentionScope(namespace=namespace)
+        workflow = await self._definitions.get(company, WorkflowRef(workflow_id, namespace, name))
+        return RetentionScope(namespace=workflow.namespace, workflow_id=workflow.id)
+
+    @unary
+    async def SetRetentionPolicy(
+        self, request: pb.SetRetentionPolicyRequest, context: Ctx
+    ) -> pb.SetRetentionPolicyResponse:
+        company = _company(self, context)
+        scope = await self._retention_scope(
+            company, request.workflow_id, request.namespace, request.name
+        )
+        policy = (
+            convert.retention_policy_from(request.policy, "policy")
+            if request.HasField("policy")
+            else None
+        )
+        own, effective, source = convert.retention_view(
+            await self._retention.set_policy(company, scope, policy)
+        )
+        return pb.SetRetentionPolicyResponse(policy=own, effective=effective, source=source)
+
+    @unary
+    async def GetRetentionPolicy(
+        self, request: pb.GetRetentionPolicyRequest, context: Ctx
+    ) -> pb.GetRetentionPolicyResponse:
+        company = _company(self, context)
+        scope = await self._retention_scope(
+            company, request.workflow_id, request.namespace, request.name
+        )
+        own, effective, source = convert.retention_view(
+            await self._retention.get_policy(company, scope)
+        )
+        return pb.GetRetentionPolicyResponse(policy=own, effective=effective, source=source)
+
+    @unary
+    async def ApplyRetention(
+        self, request: pb.ApplyRetentionRequest, context: Ctx
+    ) -> pb.ApplyRetentionResponse:
+        company = _company(self, context)
+        scope = await self._retention_scope(
+            company, request.workflow_id, request.namespace, request.name
+        )
+        outcome = await self._retention.apply(company, scope, request.dry_run)
+        return pb.ApplyRetentionResponse(
+            deleted_runs=outcome.deleted,
+            protected_runs=outcome.protected,
+            workflows=outcome.workflows,
+            dry_run=outcome.dry_run,
         )
 
     @unary

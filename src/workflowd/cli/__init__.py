@@ -7,7 +7,16 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from workflowd.cli import dataplane, datasets, deliveries, runs, schedules, serve, workflows
+from workflowd.cli import (
+    dataplane,
+    datasets,
+    deliveries,
+    retention,
+    runs,
+    schedules,
+    serve,
+    workflows,
+)
 from workflowd.cli.common import CliError, visible
 
 # When the reader of stdout goes away (`workflowd runs list | head -1`), exit as a C tool
@@ -23,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Workflow orchestration daemon for data pipelines.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, workflows, runs, schedules, deliveries, datasets, dataplane):
+    for module in (serve, workflows, runs, schedules, retention, deliveries, datasets, dataplane):
         module.register(sub)
     for command in _commands(parser):
         command.set_defaults(command_parser=command)

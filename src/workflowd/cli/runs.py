@@ -79,6 +79,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("run_id", metavar="RUN", help=_RUN_HELP)
     p.add_argument("--reason", default="", help="recorded with the cancellation")
     _common(p, cmd_cancel)
+    p = rsub.add_parser("delete", help="delete an ended run with its tasks and events")
+    p.add_argument("run_id", metavar="RUN")
+    _common(p, cmd_delete)
     rerun.register(rsub)
 
 
@@ -204,6 +207,20 @@ def cmd_get(args: argparse.Namespace) -> int:
             return await _get_run(client, await find_run(client, args.run_id))
 
     _show(asyncio.run(get()), args.output)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    async def delete() -> Any:
+        async with client_of(args) as client:
+            run_id = await find_run(client, args.run_id)
+            return await call(client, "DeleteRun", pb.DeleteRunRequest(run_id=run_id))
+
+    response = asyncio.run(delete())
+    if args.output == "json":
+        print_json(to_dict(response))
+    else:
+        print(f"run {response.run_id} deleted")
     return 0
 
 

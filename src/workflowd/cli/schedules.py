@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from datetime import UTC
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from google.protobuf import json_format
 
 from workflowd.api.client import to_dict
 from workflowd.cli import runs as runs_cli
 from workflowd.cli import times
 from workflowd.cli.common import add_output_option, print_json, print_table, visible
 from workflowd.cli.connect import add_connection_options, call, client_of, named
+from workflowd.cli.refs import parse_input
 from workflowd.cli.show import status
 from workflowd.domain.units import plural, span
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -30,6 +34,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--overlap", choices=_OVERLAP, help="while the previous run is active")
     p.add_argument("--catchup", choices=_CATCHUP, help="instants missed during downtime")
     p.add_argument("--catchup-window", help="how far back to catch up: 90s, 30m, 2h, 1d, PT1H")
+    p.add_argument(
+        "--input", help="the input of its runs as JSON, or @FILE (default: kept, {} at first)"
+    )
     _common(p, cmd_schedule)
 
     p = sub.add_parser("unschedule", help="stop a workflow's schedule")
@@ -79,6 +86,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     window = (
         times.duration(args.catchup_window, "--catchup-window") if args.catchup_window else None
     )
+    run_input = None if args.input is None else parse_input(args.input)
 
     async def go() -> Any:
         async with client_of(args) as client:
@@ -94,6 +102,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 )
             if window is not None:
                 request.catchup_window.CopyFrom(window)
+            if run_input is not None:
+                request.input.CopyFrom(run_input)
             return await call(client, "ScheduleWorkflow", request, flags=_SCHEDULE_FLAGS)
 
     response = _run(go())
@@ -213,6 +223,9 @@ def _show(s: pb.Schedule, recent: int) -> None:
     catchup = pb.CatchupPolicy.Name(s.catchup_policy).removeprefix("CATCHUP_POLICY_")
     window = span(s.catchup_window.ToTimedelta().total_seconds())
     print(f"overlap {overlap}, catch-up {catchup} within {window}")
+    given = json_format.MessageToDict(s.input) if s.HasField("input") else {}
+    if given != {}:
+        print(visible(f"input {json.dumps(given, ensure_ascii=False)}"))
     if s.next_fire_times:
         print(f"next fires ({visible(s.timezone or 'UTC')}):")
         for t in s.next_fire_times:

@@ -13,10 +13,14 @@ import re
 from collections.abc import Mapping
 
 COMMANDS = {
+    "ApplyRetention": "`workflowd retention apply`",
     "ArchiveWorkflow": "`workflowd workflows archive REF`",
     "BackfillWorkflow": "`workflowd backfill REF`",
     "CancelRun": "`workflowd runs cancel RUN`",
     "CreateWorkflow": "`workflowd apply -f FILE`",
+    "DeleteRun": "`workflowd runs delete RUN`",
+    "DeleteWorkflow": "`workflowd workflows delete REF`",
+    "GetRetentionPolicy": "`workflowd retention show`",
     "GetRun": "`workflowd runs get RUN`",
     "GetSchedule": "`workflowd schedules get REF`",
     "GetWorkflow": "`workflowd workflows get REF`",
@@ -24,7 +28,9 @@ COMMANDS = {
     "ListSchedules": "`workflowd schedules list`",
     "ListWorkflows": "`workflowd workflows list`",
     "ScheduleWorkflow": "`workflowd schedule REF`",
+    "SetRetentionPolicy": "`workflowd retention set`",
     "TriggerWorkflow": "`workflowd trigger REF`",
+    "UnarchiveWorkflow": "`workflowd workflows unarchive REF`",
     "UnscheduleWorkflow": "`workflowd unschedule REF`",
     "ValidateWorkflow": "`workflowd validate -f FILE`",
     "WatchRun": "`workflowd runs watch RUN`",

@@ -24,7 +24,11 @@ from workflowd.domain.diagnostics import Diagnostic
 from workflowd.domain.units import plural
 from workflowd.v1 import workflow_service_pb2 as pb
 
-_APPLY_FLAGS = {"trigger_immediately": "--trigger", "schedule_immediately": "--schedule"}
+_APPLY_FLAGS = {
+    "trigger_immediately": "--trigger",
+    "schedule_immediately": "--schedule",
+    "schedule_input": "--schedule-input",
+}
 _FILES_HELP = "workflow YAML: a file, a directory (its *.yaml and *.yml), '-' for stdin; repeatable"
 
 
@@ -40,6 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--trigger", action="store_true", help="start a run right after")
     p.add_argument("--schedule", action="store_true", help="activate its schedule right after")
     p.add_argument("--input", help="run input as JSON, or @FILE (with --trigger)")
+    p.add_argument(
+        "--schedule-input", help="the schedule's runs' input as JSON, or @FILE (with --schedule)"
+    )
     p.add_argument("--watch", action="store_true", help="follow the run (with --trigger)")
     add_connection_options(p)
     add_output_option(p)
@@ -77,6 +84,20 @@ def _register_workflows(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--namespace", default="", help="with --all: only this namespace")
     add_connection_options(p)
     p.set_defaults(handler=cmd_export)
+    p = wsub.add_parser(
+        "unarchive", help="make an archived workflow active again (its schedule stays stopped)"
+    )
+    p.add_argument("ref", help="NAMESPACE/NAME or id")
+    add_connection_options(p)
+    add_output_option(p)
+    p.set_defaults(handler=cmd_unarchive)
+    p = wsub.add_parser(
+        "delete", help="delete an archived workflow with its versions, runs and schedule"
+    )
+    p.add_argument("ref", help="NAMESPACE/NAME or id")
+    add_connection_options(p)
+    add_output_option(p)
+    p.set_defaults(handler=cmd_delete)
     p = wsub.add_parser("archive", help="archive a workflow (REF: NAMESPACE/NAME or id)")
     p.add_argument("ref")
     add_connection_options(p)
@@ -161,6 +182,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
         raise CliError("apply: --watch follows one run: apply one file with it", exit_code=2)
     if args.input is not None and not args.trigger:
         raise CliError("apply: --input is the input of the run --trigger starts", exit_code=2)
+    if args.schedule_input is not None and not args.schedule:
+        raise CliError(
+            "apply: --schedule-input is the input of the schedule --schedule activates",
+            exit_code=2,
+        )
     return asyncio.run(_apply(args, files))
 
 
@@ -197,6 +223,8 @@ async def _apply_one(
     )
     if run_input is not None:
         request.input.CopyFrom(run_input)
+    if args.schedule_input is not None:
+        request.schedule_input.CopyFrom(parse_input(args.schedule_input))
     try:
         response = await client.call("CreateWorkflow", request)
     except ClientError as exc:
@@ -352,4 +380,35 @@ def cmd_archive(args: argparse.Namespace) -> int:
     else:
         archived = response.workflow
         print(visible(f"{archived.namespace}/{archived.name} archived"))
+    return 0
+
+
+def cmd_unarchive(args: argparse.Namespace) -> int:
+    async def unarchive() -> Any:
+        async with client_of(args) as client:
+            request = pb.UnarchiveWorkflowRequest(**await named(client, args.ref))
+            return await call(client, "UnarchiveWorkflow", request)
+
+    response = asyncio.run(unarchive())
+    if args.output == "json":
+        print_json(to_dict(response.workflow))
+    else:
+        w = response.workflow
+        print(visible(f"{w.namespace}/{w.name} unarchived"))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    async def delete() -> Any:
+        async with client_of(args) as client:
+            request = pb.DeleteWorkflowRequest(**await named(client, args.ref))
+            return await call(client, "DeleteWorkflow", request)
+
+    response = asyncio.run(delete())
+    if args.output == "json":
+        print_json(to_dict(response))
+    else:
+        runs = plural(response.deleted_runs, "run")
+        versions = plural(response.deleted_versions, "version")
+        print(visible(f"{args.ref} deleted: {versions}, {runs}"))
     return 0

@@ -10,6 +10,7 @@ gRPC status codes in one table.
     ├── AlreadyExists          a different spec under an existing version
     ├── FailedPrecondition     the object is in a state that forbids the request
     ├── QuotaExceeded          the company has used up one of its quotas (carries the setting)
+    ├── OutOfRange             a position that is no longer kept (events deleted since)
     └── Unavailable            the daemon is draining or a dependency is down
 """
 
@@ -73,6 +74,10 @@ class QuotaExceeded(WorkflowdError):
     def __init__(self, message: str, setting: str) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+class OutOfRange(WorkflowdError):
+    pass
 
 
 class Unavailable(WorkflowdError):

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from workflowd.domain.definition import Schedule
+from workflowd.domain.json import Json
 from workflowd.domain.run import NewRun, RunEvent
 
 
@@ -96,6 +97,8 @@ class WorkflowSchedule:
     last_fire_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    input: Json
+    """The input of the runs it creates: fires, catch-ups and backfills."""
     decisions: tuple[FireDecision, ...] = ()
     """The most recent decisions, newest first."""
 
@@ -166,6 +169,8 @@ class Activation:
     spec: Schedule
     policies: SchedulePolicies
     now: datetime
+    input: Json
+    """The runs' input, checked against the version's input.schema."""
 
 
 @dataclass(frozen=True, slots=True)

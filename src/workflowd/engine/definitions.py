@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from workflowd.domain import ids
@@ -21,6 +22,11 @@ _DEFINITION_CACHE = 256
 
 
 HOW_TO_NAME = "name a workflow by its workflow_id, or by namespace and name"
+
+Admit = Callable[[WorkflowDefinition], Awaitable[None]]
+
+# Runs deleted per write: each batch holds the store's writer for a few milliseconds.
+DELETE_BATCH = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +102,15 @@ class Definitions:
         return await asyncio.to_thread(validate, text, self._limits)
 
     async def create(
-        self, company: str, text: str, tags: tuple[str, ...], require_schedule: bool = False
+        self,
+        company: str,
+        text: str,
+        tags: tuple[str, ...],
+        require_schedule: bool = False,
+        admit: Admit | None = None,
     ) -> tuple[Workflow, bool]:
+        """Store a version; `admit`, given the valid definition, may refuse it before it is
+        stored (its schedule's input, which its input.schema must accept)."""
         result = await self.validate(text)
         if result.definition is None or not result.valid:
             raise InvalidSpecification(result.diagnostics)
@@ -110,6 +123,8 @@ class Definitions:
             self._quotas.check_every(result.definition.schedule.every_s)
         ids.check_tags("tags", tags)
         definition = result.definition
+        if admit is not None:
+            await admit(definition)
         new = NewWorkflowVersion(
             company=company,
             namespace=definition.namespace,
@@ -146,6 +161,24 @@ class Definitions:
         if filt.tag:
             ids.check_tag("tag", filt.tag)
         return await self._store.list_workflows(company, filt, size, token)
+
+    async def unarchive(self, company: str, workflow_id: str) -> Workflow:
+        ids.check_uuid("workflow_id", workflow_id, "workflow")
+        return await self._store.unarchive_workflow(company, workflow_id, self._clock.now())
+
+    async def delete(self, company: str, workflow_id: str) -> tuple[int, int]:
+        """Delete an archived workflow with everything it has; (runs, versions) deleted. Its
+        runs go in batches (each a short write), then the workflow itself: a delete cut short
+        leaves the workflow archived with fewer runs, and is finished by asking again."""
+        ids.check_uuid("workflow_id", workflow_id, "workflow")
+        runs = 0
+        while deleted := await self._store.delete_workflow_runs(company, workflow_id, DELETE_BATCH):
+            runs += deleted
+        versions = await self._store.delete_workflow(company, workflow_id)
+        self._parsed = OrderedDict(
+            (key, parsed) for key, parsed in self._parsed.items() if key[0] != workflow_id
+        )
+        return runs, versions
 
     async def archive(self, company: str, workflow_id: str) -> Workflow:
         if not workflow_id:

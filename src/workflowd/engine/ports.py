@@ -54,6 +54,19 @@ class WorkflowStore(Protocol):
 
     async def archive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow: ...
 
+    async def unarchive_workflow(
+        self, company: str, workflow_id: str, now: datetime
+    ) -> Workflow: ...
+
+    async def delete_workflow_runs(self, company: str, workflow_id: str, limit: int) -> int:
+        """Delete up to `limit` runs of an archived workflow none of whose runs is active;
+        returns how many went (0: none is left)."""
+        ...
+
+    async def delete_workflow(self, company: str, workflow_id: str) -> int:
+        """Delete an archived workflow whose runs are gone; returns its number of versions."""
+        ...
+
 
 class RunTransaction(Protocol):
     """Changes to one run inside one store transaction. Each is one state change: it checks the
@@ -121,6 +134,10 @@ class RunStore(Protocol):
 
     async def get_run(self, company: str, run_id: str) -> Run: ...
 
+    async def delete_run(self, company: str, run_id: str) -> None:
+        """Delete an ended run no other run needs (FailedPrecondition otherwise)."""
+        ...
+
     async def list_runs(
         self, company: str, filt: RunFilter, size: int, token: str, *, tasks: bool = True
     ) -> Page[Run]: ...
@@ -168,6 +185,10 @@ class RunStore(Protocol):
     ) -> list[RunEvent]: ...
 
     async def log_position(self) -> int: ...
+
+    async def pruned_through(self, company: str) -> int:
+        """The `global_seq` of the company's newest deleted event (0: none was)."""
+        ...
 
     async def last_company_seq(self, company: str) -> int:
         """The `global_seq` of the company's last event: each company's events are numbered

@@ -12,7 +12,13 @@ from datetime import datetime
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
-from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable, WorkflowdError
+from workflowd.domain.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    OutOfRange,
+    Unavailable,
+    WorkflowdError,
+)
 from workflowd.domain.json import Json, ValueTooLarge, nul_pointer
 from workflowd.domain.page import Page
 from workflowd.domain.run import (
@@ -118,7 +124,7 @@ class Runs:
             )
         definition = await self._definitions.definition(workflow)
         run_input = {} if request.input is None else request.input
-        await self._check_input(definition, run_input)
+        await self.validate_input(definition, run_input)
         new = new_run(
             workflow,
             request.trigger,
@@ -149,7 +155,7 @@ class Runs:
         definition = await self._definitions.definition(workflow)
         new = rerun_of(workflow, original, start, self._deps.clock.now())
         if input is not None:
-            await self._check_input(definition, input)
+            await self.validate_input(definition, input)
             new = replace(new, input=input)
         self._rate.take(company)
         return await asyncio.shield(self._create(new, definition))
@@ -160,7 +166,7 @@ class Runs:
         in the evaluator's workers, as a trigger does, so it draws on the same rate quota."""
         self._rate.take(company)
         workflow = await self._definitions.get(company, ref)
-        await self._check_input(await self._definitions.definition(workflow), run_input)
+        await self.validate_input(await self._definitions.definition(workflow), run_input)
 
     async def _create(self, new: NewRun, definition: WorkflowDefinition) -> Run:
         run, events, created = await self._deps.store.create_run(new)
@@ -170,17 +176,21 @@ class Runs:
             self.launcher.start(run, definition)
         return run
 
-    async def _check_input(self, definition: WorkflowDefinition, run_input: Json) -> None:
+    async def validate_input(
+        self, definition: WorkflowDefinition, run_input: Json, field: str = "input"
+    ) -> None:
+        """Refuse (InvalidRequest, naming `field` and a pointer into it) an input a run of
+        `definition` cannot have: past the value bounds, or refused by its input.schema."""
         try:
             _, holds_nul = self._deps.limits.values.inspect(run_input)
         except ValueTooLarge as exc:
-            raise InvalidRequest("input", f"cannot be stored: {exc}") from None
+            raise InvalidRequest(field, f"cannot be stored: {exc}") from None
         # The pointer is looked for only in an input that holds a NUL: one walk, not two.
         nul = nul_pointer(run_input) if holds_nul else None
         if nul is not None:
             # The pointer names keys of the caller's: bounded, like every echo of input.
             raise InvalidRequest(
-                f"input{nul[:200]}", "holds a NUL character (U+0000), which cannot be stored"
+                f"{field}{nul[:200]}", "holds a NUL character (U+0000), which cannot be stored"
             )
         if not isinstance(definition.input_schema, dict | bool):
             return
@@ -189,7 +199,7 @@ class Runs:
             result = await self._deps.evaluator.check_schema(definition.input_schema, run_input)
         except EvaluationLimitError as exc:
             raise InvalidRequest(
-                "input", f"{exc}: shorten the input or simplify the schema's patterns"
+                field, f"{exc}: shorten the input or simplify the schema's patterns"
             ) from exc
         except SchemaUnusableError as exc:
             raise FailedPrecondition(
@@ -197,7 +207,7 @@ class Runs:
             ) from exc
         if result.message is not None:
             raise InvalidRequest(
-                f"input{result.pointer}",
+                f"{field}{result.pointer}",
                 f"does not match the workflow's input.schema: {result.message}",
             )
 
@@ -218,6 +228,13 @@ class Runs:
         if filt.id_prefix:
             ids.check_uuid_prefix("run_id_prefix", filt.id_prefix, "run")
         return await self._deps.store.list_runs(company, filt, size, token, tasks=tasks)
+
+    async def delete(self, company: str, run_id: str) -> None:
+        """Delete an ended run with its tasks and events, unless an active run needs it."""
+        if not run_id:
+            raise InvalidRequest("run_id", "is required")
+        ids.check_uuid("run_id", run_id, "run")
+        await self._deps.store.delete_run(company, run_id)
 
     async def cancel(self, company: str, run_id: str, reason: str = "") -> Run:
         """Ask the run to stop (CANCELLING, then CANCELLED once its job stopped); a run that
@@ -349,6 +366,8 @@ class Runs:
             if on_subscribed is not None:
                 await on_subscribed()
             while True:
+                # Events deleted while the watcher lagged would be a silent gap: it is told.
+                await self._check_kept(company, last)
                 replay = await self._deps.store.events_after_global(
                     company, filt, last, _REPLAY_BATCH
                 )
@@ -388,6 +407,17 @@ class Runs:
                 "after_global_seq",
                 f"{filt.after_global_seq} is ahead of the event log: resume from a global_seq "
                 "you received",
+            )
+
+    async def _check_kept(self, company: str, after: int) -> None:
+        """Refuse to resume after `after` when events past it were deleted (retention, a
+        deleted run): the watcher would miss them without knowing."""
+        pruned = await self._deps.store.pruned_through(company)
+        if after < pruned:
+            raise OutOfRange(
+                f"after_global_seq {after} is older than what is kept: events up to {pruned}"
+                f" were deleted (retention or deleted runs); the oldest kept sequence is"
+                f" {pruned + 1}: resume from after_global_seq {pruned}, or 0 for live events only"
             )
 
     def _subscribe(self, make: Callable[[], Subscription]) -> Subscription:

@@ -9,6 +9,7 @@ instant); only then are runs started and events published.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,8 +17,15 @@ from typing import Protocol
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
-from workflowd.domain.errors import FailedPrecondition, InvalidRequest, Unavailable, WorkflowdError
+from workflowd.domain.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+    WorkflowdError,
+)
 from workflowd.domain.fairness import acting_for
+from workflowd.domain.json import Json
 from workflowd.domain.page import Page
 from workflowd.domain.run import NewRun, Run, RunStatus, RunTrigger
 from workflowd.domain.schedule import (
@@ -40,7 +48,6 @@ from workflowd.engine.deps import EngineDeps
 from workflowd.engine.ports import ScheduleStore
 from workflowd.engine.reruns import FROM_FAILURE, FROM_START
 from workflowd.engine.runs import Runs, TriggerRequest, new_run, rerun_of
-from workflowd.spec import EvaluationLimitError, SchemaUnusableError
 
 log = logging.getLogger("workflowd.scheduler")
 
@@ -118,8 +125,16 @@ class Schedules:
     # --- requests ------------------------------------------------------------------------
 
     async def activate(
-        self, company: str, workflow_id: str, change: PolicyChange, trigger_now: bool
+        self,
+        company: str,
+        workflow_id: str,
+        change: PolicyChange,
+        trigger_now: bool,
+        run_input: Json = None,
+        input_field: str = "input",
     ) -> tuple[ScheduleView, str]:
+        """Activate the schedule (or change its policies); `run_input`, when given, becomes the
+        input of its runs, which the version's input.schema must accept."""
         workflow = await self._workflow(company, workflow_id)
         definition = await self._definitions.definition(workflow)
         if definition.schedule is None:
@@ -129,6 +144,11 @@ class Schedules:
             )
         current = await self._store.schedule_of(workflow.id)
         policies = _merge(current.policies if current else SchedulePolicies(), change)
+        kept = {} if current is None else current.input
+        schedule_input = kept if run_input is None else run_input
+        await self._check_input(
+            definition, schedule_input, input_field if run_input is not None else ""
+        )
         activation = Activation(
             company=company,
             workflow_id=workflow.id,
@@ -138,6 +158,7 @@ class Schedules:
             spec=definition.schedule,
             policies=policies,
             now=self._deps.clock.now(),
+            input=schedule_input,
         )
         schedule = await self._store.activate_schedule(activation, fires.next_fire)
         self._tell_loop(schedule)
@@ -147,12 +168,70 @@ class Schedules:
                 company,
                 TriggerRequest(
                     ref=WorkflowRef(workflow_id=workflow.id),
+                    input=schedule.input,
                     trigger=RunTrigger.SCHEDULE,
                     scheduled_at=activation.now,
                 ),
             )
             run_id = run.id
         return self._view(schedule), run_id
+
+    async def admit_version(
+        self,
+        company: str,
+        definition: WorkflowDefinition,
+        activating: bool,
+        run_input: Json = None,
+    ) -> None:
+        """Refuse a version, before it is stored, whose input.schema refuses the input its
+        schedule's runs would get: the schedule it activates (`activating`, with `run_input`
+        or the schedule's current input), or the active schedule it would move."""
+        try:
+            workflow = await self._definitions.get(
+                company, WorkflowRef(namespace=definition.namespace, name=definition.name)
+            )
+        except NotFound:
+            current = None
+        else:
+            current = await self._store.schedule_of(workflow.id)
+        kept = {} if current is None else current.input
+        if activating:
+            value = kept if run_input is None else run_input
+            field = "schedule_input" if run_input is not None else ""
+            hint = "give the schedule an input its input.schema accepts in schedule_input"
+            await self._check_input(definition, value, field, hint)
+        elif current is not None and current.active and definition.schedule is not None:
+            try:
+                await self._runs.validate_input(definition, current.input)
+            except InvalidRequest as exc:
+                raise FailedPrecondition(
+                    f"version {definition.version} of {definition.namespace}/{definition.name}"
+                    f" would refuse the input of its active schedule, {_shown(current.input)}"
+                    f" ({exc.message}): unschedule it with UnscheduleWorkflow, store the"
+                    " version, then schedule it with an input its input.schema accepts"
+                ) from None
+
+    async def _check_input(
+        self,
+        definition: WorkflowDefinition,
+        value: Json,
+        field: str,
+        hint: str = "give the schedule an input its input.schema accepts with ScheduleWorkflow",
+    ) -> None:
+        """The schedule's input against the version: a given one (`field`) is the request's
+        problem; one kept from before, or the default `{}`, is the schedule's (`hint` says
+        how to give one)."""
+        if field:
+            await self._runs.validate_input(definition, value, field)
+            return
+        try:
+            await self._runs.validate_input(definition, value)
+        except InvalidRequest as exc:
+            name = f"{definition.namespace}/{definition.name} version {definition.version}"
+            raise FailedPrecondition(
+                f"the schedule's runs would get the input {_shown(value)}, which {name} refuses"
+                f" ({exc.message}): {hint}"
+            ) from None
 
     async def deactivate(self, company: str, workflow_id: str) -> ScheduleView:
         ids.check_uuid("workflow_id", workflow_id, "workflow")
@@ -181,6 +260,13 @@ class Schedules:
         if schedule is not None:
             self._tell_loop(schedule)
 
+    def forget(self, workflow_id: str) -> None:
+        """The workflow was deleted: the loop drops its schedule, if it still had one."""
+        self._companies.pop(workflow_id, None)
+        if self._loop is not None:
+            self._loop.set(workflow_id, None)
+            self._deps.metrics.active_schedules.set(self._loop.scheduled)
+
     async def backfill(
         self,
         company: str,
@@ -201,6 +287,8 @@ class Schedules:
         _check_range(start, end, now)
         current = await self._store.schedule_of(workflow.id)
         anchor = current.anchor if current is not None else start
+        run_input = {} if current is None else current.input
+        await self._check_input(definition, run_input, "")
         cap = self._limits.max_backfill_runs
         instants = fires.between(definition.schedule, anchor, start, end, cap + 1)
         if len(instants) > cap:
@@ -209,7 +297,10 @@ class Schedules:
                 f"the range holds more than {cap} instants of the schedule; backfill at most "
                 f"{cap} at a time (the {cap}th is {instants[cap - 1].isoformat()})",
             )
-        news = [new_run(workflow, RunTrigger.BACKFILL, now, scheduled_at=t) for t in instants]
+        news = [
+            new_run(workflow, RunTrigger.BACKFILL, now, run_input=run_input, scheduled_at=t)
+            for t in instants
+        ]
         if rerun is not RerunPolicy.NONE:
             news = await self._reruns(workflow, news, rerun, now)
         created = await self._store.create_backfill(news, sequential, now)
@@ -331,27 +422,28 @@ class Schedules:
             WorkflowRef(workflow_id=schedule.workflow_id, version=schedule.version),
         )
         definition = await self._definitions.definition(workflow)
-        refusal = await self._input_refusal(definition)
+        refusal = await self._input_refusal(definition, schedule.input)
         if refusal:
             return refusal
-        new = new_run(workflow, RunTrigger.SCHEDULE, now, scheduled_at=instant)
+        new = new_run(
+            workflow, RunTrigger.SCHEDULE, now, run_input=schedule.input, scheduled_at=instant
+        )
         request = FireRequest(
             schedule.workflow_id, instant, schedule.version, catching_up, new, now
         )
         result, run = await self._store.fire(request, following)
         return result, run, definition
 
-    async def _input_refusal(self, definition: WorkflowDefinition) -> str:
-        """Why a scheduled run's empty input (`{}`) fails the workflow's input.schema."""
-        if not isinstance(definition.input_schema, dict | bool):
-            return ""
+    async def _input_refusal(self, definition: WorkflowDefinition, value: Json) -> str:
+        """Why the schedule's input cannot be a run's of `definition` (activation and new
+        versions check it; this is the last guard, for a schedule stored before they did)."""
         try:
-            result = await self._deps.evaluator.check_schema(definition.input_schema, {})
-        except (EvaluationLimitError, SchemaUnusableError) as exc:
-            return f"the workflow's input.schema cannot be checked: {exc}"
-        if result.message is None:
-            return ""
-        return f"scheduled runs have the input {{}}, which input.schema refuses: {result.message}"
+            await self._runs.validate_input(definition, value)
+        except InvalidRequest as exc:
+            return f"the schedule's input {_shown(value)} is refused: {exc.message}"
+        except FailedPrecondition as exc:
+            return exc.message
+        return ""
 
     def _observe(
         self, schedule: WorkflowSchedule, decision: FireDecision, catching_up: bool
@@ -407,6 +499,12 @@ def _merge(current: SchedulePolicies, change: PolicyChange) -> SchedulePolicies:
         catchup=change.catchup or current.catchup,
         catchup_window_s=window,
     )
+
+
+def _shown(value: Json) -> str:
+    """A schedule's input as a message quotes it: bounded, printable."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return ids.printable(text if len(text) <= 120 else f"{text[:117]}...")
 
 
 def _check_range(start: datetime, end: datetime, now: datetime) -> None:

@@ -19,7 +19,7 @@ from workflowd.domain.errors import Unavailable, ValueRefused
 from workflowd.store.lock import ExclusiveFile, Locked
 from workflowd.store.migrate import migrate
 from workflowd.store.query import Reader
-from workflowd.store.sql import SQLITE, Dialect, SqliteConn
+from workflowd.store.sql import SQLITE, Conn, Dialect, SqliteConn
 from workflowd.store.writer import GroupWriter
 
 log = logging.getLogger("workflowd.store")
@@ -35,7 +35,14 @@ _BEGIN_WRITE = "BEGIN IMMEDIATE"
 
 
 def _pragmas(conn: sqlite3.Connection) -> None:
+    # Only a store created with it has it (it must come before the first table): pages freed
+    # by deleted runs then go back to the file system (`reclaim`). An older store keeps
+    # reusing its free pages, and shrinks only by a VACUUM (docs/operations.md, "Retention").
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
+    # The WAL is cut back to this when it starts over after a checkpoint: a burst of writes (a
+    # retention pass) leaves no large file behind.
+    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS crash
     # or power loss can lose the last transactions ("Durability" in docs/architecture.md
     # explains the trade).
@@ -45,6 +52,28 @@ def _pragmas(conn: sqlite3.Connection) -> None:
 
 
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+WAL_LIMIT_BYTES = 32 * 1024 * 1024
+# Pages moved and freed per write: moving a page rewrites the pointers to it, so on a large file
+# a step of 8 stays within a few milliseconds (docs/performance.md, "Retention").
+VACUUM_PAGES = 8
+
+
+def _checkpoint(conn: Conn) -> None:
+    # PASSIVE: it never makes writes wait (a TRUNCATE would block them until readers are
+    # done); `journal_size_limit` then cuts the WAL when it starts over. Read to its end: a
+    # statement left in progress would refuse the next batch's SAVEPOINT.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _vacuum_step(conn: Conn) -> int:
+    """Free up to VACUUM_PAGES pages; how many free pages remain (0 in a store without
+    auto_vacuum, whose free pages are only reused)."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # 2: INCREMENTAL
+        return 0
+    # Python's sqlite3 steps a PRAGMA once, and each step of this one frees one page.
+    for _ in range(VACUUM_PAGES):
+        conn.execute("PRAGMA incremental_vacuum").fetchall()
+    return int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
 def translator(path: Path) -> Callable[[Exception], Exception]:
@@ -126,6 +155,18 @@ class SqliteDatabase:
             # Whoever failed to open a store does not close it: what it holds ends here.
             await self.aclose()
             raise
+
+    async def reclaim(self) -> None:
+        """Free pages back to the file system, a few at a time (each step a short write of its
+        own, so the writer is never held long), then the WAL checkpointed."""
+        left = await self.writer.submit(_vacuum_step)
+        # Bounded by what was free at the start: pages other writes free meanwhile wait for
+        # the next pass rather than keep this one going.
+        for _ in range(left // VACUUM_PAGES + 1):
+            if not left:
+                break
+            left = await self.writer.submit(_vacuum_step)
+        await self.writer.run_once(_checkpoint)
 
     def _take_lock(self) -> None:
         """One process writes a SQLite store: a second daemon naming it with `--store` (from

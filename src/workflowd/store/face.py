@@ -16,6 +16,7 @@ from workflowd.domain.json import Json
 from workflowd.domain.notify import Delivery, DeliveryFilter, DeliveryStatus
 from workflowd.domain.page import Page
 from workflowd.domain.quotas import Quotas
+from workflowd.domain.retention import PolicyKey, RetentionPolicy, RetentionScope, Sweep
 from workflowd.domain.run import NewRun, Run, RunEvent, RunFilter, WatchFilter
 from workflowd.domain.schedule import (
     Activation,
@@ -26,7 +27,17 @@ from workflowd.domain.schedule import (
     WorkflowSchedule,
 )
 from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
-from workflowd.store import outbox, reads, replicas, runs, schedules, usage, workflows
+from workflowd.store import (
+    deletion,
+    outbox,
+    reads,
+    replicas,
+    retention,
+    runs,
+    schedules,
+    usage,
+    workflows,
+)
 from workflowd.store.paging import PageTokens, page_size, stored_key
 from workflowd.store.query import Reader
 from workflowd.store.runtx import RunTx
@@ -47,6 +58,8 @@ class Backend(Protocol):
     async def open(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+    async def reclaim(self) -> None: ...
 
 
 class Store:
@@ -146,6 +159,18 @@ class Store:
         await self._write(op)
         return await self._read(lambda r: reads.get_workflow(r, company, workflow_id))
 
+    async def unarchive_workflow(self, company: str, workflow_id: str, now: datetime) -> Workflow:
+        await self._write(lambda conn: deletion.unarchive(conn, company, workflow_id, now))
+        return await self._read(lambda r: reads.get_workflow(r, company, workflow_id))
+
+    async def delete_workflow_runs(self, company: str, workflow_id: str, limit: int) -> int:
+        return await self._write(
+            lambda conn: deletion.delete_workflow_runs(conn, company, workflow_id, limit)
+        )
+
+    async def delete_workflow(self, company: str, workflow_id: str) -> int:
+        return await self._write(lambda conn: deletion.delete_workflow(conn, company, workflow_id))
+
     # --- schedules ----------------------------------------------------------------------------
 
     async def activate_schedule(
@@ -235,6 +260,9 @@ class Store:
     async def get_run(self, company: str, run_id: str) -> Run:
         return await self._read(lambda r: reads.get_run(r, company, run_id))
 
+    async def delete_run(self, company: str, run_id: str) -> None:
+        await self._write(lambda conn: deletion.delete_run(conn, company, run_id))
+
     async def runs_by_id(self, run_ids: list[str]) -> list[Run]:
         return await self._read(lambda r: reads.runs_by_id(r, run_ids))
 
@@ -319,9 +347,70 @@ class Store:
         """The position of the event log's last event, every company's (a replica's follower)."""
         return await self._read(reads.log_position, snapshot=False)
 
+    async def pruned_through(self, company: str) -> int:
+        """The company's newest deleted event (0: none was)."""
+        return await self._read(lambda r: reads.pruned_through(r, company), snapshot=False)
+
     async def last_company_seq(self, company: str) -> int:
         """The sequence number of the company's last event (0 before its first)."""
         return await self._read(lambda r: reads.last_company_seq(r, company), snapshot=False)
+
+    # --- retention ------------------------------------------------------------------------------
+
+    async def set_retention_policy(
+        self,
+        company: str,
+        scope: RetentionScope,
+        policy: RetentionPolicy | None,
+        now: datetime,
+    ) -> None:
+        await self._write(
+            lambda conn: retention.set_policy(
+                conn, company, scope.namespace, scope.workflow_id, policy, now
+            )
+        )
+
+    async def retention_policies(self, company: str) -> dict[PolicyKey, RetentionPolicy]:
+        """The company's policies (every company's with `company` empty)."""
+        return await self._read(lambda r: retention.policies(r, company), snapshot=False)
+
+    async def retention_workflows(
+        self, company: str, scope: RetentionScope, after: int, limit: int
+    ) -> list[tuple[int, str, str, str]]:
+        return await self._read(
+            lambda r: retention.workflows(
+                r, company, scope.namespace, scope.workflow_id, after, limit
+            ),
+            snapshot=False,
+        )
+
+    async def keep_last_bound(self, workflow_id: str, keep_last: int) -> int | None:
+        return await self._read(
+            lambda r: retention.keep_last_bound(r, workflow_id, keep_last), snapshot=False
+        )
+
+    async def sweep(
+        self,
+        company: str,
+        workflow_id: str,
+        policy: RetentionPolicy,
+        now: datetime,
+        *,
+        after: int,
+        before: int | None,
+        limit: int,
+        dry_run: bool,
+    ) -> Sweep:
+        return await self._write(
+            lambda conn: retention.sweep(
+                conn, company, workflow_id, policy, now,
+                after=after, before=before, limit=limit, dry_run=dry_run,
+            )
+        )  # fmt: skip
+
+    async def reclaim(self) -> None:
+        """Give the space of deleted rows back (SQLite: to the file system), in short steps."""
+        await self.db.reclaim()
 
     # --- webhooks -------------------------------------------------------------------------------
 

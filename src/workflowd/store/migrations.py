@@ -396,4 +396,27 @@ MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
     # order, and no older workflowd writes to a schema newer than it knows. PostgreSQL keeps
     # its trigger: replicas of different versions may share the store during an upgrade.
     (PerDialect(sqlite=("DROP TRIGGER number_run_event",), postgresql=()),),
+    # Issue 18: a schedule's runs get the schedule's input. Runs are deleted (on request, by
+    # retention policies): what another run needs of them is found by index, and each
+    # company's newest deleted event is remembered, so a watcher resuming from before it is
+    # told.
+    (
+        "ALTER TABLE schedules ADD COLUMN input TEXT NOT NULL DEFAULT '{}'",
+        "CREATE INDEX runs_after_run_id ON runs (after_run_id) WHERE after_run_id != ''",
+        "CREATE INDEX jobs_to_cancel_run ON jobs_to_cancel (run_id)",
+        "ALTER TABLE company_sequences ADD COLUMN pruned_through INTEGER NOT NULL DEFAULT 0",
+        # Retention policies of a namespace (workflow_id '') or of one workflow.
+        """
+        CREATE TABLE retention_policies (
+            company TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            workflow_id TEXT NOT NULL DEFAULT '',
+            keep_s REAL,
+            keep_last INTEGER NOT NULL DEFAULT 0,
+            keep_failed_s REAL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (company, namespace, workflow_id)
+        )
+        """,
+    ),
 )

@@ -198,6 +198,9 @@ class PostgresDatabase:
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     await conn.rollback()
 
+    async def reclaim(self) -> None:
+        """Nothing to do: PostgreSQL's autovacuum makes deleted rows' space reusable."""
+
     async def aclose(self) -> None:
         if self._closed:
             return

@@ -192,6 +192,14 @@ async def last_company_seq(reader: Reader, company: str) -> int:
     return int(found[0]["last_seq"]) if found else 0
 
 
+async def pruned_through(reader: Reader, company: str) -> int:
+    """The company's newest event that was deleted (0: none was)."""
+    found = await reader.fetch(
+        "SELECT pruned_through FROM company_sequences WHERE company = ?", (company,)
+    )
+    return int(found[0]["pruned_through"]) if found else 0
+
+
 # --- workflows -----------------------------------------------------------------------------
 
 

@@ -173,5 +173,6 @@ def schedule(row: Row, decisions: Sequence[FireDecision] = ()) -> WorkflowSchedu
         last_fire_at=parse_ts(row["last_fire_at"]),
         created_at=parse_ts_required(row["created_at"]),
         updated_at=parse_ts_required(row["updated_at"]),
+        input=load(row["input"]),
         decisions=tuple(decisions),
     )

@@ -29,7 +29,7 @@ from workflowd.domain.schedule import (
     decide_overlap,
 )
 from workflowd.store import reads, rows, usage
-from workflowd.store.codec import ts
+from workflowd.store.codec import dump, ts
 from workflowd.store.runs import insert_run
 from workflowd.store.runtx import RunTx
 from workflowd.store.sql import Conn
@@ -60,13 +60,13 @@ def activate(conn: Conn, new: Activation, next_fire: NextFire, quotas: Quotas) -
         conn.execute(
             "INSERT INTO schedules (workflow_id, company, namespace, name, version, cron,"
             " timezone, every_s, active, overlap, catchup, catchup_window_s, anchor,"
-            " next_fire_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+            " next_fire_at, created_at, updated_at, input)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.workflow_id, new.company, new.namespace, new.name, new.version,
                 new.spec.cron, new.spec.timezone, new.spec.every_s, p.overlap.value,
                 p.catchup.value, p.catchup_window_s, ts(new.now), ts(next_at), ts(new.now),
-                ts(new.now),
+                ts(new.now), dump(new.input),
             ),
         )  # fmt: skip
         return
@@ -79,11 +79,11 @@ def activate(conn: Conn, new: Activation, next_fire: NextFire, quotas: Quotas) -
     conn.execute(
         "UPDATE schedules SET version = ?, cron = ?, timezone = ?, every_s = ?, active = 1,"
         " overlap = ?, catchup = ?, catchup_window_s = ?, anchor = ?, next_fire_at = ?,"
-        " updated_at = ? WHERE workflow_id = ?",
+        " updated_at = ?, input = ? WHERE workflow_id = ?",
         (
             new.version, new.spec.cron, new.spec.timezone, new.spec.every_s, p.overlap.value,
             p.catchup.value, p.catchup_window_s, ts(anchor), ts(next_at), ts(new.now),
-            new.workflow_id,
+            dump(new.input), new.workflow_id,
         ),
     )  # fmt: skip
 

@@ -347,6 +347,36 @@ DELIVERY_STATUS_FAILED: DeliveryStatus.ValueType  # 3
 """Given up: its deadline passed, or its destination is no longer configured."""
 Global___DeliveryStatus: _TypeAlias = DeliveryStatus  # noqa: Y015
 
+class _RetentionSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RetentionSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RetentionSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RETENTION_SOURCE_UNSPECIFIED: _RetentionSource.ValueType  # 0
+    RETENTION_SOURCE_NONE: _RetentionSource.ValueType  # 1
+    """No policy applies: runs are kept."""
+    RETENTION_SOURCE_DEFAULT: _RetentionSource.ValueType  # 2
+    """The daemon's default (its settings)."""
+    RETENTION_SOURCE_NAMESPACE: _RetentionSource.ValueType  # 3
+    """The namespace's policy."""
+    RETENTION_SOURCE_WORKFLOW: _RetentionSource.ValueType  # 4
+    """The workflow's own policy."""
+
+class RetentionSource(_RetentionSource, metaclass=_RetentionSourceEnumTypeWrapper):
+    """RetentionSource says where the policy that applies comes from."""
+
+RETENTION_SOURCE_UNSPECIFIED: RetentionSource.ValueType  # 0
+RETENTION_SOURCE_NONE: RetentionSource.ValueType  # 1
+"""No policy applies: runs are kept."""
+RETENTION_SOURCE_DEFAULT: RetentionSource.ValueType  # 2
+"""The daemon's default (its settings)."""
+RETENTION_SOURCE_NAMESPACE: RetentionSource.ValueType  # 3
+"""The namespace's policy."""
+RETENTION_SOURCE_WORKFLOW: RetentionSource.ValueType  # 4
+"""The workflow's own policy."""
+Global___RetentionSource: _TypeAlias = RetentionSource  # noqa: Y015
+
 @_typing.final
 class Workflow(_message.Message):
     """Workflow is one stored workflow at one of its versions."""
@@ -842,6 +872,7 @@ class Schedule(_message.Message):
     NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
     RECENT_DECISIONS_FIELD_NUMBER: _builtins.int
     OVERDUE_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     cron: _builtins.str
     """The cron expression, without its CRON_TZ= prefix; empty for an interval."""
@@ -887,6 +918,12 @@ class Schedule(_message.Message):
         (a few milliseconds are the fire itself). Unset when the instant is still to come.
         """
 
+    @_builtins.property
+    def input(self) -> _struct_pb2.Value:
+        """The input of the runs it creates (fires, catch-ups, backfills); {} unless
+        ScheduleWorkflow gave one.
+        """
+
     def __init__(
         self,
         *,
@@ -909,10 +946,11 @@ class Schedule(_message.Message):
         next_fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
         recent_decisions: _abc.Iterable[Global___FireDecision] | None = ...,
         overdue: _duration_pb2.Duration | None = ...,
+        input: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "catchup_window", b"catchup_window", "created_at", b"created_at", "every", b"every", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "overdue", b"overdue", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "catchup_window", b"catchup_window", "created_at", b"created_at", "every", b"every", "input", b"input", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "overdue", b"overdue", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "anchor", b"anchor", "catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "created_at", b"created_at", "cron", b"cron", "every", b"every", "last_fire_at", b"last_fire_at", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "next_fire_times", b"next_fire_times", "overdue", b"overdue", "overlap_policy", b"overlap_policy", "recent_decisions", b"recent_decisions", "timezone", b"timezone", "updated_at", b"updated_at", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "anchor", b"anchor", "catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "created_at", b"created_at", "cron", b"cron", "every", b"every", "input", b"input", "last_fire_at", b"last_fire_at", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "next_fire_times", b"next_fire_times", "overdue", b"overdue", "overlap_policy", b"overlap_policy", "recent_decisions", b"recent_decisions", "timezone", b"timezone", "updated_at", b"updated_at", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -975,6 +1013,7 @@ class CreateWorkflowRequest(_message.Message):
     TRIGGER_IMMEDIATELY_FIELD_NUMBER: _builtins.int
     SCHEDULE_IMMEDIATELY_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
+    SCHEDULE_INPUT_FIELD_NUMBER: _builtins.int
     specification: _builtins.str
     trigger_immediately: _builtins.bool
     schedule_immediately: _builtins.bool
@@ -989,6 +1028,13 @@ class CreateWorkflowRequest(_message.Message):
     def input(self) -> _struct_pb2.Value:
         """Input of the run started by trigger_immediately."""
 
+    @_builtins.property
+    def schedule_input(self) -> _struct_pb2.Value:
+        """With schedule_immediately: the input of the schedule's runs (unset: the
+        schedule's current input, {} at first). The version is refused, and nothing
+        stored, when its input.schema refuses it.
+        """
+
     def __init__(
         self,
         *,
@@ -997,10 +1043,11 @@ class CreateWorkflowRequest(_message.Message):
         trigger_immediately: _builtins.bool = ...,
         schedule_immediately: _builtins.bool = ...,
         input: _struct_pb2.Value | None = ...,
+        schedule_input: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "schedule_input", b"schedule_input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "schedule_immediately", b"schedule_immediately", "specification", b"specification", "tags", b"tags", "trigger_immediately", b"trigger_immediately"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "schedule_immediately", b"schedule_immediately", "schedule_input", b"schedule_input", "specification", b"specification", "tags", b"tags", "trigger_immediately", b"trigger_immediately"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1227,6 +1274,112 @@ class ArchiveWorkflowResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ArchiveWorkflowResponse: _TypeAlias = ArchiveWorkflowResponse  # noqa: Y015
+
+@_typing.final
+class UnarchiveWorkflowRequest(_message.Message):
+    """UnarchiveWorkflowRequest names an archived workflow: by workflow_id, or by
+    namespace and name.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnarchiveWorkflowRequest: _TypeAlias = UnarchiveWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class UnarchiveWorkflowResponse(_message.Message):
+    """UnarchiveWorkflowResponse carries the workflow, active again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow(self) -> Global___Workflow: ...
+    def __init__(
+        self,
+        *,
+        workflow: Global___Workflow | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnarchiveWorkflowResponse: _TypeAlias = UnarchiveWorkflowResponse  # noqa: Y015
+
+@_typing.final
+class DeleteWorkflowRequest(_message.Message):
+    """DeleteWorkflowRequest names an archived workflow, none of whose runs is
+    active: by workflow_id, or by namespace and name.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteWorkflowRequest: _TypeAlias = DeleteWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class DeleteWorkflowResponse(_message.Message):
+    """DeleteWorkflowResponse says what went with the workflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_RUNS_FIELD_NUMBER: _builtins.int
+    DELETED_VERSIONS_FIELD_NUMBER: _builtins.int
+    deleted_runs: _builtins.int
+    """Its runs, deleted with their tasks and events."""
+    deleted_versions: _builtins.int
+    """Its versions."""
+    def __init__(
+        self,
+        *,
+        deleted_runs: _builtins.int = ...,
+        deleted_versions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_runs", b"deleted_runs", "deleted_versions", b"deleted_versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteWorkflowResponse: _TypeAlias = DeleteWorkflowResponse  # noqa: Y015
 
 @_typing.final
 class TriggerWorkflowRequest(_message.Message):
@@ -1461,6 +1614,51 @@ class CancelRunResponse(_message.Message):
 Global___CancelRunResponse: _TypeAlias = CancelRunResponse  # noqa: Y015
 
 @_typing.final
+class DeleteRunRequest(_message.Message):
+    """DeleteRunRequest names an ended run that no active run needs (a re-run reads
+    its original; a waiting run waits for it to end).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRunRequest: _TypeAlias = DeleteRunRequest  # noqa: Y015
+
+@_typing.final
+class DeleteRunResponse(_message.Message):
+    """DeleteRunResponse confirms the deletion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The id of the run deleted."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRunResponse: _TypeAlias = DeleteRunResponse  # noqa: Y015
+
+@_typing.final
 class RerunRunRequest(_message.Message):
     """RerunRunRequest names an ended run and where its re-run goes live."""
 
@@ -1628,8 +1826,8 @@ Global___WatchRunsResponse: _TypeAlias = WatchRunsResponse  # noqa: Y015
 @_typing.final
 class ScheduleWorkflowRequest(_message.Message):
     """ScheduleWorkflowRequest activates the schedule of the workflow named by
-    workflow_id, or by namespace and name. Unspecified policies keep their
-    current value (SKIP, LATEST and 1 h at first).
+    workflow_id, or by namespace and name. Unspecified policies and input keep
+    their current value (SKIP, LATEST, 1 h and {} at first).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1641,6 +1839,7 @@ class ScheduleWorkflowRequest(_message.Message):
     CATCHUP_WINDOW_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     trigger_immediately: _builtins.bool
     overlap_policy: Global___OverlapPolicy.ValueType
@@ -1649,6 +1848,13 @@ class ScheduleWorkflowRequest(_message.Message):
     name: _builtins.str
     @_builtins.property
     def catchup_window(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def input(self) -> _struct_pb2.Value:
+        """The input of the schedule's runs (bounded like a run's input). The
+        workflow's input.schema must accept it: a schedule whose every fire would be
+        refused is not activated.
+        """
+
     def __init__(
         self,
         *,
@@ -1659,10 +1865,11 @@ class ScheduleWorkflowRequest(_message.Message):
         catchup_window: _duration_pb2.Duration | None = ...,
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
+        input: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "name", b"name", "namespace", b"namespace", "overlap_policy", b"overlap_policy", "trigger_immediately", b"trigger_immediately", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_policy", b"catchup_policy", "catchup_window", b"catchup_window", "input", b"input", "name", b"name", "namespace", b"namespace", "overlap_policy", b"overlap_policy", "trigger_immediately", b"trigger_immediately", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2098,3 +2305,243 @@ class ListDeliveriesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDeliveriesResponse: _TypeAlias = ListDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class RetentionPolicy(_message.Message):
+    """RetentionPolicy says how long ended runs are kept. A run that has ended goes
+    once it is past its age limit and is not among the keep_last newest ended
+    runs of its workflow; an active run never goes, nor one an active run needs
+    (a re-run reads its original; a waiting run waits for it to end).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEEP_FOR_FIELD_NUMBER: _builtins.int
+    KEEP_LAST_FIELD_NUMBER: _builtins.int
+    KEEP_FAILED_FOR_FIELD_NUMBER: _builtins.int
+    keep_last: _builtins.int
+    """The newest this-many ended runs of each workflow stay, whatever their age;
+    0: no count limit.
+    """
+    @_builtins.property
+    def keep_for(self) -> _duration_pb2.Duration:
+        """Ended runs are kept this long after their end; unset: no age limit."""
+
+    @_builtins.property
+    def keep_failed_for(self) -> _duration_pb2.Duration:
+        """Failed runs' age limit instead of keep_for (at least as long); unset:
+        keep_for.
+        """
+
+    def __init__(
+        self,
+        *,
+        keep_for: _duration_pb2.Duration | None = ...,
+        keep_last: _builtins.int = ...,
+        keep_failed_for: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keep_failed_for", b"keep_failed_for", "keep_for", b"keep_for"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_failed_for", b"keep_failed_for", "keep_for", b"keep_for", "keep_last", b"keep_last"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionPolicy: _TypeAlias = RetentionPolicy  # noqa: Y015
+
+@_typing.final
+class SetRetentionPolicyRequest(_message.Message):
+    """SetRetentionPolicyRequest names a workflow (workflow_id, or namespace and
+    name) or a namespace (namespace alone), and its policy.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    @_builtins.property
+    def policy(self) -> Global___RetentionPolicy:
+        """Unset: the scope's own policy is removed (the namespace's, then the
+        default, apply instead).
+        """
+
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        policy: Global___RetentionPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "policy", b"policy", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionPolicyRequest: _TypeAlias = SetRetentionPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetRetentionPolicyResponse(_message.Message):
+    """SetRetentionPolicyResponse shows the scope's policy after the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    source: Global___RetentionSource.ValueType
+    @_builtins.property
+    def policy(self) -> Global___RetentionPolicy:
+        """The scope's own policy; unset when it has none."""
+
+    @_builtins.property
+    def effective(self) -> Global___RetentionPolicy:
+        """The policy that applies to the scope."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___RetentionPolicy | None = ...,
+        effective: Global___RetentionPolicy | None = ...,
+        source: Global___RetentionSource.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "policy", b"policy", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionPolicyResponse: _TypeAlias = SetRetentionPolicyResponse  # noqa: Y015
+
+@_typing.final
+class GetRetentionPolicyRequest(_message.Message):
+    """GetRetentionPolicyRequest names a workflow (workflow_id, or namespace and
+    name), a namespace (namespace alone), or nothing: the daemon's default.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetentionPolicyRequest: _TypeAlias = GetRetentionPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetRetentionPolicyResponse(_message.Message):
+    """GetRetentionPolicyResponse shows a scope's policy and the one that applies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    source: Global___RetentionSource.ValueType
+    @_builtins.property
+    def policy(self) -> Global___RetentionPolicy:
+        """The scope's own policy; unset when it has none."""
+
+    @_builtins.property
+    def effective(self) -> Global___RetentionPolicy:
+        """The policy that applies to the scope."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___RetentionPolicy | None = ...,
+        effective: Global___RetentionPolicy | None = ...,
+        source: Global___RetentionSource.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "policy", b"policy", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetentionPolicyResponse: _TypeAlias = GetRetentionPolicyResponse  # noqa: Y015
+
+@_typing.final
+class ApplyRetentionRequest(_message.Message):
+    """ApplyRetentionRequest names a workflow (workflow_id, or namespace and name), a
+    namespace (namespace alone), or nothing: every workflow of the caller.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    namespace: _builtins.str
+    name: _builtins.str
+    dry_run: _builtins.bool
+    """Count what would go; delete nothing."""
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "name", b"name", "namespace", b"namespace", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyRetentionRequest: _TypeAlias = ApplyRetentionRequest  # noqa: Y015
+
+@_typing.final
+class ApplyRetentionResponse(_message.Message):
+    """ApplyRetentionResponse counts what went (or, dry_run, would go)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_RUNS_FIELD_NUMBER: _builtins.int
+    PROTECTED_RUNS_FIELD_NUMBER: _builtins.int
+    WORKFLOWS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    deleted_runs: _builtins.int
+    """Ended runs deleted (dry_run: that would be), with their tasks and events."""
+    protected_runs: _builtins.int
+    """Ended runs past their limits that stay because an active run needs them."""
+    workflows: _builtins.int
+    """Workflows a policy applies to."""
+    dry_run: _builtins.bool
+    def __init__(
+        self,
+        *,
+        deleted_runs: _builtins.int = ...,
+        protected_runs: _builtins.int = ...,
+        workflows: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_runs", b"deleted_runs", "dry_run", b"dry_run", "protected_runs", b"protected_runs", "workflows", b"workflows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyRetentionResponse: _TypeAlias = ApplyRetentionResponse  # noqa: Y015

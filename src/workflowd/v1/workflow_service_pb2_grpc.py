@@ -61,6 +61,16 @@ class WorkflowServiceStub:
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ArchiveWorkflowRequest.SerializeToString,
                 response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.ArchiveWorkflowResponse.FromString,
                 _registered_method=True)
+        self.UnarchiveWorkflow = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/UnarchiveWorkflow',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowResponse.FromString,
+                _registered_method=True)
+        self.DeleteWorkflow = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/DeleteWorkflow',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowResponse.FromString,
+                _registered_method=True)
         self.TriggerWorkflow = channel.unary_unary(
                 '/workflowd.v1.WorkflowService/TriggerWorkflow',
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.TriggerWorkflowRequest.SerializeToString,
@@ -80,6 +90,11 @@ class WorkflowServiceStub:
                 '/workflowd.v1.WorkflowService/CancelRun',
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
+        self.DeleteRun = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/DeleteRun',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunResponse.FromString,
                 _registered_method=True)
         self.RerunRun = channel.unary_unary(
                 '/workflowd.v1.WorkflowService/RerunRun',
@@ -120,6 +135,21 @@ class WorkflowServiceStub:
                 '/workflowd.v1.WorkflowService/BackfillWorkflow',
                 request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowRequest.SerializeToString,
                 response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowResponse.FromString,
+                _registered_method=True)
+        self.SetRetentionPolicy = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/SetRetentionPolicy',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.GetRetentionPolicy = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/GetRetentionPolicy',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.ApplyRetention = channel.unary_unary(
+                '/workflowd.v1.WorkflowService/ApplyRetention',
+                request_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionRequest.SerializeToString,
+                response_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionResponse.FromString,
                 _registered_method=True)
         self.ListDeliveries = channel.unary_unary(
                 '/workflowd.v1.WorkflowService/ListDeliveries',
@@ -168,6 +198,21 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UnarchiveWorkflow(self, request, context):
+        """Makes an archived workflow active again (its schedule stays stopped).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWorkflow(self, request, context):
+        """Deletes an archived workflow with its versions, runs, events and schedule; its
+        name is free again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def TriggerWorkflow(self, request, context):
         """Starts a run of a workflow.
         """
@@ -191,6 +236,13 @@ class WorkflowServiceServicer:
 
     def CancelRun(self, request, context):
         """Asks a run to stop; its running job is cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRun(self, request, context):
+        """Deletes an ended run with its tasks and events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -254,6 +306,30 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRetentionPolicy(self, request, context):
+        """Sets, or without a policy removes, the retention policy of a workflow or of
+        a namespace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRetentionPolicy(self, request, context):
+        """Reads the retention policy of a workflow, of a namespace, or the daemon's
+        default, and the one that applies there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyRetention(self, request, context):
+        """Deletes the ended runs that the retention policies let go now (the daemon
+        also does it periodically), or with dry_run counts them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDeliveries(self, request, context):
         """Lists the caller's recent webhook deliveries (notices of run and schedule
         events to the operator's destinations) and their outcome, newest first.
@@ -290,6 +366,16 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.ArchiveWorkflowRequest.FromString,
                     response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ArchiveWorkflowResponse.SerializeToString,
             ),
+            'UnarchiveWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnarchiveWorkflow,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowResponse.SerializeToString,
+            ),
+            'DeleteWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWorkflow,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowResponse.SerializeToString,
+            ),
             'TriggerWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.TriggerWorkflow,
                     request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.TriggerWorkflowRequest.FromString,
@@ -309,6 +395,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunRequest.FromString,
                     response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'DeleteRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRun,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunResponse.SerializeToString,
             ),
             'RerunRun': grpc.unary_unary_rpc_method_handler(
                     servicer.RerunRun,
@@ -349,6 +440,21 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.BackfillWorkflow,
                     request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowRequest.FromString,
                     response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowResponse.SerializeToString,
+            ),
+            'SetRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetentionPolicy,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyResponse.SerializeToString,
+            ),
+            'GetRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRetentionPolicy,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyResponse.SerializeToString,
+            ),
+            'ApplyRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyRetention,
+                    request_deserializer=workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionRequest.FromString,
+                    response_serializer=workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionResponse.SerializeToString,
             ),
             'ListDeliveries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeliveries,
@@ -504,6 +610,60 @@ class WorkflowService:
             _registered_method=True)
 
     @staticmethod
+    def UnarchiveWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/UnarchiveWorkflow',
+            workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.UnarchiveWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/DeleteWorkflow',
+            workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.DeleteWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def TriggerWorkflow(request,
             target,
             options=(),
@@ -601,6 +761,33 @@ class WorkflowService:
             '/workflowd.v1.WorkflowService/CancelRun',
             workflowd_dot_v1_dot_workflow__service__pb2.CancelRunRequest.SerializeToString,
             workflowd_dot_v1_dot_workflow__service__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/DeleteRun',
+            workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.DeleteRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -817,6 +1004,87 @@ class WorkflowService:
             '/workflowd.v1.WorkflowService/BackfillWorkflow',
             workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowRequest.SerializeToString,
             workflowd_dot_v1_dot_workflow__service__pb2.BackfillWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/SetRetentionPolicy',
+            workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.SetRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/GetRetentionPolicy',
+            workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.GetRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/workflowd.v1.WorkflowService/ApplyRetention',
+            workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionRequest.SerializeToString,
+            workflowd_dot_v1_dot_workflow__service__pb2.ApplyRetentionResponse.FromString,
             options,
             channel_credentials,
             insecure,

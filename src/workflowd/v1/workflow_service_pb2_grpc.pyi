@@ -45,6 +45,12 @@ class WorkflowServiceStub:
     """Lists workflows, newest first, with an opaque page token."""
     ArchiveWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ArchiveWorkflowRequest, _workflow_service_pb2.ArchiveWorkflowResponse]
     """Archives a workflow: its schedule stops, new triggers are refused, history stays."""
+    UnarchiveWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.UnarchiveWorkflowRequest, _workflow_service_pb2.UnarchiveWorkflowResponse]
+    """Makes an archived workflow active again (its schedule stays stopped)."""
+    DeleteWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteWorkflowRequest, _workflow_service_pb2.DeleteWorkflowResponse]
+    """Deletes an archived workflow with its versions, runs, events and schedule; its
+    name is free again.
+    """
     TriggerWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.TriggerWorkflowRequest, _workflow_service_pb2.TriggerWorkflowResponse]
     """Starts a run of a workflow."""
     GetRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.GetRunRequest, _workflow_service_pb2.GetRunResponse]
@@ -53,6 +59,8 @@ class WorkflowServiceStub:
     """Lists runs, newest first, with an opaque page token."""
     CancelRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.CancelRunRequest, _workflow_service_pb2.CancelRunResponse]
     """Asks a run to stop; its running job is cancelled."""
+    DeleteRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteRunRequest, _workflow_service_pb2.DeleteRunResponse]
+    """Deletes an ended run with its tasks and events."""
     RerunRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.RerunRunRequest, _workflow_service_pb2.RerunRunResponse]
     """Starts a new run of an ended run's version and instant, linked to it, that
     replays it up to its failure (or a given task) and goes on live from there.
@@ -73,6 +81,18 @@ class WorkflowServiceStub:
     """Lists schedules."""
     BackfillWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.BackfillWorkflowRequest, _workflow_service_pb2.BackfillWorkflowResponse]
     """Creates one run for every instant of the schedule in a past range."""
+    SetRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.SetRetentionPolicyRequest, _workflow_service_pb2.SetRetentionPolicyResponse]
+    """Sets, or without a policy removes, the retention policy of a workflow or of
+    a namespace.
+    """
+    GetRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.GetRetentionPolicyRequest, _workflow_service_pb2.GetRetentionPolicyResponse]
+    """Reads the retention policy of a workflow, of a namespace, or the daemon's
+    default, and the one that applies there.
+    """
+    ApplyRetention: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ApplyRetentionRequest, _workflow_service_pb2.ApplyRetentionResponse]
+    """Deletes the ended runs that the retention policies let go now (the daemon
+    also does it periodically), or with dry_run counts them.
+    """
     ListDeliveries: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ListDeliveriesRequest, _workflow_service_pb2.ListDeliveriesResponse]
     """Lists the caller's recent webhook deliveries (notices of run and schedule
     events to the operator's destinations) and their outcome, newest first.
@@ -95,6 +115,12 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Lists workflows, newest first, with an opaque page token."""
     ArchiveWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ArchiveWorkflowRequest, _workflow_service_pb2.ArchiveWorkflowResponse]  # type: ignore[assignment]
     """Archives a workflow: its schedule stops, new triggers are refused, history stays."""
+    UnarchiveWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.UnarchiveWorkflowRequest, _workflow_service_pb2.UnarchiveWorkflowResponse]  # type: ignore[assignment]
+    """Makes an archived workflow active again (its schedule stays stopped)."""
+    DeleteWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteWorkflowRequest, _workflow_service_pb2.DeleteWorkflowResponse]  # type: ignore[assignment]
+    """Deletes an archived workflow with its versions, runs, events and schedule; its
+    name is free again.
+    """
     TriggerWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.TriggerWorkflowRequest, _workflow_service_pb2.TriggerWorkflowResponse]  # type: ignore[assignment]
     """Starts a run of a workflow."""
     GetRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.GetRunRequest, _workflow_service_pb2.GetRunResponse]  # type: ignore[assignment]
@@ -103,6 +129,8 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Lists runs, newest first, with an opaque page token."""
     CancelRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.CancelRunRequest, _workflow_service_pb2.CancelRunResponse]  # type: ignore[assignment]
     """Asks a run to stop; its running job is cancelled."""
+    DeleteRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteRunRequest, _workflow_service_pb2.DeleteRunResponse]  # type: ignore[assignment]
+    """Deletes an ended run with its tasks and events."""
     RerunRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.RerunRunRequest, _workflow_service_pb2.RerunRunResponse]  # type: ignore[assignment]
     """Starts a new run of an ended run's version and instant, linked to it, that
     replays it up to its failure (or a given task) and goes on live from there.
@@ -123,6 +151,18 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Lists schedules."""
     BackfillWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.BackfillWorkflowRequest, _workflow_service_pb2.BackfillWorkflowResponse]  # type: ignore[assignment]
     """Creates one run for every instant of the schedule in a past range."""
+    SetRetentionPolicy: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.SetRetentionPolicyRequest, _workflow_service_pb2.SetRetentionPolicyResponse]  # type: ignore[assignment]
+    """Sets, or without a policy removes, the retention policy of a workflow or of
+    a namespace.
+    """
+    GetRetentionPolicy: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.GetRetentionPolicyRequest, _workflow_service_pb2.GetRetentionPolicyResponse]  # type: ignore[assignment]
+    """Reads the retention policy of a workflow, of a namespace, or the daemon's
+    default, and the one that applies there.
+    """
+    ApplyRetention: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ApplyRetentionRequest, _workflow_service_pb2.ApplyRetentionResponse]  # type: ignore[assignment]
+    """Deletes the ended runs that the retention policies let go now (the daemon
+    also does it periodically), or with dry_run counts them.
+    """
     ListDeliveries: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListDeliveriesRequest, _workflow_service_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
     """Lists the caller's recent webhook deliveries (notices of run and schedule
     events to the operator's destinations) and their outcome, newest first.
@@ -174,6 +214,24 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         """Archives a workflow: its schedule stops, new triggers are refused, history stays."""
 
     @_abc_1.abstractmethod
+    def UnarchiveWorkflow(
+        self,
+        request: _workflow_service_pb2.UnarchiveWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.UnarchiveWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.UnarchiveWorkflowResponse]]:
+        """Makes an archived workflow active again (its schedule stays stopped)."""
+
+    @_abc_1.abstractmethod
+    def DeleteWorkflow(
+        self,
+        request: _workflow_service_pb2.DeleteWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.DeleteWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.DeleteWorkflowResponse]]:
+        """Deletes an archived workflow with its versions, runs, events and schedule; its
+        name is free again.
+        """
+
+    @_abc_1.abstractmethod
     def TriggerWorkflow(
         self,
         request: _workflow_service_pb2.TriggerWorkflowRequest,
@@ -204,6 +262,14 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.CancelRunResponse, _abc.Awaitable[_workflow_service_pb2.CancelRunResponse]]:
         """Asks a run to stop; its running job is cancelled."""
+
+    @_abc_1.abstractmethod
+    def DeleteRun(
+        self,
+        request: _workflow_service_pb2.DeleteRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.DeleteRunResponse, _abc.Awaitable[_workflow_service_pb2.DeleteRunResponse]]:
+        """Deletes an ended run with its tasks and events."""
 
     @_abc_1.abstractmethod
     def RerunRun(
@@ -272,6 +338,36 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.BackfillWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.BackfillWorkflowResponse]]:
         """Creates one run for every instant of the schedule in a past range."""
+
+    @_abc_1.abstractmethod
+    def SetRetentionPolicy(
+        self,
+        request: _workflow_service_pb2.SetRetentionPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.SetRetentionPolicyResponse, _abc.Awaitable[_workflow_service_pb2.SetRetentionPolicyResponse]]:
+        """Sets, or without a policy removes, the retention policy of a workflow or of
+        a namespace.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRetentionPolicy(
+        self,
+        request: _workflow_service_pb2.GetRetentionPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.GetRetentionPolicyResponse, _abc.Awaitable[_workflow_service_pb2.GetRetentionPolicyResponse]]:
+        """Reads the retention policy of a workflow, of a namespace, or the daemon's
+        default, and the one that applies there.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyRetention(
+        self,
+        request: _workflow_service_pb2.ApplyRetentionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.ApplyRetentionResponse, _abc.Awaitable[_workflow_service_pb2.ApplyRetentionResponse]]:
+        """Deletes the ended runs that the retention policies let go now (the daemon
+        also does it periodically), or with dry_run counts them.
+        """
 
     @_abc_1.abstractmethod
     def ListDeliveries(
