@@ -176,10 +176,11 @@ async def test_no_job_is_submitted_once_the_workflow_timeout_has_passed(
 
 
 async def test_a_job_id_survives_a_failed_side_commit(
-    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+    start_daemon: Callable[..., Awaitable[Daemon]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The side commit that records a job id shortly after its POST fails here (the store
     raises inside it, once); the task's completion records the id anyway."""
+    daemon = await start_daemon(dataplane_workers=2)  # its own plane: all its workers held
     plane = Plane.of(daemon)
     await load_tables(plane)
     failed: list[str] = []
@@ -192,12 +193,22 @@ async def test_a_job_id_survives_a_failed_side_commit(
         record_job(self, key, job_id)
 
     monkeypatch.setattr(RunTx, "record_job", failing_once)
+    # The job waits for a worker until its side commit has failed: it cannot end first.
+    blockers = await occupy_workers(plane, 2)
     text = workflow(
         "side-commit",
         "  - wait:\n      call: CreateMaterializedViewIfNotExists\n"
         "      with: {nql: 'SELECT count(*) AS n FROM range(30000000)', datasetName: counted}\n",
     )
     run = await trigger(daemon, (await apply(daemon, text)).id)
+
+    async def side_commit_failed() -> bool:
+        return bool(failed)
+
+    await eventually(side_commit_failed)
+    for blocker in blockers:
+        async with plane.session.post(f"/jobs/{blocker}/cancel") as resp:
+            assert resp.status == 200
     events = await events_until_end(daemon, run.id)
     done = (await daemon.stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
     assert done.status == pb.RUN_STATUS_COMPLETED, done.error
