@@ -105,16 +105,12 @@ def ts(moment: datetime) -> str:
 
 def bulk_insert(db: Path, workflow_id: str, runs: int, now: datetime) -> float:
     """`runs` completed runs, oldest first, with their events and task instance, in chunks of
-    one transaction each; the trigger that numbers events is set aside meanwhile (the company
-    sequence is written directly), then restored."""
+    one transaction each, numbering events in the company's sequence as the store's writer
+    does."""
     started = time.perf_counter()
     rng = random.Random(18)
     old = int(runs * OLD_SHARE)
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
-        trigger = conn.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'number_run_event'"
-        ).fetchone()[0]
-        conn.execute("DROP TRIGGER number_run_event")
         company_seq = conn.execute(
             "SELECT COALESCE(MAX(last_seq), 0) FROM company_sequences WHERE company = 'local'"
         ).fetchone()[0]
@@ -175,7 +171,6 @@ def bulk_insert(db: Path, workflow_id: str, runs: int, now: datetime) -> float:
             " SET stored_bytes = company_usage.stored_bytes + excluded.stored_bytes",
             (stored,),
         )
-        conn.execute(trigger)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return time.perf_counter() - started
 
