@@ -150,6 +150,9 @@ class HttpEndpoint:
         if install is not None:
             install(app)
         self._runner = web.AppRunner(app, access_log=None)
+        self._serves = (
+            "/metrics and /healthz" if install is None else "the web page, /metrics and /healthz"
+        )
         self.port = 0
 
     async def start(self, address: Address) -> int:
@@ -159,7 +162,7 @@ class HttpEndpoint:
         bound = self._runner.addresses[0]
         self.port = int(bound[1])
         # Names the bound port, which `--http-listen HOST:0` leaves to the system.
-        log.info("serving /metrics and /healthz on http://%s", address.with_port(self.port))
+        log.info("serving %s on http://%s", self._serves, address.with_port(self.port))
         return self.port
 
     async def aclose(self) -> None:
