@@ -48,6 +48,9 @@ class Fault:
 class FakeJobsApi:
     token: str | None = None
     auto_complete: bool = False
+    # With auto_complete: the POST's answer shows the job as created (pending), while its
+    # completion is already on the streams, as a fast jobs system's may be.
+    answer_pending: bool = False
     no_stream: bool = False
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path_qs)
@@ -176,9 +179,10 @@ class FakeJobsApi:
         }
         self.jobs[job_id] = job
         self._publish(job)
+        answer = dict(job) if self.answer_pending else job
         if self.auto_complete:
             self.complete(job_id)
-        return job
+        return answer
 
     # --- handlers ----------------------------------------------------------------------------
 

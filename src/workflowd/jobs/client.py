@@ -92,6 +92,11 @@ class _Lane:
     def watching(self) -> bool:
         return self._task is not None
 
+    @property
+    def live_since(self) -> float | None:
+        """See `Watcher.live_since`; None without a running watcher."""
+        return None if self._task is None or self.watcher is None else self.watcher.live_since
+
     async def aclose(self) -> None:
         task, self._task = self._task, None
         if task is not None:
@@ -148,9 +153,18 @@ class JobsClient:
         if self._config.tag not in request.tags:
             # Deterministic, so a re-submission still sends a byte-identical body.
             body["tags"] = [*request.tags, self._config.tag]
-        return await self._lane(company).transport.call(
-            "POST", "/jobs", job_info_from_json, body=body, idempotency_key=request.idempotency_key
-        )
+        lane = self._lane(company)
+        sent = asyncio.get_running_loop().time()
+        info: JobInfo | None = None
+        lane.registry.sending()
+        try:
+            info = await lane.transport.call(
+                "POST", "/jobs", job_info_from_json, body=body,
+                idempotency_key=request.idempotency_key,
+            )  # fmt: skip
+        finally:
+            lane.registry.sent(sent, info)
+        return info
 
     async def get(self, job_id: str, company: str = LOCAL_COMPANY) -> JobInfo:
         return await self._lane(company).transport.call(
@@ -227,7 +241,7 @@ class JobsClient:
         Cancelling the caller removes its registration.
         """
         lane = self._lane(company)
-        future = lane.registry.add(job_id, asyncio.get_running_loop().time())
+        future = lane.registry.add(job_id, asyncio.get_running_loop().time(), lane.live_since)
         lane.ensure_watcher()
         try:
             return await future

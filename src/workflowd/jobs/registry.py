@@ -2,15 +2,35 @@
 
 The stream, the poller and the reconciler only ever touch waiters through this table, so a
 waiter's registration and its removal (on result, failure or cancellation) happen in one place.
+
+A job just submitted needs no read of its own when the event stream was already live before
+its `POST` was sent (`Watcher.live_since`): every change after that reaches the stream, and
+the `POST`'s answer holds the state before it. What the stream tells of such a job before
+anyone awaits it (its end may arrive before the `POST`'s answer) is kept a little while, in
+bounds, for the waiter that follows; anything less certain is read (`mark_fresh`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from workflowd.domain.jobs import JobInfo, JobState
+from workflowd.jobs.errors import JobsError
+from workflowd.jobs.parse import job_info_from_json
+
+TERMINAL_STATES = frozenset(state.value for state in JobState if state.terminal)
+# Ends of jobs nobody awaits yet: a few per submission in flight in practice; the bounds only
+# matter when the stream also carries many jobs this client never awaits.
+MAX_KEPT_ENDS = 4096
+MAX_KEPT_END_CHARS = 8 * 1024 * 1024
+MAX_SENT = 10_000
+
+# A job's end as the stream sent it (its JSON, parsed only if a waiter comes) or as read.
+_End = dict[str, Any] | JobInfo
 
 
 @dataclass(slots=True)
@@ -28,6 +48,15 @@ class WaiterRegistry:
         self._fresh: set[str] = set()
         self.fresh_added = asyncio.Event()
         self.nonempty = asyncio.Event()
+        self._sending = 0
+        # job_id → loop time its POST was sent, until its first waiter comes.
+        self._sent: OrderedDict[str, float] = OrderedDict()
+        # job_id → (loop time received, the end, its size) of ends nobody awaited yet.
+        self._ends: OrderedDict[str, tuple[float, _End, int]] = OrderedDict()
+        self._end_chars = 0
+        # When the newest end let go for room was received: a job sent before it may have lost
+        # its end that way, so it is read instead.
+        self._ends_lost_at = float("-inf")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -38,12 +67,71 @@ class WaiterRegistry:
     def ids(self) -> list[str]:
         return list(self._entries)
 
-    def add(self, job_id: str, now: float) -> asyncio.Future[JobInfo]:
+    @property
+    def listening(self) -> bool:
+        """Whether an event about a job may matter: someone awaits one, or may soon."""
+        return bool(self._entries or self._sending or self._sent)
+
+    def sending(self) -> None:
+        """A job's POST is about to be sent; `sent` follows, whatever its outcome."""
+        self._sending += 1
+
+    def sent(self, since: float, info: JobInfo | None) -> None:
+        """The POST sent at loop time `since` answered `info` (None: it failed)."""
+        self._sending -= 1
+        if info is None:
+            return
+        if info.state.terminal:  # e.g. an earlier submission's job, already ended
+            if info.job_id in self._entries:
+                self.observe(info)
+            else:
+                self._keep_end(info.job_id, info, since, 0)
+        self._sent[info.job_id] = since
+        self._sent.move_to_end(info.job_id)
+        while len(self._sent) > MAX_SENT:
+            self._sent.popitem(last=False)
+
+    def keep_end(self, job_id: str, data: dict[str, Any], chars: int, now: float) -> None:
+        """The stream told of the end of a job nobody awaits: keep it for a waiter to come."""
+        if self._sending or job_id in self._sent:
+            self._keep_end(job_id, data, now, chars)
+
+    def _keep_end(self, job_id: str, end: _End, now: float, chars: int) -> None:
+        old = self._ends.pop(job_id, None)
+        if old is not None:
+            self._end_chars -= old[2]
+        self._ends[job_id] = (now, end, chars)
+        self._end_chars += chars
+        while len(self._ends) > MAX_KEPT_ENDS or self._end_chars > MAX_KEPT_END_CHARS:
+            received, _, size = self._ends.popitem(last=False)[1]
+            self._end_chars -= size
+            self._ends_lost_at = received
+
+    def add(
+        self, job_id: str, now: float, live_since: float | None = None
+    ) -> asyncio.Future[JobInfo]:
+        """Register a waiter. `live_since`: since when the event stream has carried every
+        change of this client's jobs (None: not known); see the module's docstring."""
         future: asyncio.Future[JobInfo] = asyncio.get_running_loop().create_future()
+        sent = self._sent.pop(job_id, None)
+        ended = self._ends.pop(job_id, None)
+        if ended is not None:
+            self._end_chars -= ended[2]
+            info = _end_info(ended[1])
+            if info is not None:
+                future.set_result(info)
+                return future
         entry = self._entries.get(job_id)
         if entry is None:
             entry = self._entries[job_id] = _Entry(since=now)
-            self.mark_fresh((job_id,))
+            streamed = (
+                sent is not None
+                and live_since is not None
+                and live_since <= sent
+                and self._ends_lost_at < sent
+            )
+            if not streamed:
+                self.mark_fresh((job_id,))
             self.nonempty.set()
         entry.futures.append(future)
         return future
@@ -110,3 +198,13 @@ class WaiterRegistry:
         self._fresh.discard(job_id)
         if not self._entries:
             self.nonempty.clear()
+
+
+def _end_info(end: _End) -> JobInfo | None:
+    """A kept end as a job's state; None when it cannot be read (the job is read instead)."""
+    if isinstance(end, JobInfo):
+        return end
+    try:
+        return job_info_from_json(end)
+    except JobsError:
+        return None

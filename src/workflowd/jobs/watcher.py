@@ -25,7 +25,7 @@ from workflowd.domain.retry import BackoffDelays
 from workflowd.jobs.config import JobsClientConfig
 from workflowd.jobs.errors import JobNotFound, JobRejected, JobsCommunicationError, JobsError
 from workflowd.jobs.parse import job_info_from_json, jobs_page_from_json, problem_detail
-from workflowd.jobs.registry import WaiterRegistry
+from workflowd.jobs.registry import TERMINAL_STATES, WaiterRegistry
 from workflowd.jobs.sse import EventTooLarge, SseEvent, StreamIdle, iter_events
 from workflowd.jobs.transport import ClientStats, TransientFault, Transport, describe_fault
 from workflowd.jobs.urls import path
@@ -60,6 +60,11 @@ class Watcher:
         self._last_event_id: str | None = None
         self._outage_since: float | None = None
         self.polling = False
+        self.live_since: float | None = None
+        """Loop time since which every change of this client's jobs reaches `_handle`: the
+        stream has been connected since, or resumed after each drop without losing an event
+        (the jobs API sends every change made after its answer's headers; docs/jobs-api.md).
+        None while polling, or before the first connection."""
         # The stream may idle for as long as the server stays silent; `iter_events` times that.
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=config.request_timeout_s, sock_read=None
@@ -83,6 +88,7 @@ class Watcher:
     async def _drive(self) -> None:
         await self._stream_loop()
         self.polling = True
+        self.live_since = None
         logger.warning("jobs API serves no event stream: polling awaited jobs in batches")
         await self._poll_loop()
 
@@ -132,6 +138,7 @@ class Watcher:
                 self._on_success()
                 backoff.reset()
                 if not resumed:
+                    self.live_since = asyncio.get_running_loop().time()
                     self._registry.mark_all_fresh()  # whatever ended before we listened
                 await self._consume(response)
         except EventTooLarge as exc:
@@ -171,9 +178,10 @@ class Watcher:
             # Our Last-Event-ID was too old: events were lost, so re-read every awaited job.
             self._stats.stream_resets += 1
             logger.warning("jobs event stream reset (%s): reconciling", event.data)
+            self.live_since = asyncio.get_running_loop().time()
             self._registry.mark_all_fresh()
             return
-        if event.event not in ("job", "message") or not len(self._registry):
+        if event.event not in ("job", "message") or not self._registry.listening:
             return
         try:
             data = json.loads(event.data)
@@ -187,7 +195,11 @@ class Watcher:
             self._registry.mark_all_fresh()
             return
         if job_id not in self._registry:
-            return  # the cheap, common case: a job nobody here awaits
+            # Its end may come before the answer to its POST, and so before its waiter.
+            if data.get("state") in TERMINAL_STATES:
+                now = asyncio.get_running_loop().time()
+                self._registry.keep_end(job_id, data, len(event.data), now)
+            return
         try:
             self._registry.observe(job_info_from_json(data))
         except JobsError as exc:
