@@ -163,12 +163,16 @@ async def test_a_slow_job_does_not_hold_back_the_quick_job_batched_before_it(
     _, still = await dp.client.request("GET", f"/jobs/{slow['job_id']}")
     assert still["state"] == "running"
     status, cancelling = await dp.client.request("POST", f"/jobs/{slow['job_id']}/cancel")
-    assert (status, cancelling["state"]) == (200, "pending_cancellation")
+    assert status == 200
+    # Its query interrupted (or, on a busy machine, not yet begun again: then it is cancelled
+    # at once, as docs/jobs-api.md says).
+    assert cancelling["state"] in ("pending_cancellation", "cancelled")
     assert (await dp.client.wait(slow["job_id"]))["state"] == "cancelled"
     assert (await dp.client.wait(behind["job_id"]))["state"] == "completed"
     assert dp.query("SELECT n FROM company_data.ledger ORDER BY n") == [(1,), (2,)]
     history = await _history(dp)
-    assert history[slow["job_id"]] == ["pending", "running", "pending_cancellation", "cancelled"]
+    interrupted = ["pending_cancellation"] if cancelling["state"] == "pending_cancellation" else []
+    assert history[slow["job_id"]] == ["pending", "running", *interrupted, "cancelled"]
     assert history[quick["job_id"]] == ["pending", "running", "completed"]
 
 
