@@ -109,6 +109,40 @@ async def test_a_failed_run_raises_with_its_problem(daemon: Daemon) -> None:
     assert run.error == failed.problem
 
 
+FAILS_ON_ASK = (
+    "  - ok:\n      call: CreateMaterializedViewIfNotExists\n"
+    "      with: {nql: 'SELECT 5 AS n', datasetName: five}\n"
+    "  - boom:\n      if: '$workflow.input.fail'\n      raise:\n"
+    "        error: {type: 'https://example.com/boom', status: 500, title: boom}\n"
+    "  - done:\n      set: {finished: true}\n"
+)
+
+
+async def test_rerun_from_the_failure_with_another_input(daemon: Daemon) -> None:
+    await create(daemon, workflow("flaky", FAILS_ON_ASK))
+
+    def use() -> tuple[workflowd.Run, workflowd.Run]:
+        with workflowd.Client(daemon.address) as client:
+            first = client.trigger("analytics/flaky", input={"fail": True})
+            failed = client.wait(first.id, check=False)
+            again = client.rerun(failed.id, input={"fail": False})
+            return failed, client.wait(again.id)
+
+    failed, again = await in_thread(use)
+    plain(again)
+    assert failed.status == workflowd.RunStatus.FAILED
+    assert failed.rerun_of == ""
+    assert again.trigger == workflowd.Trigger.RERUN
+    assert again.rerun_of == failed.id
+    assert again.status == workflowd.RunStatus.COMPLETED
+    assert again.input == {"fail": False}
+    assert again.output == {"finished": True}
+    by_name = {task.name: task for task in again.tasks}
+    assert by_name["ok"].reused  # its job is the original's, not sent again
+    assert by_name["ok"].job_id == {task.name: task for task in failed.tasks}["ok"].job_id
+    assert not by_name["done"].reused
+
+
 async def test_cancel_and_a_cancelled_run(daemon: Daemon) -> None:
     await create(daemon, workflow("slow", WAITING))
 

@@ -134,6 +134,16 @@ class AsyncClient:
             request.input.CopyFrom(_value(input, "input"))
         return run_of((await self._call("TriggerWorkflow", request)).run)
 
+    async def rerun(self, run_id: str, *, start: str = "failure", input: JsonValue = None) -> Run:
+        """Start a new run of the same version that redoes `run_id` from `start`: "failure"
+        (its failed task; the instances before it keep their outcomes and send no job),
+        "start", or a task's reference (`/do/1/refresh`). `input`: the new run's, instead of
+        the original's. Returns the new run as created (`rerun_of` names the original)."""
+        request = pb.RerunRunRequest(run_id=run_id, start=start)
+        if input is not None:
+            request.input.CopyFrom(_value(input, "input"))
+        return run_of((await self._call("RerunRun", request)).run)
+
     async def run(self, run_id: str) -> Run:
         """The run as it stands, with its task instances."""
         return run_of((await self._call("GetRun", pb.GetRunRequest(run_id=run_id))).run)

@@ -49,6 +49,7 @@ class Trigger(StrEnum):
     MANUAL = "manual"
     SCHEDULE = "schedule"
     BACKFILL = "backfill"
+    RERUN = "rerun"
 
 
 class EventType(StrEnum):
@@ -108,6 +109,8 @@ class Task:
     attempt: int
     parent: str
     reason: str
+    reused: bool
+    """A re-run's instance replayed from the run it re-runs: its outcome, no job sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,8 @@ class Run:
     ended_at: datetime | None
     scheduled_at: datetime | None
     cancel_reason: str
+    rerun_of: str
+    """The run this one re-runs ("" for any other run)."""
 
     @property
     def workflow(self) -> str:
@@ -210,6 +215,7 @@ def _task(t: pb.TaskRun, data: dict[str, Any]) -> Task:
         attempt=t.attempt,
         parent=t.parent,
         reason=t.reason,
+        reused=t.reused,
     )
 
 
@@ -233,6 +239,7 @@ def run_of(r: pb.Run) -> Run:
         ended_at=_when(r.ended_at, r.HasField("ended_at")),
         scheduled_at=_when(r.scheduled_at, r.HasField("scheduled_at")),
         cancel_reason=r.cancel_reason,
+        rerun_of=r.rerun_of,
     )
 
 

@@ -126,6 +126,10 @@ class Client:
             )
         )
 
+    def rerun(self, run_id: str, *, start: str = "failure", input: JsonValue = None) -> Run:
+        """Redo `run_id` from `start` as a new run; see AsyncClient.rerun."""
+        return self._wait(self._client.rerun(run_id, start=start, input=input))
+
     def run(self, run_id: str) -> Run:
         """The run as it stands, with its task instances."""
         return self._wait(self._client.run(run_id))
