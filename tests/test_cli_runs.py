@@ -6,8 +6,9 @@ import asyncio
 import json
 import re
 import signal
+from datetime import UTC
 
-from tests.conftest import Daemon, venv_bin
+from tests.conftest import Daemon, eventually, venv_bin
 from tests.engine.support import apply, finished, trigger, workflow
 from tests.specs import spec
 from tests.test_cli import cli
@@ -190,9 +191,69 @@ async def test_runs_rerun_one_run_and_every_failed_run_of_a_workflow(daemon: Dae
         failed[1].id,
         again.id,
     ]  # oldest first
+    bulk = [line.split()[1] for line in lines[:-1]]
+    ended = [await finished(daemon, run_id) for run_id in bulk]
+    assert {run.status for run in ended} == {pb.RUN_STATUS_FAILED}
+
+    # --since picks the runs created from that instant on: the three re-runs just made.
+    since = min(run.created_at.ToDatetime(tzinfo=UTC) for run in ended)
+    code, out, err = await cli(
+        "runs", "rerun", "--workflow", "analytics/failing-twice",
+        "--since", since.isoformat(), address=daemon.address,
+    )  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == "3 runs re-run"
+    assert [line.split()[3].rstrip(":") for line in lines[:-1]] == bulk
 
     code, _, err = await cli(
         "runs", "rerun", failed[0].id, "--since", "2026-01-01", address=daemon.address
     )
     assert code == 2
     assert "--workflow" in err
+
+
+NESTED = """\
+  - each:
+      for: {in: '[1, 2]'}
+      do:
+        - double: {set: {n: '${ $item * 2 }'}}
+  - guard:
+      try:
+        - flaky:
+            raise:
+              error: {type: https://example.com/flaky, status: 503, title: flaky}
+      catch:
+        retry: {delay: {milliseconds: 1}, limit: {attempt: {count: 1}}}
+        do:
+          - recover: {set: {recovered: true}}
+  - pause: {wait: PT1H}
+"""
+
+
+async def test_runs_get_nests_instances_with_attempts_and_a_wait(daemon: Daemon) -> None:
+    wf = await apply(daemon, workflow("nested", NESTED))
+    run = await trigger(daemon, wf.id)
+
+    async def waiting() -> bool:
+        got = (await daemon.stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
+        return any(t.name == "pause" and t.HasField("wake_at") for t in got.tasks)
+
+    await eventually(waiting)
+    code, out, err = await cli("runs", "get", run.id, address=daemon.address)
+    assert code == 0, err
+
+    def row(task: str) -> str:
+        """The line of the table whose TASK column is exactly `task` (indent included)."""
+        found = re.search(rf"^{re.escape(task)}(?:  |$).*$", out, re.M)
+        assert found is not None, (task, out)
+        return found.group(0)
+
+    row("each")
+    row("  double[0]")  # under its loop, with its iteration
+    row("  double[1]")
+    row("  flaky")  # under its try, each attempt on a line of its own
+    row("  flaky (attempt 2)")
+    row("  recover")
+    assert re.search(r"waiting until \d\d:\d\d:\d\d", row("pause")), out
+    await daemon.stub.CancelRun(pb.CancelRunRequest(run_id=run.id))

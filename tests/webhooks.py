@@ -152,3 +152,8 @@ do:
       catch:
         retry: {{delay: {{milliseconds: 10}}, limit: {{attempt: {{count: 1}}}}}}
 """
+WAITS = """\
+document: {{dsl: '1.0.0', namespace: etl, name: {name}, version: '1.0.0'}}
+do:
+  - pause: {{wait: PT1H}}
+"""

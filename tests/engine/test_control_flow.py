@@ -7,7 +7,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+import grpc
+import pytest
 from google.protobuf import json_format, struct_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from tests.conftest import Daemon, eventually
 from tests.engine.schedule_support import T0
@@ -24,6 +28,7 @@ from tests.engine.support import (
 from tests.scheduler.manual_clock import ManualClock
 from workflowd.v1 import workflow_service_pb2 as pb
 
+QUICK_SET = "  - one: {set: {ok: true}}\n"
 QUICK = "{call: CreateMaterializedViewIfNotExists, with: {nql: SELECT 1 AS one, datasetName: VIEW}}"
 SLOWER = SLOW_NQL.replace("300000", "15000")
 
@@ -289,7 +294,7 @@ async def test_a_cancel_during_a_wait_ends_the_run_at_once(daemon: Daemon) -> No
     assert instances(done) == [("/do/0/pause", "CANCELLED")]
 
 
-async def test_a_for_of_set_tasks_ends_at_its_bound(
+async def test_a_then_loop_of_set_tasks_ends_at_max_instances(
     start_daemon: Callable[..., Awaitable[Daemon]],
 ) -> None:
     daemon = await start_daemon(max_instances=30)
@@ -308,3 +313,119 @@ async def test_straight_line_events_keep_their_positions(daemon: Daemon, plane: 
     tasks = [(e.task_index, e.task_name) for e in events if e.task_name]
     assert {index for index, name in tasks if name == "a"} == {0}
     assert {index for index, name in tasks if name == "b"} == {1}
+
+
+async def test_do_runs_its_tasks_in_order_as_one_instance(daemon: Daemon, plane: Plane) -> None:
+    text = workflow(
+        "nested",
+        f"""\
+  - both:
+      do:
+        - first: {quick("first_view")}
+        - second: {quick("second_view")}
+      output: {{as: '{{last: .datasetName}}'}}
+  - after: {{set: {{seen: '${{ .last }}'}}}}
+""",
+    )
+    run = await trigger(daemon, (await apply(daemon, text)).id)
+    done = await finished(daemon, run.id)
+    assert done.status == pb.RUN_STATUS_COMPLETED, done.error
+    assert instances(done) == [
+        ("/do/0/both", "COMPLETED"),
+        ("/do/0/both/do/0/first", "COMPLETED"),
+        ("/do/0/both/do/1/second", "COMPLETED"),
+        ("/do/1/after", "COMPLETED"),
+    ]
+    assert {t.parent for t in done.tasks[1:3]} == {"/do/0/both"}
+    assert json_format.MessageToDict(done.output) == {"seen": "second_view"}
+    jobs = await jobs_by_key(plane, run.id)
+    assert sorted(jobs) == ["/do/0/both/do/0/first", "/do/0/both/do/1/second"]
+    first, second = (jobs[key] for key in sorted(jobs))
+    assert str(first["ended_at"]) <= str(second["created_at"])  # one after the other
+
+
+async def test_a_for_over_a_million_items_ends_at_max_iterations(
+    start_daemon: Callable[..., Awaitable[Daemon]],
+) -> None:
+    daemon = await start_daemon(max_iterations=40)
+    text = workflow(
+        "million",
+        "  - each:\n"
+        "      for: {in: '[range(1000000)]'}\n"
+        "      do:\n"
+        "        - count: {set: {n: '${ $item }'}}\n",
+    )
+    run = await trigger(daemon, (await apply(daemon, text)).id)
+    done = await finished(daemon, run.id)
+    assert done.status == pb.RUN_STATUS_FAILED
+    # The list itself is past the bound on an expression's output, so no iteration starts.
+    assert done.error.title == "cannot evaluate /do/0/each/for/in", done.error
+    assert done.error.detail == "expression output exceeds 1048576 bytes"
+    assert done.error.instance == "/do/0/each"
+    assert len(done.tasks) == 1
+    after = await trigger(daemon, (await apply(daemon, workflow("after", QUICK_SET))).id)
+    assert (await finished(daemon, after.id)).status == pb.RUN_STATUS_COMPLETED
+
+
+async def test_a_for_over_more_items_than_max_iterations_is_refused_before_it_starts(
+    start_daemon: Callable[..., Awaitable[Daemon]],
+) -> None:
+    daemon = await start_daemon(max_iterations=25)
+    text = workflow(
+        "forever",
+        "  - spin:\n"
+        "      for: {in: '[range(100)]'}\n"
+        "      while: 'true'\n"
+        "      do:\n"
+        "        - tick: {set: {i: '${ $index }'}}\n",
+    )
+    run = await trigger(daemon, (await apply(daemon, text)).id)
+    done = await finished(daemon, run.id)
+    assert done.status == pb.RUN_STATUS_FAILED
+    assert done.error.title == "task spin's for.in yielded 100 items; the limit is 25"
+    assert done.error.detail == "the limit is the setting max_iterations"
+    assert done.error.instance == "/do/0/spin/for/in"
+    assert len(done.tasks) == 1
+
+
+async def test_fork_width_and_nesting_depth_are_refused_at_create_with_their_pointer(
+    start_daemon: Callable[..., Awaitable[Daemon]],
+) -> None:
+    daemon = await start_daemon(max_fork_width=2, max_depth=3)
+    wide = workflow(
+        "wide",
+        "  - all:\n      fork:\n        branches:\n"
+        + "".join(f"          - b{i}: {{set: {{n: {i}}}}}\n" for i in range(3)),
+    )
+    message, violations = await refused(daemon, wide)
+    assert violations == [
+        (
+            "specification/do/0/all/fork/branches",
+            "line 5, column 9: fork has 3 branches; the limit is 2 (max_fork_width)",
+        )
+    ], message
+    deep = workflow(
+        "deep",
+        "  - l1:\n      do:\n"
+        "        - l2:\n            do:\n"
+        "              - l3:\n                  do:\n"
+        "                    - l4:\n                        do:\n"
+        "                          - l5: {set: {n: 1}}\n",
+    )
+    _, violations = await refused(daemon, deep)
+    assert [field for field, _ in violations] == [
+        "specification/do/0/l1/do/0/l2/do/0/l3/do/0/l4/do"
+    ]
+    assert violations[0][1].endswith("task lists are nested more than 3 deep (max_depth)")
+
+
+async def refused(daemon: Daemon, text: str) -> tuple[str, list[tuple[str, str]]]:
+    """The message and the (pointer, sentence) violations CreateWorkflow refused `text` with."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await apply(daemon, text)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    status = rpc_status.from_call(info.value)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    return info.value.details() or "", [(v.field, v.description) for v in bad.field_violations]

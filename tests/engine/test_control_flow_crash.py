@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.conftest import eventually
 from tests.engine.crash_support import Stack, run_to_end
 from tests.engine.support import SLOW_NQL, workflow
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -188,6 +189,11 @@ async def test_kill_right_after_a_compete_winner_cancels_the_losers_jobs(stack: 
     loser = by_key["/do/0/race/fork/branches/0/slow"]
     assert loser.status == pb.TASK_STATUS_CANCELLED
     assert (await stack.plane.job(loser.job_id))["state"] in ("cancelled", "pending_cancellation")
+
+    async def loser_job_cancelled() -> bool:  # its query interrupted: it ends cancelled
+        return (await stack.plane.job(loser.job_id))["state"] == "cancelled"
+
+    await eventually(loser_job_cancelled, timeout_s=60)
     assert await keys_of_jobs(stack, run.id) == [
         "/do/0/race/fork/branches/0/slow",
         "/do/0/race/fork/branches/1/fast",

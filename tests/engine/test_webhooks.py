@@ -15,12 +15,21 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Daemon, eventually
-from tests.engine.schedule_support import T0, activate, create, get_schedule, scheduled
+from tests.engine.schedule_support import (
+    T0,
+    activate,
+    create,
+    decision_at,
+    get_schedule,
+    runs_of,
+    scheduled,
+    slow,
+)
 from tests.engine.support import AUDIT_CSV, Plane, apply, finished, trigger
 from tests.postgres import fresh_schema
 from tests.scheduler.manual_clock import ManualClock
 from tests.tls import make_pki
-from tests.webhooks import COMPLETES, FAILS, RETRIES, SECRET, Receiver, write_config
+from tests.webhooks import COMPLETES, FAILS, RETRIES, SECRET, WAITS, Receiver, write_config
 from workflowd.domain.notify import Destination, NotifyEvent
 from workflowd.notify.sender import body_of, signature
 from workflowd.v1 import workflow_service_pb2 as pb
@@ -351,3 +360,97 @@ async def test_the_cli_lists_deliveries(
     )
     assert code == 0, err
     assert json.loads(out) == {}
+
+
+async def test_a_cancelled_run_is_told_to_its_company_only(
+    start_daemon: Start, receiver: Receiver, tmp_path: Path
+) -> None:
+    from tests.api.test_tenancy import ACME, GLOBEX, TOKENS, tokens_file
+
+    config = write_config(
+        tmp_path / "workflowd.toml",
+        receiver.url,
+        ["run_cancelled", "run_completed"],
+        destination='company = "acme"',
+    )
+    tokens = tokens_file(tmp_path / "tokens.toml", TOKENS)
+    daemon = await start_daemon(config_file=config, tokens_file=str(tokens))
+    waits = await daemon.stub.CreateWorkflow(
+        pb.CreateWorkflowRequest(specification=WAITS.format(name="paused")), metadata=ACME
+    )
+    run = (
+        await daemon.stub.TriggerWorkflow(
+            pb.TriggerWorkflowRequest(workflow_id=waits.workflow.id), metadata=ACME
+        )
+    ).run
+    await daemon.stub.CancelRun(
+        pb.CancelRunRequest(run_id=run.id, reason="not tonight"), metadata=ACME
+    )
+    theirs = await daemon.stub.CreateWorkflow(
+        pb.CreateWorkflowRequest(specification=COMPLETES.format(name="theirs")), metadata=GLOBEX
+    )
+    other = (
+        await daemon.stub.TriggerWorkflow(
+            pb.TriggerWorkflowRequest(workflow_id=theirs.workflow.id), metadata=GLOBEX
+        )
+    ).run
+
+    async def ended(run_id: str, metadata: tuple[tuple[str, str], ...]) -> bool:
+        got = await daemon.stub.GetRun(pb.GetRunRequest(run_id=run_id), metadata=metadata)
+        return got.run.status in (pb.RUN_STATUS_COMPLETED, pb.RUN_STATUS_CANCELLED)
+
+    await eventually(lambda: ended(other.id, GLOBEX))
+    await eventually(lambda: _count(receiver, 1))
+    body = receiver.received[0].body
+    assert body["event"] == "run_cancelled"
+    assert body["status"] == "cancelled"
+    assert body["workflow"]["name"] == "paused"
+    assert receiver.received[0].signed
+    # The outbox row is committed with the event: globex's ended run would have one by now.
+    assert (
+        await daemon.stub.ListDeliveries(pb.ListDeliveriesRequest(), metadata=GLOBEX)
+    ).deliveries == []
+
+
+async def test_a_delivery_past_its_deadline_is_given_up_and_says_why(
+    start_daemon: Start, receiver: Receiver, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "workflowd.toml", receiver.url, ["run_failed"], extra="deadline_s = 1"
+    )
+    await receiver.down()
+    daemon = await start_daemon(config_file=config)
+    run = await run_of(daemon, FAILS, "broken")
+
+    async def given_up() -> list[pb.Delivery]:
+        found = await deliveries(daemon, run_id=run.id)
+        return found if [d.status for d in found] == [pb.DELIVERY_STATUS_FAILED] else []
+
+    (delivery,) = await eventually(given_up, timeout_s=30)
+    assert delivery.attempts >= 2
+    assert delivery.last_error
+    assert receiver.received == []
+
+
+async def test_a_skipped_fire_is_told(
+    start_daemon: Start, receiver: Receiver, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "workflowd.toml", receiver.url, ["schedule_skipped"])
+    clock = ManualClock(T0)
+    daemon = await start_daemon(clock=clock, config_file=config)
+    wf = await create(daemon, slow("skipper", "{cron: '*/5 * * * *'}"))
+    await activate(daemon, wf.id)
+    clock.set(T0.replace(minute=5))
+    first = await decision_at(daemon, wf.id, T0.replace(minute=5))
+    assert first.outcome == pb.FIRE_OUTCOME_FIRED
+    clock.set(T0.replace(minute=10))
+    skipped = await decision_at(daemon, wf.id, T0.replace(minute=10))
+    assert skipped.outcome == pb.FIRE_OUTCOME_SKIPPED
+    await eventually(lambda: _count(receiver, 1))
+    body = receiver.received[0].body
+    assert body["event"] == "schedule_skipped"
+    assert body["status"] == "skipped"
+    assert body["scheduledAt"] == "2026-01-05T12:10:00Z"
+    assert body["reason"] == f"run {first.run_id} is still active (SKIP)"
+    for active in await runs_of(daemon, wf.id):
+        await daemon.stub.CancelRun(pb.CancelRunRequest(run_id=active.id))
