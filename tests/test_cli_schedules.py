@@ -143,3 +143,41 @@ async def test_schedule_and_apply_give_the_schedules_runs_an_input(
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["schedule"]["input"] == {"day": "d2"}
+
+
+LATER_TASK = (
+    "  - count:\n"
+    "      call: ExecuteDml\n"
+    "      with: {nql: 'INSERT INTO company_data.later SELECT 1 AS n'}\n"
+)
+
+
+async def test_backfill_rerun_failed_redoes_the_failed_instants_only(
+    daemon: Daemon, plane: Plane, tmp_path: Path
+) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(scheduled("needs-later", "{cron: '@hourly'}", LATER_TASK))
+    code, _, err = await cli("apply", "-f", str(path), address=daemon.address)
+    assert code == 0, err
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
+    window = ["--start", hour.isoformat(), "--end", (hour + timedelta(hours=2)).isoformat()]
+    code, out, err = await cli(
+        "backfill", "analytics/needs-later", *window, "--watch", address=daemon.address
+    )
+    assert code != 0  # both instants failed: the table is not there yet
+    assert out.splitlines()[0] == "2 instants, 2 new runs", out
+    await plane.load_csv("later", "n\n0\n")
+
+    code, out, err = await cli("backfill", "analytics/needs-later", *window, address=daemon.address)
+    assert code == 0, err
+    assert out.splitlines()[0] == "2 instants, 0 new runs"  # the default replays nothing
+
+    code, out, err = await cli(
+        "backfill", "analytics/needs-later", *window, "--rerun", "failed", "--watch",
+        address=daemon.address,
+    )  # fmt: skip
+    assert code == 0, err + out
+    lines = out.splitlines()
+    assert lines[0] == "2 instants, 2 new runs", out
+    assert all(row.split()[-1] == "yes" for row in lines[2:4]), out
+    assert sorted(row["n"] for row in await plane.rows("later")) == [0, 1, 1]
