@@ -12,6 +12,7 @@ import pytest
 from tests.engine.flow_driver import T0, definition, echo, fail, run
 from workflowd.domain.definition import FlowLimits
 from workflowd.domain.run import ErrorType, Problem, RunStatus, TaskStatus
+from workflowd.engine.cursor import instance_key
 from workflowd.engine.flow import CallStep, Ended, Faulted, Retrying, Sleep, Step, Waiting
 
 CALL = "{call: RefreshMaterializedView, with: {datasetName: v}}"
@@ -350,6 +351,39 @@ def test_retry_counts_retries_and_backs_off() -> None:
     gaps = [later - earlier for earlier, later in itertools.pairwise(sleeps)]
     assert sleeps[0] - T0 >= timedelta(seconds=2)
     assert [round(g.total_seconds()) for g in gaps] == [4, 8]
+
+
+def test_nested_retries_give_each_attempt_a_key_of_its_own() -> None:
+    # The outer try's second attempt of the inner call's first, and the outer's first of the
+    # inner's second, are different instances: each its own job (its own idempotency key).
+    body = f"""
+do:
+  - outer:
+      try:
+        - inner:
+            try:
+              - job: {CALL}
+            catch:
+              retry: {{delay: {{seconds: 1}}, limit: {{attempt: {{count: 1}}}}}}
+      catch:
+        retry: {{delay: {{seconds: 1}}, limit: {{attempt: {{count: 1}}}}}}
+"""
+    trace = run(body, calls=fail())
+    assert trace.end is not None
+    assert trace.end.status == RunStatus.FAILED
+    job = "/do/0/outer/try/0/inner/try/0/job"
+    assert trace.calls() == [job, f"{job}@a1.a2", f"{job}@a2", f"{job}@a2.a2"]
+
+
+def test_instance_keys_leave_out_first_segments_only_where_that_is_unambiguous() -> None:
+    assert instance_key("/r", ("g0", "a1")) == "/r"
+    assert instance_key("/r", ("g0", "i3", "a1")) == "/r@i3"
+    assert instance_key("/r", ("g0", "a2")) == "/r@a2"  # as keys were before
+    assert instance_key("/r", ("a2", "g0", "a1")) == "/r@a2"
+    assert instance_key("/r", ("a1", "g0", "a2")) == "/r@a1.a2"
+    assert instance_key("/r", ("g1", "a1", "g0")) == "/r@g1"
+    assert instance_key("/r", ("g0", "a1", "g1")) == "/r@g0.g1"
+    assert instance_key("/r", ("a2",)) == "/r@a2"  # a path stored before it held first segments
 
 
 @pytest.mark.parametrize(("backoff", "delays"), [("constant", [3, 3, 3]), ("linear", [3, 6, 9])])

@@ -38,9 +38,27 @@ class RunPhase(StrEnum):
     DONE = "done"
 
 
+# A scope's segment when it is at its first: a `try`'s first attempt, a list's first run.
+_FIRST = frozenset({"a1", "g0"})
+
+
 def instance_key(reference: str, path: Path) -> str:
-    """`/do/0/each/do/0/build@i2`: a task instance's identity within its run."""
-    return f"{reference}@{'.'.join(path)}" if path else reference
+    """`/do/0/each/do/0/build@i2`: a task instance's identity within its run.
+
+    The path has a segment per enclosing scope: `i` for each `for` iteration, `a` for each
+    `try`'s attempt, `g` for each run of a task list (a `then` jumped back). A first `a` or `g`
+    is left out of the key unless a later segment of its kind is not a first, so that keys
+    stay short (and as they were before paths held first segments) while saying which scope
+    is where: the outer `try`'s second attempt is `a2`, the inner one's `a1.a2`."""
+    kept: list[str] = []
+    needed: set[str] = set()
+    for part in reversed(path):
+        if part in _FIRST and part[0] not in needed:
+            continue
+        kept.append(part)
+        if part not in _FIRST:
+            needed.add(part[0])
+    return f"{reference}@{'.'.join(reversed(kept))}" if kept else reference
 
 
 def iterations(path: Path) -> tuple[int, ...]:
@@ -74,7 +92,7 @@ class ListFrame:
     task: TaskFrame | None = None
 
     def instance_path(self) -> Path:
-        return (*self.path, f"g{self.generation}") if self.generation else self.path
+        return (*self.path, f"g{self.generation}")
 
 
 @dataclass(slots=True)

@@ -82,8 +82,9 @@ class Try(Kind):
         if policy is not None and policy.attempt_timeout_s is not None:
             deadline = work.now + timedelta(seconds=policy.attempt_timeout_s)
             frame.attempt_deadline = iso(deadline)
-        path = (*frame.path, f"a{frame.attempt}") if frame.attempt > 1 else frame.path
-        self.core.open(work, frame, body.tasks, frame.input, path, frame.scope)
+        self.core.open(
+            work, frame, body.tasks, frame.input, (*frame.path, f"a{frame.attempt}"), frame.scope
+        )
 
     def _catch_step(self, work: Work, frame: TaskFrame, task: Task, done: Purpose | None) -> None:
         """The next of the catch's checks after `done` held (None: before any), then what the
