@@ -37,6 +37,10 @@ class Commits:
         self._trace = trace
         self.decided: list[Record] = []
         self.intents: list[CallState] = []
+        self.starting: datetime | None = None
+        """The run's start, carried by its first change (with the first decisions) rather than
+        committed on its own: nothing is sent before that change, so a crash before it leaves
+        a run that was never started."""
         self._aside: set[asyncio.Future[list[RunEvent]]] = set()
         self._started: dict[str, datetime] = {
             t.key: t.started_at for t in run.tasks if t.started_at is not None
@@ -45,7 +49,7 @@ class Commits:
     @property
     def waiting(self) -> bool:
         """Something was decided that is not committed yet."""
-        return bool(self.decided or self.intents)
+        return bool(self.decided or self.intents or self.starting)
 
     async def flush(
         self, cursor: Cursor, calls: Mapping[str, CallState], end: RunEnd | None = None
@@ -53,11 +57,16 @@ class Commits:
         """Commit what was decided, with the cursor (the executor's gate is held)."""
         found, self.decided = self.decided, []
         intents, self.intents = self.intents, []
-        change = records.change(found, intents, calls, to_json(cursor), end, self._deps.clock.now())
+        starting, self.starting = self.starting, None
+        if starting is not None:
+            self._trace.start(starting)
+        now = self._deps.clock.now()
+        change = records.change(found, intents, calls, to_json(cursor), end, now, starting)
         try:
             await self.commit(change)
         except BaseException:
             self.decided[:0], self.intents[:0] = found, intents
+            self.starting = starting
             raise
         for state in calls.values():
             if state.unconfirmed and state.job_id:

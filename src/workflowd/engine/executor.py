@@ -62,7 +62,6 @@ from workflowd.engine.flow import (
 )
 from workflowd.engine.interpreter import Interpreter
 from workflowd.engine.legacy import legacy_cursor
-from workflowd.engine.ports import RunTransaction
 from workflowd.engine.problems import StepFailed, with_note
 from workflowd.engine.reruns import replayed
 
@@ -175,11 +174,7 @@ class RunExecutor:
             )
             return None
 
-        def start(tx: RunTransaction) -> None:
-            if tx.run_status == RunStatus.PENDING:
-                tx.start_run(now)
-
-        await self._commits.commit(start)
+        self._commits.starting = now
         return now
 
     async def _replayed(self) -> dict[str, TaskRun]:

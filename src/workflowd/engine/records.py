@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from workflowd.domain.json import JsonObject
-from workflowd.domain.run import NewInstance, RunEvent, RunEventType, TaskStatus
+from workflowd.domain.run import NewInstance, RunEvent, RunEventType, RunStatus, TaskStatus
 from workflowd.engine.calls import CallState
 from workflowd.engine.cursor import attempt, iterations
 from workflowd.engine.dataflow import stores_input, stores_output
@@ -38,9 +38,11 @@ def change(
     cursor: JsonObject,
     end: RunEnd | None,
     now: datetime,
+    started_at: datetime | None = None,
 ) -> Change:
-    """One change of the run: `found` in order, then the intents (after the instances they
-    belong to started), the jobs to cancel later, the cursor, and the end."""
+    """One change of the run: its start (`started_at`, for the run's first change), `found` in
+    order, then the intents (after the instances they belong to started), the jobs to cancel
+    later, the cursor, and the end."""
     # Taken now: the states change after this returns, the change runs later on the writer.
     intent_requests = [(s.key, s.request.to_json()) for s in intents if s.request is not None]
     jobs = {key: s.job_id for key, s in calls.items() if s.job_id}
@@ -48,6 +50,9 @@ def change(
     later = [(s.job_id, key) for key, s in calls.items() if s.unconfirmed and s.job_id]
 
     def apply(tx: RunTransaction) -> None:
+        # A cancel asked before this first change has made the run CANCELLING: it never ran.
+        if started_at is not None and tx.run_status == RunStatus.PENDING:
+            tx.start_run(started_at)
         for record in found:
             _apply(tx, record, jobs, reused)
         for key, request in intent_requests:

@@ -93,13 +93,15 @@ class RunTrace:
                 state = calls.get(record.key)
                 self._task_span(record, state.job_id if state is not None else "")
 
+    def start(self, at: datetime) -> None:
+        """The run starts at `at` (its stored `started_at`), whenever its change commits."""
+        self._started_at = at
+
     def events(self, events: Sequence[RunEvent]) -> None:
         if self._sink is None:
             return
         for event in events:
-            if event.type == RunEventType.RUN_STARTED:
-                self._started_at = event.time
-            elif event.type in _ENDS:
+            if event.type in _ENDS:
                 self._run_span(event)
 
     def _task_span(self, record: Ended, job_id: str) -> None:
