@@ -320,14 +320,41 @@ class WebUi:
         """The workflows table, again after runs change: its rows read several listings
         each, so it is rendered at most once a second."""
         token = request.query.get("page", "")
-        resume = await self._resume_point(request, session)
-        subscribed, ready = live.subscriber()
-        events = self._runs.watch_many(session.company, WatchFilter(after_global_seq=resume), ready)
 
         async def fragments() -> dict[str, str]:
             found = await self._views.workflows(session.company, WORKFLOWS_PAGE, token)
             return {"workflows": render.workflow_rows(found.rows)}
 
+        timing = replace(self._timing, interval_s=max(self._timing.interval_s, _GRID_INTERVAL_S))
+        return await self._company_stream(request, session, "", fragments, timing)
+
+    async def _live_runs(self, request: aioweb.Request, session: Session) -> aioweb.StreamResponse:
+        query = _runs_query(request)
+
+        async def fragments() -> dict[str, str]:
+            page = await self._runs.list(
+                session.company, query.filt, RUNS_PAGE, query.page, tasks=False
+            )
+            return {"runs": render.run_rows(page.items, self._clock.now())}
+
+        return await self._company_stream(
+            request, session, query.filt.workflow_id, fragments, self._timing
+        )
+
+    async def _company_stream(
+        self,
+        request: aioweb.Request,
+        session: Session,
+        workflow_id: str,
+        fragments: Callable[[], Awaitable[dict[str, str]]],
+        timing: live.LiveTiming,
+    ) -> aioweb.StreamResponse:
+        """A page's live part, rendered again as the company's runs (of `workflow_id`, or all)
+        change; a reconnecting browser resumes after its last event."""
+        resume = await self._resume_point(request, session)
+        watch = WatchFilter(workflow_id=workflow_id, after_global_seq=resume)
+        subscribed, ready = live.subscriber()
+        events = self._runs.watch_many(session.company, watch, ready)
         response = await live.open_stream(request)
         await live.stream(
             response,
@@ -335,7 +362,7 @@ class WebUi:
             lambda e: e.global_seq,
             fragments,
             self._still(session),
-            replace(self._timing, interval_s=max(self._timing.interval_s, _GRID_INTERVAL_S)),
+            timing,
             subscribed=subscribed,
             render_first=resume == 0,
             start=resume,
@@ -349,33 +376,6 @@ class WebUi:
         if resume and resume > await self._runs.last_event_seq(session.company):
             return 0
         return resume
-
-    async def _live_runs(self, request: aioweb.Request, session: Session) -> aioweb.StreamResponse:
-        query = _runs_query(request)
-        resume = await self._resume_point(request, session)
-        watch = WatchFilter(workflow_id=query.filt.workflow_id, after_global_seq=resume)
-        subscribed, ready = live.subscriber()
-        events = self._runs.watch_many(session.company, watch, ready)
-
-        async def fragments() -> dict[str, str]:
-            page = await self._runs.list(
-                session.company, query.filt, RUNS_PAGE, query.page, tasks=False
-            )
-            return {"runs": render.run_rows(page.items, self._clock.now())}
-
-        response = await live.open_stream(request)
-        await live.stream(
-            response,
-            events,
-            lambda e: e.global_seq,
-            fragments,
-            self._still(session),
-            self._timing,
-            subscribed=subscribed,
-            render_first=resume == 0,
-            start=resume,
-        )
-        return response
 
     async def _live_run(self, request: aioweb.Request, session: Session) -> aioweb.StreamResponse:
         run = await self._runs.get(session.company, request.match_info["run_id"])
