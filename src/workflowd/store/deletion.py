@@ -38,19 +38,21 @@ def needed(conn: Conn, run_ids: Sequence[str]) -> dict[str, str]:
         run_ids,
     ).fetchall():
         why[row["run_id"]] = f"its job {row['job_id']} is still being cancelled"
-    for row in conn.execute(
-        f"SELECT id, after_run_id FROM runs WHERE after_run_id IN ({marks(len(run_ids))})"
-        f" AND after_run_id != '' AND status IN ({_ACTIVE})",
-        run_ids,
-    ).fetchall():
-        why[row["after_run_id"]] = f"run {row['id']} waits for it"
-    for row in conn.execute(
-        f"SELECT id, rerun_of FROM runs WHERE rerun_of IN ({marks(len(run_ids))})"
-        f" AND rerun_of != '' AND status IN ({_ACTIVE})",
-        run_ids,
-    ).fetchall():
-        why[row["rerun_of"]] = f"run {row['id']} re-runs it and reads its outcomes"
+    for column, reason in _NEEDED_BY:
+        for row in conn.execute(
+            f"SELECT id, {column} FROM runs WHERE {column} IN ({marks(len(run_ids))})"
+            f" AND {column} != '' AND status IN ({_ACTIVE})",
+            run_ids,
+        ).fetchall():
+            why[row[column]] = f"run {row['id']} {reason}"
     return why
+
+
+# The columns by which an active run needs another (each has a partial index), and why.
+_NEEDED_BY = (
+    ("after_run_id", "waits for it"),
+    ("rerun_of", "re-runs it and reads its outcomes"),
+)
 
 
 def delete_runs(conn: Conn, company: str, run_ids: Sequence[str]) -> int:
