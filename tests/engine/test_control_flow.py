@@ -7,12 +7,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-import grpc
-import pytest
 from google.protobuf import json_format, struct_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
+from tests.api.test_naming import refused
 from tests.conftest import Daemon, eventually
 from tests.engine.schedule_support import T0
 from tests.engine.support import (
@@ -397,7 +394,9 @@ async def test_fork_width_and_nesting_depth_are_refused_at_create_with_their_poi
         "  - all:\n      fork:\n        branches:\n"
         + "".join(f"          - b{i}: {{set: {{n: {i}}}}}\n" for i in range(3)),
     )
-    message, violations = await refused(daemon, wide)
+    message, violations = await refused(
+        daemon, "CreateWorkflow", pb.CreateWorkflowRequest(specification=wide)
+    )
     assert violations == [
         (
             "specification/do/0/all/fork/branches",
@@ -412,20 +411,10 @@ async def test_fork_width_and_nesting_depth_are_refused_at_create_with_their_poi
         "                    - l4:\n                        do:\n"
         "                          - l5: {set: {n: 1}}\n",
     )
-    _, violations = await refused(daemon, deep)
+    _, violations = await refused(
+        daemon, "CreateWorkflow", pb.CreateWorkflowRequest(specification=deep)
+    )
     assert [field for field, _ in violations] == [
         "specification/do/0/l1/do/0/l2/do/0/l3/do/0/l4/do"
     ]
     assert violations[0][1].endswith("task lists are nested more than 3 deep (max_depth)")
-
-
-async def refused(daemon: Daemon, text: str) -> tuple[str, list[tuple[str, str]]]:
-    """The message and the (pointer, sentence) violations CreateWorkflow refused `text` with."""
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await apply(daemon, text)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
-    status = rpc_status.from_call(info.value)
-    assert status is not None
-    bad = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(bad)
-    return info.value.details() or "", [(v.field, v.description) for v in bad.field_violations]
