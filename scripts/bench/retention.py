@@ -40,6 +40,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 from instant_jobs_api import percentile
+from overhead import NO_QUOTAS
 
 from workflowd.app import App
 from workflowd.domain.retention import RetentionPolicy
@@ -83,8 +84,7 @@ def settings(data_dir: Path) -> Settings:
             "data_dir": data_dir,
             # Only the ApplyRetention this bench asks for: no background pass meanwhile.
             "retention_interval_s": 7 * 86400.0,
-            "quota_active_runs": 0,
-            "quota_trigger_rate_per_s": 0,
+            **NO_QUOTAS,
             "quota_stored_bytes": 0,
         },
         {},

@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 from instant_jobs_api import percentile
+from overhead import NO_QUOTAS
 
 from workflowd.app import STORE_FILE, App
 from workflowd.domain.run import RunEvent
@@ -68,8 +69,7 @@ def settings(data_dir: Path) -> Settings:
             "http_listen": "127.0.0.1:0",
             "dataplane_listen": "127.0.0.1:0",
             "data_dir": data_dir,
-            "quota_trigger_rate_per_s": 0,
-            "quota_active_runs": 0,
+            **NO_QUOTAS,
         },
         {},
     )
