@@ -21,11 +21,11 @@ from tests.engine.schedule_support import (
     create,
     decision_at,
     get_schedule,
-    runs_of,
     scheduled,
     slow,
 )
 from tests.engine.support import AUDIT_CSV, Plane, apply, finished, trigger
+from tests.engine.test_schedules import cancel_all
 from tests.postgres import fresh_schema
 from tests.scheduler.manual_clock import ManualClock
 from tests.tls import make_pki
@@ -452,5 +452,4 @@ async def test_a_skipped_fire_is_told(
     assert body["status"] == "skipped"
     assert body["scheduledAt"] == "2026-01-05T12:10:00Z"
     assert body["reason"] == f"run {first.run_id} is still active (SKIP)"
-    for active in await runs_of(daemon, wf.id):
-        await daemon.stub.CancelRun(pb.CancelRunRequest(run_id=active.id))
+    await cancel_all(daemon, wf.id)
