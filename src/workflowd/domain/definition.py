@@ -252,6 +252,3 @@ class WorkflowDefinition:
 
     def task_list(self, reference: str) -> TaskList:
         return self._lists[reference]
-
-    def has_task(self, reference: str) -> bool:
-        return reference in self._tasks

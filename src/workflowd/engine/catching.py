@@ -11,7 +11,6 @@ from workflowd.engine.flow import Purpose
 
 CATCH_CHECKS = (Purpose.CATCH_WHEN, Purpose.CATCH_EXCEPT)
 RETRY_CHECKS = (Purpose.RETRY_WHEN, Purpose.RETRY_EXCEPT)
-PURPOSES = frozenset((*CATCH_CHECKS, *RETRY_CHECKS))
 _ORDER = (*CATCH_CHECKS, *RETRY_CHECKS)
 
 # The standard error types, under the prefixes the DSL has used: 1.0's, the alpha spelling its
