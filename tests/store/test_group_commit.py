@@ -156,12 +156,31 @@ async def test_one_companys_backlog_delays_anothers_write_by_one_batch(db: Datab
     blocker.release.set()
     await held
     await other
+    await asyncio.gather(*backlog)
     # The quiet company's write committed in the first batch after the blocker, with half of
     # the noisy backlog still queued (in a single queue it would have waited for all of it).
-    assert not backlog[-1].done()
-    await asyncio.gather(*backlog)
     order = await names(db)
     assert order.index("q") <= MAX_BATCH + 1
     assert [name for name in order if name.startswith("n")] == [
         f"n{i}" for i in range(2 * MAX_BATCH)
     ]
+
+
+async def test_the_writer_takes_its_next_batch_while_the_event_loop_is_busy(db: Database) -> None:
+    """A change queued behind a batch runs as soon as that batch commits, even while the event
+    loop is held: the writer thread forms its batches itself."""
+    ran = threading.Event()
+
+    def noted(conn: Conn) -> str:
+        ran.set()
+        return insert("queued")(conn)
+
+    blocker = Blocker()
+    held = await blocker.hold(db)
+    queued = db.writer.submit(noted)
+    blocker.release.set()
+    # The loop is held here (a blocking wait on its own thread) until the queued change ran.
+    assert ran.wait(30), "the queued change waited for the event loop"
+    assert await held == "blocker"
+    assert await queued == "queued"
+    assert await names(db) == ["blocker", "queued"]
