@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tests.store.test_store import NOW, new_run, open_store
 from workflowd.domain.run import NewInstance, RunStatus, TaskStatus
-from workflowd.store import usage
+from workflowd.store import deletion, usage
 from workflowd.store.runtx import RunTx
 from workflowd.store.sql import Conn
 
@@ -59,3 +59,25 @@ async def test_a_replaced_context_of_other_scripts_is_counted_in_bytes(store_url
     await store.db.writer.submit(work)
     await store.aclose()
     assert await stored(store_url) == 2 + 7
+
+
+async def test_a_deleted_run_takes_back_its_values_in_bytes(store_url: str) -> None:
+    store = await open_store(store_url)
+    await new_run(store, "r1")  # its input and its context, `{}` each: 2 + 2 bytes
+    await new_run(store, "r2")
+
+    def work(conn: Conn) -> None:
+        tx = RunTx(conn, "r1", NOW)
+        tx.start_run(NOW)
+        tx.start_instance(instance("/do/0/a"))
+        tx.set_input("/do/0/a", {"k": "é" * 100})  # 208 bytes, 108 characters
+        tx.end_instance("/do/0/a", TaskStatus.COMPLETED, NOW, output="ü" * 50, store_output=True)
+        tx.set_context({"k": "日" * 10})  # 38 bytes, 18 characters
+        tx.end_run(RunStatus.COMPLETED, NOW, output="ß")  # 4 bytes, 3 characters
+        tx.close()
+
+    await store.db.writer.submit(work)
+    gone = await store.db.writer.submit(lambda conn: deletion.delete_runs(conn, "local", ["r1"]))
+    await store.aclose()
+    assert gone == 1
+    assert await stored(store_url) == 2 + 2  # r2's input and context, exactly

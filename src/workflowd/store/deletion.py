@@ -65,20 +65,23 @@ def delete_runs(conn: Conn, company: str, run_ids: Sequence[str]) -> int:
     newest = conn.execute(
         f"SELECT MAX(company_seq) AS n FROM run_events WHERE run_id IN ({inside})", args
     ).fetchone()["n"]
+    size = conn.dialect.octets.format
     freed = conn.execute(
-        "SELECT COALESCE(SUM(LENGTH(input) + LENGTH(context) + COALESCE(LENGTH(output), 0)), 0)"
-        f" AS n FROM runs WHERE id IN ({inside})",
+        f"SELECT COALESCE(SUM({size('input')} + {size('context')}"
+        f" + COALESCE({size('output')}, 0)), 0) AS n FROM runs WHERE id IN ({inside})",
         args,
     ).fetchone()["n"]
     freed += conn.execute(
-        "SELECT COALESCE(SUM(COALESCE(LENGTH(input), 0) + COALESCE(LENGTH(job_request), 0)"
-        f" + COALESCE(LENGTH(output), 0)), 0) AS n FROM task_instances WHERE run_id IN ({inside})",
+        f"SELECT COALESCE(SUM(COALESCE({size('input')}, 0) + COALESCE({size('job_request')}, 0)"
+        f" + COALESCE({size('output')}, 0)), 0) AS n FROM task_instances"
+        f" WHERE run_id IN ({inside})",
         args,
     ).fetchone()["n"]
     conn.execute(f"DELETE FROM run_events WHERE run_id IN ({inside})", args)
     conn.execute(f"DELETE FROM task_instances WHERE run_id IN ({inside})", args)
     gone = conn.execute(f"DELETE FROM runs WHERE id IN ({inside}) RETURNING id", args).fetchall()
-    # LENGTH counts characters where the total counted UTF-8 bytes: never below zero.
+    # Never below zero: a store migrated from before values were counted in bytes counted its
+    # old ones in characters.
     stored = usage.stored_bytes(conn, company)
     usage.add_stored(conn, company, -min(int(freed), stored))
     if newest:

@@ -39,6 +39,9 @@ class Dialect:
     # A query of the database's own clock (column `now`, a datetime with its zone), where
     # several processes share the store; empty where one process has it to itself.
     clock: str = ""
+    # The size of a TEXT value in UTF-8 bytes, as stored values are counted (`{}`: the value);
+    # LENGTH counts characters.
+    octets: str = "LENGTH(CAST({} AS BLOB))"
 
     def sql(self, text: str) -> str:
         if self.placeholder == "?":
@@ -80,6 +83,7 @@ POSTGRESQL = Dialect(
     ),
     lock_rows=" FOR UPDATE SKIP LOCKED",
     clock="SELECT clock_timestamp() AS now",
+    octets="OCTET_LENGTH({})",
 )
 
 
