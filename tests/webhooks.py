@@ -39,6 +39,8 @@ class Receiver:
         self.tls = tls
         self.received: list[Received] = []
         self.hang = False
+        # (status, body) to answer with instead of a 200.
+        self.refuse: tuple[int, str] | None = None
         self.release = asyncio.Event()
         self.hanging = 0
         self.arrived = asyncio.Event()
@@ -88,6 +90,8 @@ class Receiver:
         if self.hang:
             self.hanging += 1
             await self.release.wait()
+        if self.refuse is not None:
+            return web.Response(status=self.refuse[0], text=self.refuse[1])
         return web.json_response({"ok": True})
 
     def unique(self) -> dict[str, Received]:

@@ -362,6 +362,28 @@ async def test_the_cli_lists_deliveries(
     assert json.loads(out) == {}
 
 
+async def test_deliveries_show_a_receivers_answer_without_obeying_its_escapes(
+    start_daemon: Start, receiver: Receiver, tmp_path: Path
+) -> None:
+    from tests.test_cli import cli
+
+    receiver.refuse = (503, "\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07busy")
+    config = write_config(tmp_path / "workflowd.toml", receiver.url, ["run_failed"])
+    daemon = await start_daemon(config_file=config)
+    run = await run_of(daemon, FAILS, "broken")
+
+    async def refused_once() -> bool:
+        found = await deliveries(daemon, run_id=run.id)
+        return bool(found) and found[0].attempts >= 1 and bool(found[0].last_error)
+
+    await eventually(refused_once)
+    code, out, err = await cli("deliveries", "--run", run.id, address=daemon.address)
+    assert code == 0, err
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "last error: HTTP 503: \\x1b[2J\\x1b]52;c;cm0gLXJmIH4=\\x07busy" in out
+
+
 async def test_a_cancelled_run_is_told_to_its_company_only(
     start_daemon: Start, receiver: Receiver, tmp_path: Path
 ) -> None:

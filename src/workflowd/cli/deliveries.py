@@ -8,7 +8,7 @@ from datetime import UTC
 from typing import Any
 
 from workflowd.api.client import to_dict
-from workflowd.cli.common import add_output_option, print_json
+from workflowd.cli.common import add_output_option, print_json, visible
 from workflowd.cli.connect import add_connection_options, call, client_of
 from workflowd.v1 import workflow_service_pb2 as pb
 
@@ -51,14 +51,16 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     for d in response.deliveries:
         created = d.created_at.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S")
         outcome = pb.DeliveryStatus.Name(d.status).removeprefix("DELIVERY_STATUS_").lower()
+        workflow = visible(d.namespace + "/" + d.name)
         print(
-            f"{created:19}  {d.event:16}  {d.namespace + '/' + d.name:28}  "
-            f"{d.destination:14}  {outcome:9}  {d.attempts}"
+            f"{created:19}  {d.event:16}  {workflow:28}  "
+            f"{visible(d.destination):14}  {outcome:9}  {d.attempts}"
         )
         if d.run_id:
             print(f"  run {d.run_id}")
         if d.status != pb.DELIVERY_STATUS_DELIVERED and d.last_error:
-            print(f"  last error: {d.last_error}")
+            # Partly the receiver's own words (its answer's body): shown, never obeyed.
+            print(f"  last error: {visible(d.last_error)}")
     if response.next_page_token:
         print(f"more: --page-token {response.next_page_token}")
     return 0
