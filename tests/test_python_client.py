@@ -204,13 +204,14 @@ async def test_refusals_are_exceptions_with_code_message_and_fields(daemon: Daem
                 lambda: client.trigger("finance"),
                 lambda: client.apply("document: {}\n"),
                 lambda: client.workflow("finance/missing"),
+                lambda: list(client.runs(workflow="finance/nightly", namespace="ops")),
             ):
                 with pytest.raises(workflowd.CallError) as info:
                     attempt()
                 errors.append(info.value)
         return errors
 
-    bad_input, no_run, bad_ref, bad_spec, no_workflow = await in_thread(use)
+    bad_input, no_run, bad_ref, bad_spec, no_workflow, two_names = await in_thread(use)
     assert isinstance(bad_input, workflowd.InvalidArgument)
     assert bad_input.code == "INVALID_ARGUMENT"
     assert bad_input.violations[0].field == "input"
@@ -223,6 +224,8 @@ async def test_refusals_are_exceptions_with_code_message_and_fields(daemon: Daem
     assert all(v.field.startswith("specification") for v in bad_spec.violations)
     assert isinstance(no_workflow, workflowd.NotFound)
     assert str(no_workflow) == "NOT_FOUND: workflow finance/missing not found"
+    assert isinstance(two_names, workflowd.InvalidArgument)
+    assert "give one of them" in two_names.message
 
 
 async def test_an_unreachable_daemon_is_unavailable() -> None:

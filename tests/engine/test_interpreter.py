@@ -353,6 +353,21 @@ def test_retry_counts_retries_and_backs_off() -> None:
     assert [round(g.total_seconds()) for g in gaps] == [4, 8]
 
 
+def test_a_retry_without_a_count_stops_at_max_attempts_and_says_so() -> None:
+    body = TRY + "        retry: {delay: {seconds: 1}}\n"
+    trace = run(body, calls=fail(), limits=FlowLimits(max_attempts=3))
+    assert trace.calls() == [
+        "/do/0/guard/try/0/job",
+        "/do/0/guard/try/0/job@a2",
+        "/do/0/guard/try/0/job@a3",
+    ]
+    assert trace.end is not None
+    assert trace.end.status == RunStatus.FAILED
+    assert trace.end.problem is not None
+    assert trace.end.problem.instance == "/do/0/guard/try/0/job"
+    assert "/do/0/guard reached max_attempts (3 attempts)" in trace.end.problem.detail
+
+
 def test_nested_retries_give_each_attempt_a_key_of_its_own() -> None:
     # The outer try's second attempt of the inner call's first, and the outer's first of the
     # inner's second, are different instances: each its own job (its own idempotency key).

@@ -205,14 +205,17 @@ class AsyncClient:
         """Runs, newest first, page after page as the iteration goes: of `workflow`
         (`namespace/name` or id) or of every workflow in `namespace`; in any of the statuses
         `status`; created at or after `since` and before `until` (aware datetimes)."""
+        if workflow and namespace:
+            raise InvalidArgument(
+                "INVALID_ARGUMENT",
+                "workflow, namespace: give one of them (`namespace/name` names its namespace)",
+            )
         request = pb.ListRunsRequest(
             statuses=[_status(s) for s in _statuses(status)], page_size=page_size
         )
-        if workflow:
-            for field, value in _named(workflow).items():
-                setattr(request, field, value)
-        elif namespace:
-            request.namespace = namespace
+        for field, value in _named(workflow).items() if workflow else ():
+            setattr(request, field, value)
+        request.namespace = request.namespace or namespace
         if since is not None:  # the API's bound is exclusive; `since` includes its instant
             request.created_after.FromDatetime(since - timedelta(microseconds=1))
         if until is not None:

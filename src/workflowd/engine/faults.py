@@ -25,6 +25,7 @@ from workflowd.engine.flow import (
 )
 from workflowd.engine.kinds import Core, Kind
 from workflowd.engine.loops import Fork
+from workflowd.engine.problems import with_note
 from workflowd.engine.work import SLEEP, Work, iso, parse_iso
 
 
@@ -108,15 +109,22 @@ class Try(Kind):
             return
         elapsed = (work.now - parse_iso(frame.started_at)).total_seconds()
         delay = policy.next_delay(frame.attempt, elapsed, self._uniform)
-        if delay is None or frame.attempt >= self.core.limits.max_attempts:
+        if delay is None:
             self._handle(work, frame, task, retrying=True)
+            return
+        most = self.core.limits.max_attempts
+        if frame.attempt >= most:
+            note = f"not retried again: {task.reference} reached max_attempts ({most} attempts)"
+            self._handle(work, frame, task, retrying=True, note=note)
             return
         until = work.now + timedelta(seconds=delay)
         frame.wake_at = iso(until)
         work.advance.records.append(Retrying(frame.key, task, frame.attempt + 1, until, problem))
         self.core.await_step(work, frame, SLEEP)
 
-    def _handle(self, work: Work, frame: TaskFrame, task: Task, retrying: bool) -> None:
+    def _handle(
+        self, work: Work, frame: TaskFrame, task: Task, retrying: bool, note: str = ""
+    ) -> None:
         """The error is caught and will not be retried (again): `catch.do`, else the task
         completes with its input or, when it has a retry policy, the error goes through."""
         body = task.body
@@ -127,7 +135,8 @@ class Try(Kind):
             scope = {**frame.scope, body.catch.as_: frame.error}
             self.core.open(work, frame, body.catch.tasks, frame.input, frame.path, scope)
         elif retrying:
-            self.core.fault(work, frame, task, Problem.from_json(frame.error))
+            problem = Problem.from_json(frame.error)
+            self.core.fault(work, frame, task, with_note(problem, note) if note else problem)
         else:
             self.core.body_done(work, frame, task, frame.input)
 
