@@ -181,3 +181,19 @@ async def test_backfill_rerun_failed_redoes_the_failed_instants_only(
     assert lines[0] == "2 instants, 2 new runs", out
     assert all(row.split()[-1] == "yes" for row in lines[2:4]), out
     assert sorted(row["n"] for row in await plane.rows("later")) == [0, 1, 1]
+
+    # An instant's latest run is what counts: both re-runs completed, so nothing failed is left.
+    code, out, err = await cli(
+        "backfill", "analytics/needs-later", *window, "--rerun", "failed", address=daemon.address
+    )
+    assert code == 0, err
+    assert out.splitlines()[0] == "2 instants, 0 new runs", out
+
+    # `all` runs every instant again, a completed one from its start.
+    code, out, err = await cli(
+        "backfill", "analytics/needs-later", *window, "--rerun", "all", "--watch",
+        address=daemon.address,
+    )  # fmt: skip
+    assert code == 0, err + out
+    assert out.splitlines()[0] == "2 instants, 2 new runs", out
+    assert sorted(row["n"] for row in await plane.rows("later")) == [0, 1, 1, 1, 1]

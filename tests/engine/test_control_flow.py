@@ -203,6 +203,11 @@ async def test_retries_exhausted_run_catch_do_with_the_error(daemon: Daemon, pla
     }
     retries = [e for e in events if e.type == pb.RUN_EVENT_TYPE_TASK_RETRYING]
     assert [e.attempt for e in retries] == [2, 3]
+    # Each of the three failures is caught by the try, the last one handed to `catch.do`.
+    caught = [e for e in events if e.type == pb.RUN_EVENT_TYPE_TASK_ERROR_CAUGHT]
+    assert [e.task_reference for e in caught] == ["/do/0/guarded"] * 3
+    assert {e.error.instance for e in caught} == {"/do/0/guarded/try/0/load"}
+    assert {e.error.status for e in caught} == {400}
     assert sorted(await jobs_by_key(plane, run.id)) == [
         "/do/0/guarded/try/0/load",
         "/do/0/guarded/try/0/load@a2",
