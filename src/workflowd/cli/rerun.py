@@ -83,21 +83,22 @@ async def _rerun(client: Client, run_id: str, start: str, given: str | None) -> 
 
 
 async def _selected(client: Client, args: argparse.Namespace) -> list[str]:
-    """The runs of the workflow that match, oldest first (each page, newest first, then
-    reversed): a night's failures are re-run in the order they happened."""
-    request = pb.ListRunsRequest(
-        **await named(client, args.workflow),
-        statuses=[pb.RunStatus.Value(f"RUN_STATUS_{s.upper()}") for s in args.status or ["failed"]],
-        page_size=1000,
-    )
+    """The runs of the workflow that match and were not re-run already (their re-run stands
+    for them: a night that failed twice is re-run once, from its latest run), oldest first:
+    a night's failures are re-run in the order they happened."""
+    wanted = {pb.RunStatus.Value(f"RUN_STATUS_{s.upper()}") for s in args.status or ["failed"]}
+    # Every run since the bound, whatever its status: a re-run comes after what it re-runs.
+    request = pb.ListRunsRequest(**await named(client, args.workflow), page_size=1000)
     if args.since:
         # The API's bound is exclusive; --since includes the instant it names.
         since = times.since(args.since, "--since", datetime.now(UTC))
         request.created_after.FromDatetime(since - timedelta(microseconds=1))
-    found: list[str] = []
+    runs: list[pb.Run] = []
     while True:
         page: Any = await call(client, "ListRuns", request)
-        found += [run.id for run in page.runs]
+        runs += page.runs
         if not page.next_page_token:
-            return found[::-1]
+            break
         request.page_token = page.next_page_token
+    redone = {run.rerun_of for run in runs if run.rerun_of}
+    return [run.id for run in reversed(runs) if run.status in wanted and run.id not in redone]
