@@ -27,6 +27,9 @@ RUNS = {
     "per-country": (None, 3),
     "two-views": (None, 2),
     "check-input": ({"day": "2026-11-03"}, 1),
+    "build-then-note": (None, 2),
+    "nightly-retry": (None, 2),
+    "settle-then-refresh": (None, 2),
 }
 
 

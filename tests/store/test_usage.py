@@ -5,7 +5,11 @@ output), exactly, across restarts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.store.test_store import NOW, new_run, open_store
+from workflowd.domain.errors import QuotaExceeded
+from workflowd.domain.quotas import Quotas
 from workflowd.domain.run import NewInstance, RunStatus, TaskStatus
 from workflowd.store import deletion, usage
 from workflowd.store.runtx import RunTx
@@ -81,3 +85,35 @@ async def test_a_deleted_run_takes_back_its_values_in_bytes(store_url: str) -> N
     await store.aclose()
     assert gone == 1
     assert await stored(store_url) == 2 + 2  # r2's input and context, exactly
+
+
+async def test_active_runs_are_counted_as_far_as_the_quota_and_exactly_in_a_refusal(
+    store_url: str,
+) -> None:
+    store = await open_store(store_url)
+    for i in range(5):
+        await new_run(store, f"r{i}")  # pending: active
+
+    def admit(quotas: Quotas, *, inserted: bool = False) -> Callable[[Conn], str]:
+        def op(conn: Conn) -> str:
+            try:
+                usage.admit_runs(conn, quotas, "local", [{}], inserted=inserted)
+            except QuotaExceeded as exc:
+                return exc.message
+            return "admitted"
+
+        return op
+
+    try:
+        assert await store.db.writer.submit(lambda conn: usage.active_runs(conn, "local", 3)) == 3
+        assert await store.db.writer.submit(admit(Quotas(active_runs=6))) == "admitted"
+        # A quota lowered below what runs already: the refusal counts them all.
+        refused = await store.db.writer.submit(admit(Quotas(active_runs=2)))
+        assert refused.startswith("the company has 5 active runs, and another would pass")
+        # Runs written in the same transaction are the ones being admitted.
+        assert await store.db.writer.submit(admit(Quotas(active_runs=5), inserted=True)) == (
+            "admitted"
+        )
+        assert await store.db.writer.submit(admit(Quotas(active_runs=0))) == "admitted"
+    finally:
+        await store.aclose()

@@ -25,10 +25,15 @@ def value_bytes(value: Json) -> int:
     return len(dump(value).encode())
 
 
-def active_runs(conn: Conn, company: str) -> int:
-    row = conn.execute(
-        f"SELECT COUNT(*) AS n FROM runs WHERE company = ? AND status IN ({_ACTIVE})", (company,)
-    ).fetchone()
+def active_runs(conn: Conn, company: str, at_most: int = 0) -> int:
+    """The company's active runs, counted no further than `at_most` (0: all of them)."""
+    found = f"SELECT 1 FROM runs WHERE company = ? AND status IN ({_ACTIVE})"
+    if at_most:
+        row = conn.execute(
+            f"SELECT COUNT(*) AS n FROM ({found} LIMIT ?) AS found", (company, at_most)
+        ).fetchone()
+    else:
+        row = conn.execute(f"SELECT COUNT(*) AS n FROM ({found}) AS found", (company,)).fetchone()
     return int(row["n"])
 
 
@@ -72,8 +77,15 @@ def admit_runs(
     bytes (raises QuotaExceeded), and count their inputs and their first context (`{}`, which
     the run's changes replace). `inserted`: the runs are already written in this transaction (a
     refusal rolls them back with it)."""
-    active = active_runs(conn, company) - (len(inputs) if inserted else 0)
-    quotas.check_active_runs(active, len(inputs))
+    if quotas.active_runs:
+        # Each trigger counts, so the count stops where the quota is decided: past it, a
+        # company with tens of thousands of active runs would be counted run by run each time
+        # (without the quota, not at all). Only a refusal counts them all, for its words.
+        new = len(inputs) if inserted else 0
+        active = active_runs(conn, company, at_most=quotas.active_runs + new + 1) - new
+        if active + len(inputs) > quotas.active_runs:
+            active = active_runs(conn, company) - new
+        quotas.check_active_runs(active, len(inputs))
     added = sum(value_bytes(value) + value_bytes({}) for value in inputs)
     quotas.check_stored(stored_bytes(conn, company), added)
     add_stored(conn, company, added)
