@@ -344,6 +344,8 @@ class App:
                     )
                     return False
             self.authenticator.reload(table)
+            if self.web is not None:
+                self.web.tokens_reloaded()
             return True
 
     @property

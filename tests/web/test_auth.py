@@ -14,7 +14,7 @@ import pytest
 from tests.api.test_tenancy import ACME, GLOBEX, TOKENS, tokens_file
 from tests.conftest import Daemon
 from tests.engine.support import workflow
-from tests.web.support import PAUSED, QUICK, Visitor, text_of
+from tests.web.support import PAUSED, QUICK, Stream, Visitor, text_of
 from workflowd.v1 import workflow_service_pb2 as pb
 
 
@@ -167,6 +167,37 @@ async def test_a_revoked_token_stops_its_cookie_and_its_streams(
     assert (await acme.get("/runs"))[0] == 303
     status, _, _ = await acme.post(f"/runs/{run.run.id}/cancel", {"csrf": "x"})
     assert status == 401
+
+
+async def test_a_reload_ends_a_revoked_tokens_idle_streams_at_once(
+    start_daemon: Callable[..., Awaitable[Daemon]], tmp_path: Path
+) -> None:
+    # No heartbeat for 10 minutes: only the reload itself can end the idle stream in time.
+    tokens = tokens_file(tmp_path / "tokens.toml", TOKENS)
+    daemon = await start_daemon(tokens_file=str(tokens), web_heartbeat_s=600.0)
+    visitor = Visitor(daemon)
+    try:
+        assert await visitor.sign_in("tok-acme") == 303
+        status, page = await visitor.get("/runs")
+        assert status == 200
+        live = re.search(r'sse-connect="([^"]+)"', page)
+        assert live is not None
+        opened = asyncio.Event()
+
+        def done(stream: Stream) -> bool:
+            opened.set()  # the first rendering came: the stream is open and idle
+            return any(m.event == "end" for m in stream.messages)
+
+        watching = asyncio.create_task(visitor.stream(live.group(1), done, timeout_s=120))
+        await asyncio.wait_for(opened.wait(), 60)
+        tokens_file(tokens, {"tok-globex": TOKENS["tok-globex"]})
+        assert await daemon.app.reload_tokens()
+        got = await watching
+        assert got.comments == []  # no heartbeat came: the reload ended it
+        assert got.messages[-1].event == "end"
+        assert got.messages[-1].data == "signed out"
+    finally:
+        await visitor.aclose()
 
 
 async def test_signing_out_ends_the_session(daemon: Daemon, acme: Visitor) -> None:

@@ -9,8 +9,9 @@ burst of 500 events a second, or a reconnection shows the right state at the nex
 never a timeline patched out of order. Each message's `id` is the position of its last event
 (a run's `seq`, or the company's `global_seq`); a browser that reconnects sends it back as
 `Last-Event-ID`, and the stream resumes from the events after it. A comment line every
-`heartbeat_s` keeps proxies from closing an idle stream, and checks that the session still
-holds (a revoked token ends its streams).
+`heartbeat_s` keeps proxies from closing an idle stream. Every stream checks that its
+session still holds after each burst, each heartbeat and each reload of the tokens
+(`Reloads`), so a revoked token's streams end at its reload.
 """
 
 from __future__ import annotations
@@ -37,6 +38,22 @@ def subscriber() -> tuple[asyncio.Event, Callable[[], Awaitable[None]]]:
         subscribed.set()
 
     return subscribed, ready
+
+
+class Reloads:
+    """Wakes every live stream when the tokens are reloaded, so that each checks its session
+    then rather than at its next event or heartbeat."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def happened(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def next(self) -> Awaitable[bool]:
+        """Done at the next reload (bound now: a reload before the first await counts)."""
+        return self._event.wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +95,7 @@ async def stream(
     render: Render,
     still_valid: Callable[[], bool],
     timing: LiveTiming,
+    reloads: Reloads,
     *,
     subscribed: asyncio.Event,
     render_first: bool,
@@ -111,10 +129,14 @@ async def stream(
             changed.set()
         while True:
             waiter = asyncio.create_task(changed.wait())
+            reloaded = asyncio.ensure_future(reloads.next())
             done, _ = await asyncio.wait(
-                {waiter, feeder}, timeout=timing.heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+                {waiter, feeder, reloaded},
+                timeout=timing.heartbeat_s,
+                return_when=asyncio.FIRST_COMPLETED,
             )
             waiter.cancel()
+            reloaded.cancel()
             if feeder in done and feeder.exception() is not None and not changed.is_set():
                 await _end(response, feeder.exception())
                 return

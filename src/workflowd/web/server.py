@@ -113,8 +113,14 @@ class WebUi:
         self._sessions = sessions
         self._clock = clock
         self._timing = timing or live.LiveTiming()
+        self._reloads = live.Reloads()
         folder = resources.files("workflowd.web") / "static"
         self._static = {name: (folder / name).read_bytes() for name in _STATIC}
+
+    def tokens_reloaded(self) -> None:
+        """The tokens changed: every live stream checks its session now (a revoked or moved
+        token's streams end)."""
+        self._reloads.happened()
 
     def install(self, app: aioweb.Application) -> None:
         page = self._guard
@@ -363,6 +369,7 @@ class WebUi:
             fragments,
             self._still(session),
             timing,
+            self._reloads,
             subscribed=subscribed,
             render_first=resume == 0,
             start=resume,
@@ -401,6 +408,7 @@ class WebUi:
             fragments,
             self._still(session),
             self._timing,
+            self._reloads,
             subscribed=subscribed,
             render_first=False,
             start=resume,
