@@ -41,6 +41,16 @@ def test_the_web_page_is_served_unless_told_not_to() -> None:
     assert build_parser().parse_args(["serve"]).web_enabled is None
 
 
+def test_metrics_alone_may_stay_beyond_loopback_beside_grpc_tls() -> None:
+    tls = {"tls_cert": "/c.pem", "tls_key": "/k.pem", "tokens_file": "/t.toml"}
+    beyond = {**tls, "http_listen": "0.0.0.0:9464"}
+    with pytest.raises(InvalidRequest) as info:
+        Settings.load(beyond, {})
+    assert info.value.field == "http_listen"
+    assert not Settings.load({**beyond, "web_enabled": False}, {}).web_enabled
+    assert Settings.load({**tls, "http_listen": "127.0.0.1:9464"}, {}).web_enabled
+
+
 def test_no_setting_can_switch_on_crash_points(tmp_path: Path) -> None:
     """Crash injection exists for the crash tests' own entry point only."""
     settings = Settings.load({}, {"WORKFLOWD_CRASH_POINTS": "after_submit"})

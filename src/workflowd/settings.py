@@ -148,6 +148,7 @@ class Settings:
         if self.tls_client_ca and not self.tls_cert:
             raise InvalidRequest("tls_client_ca", "client certificates need --tls-cert/--tls-key")
         self._check_dataplane_tls()
+        self._check_web_listener()
         self._check_jobs_company()
         for name, text in self.listeners().items():
             address = Address.parse(text, name)
@@ -176,6 +177,21 @@ class Settings:
                 "jobs_company",
                 "is for a daemon without a tokens file: with one, each company's jobs are filed"
                 " under its own name",
+            )
+
+    def _check_web_listener(self) -> None:
+        """The web page takes tokens at sign-in and shows the companies' runs, over plain HTTP:
+        beyond loopback it would be weaker than a gRPC that serves TLS (/metrics and /healthz
+        alone may stay there)."""
+        if not self.web_enabled or not self.tls_cert:
+            return
+        address = Address.parse(self.http_listen, "http_listen")
+        if not address.is_loopback:
+            raise InvalidRequest(
+                "http_listen",
+                f"gRPC serves TLS but the web page would serve {address} in plain HTTP (tokens"
+                " at sign-in, session cookies, the companies' runs): serve it on loopback behind"
+                " a TLS proxy, or pass --no-web to keep only /metrics and /healthz there",
             )
 
     def _check_dataplane_tls(self) -> None:

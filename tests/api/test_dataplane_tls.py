@@ -74,6 +74,22 @@ async def test_serve_refuses_a_data_plane_weaker_than_grpc(
     assert refused == f"workflowd: dataplane_listen: {said}, or a loopback --dataplane-listen\n"
 
 
+async def test_serve_refuses_a_web_page_beyond_loopback_in_plain_http_beside_grpc_tls(
+    tmp_path: Path, pki: Pki
+) -> None:
+    tokens = tokens_file(tmp_path / "tokens.toml", TOKENS)
+    flags = tls_flags(pki, client_ca=False, plane=False, plane_client_ca=False)
+    refused = await serve_refused(
+        tmp_path / "d", "--tokens-file", str(tokens), "--http-listen", "0.0.0.0:9464", *flags
+    )
+    assert refused == (
+        "workflowd: http_listen: gRPC serves TLS but the web page would serve 0.0.0.0:9464 in"
+        " plain HTTP (tokens at sign-in, session cookies, the companies' runs): serve it on"
+        " loopback behind a TLS proxy, or pass --no-web to keep only /metrics and /healthz"
+        " there\n"
+    )
+
+
 @pytest.fixture
 async def daemon(
     start_daemon: Callable[..., Awaitable[Daemon]], tmp_path: Path, pki: Pki
