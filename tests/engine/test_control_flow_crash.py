@@ -159,6 +159,9 @@ async def test_kill_during_a_wait_keeps_its_wake_up(stack: Stack) -> None:
     assert waits == [waiting.until]  # the stored wake-up: the wait neither started again nor ended
     assert final.tasks[0].ended_at.ToDatetime() >= waiting.until.ToDatetime()  # not early
     assert await keys_of_jobs(stack, run.id) == ["/do/1/log"]
+    assert stack.daemon is not None
+    said = [*stack.daemon.before_ready, *stack.daemon.last_lines]
+    assert any(", 1 run resumed)" in line for line in said), said  # one run, not "1 runs"
 
 
 async def test_kill_right_after_a_compete_winner_cancels_the_losers_jobs(stack: Stack) -> None:

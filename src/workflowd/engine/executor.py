@@ -122,7 +122,10 @@ class RunExecutor:
             self.taken = True
         except Exception as exc:
             # A bug must not leave the run active forever, nor its jobs running unwatched.
-            log.exception("run %s failed on an internal error", self.run_id, extra=self._log())
+            log.exception(
+                "run %s of %s failed on an internal error", self.run_id, self._workflow(),
+                extra={**self._log(), "title": "workflowd hit an internal error"},
+            )  # fmt: skip
             await self._stop_steps()
             await self._commits.abort(exc, self._calls)
         finally:
@@ -360,15 +363,18 @@ class RunExecutor:
     async def _end(self, end: RunEnd) -> None:
         await self._commit_pending(end)
         if end.status == RunStatus.FAILED and end.problem is not None:
-            workflow, problem = f"{self._run.namespace}/{self._run.name}", end.problem
-            fields = {"workflow": workflow, "task_ref": problem.instance, "title": problem.title}
+            workflow, problem = self._workflow(), end.problem
+            fields = {"task_ref": problem.instance, "title": problem.title}
             log.warning(
                 "run %s of %s failed at %s: %s", self.run_id, workflow, problem.instance or "/",
                 problem.title, extra={**self._log(), **fields},
             )  # fmt: skip
 
     def _log(self) -> dict[str, str]:
-        return {"run_id": self.run_id}
+        return {"run_id": self.run_id, "workflow": self._workflow()}
+
+    def _workflow(self) -> str:
+        return f"{self._run.namespace}/{self._run.name}"
 
 
 @dataclass(frozen=True, slots=True)
