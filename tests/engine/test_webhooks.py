@@ -4,17 +4,20 @@ the allow-list and SIGHUP reloads, schedule decisions, and ListDeliveries."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import signal
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 
-from tests.conftest import Daemon, eventually
+from tests.conftest import REPO, Daemon, eventually
 from tests.engine.schedule_support import (
     T0,
     activate,
@@ -27,12 +30,14 @@ from tests.engine.schedule_support import (
 from tests.engine.support import AUDIT_CSV, Plane, apply, finished, trigger
 from tests.engine.test_schedules import cancel_all
 from tests.postgres import fresh_schema
+from tests.procs import Process, venv_bin
 from tests.scheduler.manual_clock import ManualClock
 from tests.tls import make_pki
 from tests.webhooks import COMPLETES, FAILS, RETRIES, SECRET, WAITS, Receiver, write_config
 from workflowd.domain.notify import Destination, NotifyEvent
 from workflowd.notify.sender import body_of, signature
 from workflowd.v1 import workflow_service_pb2 as pb
+from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
 Start = Callable[..., Awaitable[Daemon]]
 
@@ -187,6 +192,53 @@ async def test_a_reload_takes_new_destinations_and_refuses_a_bad_file_whole(
     kept = await run_of(daemon, COMPLETES, "kept")
     await eventually(lambda: _delivered_for(daemon, kept.id))
     assert {r.body["run"] for r in receiver.received} == {heard.id, kept.id}
+
+
+@pytest.mark.slow
+async def test_sighup_to_workflowd_serve_reloads_the_webhooks(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "workflowd.toml", receiver.url, ["run_failed"])
+    flags = [
+        "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0",
+        "--http-listen", "127.0.0.1:0", "--dataplane-listen", "127.0.0.1:0",
+        "--config", str(config),
+    ]  # fmt: skip
+    process = await Process.start(
+        [venv_bin("workflowd"), "serve", *flags],
+        r"serving gRPC on (\d+\.\d+\.\d+\.\d+:\d+)",
+        env={"PYTHONPATH": str(REPO)},
+    )
+    try:
+        async with grpc.aio.insecure_channel(process.ready.group(1)) as channel:
+            stub = pb_grpc.WorkflowServiceStub(channel)
+            created = await stub.CreateWorkflow(
+                pb.CreateWorkflowRequest(specification=COMPLETES.format(name="heard"))
+            )
+
+            async def completed_run() -> str:
+                reply = await stub.TriggerWorkflow(
+                    pb.TriggerWorkflowRequest(workflow_id=created.workflow.id)
+                )
+                async for _ in stub.WatchRun(pb.WatchRunRequest(run_id=reply.run.id)):
+                    pass
+                return reply.run.id
+
+            unheard = await completed_run()  # completions are not asked for yet
+            write_config(config, receiver.url, ["run_failed", "run_completed"])
+            process.proc.send_signal(signal.SIGHUP)
+
+            async def reloaded() -> bool:
+                return any("webhooks reloaded" in line for line in process.last_lines)
+
+            await eventually(reloaded, timeout_s=60)
+            heard = await completed_run()
+            await asyncio.wait_for(receiver.arrived.wait(), 60)
+            assert [r.body["run"] for r in receiver.received] == [heard]
+            assert unheard != heard
+    finally:
+        await process.stop()
+    assert process.proc.returncode == 0
 
 
 async def _delivered_for(daemon: Daemon, run_id: str) -> bool:
