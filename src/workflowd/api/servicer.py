@@ -103,7 +103,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def _workflow_id(self, company: str, workflow_id: str, namespace: str, name: str) -> str:
         """The id of the workflow a request names by id, or by namespace and name."""
         ref = WorkflowRef(workflow_id, namespace, name)
-        return (await self._definitions.get(company, ref)).id
+        return (await self._definitions.head(company, ref)).id
 
     async def _runs_of(self, company: str, workflow_id: str, namespace: str, name: str) -> str:
         """The workflow id a run filter selects: namespace and name resolved to it; without a

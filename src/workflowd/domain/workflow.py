@@ -32,6 +32,26 @@ class Workflow:
     updated_at: datetime
     archived_at: datetime | None = None
 
+    @property
+    def head(self) -> WorkflowHead:
+        return WorkflowHead(
+            self.id, self.company, self.namespace, self.name, self.version, self.status
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowHead:
+    """What a new run needs of its workflow: which one, at which version, and whether it still
+    accepts runs (read in one statement: a trigger does not need the specification's text,
+    whose parsed definition is cached by version)."""
+
+    id: str
+    company: str
+    namespace: str
+    name: str
+    version: str
+    status: WorkflowStatus
+
 
 @dataclass(frozen=True, slots=True)
 class WorkflowFilter:

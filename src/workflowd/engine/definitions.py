@@ -9,10 +9,15 @@ from dataclasses import dataclass
 
 from workflowd.domain import ids
 from workflowd.domain.definition import WorkflowDefinition
-from workflowd.domain.errors import FailedPrecondition, InvalidRequest, InvalidSpecification
+from workflowd.domain.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    InvalidSpecification,
+    NotFound,
+)
 from workflowd.domain.page import Page
 from workflowd.domain.quotas import Quotas
-from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
+from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter, WorkflowHead
 from workflowd.engine import fires
 from workflowd.engine.clock import Clock
 from workflowd.engine.ports import WorkflowStore
@@ -59,7 +64,7 @@ class WorkflowRef:
         ids.check_name("namespace", self.namespace)
         ids.check_name("name", self.name)
 
-    def agrees(self, workflow: Workflow) -> None:
+    def agrees(self, workflow: Workflow | WorkflowHead) -> None:
         """A workflow found by id must also be the one namespace and name say, when given."""
         named = self.namespace or self.name
         if named and (workflow.namespace, workflow.name) != (self.namespace, self.name):
@@ -83,13 +88,49 @@ class Definitions:
     async def definition(self, workflow: Workflow) -> WorkflowDefinition:
         """The parsed definition of the workflow's version, cached (LRU) since runs of the
         same version share it; parsing a large spec must not stall the event loop."""
-        key = (workflow.id, workflow.version)
+        cached = self._cached(workflow.id, workflow.version)
+        if cached is not None:
+            return cached
+        return await self._parse(workflow.id, workflow.version, workflow.specification)
+
+    async def head(self, company: str, ref: WorkflowRef) -> WorkflowHead:
+        """The workflow a new run is of, at its current version (or `ref.version`): what
+        `get` says of it, in one statement rather than three, without its specification."""
+        ref.check()
+        head = await self._store.workflow_head(
+            company,
+            workflow_id=ref.workflow_id,
+            namespace=ref.namespace,
+            name=ref.name,
+            version=ref.version,
+        )
+        if head is None:
+            # The refusal's words (which of the workflow or its version is missing) are
+            # `get`'s; it answers only if the workflow appeared meanwhile.
+            return (await self.get(company, ref)).head
+        ref.agrees(head)
+        return head
+
+    async def definition_of(self, head: WorkflowHead) -> WorkflowDefinition:
+        """`definition`, reading the version's specification only when it is not cached."""
+        cached = self._cached(head.id, head.version)
+        if cached is not None:
+            return cached
+        text = await self._store.specification(head.id, head.version)
+        if text is None:  # a workflow deleted since its head was read
+            raise NotFound(f"workflow {head.namespace}/{head.name} not found")
+        return await self._parse(head.id, head.version, text)
+
+    def _cached(self, workflow_id: str, version: str) -> WorkflowDefinition | None:
+        key = (workflow_id, version)
         cached = self._parsed.get(key)
         if cached is not None:
             self._parsed.move_to_end(key)
-            return cached
-        parsed = await asyncio.to_thread(parse, workflow.specification, self._limits)
-        self._remember(key, parsed)
+        return cached
+
+    async def _parse(self, workflow_id: str, version: str, text: str) -> WorkflowDefinition:
+        parsed = await asyncio.to_thread(parse, text, self._limits)
+        self._remember((workflow_id, version), parsed)
         return parsed
 
     def _remember(self, key: tuple[str, str], definition: WorkflowDefinition) -> None:

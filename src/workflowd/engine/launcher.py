@@ -161,10 +161,10 @@ class Launcher:
         acting_for.set(company)
         try:
             run = await self._deps.store.get_run(company, run_id)
-            workflow = await self._definitions.get(
+            workflow = await self._definitions.head(
                 company, WorkflowRef(workflow_id=run.workflow_id, version=run.version)
             )
-            definition = await self._definitions.definition(workflow)
+            definition = await self._definitions.definition_of(workflow)
         except Exception:
             log.exception("run %s could not start after the run it waited for", run_id)
             self._releasing.discard(run_id)

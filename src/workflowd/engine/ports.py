@@ -29,7 +29,7 @@ from workflowd.domain.schedule import (
     NextFire,
     WorkflowSchedule,
 )
-from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
+from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter, WorkflowHead
 from workflowd.spec import SchemaResult
 
 
@@ -47,6 +47,21 @@ class WorkflowStore(Protocol):
         name: str = "",
         version: str = "",
     ) -> Workflow: ...
+
+    async def workflow_head(
+        self,
+        company: str,
+        *,
+        workflow_id: str = "",
+        namespace: str = "",
+        name: str = "",
+        version: str = "",
+    ) -> WorkflowHead | None:
+        """The workflow at `version` (empty: its current one), without its specification, in
+        one statement; None when there is no such workflow or version."""
+        ...
+
+    async def specification(self, workflow_id: str, version: str) -> str | None: ...
 
     async def list_workflows(
         self, company: str, filt: WorkflowFilter, size: int, token: str

@@ -30,7 +30,7 @@ from workflowd.domain.run import (
     RunTrigger,
     WatchFilter,
 )
-from workflowd.domain.workflow import Workflow, WorkflowStatus
+from workflowd.domain.workflow import Workflow, WorkflowHead, WorkflowStatus
 from workflowd.engine.definitions import Definitions, WorkflowRef
 from workflowd.engine.deps import EngineDeps
 from workflowd.engine.hub import HubClosed, Subscription
@@ -60,7 +60,7 @@ class TriggerRequest:
 
 
 def new_run(
-    workflow: Workflow,
+    workflow: WorkflowHead,
     trigger: RunTrigger,
     now: datetime,
     *,
@@ -93,7 +93,7 @@ def rerun_of(workflow: Workflow, original: Run, start: str, now: datetime) -> Ne
     """A re-run of `original` (`reruns.py`): same version and instant, replaying it up to where
     `start` says."""
     return new_run(
-        workflow,
+        workflow.head,
         RunTrigger.RERUN,
         now,
         run_input=original.input,
@@ -117,12 +117,12 @@ class Runs:
         self._rate.take(company)
         if request.idempotency_key:
             ids.check_key("idempotency_key", request.idempotency_key)
-        workflow = await self._definitions.get(company, request.ref)
+        workflow = await self._definitions.head(company, request.ref)
         if workflow.status == WorkflowStatus.ARCHIVED:
             raise FailedPrecondition(
                 f"workflow {workflow.namespace}/{workflow.name} is archived and accepts no runs"
             )
-        definition = await self._definitions.definition(workflow)
+        definition = await self._definitions.definition_of(workflow)
         run_input = {} if request.input is None else request.input
         await self.validate_input(definition, run_input)
         new = new_run(
@@ -165,8 +165,8 @@ class Runs:
         without creating a run: InvalidRequest names where it fails. It costs a schema check
         in the evaluator's workers, as a trigger does, so it draws on the same rate quota."""
         self._rate.take(company)
-        workflow = await self._definitions.get(company, ref)
-        await self.validate_input(await self._definitions.definition(workflow), run_input)
+        workflow = await self._definitions.head(company, ref)
+        await self.validate_input(await self._definitions.definition_of(workflow), run_input)
 
     async def _create(self, new: NewRun, definition: WorkflowDefinition) -> Run:
         run, events, created = await self._deps.store.create_run(new)

@@ -298,7 +298,7 @@ class Schedules:
                 f"{cap} at a time (the {cap}th is {instants[cap - 1].isoformat()})",
             )
         news = [
-            new_run(workflow, RunTrigger.BACKFILL, now, run_input=run_input, scheduled_at=t)
+            new_run(workflow.head, RunTrigger.BACKFILL, now, run_input=run_input, scheduled_at=t)
             for t in instants
         ]
         if rerun is not RerunPolicy.NONE:
@@ -417,11 +417,11 @@ class Schedules:
         now: datetime,
     ) -> tuple[FireResult, Run | None, WorkflowDefinition] | str:
         """The committed fire, or why it creates no run (the schema refuses its input)."""
-        workflow = await self._definitions.get(
+        workflow = await self._definitions.head(
             schedule.company,
             WorkflowRef(workflow_id=schedule.workflow_id, version=schedule.version),
         )
-        definition = await self._definitions.definition(workflow)
+        definition = await self._definitions.definition_of(workflow)
         refusal = await self._input_refusal(definition, schedule.input)
         if refusal:
             return refusal

@@ -26,7 +26,7 @@ from workflowd.domain.schedule import (
     NextFire,
     WorkflowSchedule,
 )
-from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter
+from workflowd.domain.workflow import NewWorkflowVersion, Workflow, WorkflowFilter, WorkflowHead
 from workflowd.store import (
     deletion,
     outbox,
@@ -142,6 +142,25 @@ class Store:
             return await reads.get_workflow(reader, company, wid, version or None)
 
         return await self._read(query)
+
+    async def workflow_head(
+        self,
+        company: str,
+        *,
+        workflow_id: str = "",
+        namespace: str = "",
+        name: str = "",
+        version: str = "",
+    ) -> WorkflowHead | None:
+        return await self._read(
+            lambda r: reads.workflow_head(r, company, workflow_id, namespace, name, version),
+            snapshot=False,
+        )
+
+    async def specification(self, workflow_id: str, version: str) -> str | None:
+        return await self._read(
+            lambda r: reads.specification(r, workflow_id, version), snapshot=False
+        )
 
     async def list_workflows(
         self, company: str, filt: WorkflowFilter, size: int, token: str

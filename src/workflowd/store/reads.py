@@ -13,7 +13,7 @@ from workflowd.domain.json import Json
 from workflowd.domain.page import Page
 from workflowd.domain.run import Run, RunEvent, RunFilter, WatchFilter
 from workflowd.domain.schedule import FireDecision, WorkflowSchedule
-from workflowd.domain.workflow import Workflow, WorkflowFilter
+from workflowd.domain.workflow import Workflow, WorkflowFilter, WorkflowHead, WorkflowStatus
 from workflowd.store import rows
 from workflowd.store.codec import load, parse_ts_required, ts
 from workflowd.store.paging import PageTokens
@@ -211,6 +211,46 @@ async def find_workflow_id(reader: Reader, company: str, namespace: str, name: s
     if not found:
         raise NotFound(f"workflow {namespace}/{name} not found")
     return str(found[0]["id"])
+
+
+async def workflow_head(
+    reader: Reader, company: str, workflow_id: str, namespace: str, name: str, version: str
+) -> WorkflowHead | None:
+    """The workflow by id, or else by namespace and name, at `version` (empty: its current
+    one), in one statement; None when there is no such workflow or version."""
+    if version:
+        columns = (
+            "SELECT w.id, w.company, w.namespace, w.name, v.version, w.status FROM workflows w"
+            " JOIN workflow_versions v ON v.workflow_id = w.id AND v.version = ?"
+        )
+        args: tuple[str, ...] = (version,)
+    else:
+        columns = (
+            "SELECT w.id, w.company, w.namespace, w.name, w.current_version AS version,"
+            " w.status FROM workflows w"
+        )
+        args = ()
+    if workflow_id:
+        where, args = " WHERE w.id = ? AND w.company = ?", (*args, workflow_id, company)
+    else:
+        where = " WHERE w.company = ? AND w.namespace = ? AND w.name = ?"
+        args = (*args, company, namespace, name)
+    found = await reader.fetch(columns + where, args)
+    if not found:
+        return None
+    row = found[0]
+    return WorkflowHead(
+        row["id"], row["company"], row["namespace"], row["name"], row["version"],
+        WorkflowStatus(row["status"]),
+    )  # fmt: skip
+
+
+async def specification(reader: Reader, workflow_id: str, version: str) -> str | None:
+    found = await reader.fetch(
+        "SELECT specification FROM workflow_versions WHERE workflow_id = ? AND version = ?",
+        (workflow_id, version),
+    )
+    return str(found[0]["specification"]) if found else None
 
 
 async def get_workflow(
