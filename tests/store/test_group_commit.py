@@ -77,10 +77,11 @@ async def db(store_url: str, tmp_path: Path) -> AsyncIterator[Database]:
 
 
 async def test_writes_queued_while_the_writer_is_busy_share_one_commit(db: Database) -> None:
+    count = MAX_BATCH
     before = db.writer.commits
     blocker = Blocker()
     held = await blocker.hold(db)
-    writes = [db.writer.submit(insert(f"w{i}")) for i in range(100)]
+    writes = [db.writer.submit(insert(f"w{i}")) for i in range(count)]
     # Nothing committed yet, and no caller resumed before its commit.
     assert db.writer.commits == before
     assert not any(w.done() for w in writes)
@@ -88,10 +89,10 @@ async def test_writes_queued_while_the_writer_is_busy_share_one_commit(db: Datab
 
     blocker.release.set()
     assert await held == "blocker"
-    assert await asyncio.gather(*writes) == [f"w{i}" for i in range(100)]
-    # One commit for the blocker's batch, exactly one for the 100 writes queued behind it.
+    assert await asyncio.gather(*writes) == [f"w{i}" for i in range(count)]
+    # One commit for the blocker's batch, exactly one for the writes queued behind it.
     assert db.writer.commits == before + 2
-    assert await names(db) == ["blocker", *(f"w{i}" for i in range(100))]
+    assert await names(db) == ["blocker", *(f"w{i}" for i in range(count))]
 
 
 async def test_a_batch_is_capped_and_the_rest_commits_in_the_next(db: Database) -> None:
