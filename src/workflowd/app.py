@@ -148,6 +148,7 @@ class App:
             max_instances=s.max_instances,
             max_attempts=s.max_attempts,
             max_wait_s=s.max_wait_s,
+            values=JsonBounds(s.max_value_depth, s.max_value_bytes),
         )
         self.definitions = definitions = Definitions(
             self.store, clock, Limits(s.max_spec_bytes, s.max_tasks, flow=flow), self.quotas
@@ -161,7 +162,7 @@ class App:
             clock=clock,
             metrics=self.metrics,
             orphans=self.orphans,
-            limits=RunLimits(values=JsonBounds(s.max_value_depth, s.max_value_bytes), flow=flow),
+            limits=RunLimits(values=flow.values, flow=flow),
             quotas=self.quotas,
             runtime_version=__version__,
             tracing=Tracing(self.telemetry.spans),

@@ -11,6 +11,7 @@ import pytest
 
 from tests.engine.flow_driver import T0, definition, echo, fail, run
 from workflowd.domain.definition import FlowLimits
+from workflowd.domain.json import JsonBounds
 from workflowd.domain.run import ErrorType, Problem, RunStatus, TaskStatus
 from workflowd.engine.cursor import instance_key
 from workflowd.engine.flow import CallStep, Ended, Faulted, Retrying, Sleep, Step, Waiting
@@ -250,6 +251,30 @@ def test_instances_are_bounded_even_in_an_endless_loop() -> None:
     assert "max_instances" in trace.end.problem.title
     assert len(trace.started()) == 25
     assert len(set(trace.started())) == 25  # every jump back is a new instance
+
+
+def test_a_fork_fed_its_own_output_stops_at_the_value_bounds() -> None:
+    # Each round's output holds its input once per branch: fed back by `then`, the encoded size
+    # grows as a power of the rounds (found by the property test, when a round took minutes).
+    body = """
+do:
+  - again:
+      fork:
+        branches:
+          - a: {wait: {seconds: 1}}
+          - b: {wait: {seconds: 1}}
+          - c: {wait: {seconds: 1}}
+      then: again
+"""
+    limits = FlowLimits(values=JsonBounds(max_bytes=100_000))
+    trace = run(body, {"rows": list(range(10))}, limits=limits)
+    assert trace.end is not None
+    assert trace.end.status == RunStatus.FAILED
+    assert trace.end.problem is not None
+    assert trace.end.problem.title == "the output of fork again cannot be kept"
+    assert trace.end.problem.instance == "/do/0/again"
+    assert "more than 100000 bytes" in trace.end.problem.detail
+    assert len(trace.started()) < 50  # a few rounds, long before max_instances
 
 
 def test_fork_outputs_branches_in_declaration_order() -> None:

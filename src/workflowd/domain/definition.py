@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeAlias
 
-from workflowd.domain.json import Json
+from workflowd.domain.json import Json, JsonBounds
 from workflowd.domain.retry import RetryPolicy
 
 
@@ -33,6 +33,8 @@ class FlowLimits:
     max_attempts: int = 100
     """Executions of one `try` block."""
     max_wait_s: float = 7 * 86400.0
+    values: JsonBounds = field(default_factory=JsonBounds)
+    """Each value a run holds (a fork's output, made of its branches', included)."""
 
 
 class TaskKind(StrEnum):

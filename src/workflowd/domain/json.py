@@ -41,23 +41,23 @@ class JsonBounds:
     def inspect(self, value: Json) -> tuple[int, bool]:
         """The value's encoded size, and whether a string or key in it holds a NUL (see
         `nul_pointer`), in one walk; raises `ValueTooLarge` past any bound."""
-        size, nul = encoded_size(value, self.max_depth)
-        if size > self.max_bytes:
-            raise ValueTooLarge(
-                f"it takes {size} bytes in an API response, over the limit of {self.max_bytes}"
-            )
-        return size, nul
+        return encoded_size(value, self.max_depth, self.max_bytes)
 
 
-def encoded_size(value: Json, max_depth: int) -> tuple[int, bool]:
+def encoded_size(value: Json, max_depth: int, max_bytes: int) -> tuple[int, bool]:
     """Walks the value without recursion (it may be hostile), checking depth, numbers and
     strings on the way, and sums an upper bound of its encoded size; also says whether a
-    string or key holds a NUL."""
+    string or key holds a NUL. The walk stops past `max_bytes`: a value made in memory may
+    share its parts (a fork's output holding its input once per branch, fed back to it by a
+    `then` loop), so its encoded size can grow as a power of the loop's rounds while its
+    objects do not."""
     size = 0
     nul = False
     stack: list[tuple[Json, int]] = [(value, 0)]
     pop, push = stack.pop, stack.append
     while stack:
+        if size > max_bytes:
+            raise _over(max_bytes)
         item, depth = pop()
         if isinstance(item, str):
             size += _FRAME + _text_bytes(item, "a string")
@@ -80,7 +80,13 @@ def encoded_size(value: Json, max_depth: int) -> tuple[int, bool]:
         else:
             _check_number(item)
             size += _NUMBER
+    if size > max_bytes:
+        raise _over(max_bytes)
     return size, nul
+
+
+def _over(max_bytes: int) -> ValueTooLarge:
+    return ValueTooLarge(f"it takes more than {max_bytes} bytes in an API response, the limit")
 
 
 def _text_bytes(text: str, what: str) -> int:

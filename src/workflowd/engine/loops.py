@@ -5,7 +5,7 @@ the DSL leaves a choice is listed in `interpreter.py`."""
 from __future__ import annotations
 
 from workflowd.domain.definition import Flow, ForBody, ForkBody, Task
-from workflowd.domain.json import Json, JsonObject
+from workflowd.domain.json import Json, JsonObject, ValueTooLarge
 from workflowd.domain.run import ErrorType, Problem
 from workflowd.engine.cursor import TaskFrame
 from workflowd.engine.flow import Evaluate, Purpose
@@ -118,7 +118,18 @@ class Fork(Kind):
             self.core.body_done(work, fork, task, output)
         elif all(fork.ended):
             fork.branches = None
-            self.core.body_done(work, fork, task, list(fork.results))
+            outputs = list(fork.results)
+            try:
+                self.core.limits.values.measure(outputs)
+            except ValueTooLarge as exc:
+                # The branches' outputs are checked as they come, but together they may not
+                # fit (and a fork that passes its input on, fed back by a `then` loop, grows
+                # its output as a power of the rounds).
+                title = f"the output of fork {task.name} cannot be kept"
+                problem = Problem.of(ErrorType.VALIDATION, title, str(exc), task.reference)
+                self.core.fault(work, fork, task, problem)
+                return
+            self.core.body_done(work, fork, task, outputs)
 
     def branch_failed(
         self, work: Work, fork: TaskFrame, branch: TaskFrame, problem: Problem
