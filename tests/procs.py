@@ -84,6 +84,21 @@ class Process:
             await self.kill9()
 
 
+async def serve_embedded(data_dir: Path, *extra: str) -> tuple[Process, str, str]:
+    """`workflowd serve` as a new user runs it (its own data plane), every port on loopback
+    and chosen by the system; returns the process, its gRPC address and its jobs API URL."""
+    flags = [
+        "--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
+        "--http-listen", "127.0.0.1:0", "--dataplane-listen", "127.0.0.1:0", *extra,
+    ]  # fmt: skip
+    proc = await Process.start(
+        [venv_bin("workflowd"), "serve", *flags],
+        r"serving gRPC on (\d+\.\d+\.\d+\.\d+:\d+) \(jobs API (http://\S+),",
+        env={"PYTHONPATH": str(REPO)},
+    )
+    return proc, proc.ready.group(1), proc.ready.group(2)
+
+
 async def start_dataplane(data_dir: Path) -> tuple[Process, str]:
     proc = await Process.start(
         [

@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from tests.api.test_tenancy import ACME, GLOBEX, TOKENS, bearer, tokens_file
-from tests.conftest import REPO, Daemon, eventually, serve_refused, venv_bin
+from tests.conftest import Daemon, eventually, serve_refused
 from tests.engine.test_dataplane_trust import status_with
-from tests.procs import Process
+from tests.procs import serve_embedded
 from tests.tls import make_pki
 from workflowd.api.tokens import sha256_hex
 from workflowd.jobs import local
@@ -144,17 +144,7 @@ async def test_grpc_does_not_switch_until_the_data_plane_has(
 @pytest.mark.slow
 async def test_sighup_to_workflowd_serve_reloads_both_servers(tmp_path: Path) -> None:
     path = tokens_file(tmp_path / "tokens.toml", TOKENS)
-    flags = [
-        "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0",
-        "--http-listen", "127.0.0.1:0", "--dataplane-listen", "127.0.0.1:0",
-        "--tokens-file", str(path),
-    ]  # fmt: skip
-    process = await Process.start(
-        [venv_bin("workflowd"), "serve", *flags],
-        r"serving gRPC on (\d+\.\d+\.\d+\.\d+:\d+) \(jobs API (http://\S+),",
-        env={"PYTHONPATH": str(REPO)},
-    )
-    address, jobs_url = process.ready.group(1), process.ready.group(2)
+    process, address, jobs_url = await serve_embedded(tmp_path / "d", "--tokens-file", str(path))
     try:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.WorkflowServiceStub(channel)

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import REPO, Daemon, eventually
+from tests.conftest import Daemon, eventually
 from tests.engine.schedule_support import (
     T0,
     activate,
@@ -30,7 +30,7 @@ from tests.engine.schedule_support import (
 from tests.engine.support import AUDIT_CSV, Plane, apply, finished, trigger
 from tests.engine.test_schedules import cancel_all
 from tests.postgres import fresh_schema
-from tests.procs import Process, venv_bin
+from tests.procs import serve_embedded
 from tests.scheduler.manual_clock import ManualClock
 from tests.tls import make_pki
 from tests.webhooks import COMPLETES, FAILS, RETRIES, SECRET, WAITS, Receiver, write_config
@@ -199,18 +199,9 @@ async def test_sighup_to_workflowd_serve_reloads_the_webhooks(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "workflowd.toml", receiver.url, ["run_failed"])
-    flags = [
-        "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0",
-        "--http-listen", "127.0.0.1:0", "--dataplane-listen", "127.0.0.1:0",
-        "--config", str(config),
-    ]  # fmt: skip
-    process = await Process.start(
-        [venv_bin("workflowd"), "serve", *flags],
-        r"serving gRPC on (\d+\.\d+\.\d+\.\d+:\d+)",
-        env={"PYTHONPATH": str(REPO)},
-    )
+    process, address, _ = await serve_embedded(tmp_path / "d", "--config", str(config))
     try:
-        async with grpc.aio.insecure_channel(process.ready.group(1)) as channel:
+        async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.WorkflowServiceStub(channel)
             created = await stub.CreateWorkflow(
                 pb.CreateWorkflowRequest(specification=COMPLETES.format(name="heard"))
