@@ -2,10 +2,11 @@
 
 Each method is one state change the engine makes: it checks the move against the domain's
 transition tables and the row's current state, writes it, and appends the matching `RunEvent`,
-all in the caller's transaction. `close()` writes the events, each numbered in its company's
-sequence (the `global_seq` a company sees: its events 1, 2, 3… in commit order, so that its
-cursors count nothing of other companies'), and returns them, to publish after the commit. Only
-the replicas' follower reads the log's own order (`run_events.global_seq`, `reads.events_since`).
+all in the caller's transaction. `close()` writes the events in one statement, each numbered in
+its company's sequence (the `global_seq` a company sees: its events 1, 2, 3… in commit order, so
+that its cursors count nothing of other companies'), and returns them, to publish after the
+commit. Only the replicas' follower reads the log's own order (`run_events.global_seq`,
+`reads.events_since`).
 
 A change's writes to the run's row and to its instances' rows are gathered and written when it
 closes (or before a statement that reads them), one statement per row: a task's end with the
@@ -62,6 +63,17 @@ class _EventFields:
     error: Problem | None = None
     reason: str = ""
     until: datetime | None = None
+
+
+# A change's events go in one INSERT each this many (20 values a row: far below SQLite's limit
+# on bound values, 32,766, and PostgreSQL's, 65,535).
+_EVENTS_PER_INSERT = 500
+_EVENT_COLUMNS = (
+    "run_id", "seq", "company", "workflow_id", "namespace", "type", "time", "run_status",
+    "task_index", "task_name", "task_status", "job_id", "error", "reason", "task_key", "task_ref",
+    "iteration", "attempt", "until", "company_seq",
+)  # fmt: skip
+_EVENT_ROW = f"({marks(len(_EVENT_COLUMNS))})"
 
 
 class RunTx:
@@ -191,14 +203,15 @@ class RunTx:
     def record_job(self, key: str, job_id: str) -> None:
         """The submitted job's id (TASK_JOB_SUBMITTED), once; nothing once the task ended."""
         self._flush()
+        # One statement checks and writes: a row that ended, or has this id already, is left.
         row = self._conn.execute(
-            "SELECT name, reference, position, iteration, attempt, status, job_id"
-            " FROM task_instances WHERE run_id = ? AND key = ?",
-            (self._run_id, key),
+            "UPDATE task_instances SET job_id = ? WHERE run_id = ? AND key = ? AND status = ?"
+            " AND (job_id IS NULL OR job_id <> ?)"
+            " RETURNING name, reference, position, iteration, attempt, status",
+            (job_id, self._run_id, key, TaskStatus.RUNNING.value, job_id),
         ).fetchone()
-        if row is None or row["status"] != TaskStatus.RUNNING or row["job_id"] == job_id:
+        if row is None:
             return
-        self._update_instance(key, {"job_id": job_id})
         instance, _ = self._instances.get(key) or self._cache(key, row)
         self._event(
             RunEventType.TASK_JOB_SUBMITTED, _EventFields(instance, TaskStatus.RUNNING, job_id)
@@ -363,11 +376,14 @@ class RunTx:
         self._stored_bytes = 0
         drafts, self._drafts = self._drafts, []
         first = self._number(len(drafts)) if drafts else 0
-        for i, (kind, fields, seq, run_status) in enumerate(drafts):
-            event = self._write_event(kind, fields, seq, run_status, first + i if first else 0)
-            self.events.append(event)
-            if self._outbox is not None:
+        written: list[RunEvent] = []
+        for start in range(0, len(drafts), _EVENTS_PER_INSERT):
+            chunk = drafts[start : start + _EVENTS_PER_INSERT]
+            written += self._write_events(chunk, first + start if first else 0)
+        if self._outbox is not None:
+            for event in written:
                 self._outbox.run_event(self._conn, event)
+        self.events += written
         return self.events
 
     def _number(self, count: int) -> int:
@@ -384,52 +400,55 @@ class RunTx:
         ).fetchone()
         return int(row["last_seq"]) - count + 1
 
-    def _write_event(
-        self,
-        kind: RunEventType,
-        fields: _EventFields,
-        seq: int,
-        run_status: RunStatus,
-        company_seq: int,
-    ) -> RunEvent:
-        error, task = fields.error, fields.task
-        row = self._conn.execute(
-            "INSERT INTO run_events (run_id, seq, company, workflow_id, namespace, type, time,"
-            " run_status, task_index, task_name, task_status, job_id, error, reason, task_key,"
-            " task_ref, iteration, attempt, until, company_seq)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " RETURNING company_seq",
-            (
+    def _write_events(
+        self, drafts: list[tuple[RunEventType, _EventFields, int, RunStatus]], first: int
+    ) -> list[RunEvent]:
+        """Insert these events in one statement, numbered from `first` in the company's
+        sequence (0: by PostgreSQL's trigger), and return them as written."""
+        rows: list[object] = []
+        for i, (kind, fields, seq, run_status) in enumerate(drafts):
+            error, task = fields.error, fields.task
+            rows += (
                 self._run_id, seq, self._company, self._workflow_id, self._namespace,
                 kind.value, self._now_text, run_status.value, task.position,
                 task.name, fields.task_status.value if fields.task_status else None,
                 fields.job_id, dump(error.to_json()) if error else None, fields.reason,
                 task.key, task.reference, dump(list(task.iteration)), task.attempt,
-                ts(fields.until), company_seq,
-            ),
-        ).fetchone()  # fmt: skip
-        return RunEvent(
-            run_id=self._run_id,
-            seq=seq,
-            global_seq=int(row["company_seq"]),
-            type=kind,
-            time=self._now,
-            company=self._company,
-            workflow_id=self._workflow_id,
-            namespace=self._namespace,
-            run_status=run_status,
-            task_index=task.position,
-            task_name=task.name,
-            task_status=fields.task_status,
-            job_id=fields.job_id,
-            error=error,
-            reason=fields.reason,
-            task_key=task.key,
-            task_reference=task.reference,
-            iteration=task.iteration,
-            attempt=task.attempt,
-            until=fields.until,
-        )
+                ts(fields.until), first + i if first else 0,
+            )  # fmt: skip
+        numbered = {
+            int(row["seq"]): int(row["company_seq"])
+            for row in self._conn.execute(
+                f"INSERT INTO run_events ({', '.join(_EVENT_COLUMNS)})"
+                f" VALUES {', '.join([_EVENT_ROW] * len(drafts))} RETURNING seq, company_seq",
+                rows,
+            ).fetchall()
+        }
+        return [
+            RunEvent(
+                run_id=self._run_id,
+                seq=seq,
+                global_seq=numbered[seq],
+                type=kind,
+                time=self._now,
+                company=self._company,
+                workflow_id=self._workflow_id,
+                namespace=self._namespace,
+                run_status=run_status,
+                task_index=fields.task.position,
+                task_name=fields.task.name,
+                task_status=fields.task_status,
+                job_id=fields.job_id,
+                error=fields.error,
+                reason=fields.reason,
+                task_key=fields.task.key,
+                task_reference=fields.task.reference,
+                iteration=fields.task.iteration,
+                attempt=fields.task.attempt,
+                until=fields.until,
+            )
+            for kind, fields, seq, run_status in drafts
+        ]
 
 
 def _list(raw: str) -> list[Any]:
