@@ -10,15 +10,19 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import grpc
 import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Daemon, eventually, venv_bin
@@ -30,7 +34,8 @@ from tests.engine.support import (
     trigger,
     workflow,
 )
-from workflowd.observability import JsonFormatter
+from workflowd.address import Address
+from workflowd.observability import HttpEndpoint, JsonFormatter
 from workflowd.v1 import workflow_service_pb2 as pb
 from workflowd.v1 import workflow_service_pb2_grpc as pb_grpc
 
@@ -180,6 +185,67 @@ async def test_metrics_move_with_runs_tasks_and_watchers(daemon: Daemon) -> None
         return (await scrape(port)).value("workflowd_event_loop_lag_seconds_count") > 0
 
     await eventually(loop_lag_observed)
+
+
+class _HeldCollector:
+    """A collector whose collection, on the rendering thread, waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(60)
+        yield GaugeMetricFamily("held", "held by the test", value=self.calls)
+
+
+async def test_metrics_render_off_the_event_loop_and_scrapes_meanwhile_share_the_rendering() -> (
+    None
+):
+    registry = CollectorRegistry()
+    held = _HeldCollector()
+    registry.register(held)  # type: ignore[arg-type]
+    refreshed: list[int] = []
+    arrived = [asyncio.Event() for _ in range(3)]
+
+    @web.middleware
+    async def count_scrapes(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path == "/metrics":
+            next(e for e in arrived if not e.is_set()).set()
+        return cast(web.StreamResponse, await handler(request))
+
+    endpoint = HttpEndpoint(
+        registry,
+        lambda: True,
+        lambda app: app.middlewares.append(count_scrapes),
+        before_scrape=lambda: refreshed.append(held.calls),
+    )
+    port = await endpoint.start(Address.parse("127.0.0.1:0", "http_listen"))
+    try:
+        first = asyncio.create_task(scrape(port))
+        await asyncio.to_thread(held.entered.wait, 60)
+        # The rendering is held on its thread, and the loop still answers.
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as resp,
+        ):
+            assert resp.status == 200
+        second = asyncio.create_task(scrape(port))
+        await arrived[1].wait()
+        held.release.set()
+        shared = await asyncio.gather(first, second)
+        assert [s.value("held") for s in shared] == [1, 1]
+        assert held.calls == 1
+        assert refreshed == [0]
+        # A scrape after it renders afresh.
+        assert (await scrape(port)).value("held") == 2
+        assert refreshed == [0, 1]
+    finally:
+        held.release.set()
+        await endpoint.aclose()
 
 
 def test_the_json_formatter_lifts_context_fields_to_the_top_level() -> None:

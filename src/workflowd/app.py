@@ -235,6 +235,7 @@ class App:
             self.metrics.registry,
             lambda: self._serving,
             self.web.install if self.web is not None else None,
+            before_scrape=self.metrics.refresh,
         )
         await self.http.start(Address.parse(s.http_listen, "http_listen"))
         self.lag_probe.start()

@@ -134,16 +134,20 @@ class LoopLagProbe:
 
 class HttpEndpoint:
     """`/metrics` (Prometheus text format) and `/healthz` (200 while serving, else 503);
-    `install` adds more routes (the web page's)."""
+    `install` adds more routes (the web page's). `before_scrape` runs on the event loop before
+    each rendering of the metrics, which runs on a thread."""
 
     def __init__(
         self,
         registry: CollectorRegistry,
         serving: Callable[[], bool],
         install: Callable[[web.Application], None] | None = None,
+        before_scrape: Callable[[], None] = lambda: None,
     ) -> None:
         self._registry = registry
         self._serving = serving
+        self._before_scrape = before_scrape
+        self._rendering: asyncio.Future[bytes] | None = None
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -169,8 +173,23 @@ class HttpEndpoint:
         await self._runner.cleanup()
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
+        # With hundreds of workflows' series the text takes a hundred milliseconds and more to
+        # render: on the event loop, every run, fire and stream would stall that long at each
+        # scrape (docs/performance.md). On a thread the loop keeps its turns; scrapes that come
+        # during a rendering share it, so a flood of them costs one rendering at a time.
+        if self._rendering is None:
+            self._before_scrape()
+            self._rendering = asyncio.ensure_future(
+                asyncio.to_thread(generate_latest, self._registry)
+            )
+            self._rendering.add_done_callback(self._rendered)
+        body = await asyncio.shield(self._rendering)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _rendered(self, rendering: asyncio.Future[bytes]) -> None:
+        self._rendering = None
+        if not rendering.cancelled():
+            rendering.exception()  # retrieved here too, should every scraper have gone
 
     async def _healthz(self, request: web.Request) -> web.Response:
         if self._serving():

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from tests.conftest import Daemon
 from tests.engine.schedule_support import T0, activate, at, create, get_schedule, scheduled
 from tests.scheduler.manual_clock import ManualClock
+from tests.test_observability import http_port, scrape
 from workflowd.scheduler.loop import SchedulerLoop
 
 MINUTE = timedelta(minutes=1)
@@ -25,8 +26,7 @@ async def test_get_schedule_says_how_long_an_unfired_instant_is_overdue(
     await activate(daemon, wf.id)
     on_time = await get_schedule(daemon, wf.id)
     assert not on_time.HasField("overdue")
-    registry = daemon.app.metrics.registry
-    assert registry.get_sample_value("workflowd_schedule_backlog") == 0
+    assert (await scrape(http_port(daemon))).value("workflowd_schedule_backlog") == 0
 
     # A scheduler that cannot keep up, at its extreme: it fires nothing.
     loop = daemon.app.scheduler
@@ -37,8 +37,9 @@ async def test_get_schedule_says_how_long_an_unfired_instant_is_overdue(
     behind = await get_schedule(daemon, wf.id)
     assert behind.next_fire_at == on_time.next_fire_at
     assert behind.overdue.ToTimedelta() == timedelta(seconds=90)
-    assert registry.get_sample_value("workflowd_schedule_backlog") == 1
-    assert registry.get_sample_value("workflowd_schedule_backlog_seconds") == 90
+    behind_metrics = await scrape(http_port(daemon))
+    assert behind_metrics.value("workflowd_schedule_backlog") == 1
+    assert behind_metrics.value("workflowd_schedule_backlog_seconds") == 90
 
 
 class _HeldFires:

@@ -25,6 +25,7 @@ _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800
 
 
 OTHER = "other"
+Backlog = Callable[[datetime], tuple[int, datetime | None]]
 _RUN_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 
 
@@ -53,6 +54,7 @@ class EngineMetrics:
         self.workflow = WorkflowLabels(max_workflows)
         self._run_started: dict[str, datetime] = {}
         self._last_success: dict[tuple[str, str], float] = {}
+        self._backlog: tuple[Backlog, Callable[[], datetime]] | None = None
         self.runs_started = Counter(
             "workflowd_runs_started", "Runs created", registry=self.registry
         )
@@ -182,21 +184,24 @@ class EngineMetrics:
 
     def watch_schedule_backlog(
         self,
-        backlog: Callable[[datetime], tuple[int, datetime | None]],
+        backlog: Backlog,
         now: Callable[[], datetime],
     ) -> None:
-        """The scheduler's backlog, read when the metrics are scraped."""
+        """The scheduler's backlog, read when the metrics are scraped (`refresh`)."""
+        self._backlog = (backlog, now)
 
-        def count() -> float:
-            return backlog(now())[0]
-
-        def age() -> float:
-            at = now()
-            oldest = backlog(at)[1]
-            return 0.0 if oldest is None else max((at - oldest).total_seconds(), 0.0)
-
-        self.schedule_backlog.set_function(count)
-        self.schedule_backlog_age.set_function(age)
+    def refresh(self) -> None:
+        """Set what is read from the engine's own state when the metrics are scraped. On the
+        event loop, before the text is rendered on a thread: the scheduler's entries are the
+        loop's alone, and a walk of them from another thread could meet them changing."""
+        if self._backlog is None:
+            return
+        backlog, now = self._backlog
+        at = now()
+        count, oldest = backlog(at)
+        self.schedule_backlog.set(count)
+        age = 0.0 if oldest is None else max((at - oldest).total_seconds(), 0.0)
+        self.schedule_backlog_age.set(age)
 
     def observe_events(self, events: Iterable[RunEvent], run: Run | None = None) -> None:
         for event in events:
