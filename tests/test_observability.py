@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from tests.conftest import Daemon, eventually, venv_bin
 from tests.engine.support import (
@@ -187,7 +188,7 @@ async def test_metrics_move_with_runs_tasks_and_watchers(daemon: Daemon) -> None
     await eventually(loop_lag_observed)
 
 
-class _HeldCollector:
+class _HeldCollector(Collector):
     """A collector whose collection, on the rendering thread, waits until the test lets it go."""
 
     def __init__(self) -> None:
@@ -207,7 +208,7 @@ async def test_metrics_render_off_the_event_loop_and_scrapes_meanwhile_share_the
 ):
     registry = CollectorRegistry()
     held = _HeldCollector()
-    registry.register(held)  # type: ignore[arg-type]
+    registry.register(held)
     refreshed: list[int] = []
     arrived = [asyncio.Event() for _ in range(3)]
 
